@@ -1,0 +1,258 @@
+"""The RAG-R1 text protocol as pure functions.
+
+Prompts (byte-exact with the paper's code), parsing one model turn into an
+:class:`Action`, rendering the ``<information>`` observation, neutralising protocol
+tags inside retrieved text, and the answer normalisation / exact match / F1 used for
+scoring. Nothing here knows about models, retrievers or graphs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Literal, Sequence
+
+Mode = Literal["multi", "single"]
+MODES: tuple[str, ...] = ("multi", "single")
+
+#: Strings that end a model turn; the agent cuts every turn at the first of them.
+STOP_STRINGS: tuple[str, ...] = ("</search>", "</answer>")
+
+#: Tags of the protocol (plain text, not special tokens).
+PROTOCOL_TAGS: tuple[str, ...] = ("think", "search", "information", "answer")
+
+#: The paper's cap on queries per multi-query search turn.
+DEFAULT_MAX_QUERIES = 3
+
+#: Per-query truncation of retrieved text in the information block (tokens).
+DEFAULT_DOC_MAX_TOKENS = 1000
+
+MULTI_QUERY_PROMPT = (
+    "Answer the given question. You must conduct reasoning inside <think> and </think> first "
+    "every time you get new information. After reasoning, if you find you lack some knowledge, "
+    "you can call a search engine by <search> query_1,query_2 </search> and it will return the "
+    "top searched results for each query between <information> and </information>. You can "
+    "search as many times as you want, using up to three queries each time. If you find no "
+    "further external knowledge needed, you can directly provide the answer inside <answer> and "
+    "</answer>, without detailed illustrations. For example, <answer> Beijing </answer>. "
+    "Question: {question}\n"
+)
+
+SINGLE_QUERY_PROMPT = (
+    "Answer the given question. You must conduct reasoning inside <think> and </think> first "
+    "every time you get new information. After reasoning, if you find you lack some knowledge, "
+    "you can call a search engine by <search> query </search> and it will return the top "
+    "searched results between <information> and </information>. You can search as many times as "
+    "your want. If you find no further external knowledge needed, you can directly provide the "
+    "answer inside <answer> and </answer>, without detailed illustrations. For example, "
+    "<answer> Beijing </answer>. Question: {question}\n"
+)
+
+INVALID_ACTION_TEXT = (
+    "\nMy previous action is invalid. If I want to search, I should put the query between "
+    "<search> and </search>. If I want to give the final answer, I should put the answer between "
+    "<answer> and </answer>. Let me try again.\n"
+)
+
+_ACTION_RE = re.compile(r"<(search|answer)>(.*?)</\1>", re.DOTALL)
+_CLOSED_THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL)
+_ANY_TAG_RE = re.compile(r"<\s*/?\s*(?:think|search|information|answer)\s*>", re.IGNORECASE)
+_QUOTES = {'"': '"', "\u201c": "\u201d"}
+
+
+class ProtocolError(ValueError):
+    """Input that the protocol cannot work with (e.g. an empty question)."""
+
+
+@dataclass(frozen=True)
+class Action:
+    """One parsed model turn: ``search`` (with queries), ``answer`` (with text) or ``invalid``."""
+
+    kind: Literal["search", "answer", "invalid"]
+    queries: tuple[str, ...] = ()
+    answer: str | None = None
+    reason: str | None = None
+    dropped_queries: tuple[str, ...] = field(default=())
+
+
+def normalize_question(question: object) -> str:
+    """Strip the question and append ``?`` if missing, as the reference does.
+
+    Raises :class:`ProtocolError` for a non-string or empty question.
+    """
+    if not isinstance(question, str):
+        raise ProtocolError(f"The question must be a string, got {type(question).__name__}.")
+    question = question.strip()
+    if not question:
+        raise ProtocolError("The question is empty: pass a non-empty question string.")
+    if not question.endswith("?"):
+        question += "?"
+    return question
+
+
+def make_prompt(question: str, mode: Mode = "multi") -> str:
+    """The user message for ``question`` in ``mode`` ("multi" or "single"), byte-exact."""
+    template = {"multi": MULTI_QUERY_PROMPT, "single": SINGLE_QUERY_PROMPT}.get(mode)
+    if template is None:
+        raise ProtocolError(f"Unknown mode {mode!r}: use one of {', '.join(MODES)}.")
+    return template.format(question=normalize_question(question))
+
+
+def cut_at_stop(text: str, stops: Sequence[str] = STOP_STRINGS) -> tuple[str, bool]:
+    """Cut ``text`` right after the first stop string; returns ``(text, stopped)``."""
+    ends = [text.find(s) + len(s) for s in stops if s in text]
+    if not ends:
+        return text, False
+    return text[: min(ends)], True
+
+
+def split_queries(content: str) -> list[str]:
+    """Split search content on commas, except commas inside double quotes.
+
+    Each part is stripped; a part wrapped entirely in quotes loses the quotes; empty parts
+    are dropped.
+    """
+    parts: list[str] = []
+    current: list[str] = []
+    closing: str | None = None
+    for char in content:
+        if closing is None and char in _QUOTES:
+            closing = _QUOTES[char]
+        elif closing is not None and char == closing:
+            closing = None
+        elif closing is None and char == ",":
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    parts.append("".join(current))
+    queries = []
+    for part in parts:
+        part = part.strip()
+        if len(part) >= 2 and part[0] in _QUOTES and part[-1] == _QUOTES[part[0]]:
+            part = part[1:-1].strip()
+        if part:
+            queries.append(part)
+    return queries
+
+
+def parse_action(
+    text: str, mode: Mode = "multi", max_queries: int = DEFAULT_MAX_QUERIES
+) -> Action:
+    """Parse one model turn into an :class:`Action`; never raises.
+
+    Like the reference: the first ``<search>...</search>`` or ``<answer>...</answer>`` wins,
+    and multi-query content is split on commas. Better than the reference: tags inside a
+    closed ``<think>...</think>`` are reasoning, not actions; a quoted query may contain
+    commas; duplicates are dropped; at most ``max_queries`` queries are kept (the rest are
+    reported in ``dropped_queries``); content holding another protocol tag is invalid.
+    In ``single`` mode the whole search content is one query, as in Search-R1.
+    """
+    if not isinstance(text, str):
+        return Action("invalid", reason=f"model output is {type(text).__name__}, not text")
+    visible = _CLOSED_THINK_RE.sub(" ", text)
+    match = _ACTION_RE.search(visible)
+    if match is None:
+        return Action("invalid", reason="no closed <search> or <answer> tag")
+    tag, content = match.group(1), match.group(2)
+    if _ANY_TAG_RE.search(content):
+        return Action("invalid", reason=f"nested protocol tag inside <{tag}>")
+    if tag == "answer":
+        answer = content.strip()
+        if not answer:
+            return Action("invalid", reason="empty <answer>")
+        return Action("answer", answer=answer)
+    if mode == "single":
+        queries = [content.strip()] if content.strip() else []
+    else:
+        queries = list(dict.fromkeys(split_queries(content)))
+    if not queries:
+        return Action("invalid", reason="<search> without a query")
+    limit = max(1, max_queries)
+    return Action("search", queries=tuple(queries[:limit]), dropped_queries=tuple(queries[limit:]))
+
+
+def neutralize_tags(text: str) -> str:
+    """Escape protocol tags in retrieved text so a document can never act for the model."""
+    return _ANY_TAG_RE.sub(lambda m: m.group(0).replace("<", "&lt;").replace(">", "&gt;"), text)
+
+
+def _truncate_words(text: str, max_tokens: int) -> str:
+    words = text.split(" ")
+    return text if len(words) <= max_tokens else " ".join(words[:max_tokens])
+
+
+def render_documents(
+    contents: Iterable[str],
+    max_tokens: int = DEFAULT_DOC_MAX_TOKENS,
+    truncate: Callable[[str, int], str] | None = None,
+) -> str:
+    """``Doc 1: ...\\nDoc 2: ...`` for one query's passages, neutralised and truncated.
+
+    ``truncate(text, max_tokens)`` cuts by the policy's tokenizer; without one, by words.
+    """
+    body = "\n".join(f"Doc {i}: {c}" for i, c in enumerate(contents, start=1)).strip()
+    return (truncate or _truncate_words)(neutralize_tags(body), max_tokens)
+
+
+def render_information(
+    queries: Sequence[str],
+    documents: Sequence[Sequence[str]],
+    mode: Mode = "multi",
+    max_tokens: int = DEFAULT_DOC_MAX_TOKENS,
+    truncate: Callable[[str, int], str] | None = None,
+) -> str:
+    """The observation appended after a search turn, byte-exact with the spec.
+
+    ``documents[i]`` holds the passage contents retrieved for ``queries[i]``.
+    """
+    if len(queries) != len(documents):
+        raise ProtocolError("render_information needs one document list per query.")
+    rendered = [render_documents(docs, max_tokens, truncate) for docs in documents]
+    if mode == "single":
+        body = "\n".join(rendered)
+    else:
+        body = json.dumps({"query": list(queries), "documents": rendered}, indent=2)
+    return f"\n<information>\n{body}\n</information>\n"
+
+
+# --- scoring ---------------------------------------------------------------------------
+
+
+def normalize_answer(text: str) -> str:
+    """Lower-case, drop punctuation and the articles a/an/the, collapse whitespace."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def _golds(gold: str | Sequence[str]) -> list[str]:
+    return [gold] if isinstance(gold, str) else list(gold)
+
+
+def exact_match(prediction: str | None, gold: str | Sequence[str]) -> float:
+    """1.0 if the normalised prediction equals any normalised gold answer, else 0.0."""
+    if prediction is None:
+        return 0.0
+    pred = normalize_answer(prediction)
+    return float(any(pred == normalize_answer(g) for g in _golds(gold)))
+
+
+def f1_score(prediction: str | None, gold: str | Sequence[str]) -> float:
+    """Best token-level F1 of the normalised prediction against any gold answer."""
+    if prediction is None:
+        return 0.0
+    pred_tokens = normalize_answer(prediction).split()
+    best = 0.0
+    for g in _golds(gold):
+        gold_tokens = normalize_answer(g).split()
+        common = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
+        if common == 0:
+            continue
+        precision, recall = common / len(pred_tokens), common / len(gold_tokens)
+        best = max(best, 2 * precision * recall / (precision + recall))
+    return best

@@ -1,0 +1,63 @@
+"""The transcript of one episode as typed segments: what the model wrote and what it was given.
+
+A segment is ``prompt`` (the chat-templated question), ``policy`` (one model turn) or
+``env`` (an ``<information>`` block or the invalid-action text). Token-level policies
+fill ``token_ids`` (and ``logprobs`` for policy segments); the trainer concatenates them
+and masks every non-policy token, never re-tokenising decoded text.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence, TypedDict
+
+Role = Literal["prompt", "policy", "env"]
+
+
+class Segment(TypedDict, total=False):
+    """One piece of the transcript."""
+
+    role: Role
+    text: str
+    token_ids: list[int] | None
+    logprobs: list[float] | None
+
+
+def make_segment(
+    role: Role,
+    text: str,
+    token_ids: Sequence[int] | None = None,
+    logprobs: Sequence[float] | None = None,
+) -> Segment:
+    """Build a segment, copying id and log-prob sequences into lists."""
+    return Segment(
+        role=role,
+        text=text,
+        token_ids=None if token_ids is None else list(token_ids),
+        logprobs=None if logprobs is None else list(logprobs),
+    )
+
+
+def transcript_text(segments: Sequence[Segment], include_prompt: bool = True) -> str:
+    """The transcript as text (optionally without the prompt)."""
+    return "".join(s["text"] for s in segments if include_prompt or s["role"] != "prompt")
+
+
+def has_token_ids(segments: Sequence[Segment]) -> bool:
+    """True when every segment carries token ids (a token-level policy produced them)."""
+    return bool(segments) and all(s.get("token_ids") is not None for s in segments)
+
+
+def token_ids_and_mask(segments: Sequence[Segment]) -> tuple[list[int], list[int]]:
+    """Concatenated token ids of all segments and the policy mask (1 = policy token)."""
+    ids: list[int] = []
+    mask: list[int] = []
+    for segment in segments:
+        seg_ids = segment.get("token_ids")
+        if seg_ids is None:
+            raise ValueError(
+                "This transcript has no token ids: it came from a text-level policy. "
+                "Use a token-level policy (e.g. TransformersPolicy) to train on it."
+            )
+        ids.extend(seg_ids)
+        mask.extend([1 if segment["role"] == "policy" else 0] * len(seg_ids))
+    return ids, mask
