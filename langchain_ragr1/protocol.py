@@ -57,6 +57,9 @@ INVALID_ACTION_TEXT = (
     "<answer> and </answer>. Let me try again.\n"
 )
 
+#: What a query with no retrieved passage shows the model.
+NO_RESULTS_TEXT = "No results."
+
 _ACTION_RE = re.compile(r"<(search|answer)>(.*?)</\1>", re.DOTALL)
 _CLOSED_THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL)
 _ANY_TAG_RE = re.compile(r"<\s*/?\s*(?:think|search|information|answer)\s*>", re.IGNORECASE)
@@ -192,10 +195,15 @@ def render_documents(
 ) -> str:
     """``Doc 1: ...\\nDoc 2: ...`` for one query's passages, neutralised and truncated.
 
-    ``truncate(text, max_tokens)`` cuts by the policy's tokenizer; without one, by words.
+    ``truncate(text, max_tokens)`` cuts by the policy's tokenizer; when it is absent or
+    returns ``None``, by words. A query with no passages renders as :data:`NO_RESULTS_TEXT`.
     """
     body = "\n".join(f"Doc {i}: {c}" for i, c in enumerate(contents, start=1)).strip()
-    return (truncate or _truncate_words)(neutralize_tags(body), max_tokens)
+    if not body:
+        return NO_RESULTS_TEXT
+    body = neutralize_tags(body)
+    truncated = truncate(body, max_tokens) if truncate is not None else None
+    return truncated if truncated is not None else _truncate_words(body, max_tokens)
 
 
 def render_information(

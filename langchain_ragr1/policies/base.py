@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Callable, Sequence
 
-from langchain_ragr1.protocol import STOP_STRINGS
+from langchain_ragr1.protocol import STOP_STRINGS, cut_at_stop
 from langchain_ragr1.transcript import Segment, make_segment
 
 
@@ -45,6 +45,10 @@ class Policy(ABC):
         """Token ids of environment text, or ``None`` for text-level policies."""
         return None
 
+    def decode(self, token_ids: Sequence[int]) -> str | None:
+        """Text of ``token_ids``, or ``None`` for text-level policies."""
+        return None
+
     def truncate(self, text: str, max_tokens: int) -> str | None:
         """Cut ``text`` to ``max_tokens`` of this policy's tokenizer; ``None``: no tokenizer."""
         return None
@@ -60,3 +64,35 @@ class Policy(ABC):
     ) -> Generation:
         """Async :meth:`generate`; by default runs it in a worker thread."""
         return await asyncio.to_thread(self.generate, segments, stop=stop)
+
+
+def cut_generation(
+    generation: Generation, stop: Sequence[str], decode: Callable[[Sequence[int]], str | None]
+) -> Generation:
+    """Cut a turn right after its first stop string, token ids and log-probs included.
+
+    Text-level generations are cut in the text. Token-level ones keep the shortest prefix
+    of tokens whose decoded text contains the stop string (binary search), so ids, text
+    and log-probs stay aligned.
+    """
+    text, stopped = cut_at_stop(generation.text, stop)
+    if not stopped or text == generation.text:
+        return generation
+    ids = generation.token_ids
+    if ids is None:
+        return replace(generation, text=text, finish_reason="stop")
+    low, high = 1, len(ids)
+    while low < high:
+        middle = (low + high) // 2
+        if cut_at_stop(decode(ids[:middle]) or "", stop)[1]:
+            high = middle
+        else:
+            low = middle + 1
+    logprobs = generation.logprobs[:low] if generation.logprobs is not None else None
+    return replace(
+        generation,
+        text=decode(ids[:low]) or "",
+        token_ids=list(ids[:low]),
+        logprobs=logprobs,
+        finish_reason="stop",
+    )

@@ -1,0 +1,108 @@
+"""``RagR1Agent``: the RAG-R1 graph as a LangChain ``Runnable``."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Union
+
+from langchain_core.language_models import BaseLanguageModel
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import Runnable, RunnableConfig
+
+from langchain_ragr1.config import OnRetrievalError, RagR1Config
+from langchain_ragr1.errors import ConfigError
+from langchain_ragr1.graph import build_graph, episode_result
+from langchain_ragr1.policies.base import Policy
+from langchain_ragr1.policies.langchain import LangChainPolicy
+from langchain_ragr1.protocol import DEFAULT_DOC_MAX_TOKENS, DEFAULT_MAX_QUERIES, Mode
+
+AgentInput = Union[str, Mapping[str, Any]]
+
+
+def as_policy(llm: Policy | BaseLanguageModel) -> Policy:
+    """Our policies pass through; a LangChain LLM or chat model is wrapped."""
+    return llm if isinstance(llm, Policy) else LangChainPolicy(llm)
+
+
+def _graph_input(value: AgentInput) -> dict[str, Any]:
+    if isinstance(value, str):
+        return {"question": value}
+    if isinstance(value, Mapping) and ("question" in value or "messages" in value):
+        return dict(value)
+    raise ConfigError(
+        f"RagR1Agent.invoke takes a question string or a dict with 'question' (or "
+        f"'messages'); got {type(value).__name__}."
+    )
+
+
+class RagR1Agent(Runnable[AgentInput, dict]):
+    """Answers questions by reasoning, searching with several queries at once, and answering.
+
+    Example:
+        .. code-block:: python
+
+            agent = RagR1Agent(llm=chat_model, retriever=vectorstore.as_retriever(),
+                               mode="multi", k=3, max_turns=4)
+            result = agent.invoke("Who was born first, Marie Curie or Albert Einstein?")
+            result["answer"], result["turns"], result["queries"], result["documents"]
+
+    ``llm`` is any LangChain LLM or chat model, or a token-level policy such as
+    :class:`~langchain_ragr1.policies.TransformersPolicy`; ``retriever`` is any LangChain
+    retriever. ``invoke`` returns a dict with ``answer`` (str or None), ``turns`` (retrieval
+    turns), ``queries`` (one list per turn), ``documents``, ``trace`` (the transcript),
+    ``segments`` (with token ids and the policy mask where the policy gives them) and more.
+    ``batch``/``abatch`` run episodes concurrently; a token-level policy batches their
+    generation.
+    """
+
+    def __init__(
+        self,
+        llm: Policy | BaseLanguageModel,
+        retriever: BaseRetriever,
+        *,
+        mode: Mode = "multi",
+        k: int = 3,
+        max_turns: int = 4,
+        max_queries: int = DEFAULT_MAX_QUERIES,
+        doc_max_tokens: int = DEFAULT_DOC_MAX_TOKENS,
+        retrieval_timeout_s: float = 30.0,
+        retrieval_retries: int = 2,
+        on_retrieval_error: OnRetrievalError = "raise",
+        checkpointer: Any = None,
+    ) -> None:
+        self.config = RagR1Config(
+            mode=mode,
+            k=k,
+            max_turns=max_turns,
+            max_queries=max_queries,
+            doc_max_tokens=doc_max_tokens,
+            retrieval_timeout_s=retrieval_timeout_s,
+            retrieval_retries=retrieval_retries,
+            on_retrieval_error=on_retrieval_error,
+        )
+        self.policy = as_policy(llm)
+        self.retriever = retriever
+        self.graph = build_graph(self.policy, retriever, self.config, checkpointer=checkpointer)
+
+    @classmethod
+    def from_default(cls, **kwargs: Any) -> "RagR1Agent":
+        """The bundled offline default: SmolLM2-135M-Instruct over the Wikipedia summaries.
+
+        Converts the model and builds the Chroma index on first use (cached afterwards).
+        Keyword arguments go to :func:`langchain_ragr1.defaults.default_agent`.
+        """
+        from langchain_ragr1.defaults import default_agent
+
+        return default_agent(**kwargs)
+
+    def invoke(
+        self, input: AgentInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> dict:
+        """Run one episode and return its result dict."""
+        return episode_result(self.graph.invoke(_graph_input(input), config, **kwargs))
+
+    async def ainvoke(
+        self, input: AgentInput, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> dict:
+        """Async :meth:`invoke`."""
+        state = await self.graph.ainvoke(_graph_input(input), config, **kwargs)
+        return episode_result(state)

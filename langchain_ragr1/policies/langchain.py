@@ -1,0 +1,66 @@
+"""Any LangChain LLM or chat model as a text-level policy."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from langchain_core.language_models import BaseChatModel, BaseLanguageModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+
+from langchain_ragr1.policies.base import Generation, Policy
+from langchain_ragr1.protocol import STOP_STRINGS
+from langchain_ragr1.transcript import Segment, transcript_text
+
+
+def _close_stripped_stop(text: str, stop: Sequence[str]) -> str:
+    """Re-append the stop tag that an API stripped (an open tag left unclosed at the end)."""
+    for closing in stop:
+        opening = closing.replace("</", "<", 1)
+        last_open = text.rfind(opening)
+        if last_open >= 0 and closing not in text[last_open:]:
+            return text.rstrip() + " " + closing
+    return text
+
+
+class LangChainPolicy(Policy):
+    """Wraps a LangChain ``BaseLLM`` or ``BaseChatModel``.
+
+    An LLM continues the plain transcript text. A chat model gets the prompt as one user
+    message, each model turn as an assistant message and each ``<information>`` block as a
+    user message. Stop strings are passed to the model when ``use_stop`` is true; APIs that
+    strip the stop string get it back, and the agent cuts the turn itself either way.
+    """
+
+    def __init__(self, llm: BaseLanguageModel, *, use_stop: bool = True) -> None:
+        if not isinstance(llm, BaseLanguageModel):
+            raise TypeError(
+                f"llm must be a LangChain LLM or chat model, or a langchain_ragr1 Policy; "
+                f"got {type(llm).__name__}."
+            )
+        self.llm = llm
+        self.use_stop = use_stop
+
+    def _messages(self, segments: Sequence[Segment]) -> list[BaseMessage]:
+        messages: list[BaseMessage] = []
+        for segment in segments:
+            if segment["role"] == "policy":
+                messages.append(AIMessage(segment["text"]))
+            else:
+                messages.append(HumanMessage(segment["text"].strip()))
+        return messages
+
+    def generate(
+        self, segments: Sequence[Segment], *, stop: Sequence[str] = STOP_STRINGS
+    ) -> Generation:
+        stop_arg = list(stop) if self.use_stop else None
+        if isinstance(self.llm, BaseChatModel):
+            message = self.llm.invoke(self._messages(segments), stop=stop_arg)
+            text = message.text
+            metadata = dict(getattr(message, "response_metadata", {}) or {})
+        else:
+            text = self.llm.invoke(transcript_text(segments), stop=stop_arg)
+            metadata = {}
+        finish_reason = metadata.get("finish_reason") or metadata.get("stop_reason")
+        if finish_reason != "length":
+            text = _close_stripped_stop(text, stop)
+        return Generation(text=text, finish_reason=finish_reason, metadata=metadata)
