@@ -1,4 +1,4 @@
-"""Fast stand-ins for tests: a scripted policy and an in-memory retriever."""
+"""Fast stand-ins for tests and benchmarks: a scripted policy and an in-memory retriever."""
 
 from __future__ import annotations
 
