@@ -180,10 +180,11 @@ class TransformersPolicy(Policy):
 
     # --- text <-> tokens ----------------------------------------------------------------
 
-    def _decode(self, ids: Sequence[int]) -> str:
+    def decode(self, token_ids: Sequence[int]) -> str:
+        """Text of ``token_ids``, special tokens kept, spaces untouched."""
         with self._tok_lock:
             return self.tokenizer.decode(
-                list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False
+                list(token_ids), skip_special_tokens=False, clean_up_tokenization_spaces=False
             )
 
     def encode(self, text: str) -> list[int]:
@@ -194,7 +195,7 @@ class TransformersPolicy(Policy):
     def truncate(self, text: str, max_tokens: int) -> str:
         """``text`` cut to its first ``max_tokens`` tokens."""
         ids = self.encode(text)
-        return text if len(ids) <= max_tokens else self._decode(ids[: max(0, max_tokens)])
+        return text if len(ids) <= max_tokens else self.decode(ids[: max(0, max_tokens)])
 
     def render_prompt(self, prompt: str) -> Segment:
         """``prompt`` as one user message through the chat template, with a generation prompt."""
@@ -317,7 +318,7 @@ class TransformersPolicy(Policy):
         if cut is not None:
             ids, reason = ids[:cut], "stop"
         return Generation(
-            text=self._decode(ids),
+            text=self.decode(ids),
             token_ids=ids,
             logprobs=logprobs[: len(ids)],
             finish_reason=reason,
@@ -328,7 +329,7 @@ class TransformersPolicy(Policy):
         """Length of the shortest prefix of ``ids`` whose text holds a stop string, or None."""
 
         def has_stop(n: int) -> bool:
-            text = self._decode(ids[:n])
+            text = self.decode(ids[:n])
             return any(s in text for s in stop)
 
         if not stop or not has_stop(len(ids)):
