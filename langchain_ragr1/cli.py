@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from langchain_ragr1.defaults import RETRIEVER_KINDS
 from langchain_ragr1.errors import RagR1Error
-from langchain_ragr1.protocol import MODES, ProtocolError
+from langchain_ragr1.protocol import MODES, ProtocolError, normalize_question
 
 _THINK_RE = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL)
 
@@ -76,6 +76,7 @@ def print_trace(result: dict, console: Console) -> None:
 def _ask(args: argparse.Namespace, console: Console) -> int:
     from langchain_ragr1.defaults import default_agent
 
+    normalize_question(args.question)  # fail before loading anything
     agent = default_agent(
         model_path=args.model,
         retriever=args.retriever,
