@@ -130,7 +130,7 @@ def _convert(args: argparse.Namespace, console: Console) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ragr1`` command."""
     args = _parser().parse_args(argv)
-    console = Console()
+    console = Console(soft_wrap=True)
     handlers = {"ask": _ask, "index": _index, "convert": _convert}
     try:
         return handlers[args.command](args, console)
