@@ -70,6 +70,7 @@ def test_embeddings_are_normalised_and_ordered(embeddings: MiniLMEmbeddings) -> 
     assert (batch * single).sum(1).min() > 0.9999  # length-sorted batching keeps the input order
     query = np.array(embeddings.embed_query("who discovered radium"))
     assert int(np.argmax(batch @ query)) == 0
+    assert embeddings.embed_documents([]) == []
 
 
 def test_bfloat16_matches_float32(embeddings: MiniLMEmbeddings, wiki_slice: list[Document]) -> None:
@@ -291,6 +292,14 @@ def test_http_invoke_k_and_unscored_shape() -> None:
     assert server.requests[0].url == URL and server.requests[0].method == "POST"
 
 
+def test_http_title_text_documents() -> None:
+    answer = {"result": [[{"document": {"id": 1, "title": "T", "text": "body"}, "score": 2}]]}
+    transport = httpx.MockTransport(lambda r: httpx.Response(200, json=answer))
+    retriever = SearchR1HTTPRetriever(url=URL, transport=transport)
+    (doc,) = retriever.invoke("q")
+    assert (doc.page_content, doc.metadata) == ("body", {"title": "T", "id": "1", "score": 2.0})
+
+
 def test_http_async() -> None:
     server = _Server(503)
     retriever = server.client(k=1)
@@ -350,6 +359,7 @@ def test_http_bad_input_and_answers() -> None:
     )
     with pytest.raises(RetrievalError, match="unexpected answer.*0 result lists for 1 queries"):
         bad.invoke("q")
-    html = SearchR1HTTPRetriever(url=URL, transport=httpx.MockTransport(lambda r: httpx.Response(200, text="<html>")))
+    html_transport = httpx.MockTransport(lambda r: httpx.Response(200, text="<html>"))
+    html = SearchR1HTTPRetriever(url=URL, transport=html_transport)
     with pytest.raises(RetrievalError, match="unexpected answer"):
         html.invoke("q")

@@ -95,7 +95,7 @@ def open_chroma_store(
     path: str | Path, *, collection_name: str = "ragr1", embeddings: Embeddings | None = None
 ) -> Chroma:
     """Open a store built by :func:`build_chroma_store`; a missing or empty one raises ``MissingResourceError``."""
-    hint = "build it first with `ragr1 index` (see `ragr1 index --help`)"
+    hint = f"build it first: `ragr1 index --bundled --store {path}` (or `ragr1 index CORPUS_FILES --store {path}`)"
     if not Path(path).is_dir():
         raise MissingResourceError(f"No Chroma store at {path}: {hint}.")
     client = _client(path)

@@ -23,9 +23,15 @@ def _transient(exc: BaseException) -> bool:
 
 
 def _to_document(item: Any) -> Document:
-    """``{"document": {"id", "contents"}, "score"}`` (``return_scores``) or the bare document dict."""
+    """``{"document": {"id", "contents"}, "score"}`` (``return_scores``) or the bare document dict.
+
+    ``contents`` is ``"Title\ntext"`` (the title maybe in double quotes); ``{"title", "text"}`` is accepted too.
+    """
     doc, score = (item["document"], item.get("score")) if "document" in item else (item, None)
-    title, sep, text = str(doc["contents"]).partition("\n")
+    if "contents" in doc:
+        title, sep, text = str(doc["contents"]).partition("\n")
+    else:
+        title, sep, text = str(doc.get("title") or ""), "\n", str(doc["text"])
     title = title.strip().strip('"').strip() if sep else ""
     doc_id = str(doc["id"]) if doc.get("id") is not None else None
     metadata: dict[str, Any] = {"title": title, "id": doc_id}
