@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -129,6 +130,9 @@ def _convert(args: argparse.Namespace, console: Console) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ragr1`` command."""
+    # torch loads later: passive OpenMP waiting keeps the retriever and generator threads (and
+    # any other process on a small machine) from spinning against each other.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = _parser().parse_args(argv)
     console = Console(soft_wrap=True)
     handlers = {"ask": _ask, "index": _index, "convert": _convert}

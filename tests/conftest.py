@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from langchain_ragr1.errors import MissingResourceError
 from langchain_ragr1.paths import CACHE_ENV
 
 # With other processes on this 2-core machine, OpenMP's spin-waiting threads make torch
@@ -24,10 +23,7 @@ def default_model_dir() -> Path:
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(CACHE_ENV, os.environ.get(CACHE_ENV) or str(REPO_CACHE))
-        try:
-            return default_model_path(show_progress=False)
-        except MissingResourceError as exc:
-            pytest.skip(str(exc))
+        return default_model_path(show_progress=False)
 
 
 @pytest.fixture(scope="session")

@@ -76,8 +76,10 @@ def cut_generation(
     and log-probs stay aligned.
     """
     text, stopped = cut_at_stop(generation.text, stop)
-    if not stopped or text == generation.text:
+    if not stopped:
         return generation
+    if text == generation.text:
+        return replace(generation, finish_reason="stop")
     ids = generation.token_ids
     if ids is None:
         return replace(generation, text=text, finish_reason="stop")

@@ -20,7 +20,7 @@ import torch
 
 from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.models import check_model_path, default_model_path
-from langchain_ragr1.policies.base import Generation, Policy
+from langchain_ragr1.policies.base import Generation, Policy, cut_generation
 from langchain_ragr1.protocol import STOP_STRINGS
 from langchain_ragr1.transcript import Segment, make_segment
 
@@ -314,31 +314,11 @@ class TransformersPolicy(Policy):
         end = next((i for i, t in enumerate(ids) if t in self._end_ids), None)
         if end is not None:
             ids, reason = ids[:end], "eos"
-        cut = self._stop_cut(ids, stop)
-        if cut is not None:
-            ids, reason = ids[:cut], "stop"
-        return Generation(
+        generation = Generation(
             text=self.decode(ids),
             token_ids=ids,
             logprobs=logprobs[: len(ids)],
             finish_reason=reason,
             metadata={"prompt_tokens": prompt_len, "batch_size": batch},
         )
-
-    def _stop_cut(self, ids: list[int], stop: Sequence[str]) -> int | None:
-        """Length of the shortest prefix of ``ids`` whose text holds a stop string, or None."""
-
-        def has_stop(n: int) -> bool:
-            text = self.decode(ids[:n])
-            return any(s in text for s in stop)
-
-        if not stop or not has_stop(len(ids)):
-            return None
-        low, high = 1, len(ids)  # has_stop(high) holds; prefixes only grow the text
-        while low < high:
-            mid = (low + high) // 2
-            if has_stop(mid):
-                high = mid
-            else:
-                low = mid + 1
-        return low
+        return cut_generation(generation, stop, self.decode)
