@@ -51,14 +51,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _shorten(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def print_trace(result: dict, console: Console) -> None:
     """Each think, search (with its queries and retrieved titles) and answer of an episode."""
     retrievals = iter(result.get("retrievals") or [])
     for segment in result["segments"]:
         text = segment["text"]
         if segment["role"] == "policy":
-            for thought in _THINK_RE.findall(text):
+            thoughts = _THINK_RE.findall(text)
+            for thought in thoughts:
                 console.print(f"[dim]think:[/dim] {escape(thought.strip())}")
+            if not thoughts:  # show what a model that ignores the protocol wrote
+                console.print(f"[dim]model:[/dim] {escape(_shorten(text))}")
         elif segment["role"] == "env" and "<information>" in text:
             for hit in next(retrievals, []):
                 titles = [d.metadata.get("title") or d.page_content[:40] for d in hit["documents"]]

@@ -38,3 +38,18 @@ def test_index_needs_input(capsys, tmp_path):
 def test_unknown_mode_is_rejected_by_argparse():
     with pytest.raises(SystemExit):
         main(["ask", "Who?", "--mode", "parallel"])
+
+
+def test_missing_model_folder_says_what_to_do(capsys, tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"id": "1", "title": "Paris", "text": "Paris is the capital of France."}\n')
+    code, out = run(capsys, "ask", "Who?", "--retriever", "bm25", "--corpus", str(corpus),
+                    "--model", str(tmp_path / "no-model"))
+    assert code == 2 and "no-model" in out
+
+
+def test_bad_corpus_line_is_named(capsys, tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"id": "1", "title": "A", "text": "a"}\n{"id": "2", "title": "B"}\n')
+    code, out = run(capsys, "ask", "Who?", "--retriever", "bm25", "--corpus", str(corpus))
+    assert code == 2 and "line 2" in out

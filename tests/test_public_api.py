@@ -1,0 +1,26 @@
+import langchain_ragr1
+import langchain_ragr1.policies
+import langchain_ragr1.retrievers
+
+EXPECTED = {
+    "RagR1Agent", "RagR1Config", "RagR1State", "build_graph", "episode_result", "Policy",
+    "Generation", "LangChainPolicy", "TransformersPolicy", "Action", "make_prompt", "parse_action",
+    "render_information", "normalize_answer", "exact_match", "f1_score", "RagR1Error",
+    "ConfigError", "MissingResourceError", "RetrievalError", "MiniLMEmbeddings", "BM25Retriever",
+    "SearchR1HTTPRetriever", "build_chroma_store", "open_chroma_store", "load_bundled_corpus",
+    "load_corpus_file", "default_agent", "make_retriever", "default_model_path",
+}
+
+
+def test_all_is_explicit_and_every_name_resolves():
+    assert set(langchain_ragr1.__all__) == EXPECTED
+    for module in (langchain_ragr1, langchain_ragr1.policies, langchain_ragr1.retrievers):
+        for name in module.__all__:
+            assert getattr(module, name) is not None, name
+
+
+def test_unknown_name_is_an_attribute_error():
+    import pytest
+
+    with pytest.raises(AttributeError):
+        langchain_ragr1.NoSuchThing  # noqa: B018
