@@ -67,6 +67,7 @@ class RagR1Agent(Runnable[AgentInput, dict]):
         retrieval_timeout_s: float = 30.0,
         retrieval_retries: int = 2,
         on_retrieval_error: OnRetrievalError = "raise",
+        initial_search: bool = False,
         checkpointer: Any = None,
     ) -> None:
         self.config = RagR1Config(
@@ -78,6 +79,7 @@ class RagR1Agent(Runnable[AgentInput, dict]):
             retrieval_timeout_s=retrieval_timeout_s,
             retrieval_retries=retrieval_retries,
             on_retrieval_error=on_retrieval_error,
+            initial_search=initial_search,
         )
         self.policy = as_policy(llm)
         self.retriever = retriever

@@ -26,6 +26,8 @@ class RagR1Config:
         retrieval_retries: extra attempts (exponential backoff) after a failed call.
         on_retrieval_error: ``"raise"`` a :class:`RetrievalError`, or show the model an
             information block saying there are no results (``"empty"``).
+        initial_search: retrieve with the question itself before the first model turn (with
+            ``max_turns=0`` this is naive RAG).
     """
 
     mode: Mode = "multi"
@@ -36,6 +38,7 @@ class RagR1Config:
     retrieval_timeout_s: float = 30.0
     retrieval_retries: int = 2
     on_retrieval_error: OnRetrievalError = "raise"
+    initial_search: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -59,3 +62,22 @@ class RagR1Config:
     def to_dict(self) -> dict:
         """The settings as a plain dict."""
         return asdict(self)
+
+
+#: Named configurations of the one graph: RAG-R1, Search-R1's single query, and the baselines.
+STRATEGIES: dict[str, dict] = {
+    "multi": {"mode": "multi"},
+    "single": {"mode": "single"},
+    "naive-rag": {"mode": "multi", "initial_search": True, "max_turns": 0},
+    "direct": {"mode": "multi", "max_turns": 0},
+}
+
+
+def config_for(strategy: str, **overrides) -> RagR1Config:
+    """The :class:`RagR1Config` of a named strategy (see :data:`STRATEGIES`), with overrides.
+
+    The strategy's own settings win over ``overrides`` (``direct`` always has ``max_turns=0``).
+    """
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"Unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}.")
+    return RagR1Config(**{**overrides, **STRATEGIES[strategy]})

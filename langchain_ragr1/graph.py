@@ -131,6 +131,11 @@ def build_graph(
             update["messages"] = [HumanMessage(question)]
         return update
 
+    def start_route(state: RagR1State):
+        if settings.initial_search:  # naive RAG: the question is the first query
+            return [Send("retrieve", RetrieveTask(query=state["question"], index=0))]
+        return "think"
+
     def think(state: RagR1State) -> dict:
         final = state["steps"] >= settings.max_turns
         # Cut here whatever the backend did with the stop strings.
@@ -212,7 +217,7 @@ def build_graph(
     builder.add_node("observe", observe)
     builder.add_node("finish", finish)
     builder.add_edge(START, "prepare")
-    builder.add_edge("prepare", "think")
+    builder.add_conditional_edges("prepare", start_route, ["retrieve", "think"])
     builder.add_conditional_edges("think", route, ["retrieve", "think", "finish"])
     builder.add_edge("retrieve", "observe")
     builder.add_edge("observe", "think")

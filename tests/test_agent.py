@@ -229,3 +229,20 @@ def test_batch_and_abatch_run_concurrent_episodes():
     assert [r["answer"] for r in results] == ["Marie Curie"] * 3
     results = asyncio.run(agent.abatch([QUESTION, "Where is Rome?"]))
     assert [r["turns"] for r in results] == [1, 1]
+
+
+def test_naive_rag_and_direct_are_configurations_of_the_same_graph():
+    from langchain_ragr1.config import config_for
+
+    naive = config_for("naive-rag", k=1)
+    agent = make_agent([ANSWER], k=naive.k, mode=naive.mode, max_turns=naive.max_turns,
+                       initial_search=naive.initial_search)
+    result = agent.invoke("Paris capital")
+    assert result["queries"] == [["Paris capital?"]] and result["turns"] == 1 and result["steps"] == 1
+    assert result["answer"] == "Marie Curie"
+    direct = config_for("direct", max_turns=4)
+    assert direct.max_turns == 0 and not direct.initial_search
+    result = make_agent(["<search> Paris </search>"], max_turns=direct.max_turns).invoke(QUESTION)
+    assert result["turns"] == 0 and result["stop_reason"] == "turn_budget"
+    with pytest.raises(ConfigError, match="naive-rag"):
+        config_for("rag")
