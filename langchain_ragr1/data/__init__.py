@@ -1,0 +1,13 @@
+"""QA sets: loaders of the standard formats and the offline generator over the bundled corpus."""
+
+from langchain_ragr1.data.loaders import (
+    BENCHMARKS,
+    NAMED_SETS,
+    DataError,
+    QAItem,
+    load_file,
+    load_qa,
+    write_jsonl,
+)
+
+__all__ = ["BENCHMARKS", "NAMED_SETS", "DataError", "QAItem", "load_file", "load_qa", "write_jsonl"]
