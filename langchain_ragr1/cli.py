@@ -1,4 +1,4 @@
-"""The ``ragr1`` command: ``ask`` a question, ``index`` a corpus, ``convert`` a GGUF model."""
+"""The ``ragr1`` command: ``ask`` a question, ``index`` a corpus, ``convert`` a GGUF model, ``eval`` a QA set."""
 
 from __future__ import annotations
 
@@ -48,7 +48,30 @@ def _parser() -> argparse.ArgumentParser:
     convert = commands.add_parser("convert", help="convert a GGUF model to a transformers folder")
     convert.add_argument("gguf")
     convert.add_argument("out")
+    _eval_parser(commands)
     return parser
+
+
+def _eval_parser(commands) -> None:
+    from langchain_ragr1.config import STRATEGIES
+    from langchain_ragr1.data import BENCHMARKS, NAMED_SETS
+
+    ev = commands.add_parser("eval", help="evaluate modes on a QA set (metrics, predictions, report)")
+    ev.add_argument("--data", required=True, help=f"a QA file, NAME:PATH with NAME one of "
+                    f"{', '.join(BENCHMARKS)}, or one of {', '.join(NAMED_SETS)}")
+    ev.add_argument("--mode", nargs="+", choices=list(STRATEGIES), default=["multi"])
+    ev.add_argument("--limit", type=int, help="evaluate only the first N questions")
+    ev.add_argument("--out", required=True, help="output folder (resumes from its predictions.jsonl)")
+    ev.add_argument("--model", help="a transformers model folder (default: bundled SmolLM2)")
+    ev.add_argument("--retriever", choices=RETRIEVER_KINDS, default="chroma")
+    ev.add_argument("--store", help="a Chroma folder or BM25 index built by `ragr1 index`")
+    ev.add_argument("--corpus", help="a JSONL/text corpus to index on the fly")
+    ev.add_argument("--url", help="a Search-R1 /retrieve endpoint (with --retriever http)")
+    ev.add_argument("--k", type=int, default=3, help="passages per query")
+    ev.add_argument("--max-turns", type=int, default=4, help="model turns that may search")
+    ev.add_argument("--max-new-tokens", type=int, default=500, help="tokens per model turn")
+    ev.add_argument("--temperature", type=float, default=0.0, help="0 (default) for greedy decoding")
+    ev.add_argument("--batch-size", type=int, default=8, help="concurrent episodes per chunk")
 
 
 def _shorten(text: str, limit: int = 300) -> str:
@@ -136,6 +159,29 @@ def _convert(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace, console: Console) -> int:
+    from rich.progress import Progress
+
+    from langchain_ragr1.evaluation import run_eval
+    from langchain_ragr1.report import metrics_table
+
+    with Progress(console=console, transient=False) as bar:
+        def progress_factory(total: int):
+            task = bar.add_task("evaluating", total=total)
+            return lambda n: bar.advance(task, n)
+
+        metrics = run_eval(
+            args.data, args.mode, args.out, limit=args.limit, model=args.model,
+            retriever=args.retriever, store=args.store, corpus=args.corpus, url=args.url, k=args.k,
+            max_turns=args.max_turns, max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature, batch_size=args.batch_size,
+            progress_factory=progress_factory,
+        )
+    console.print(metrics_table(metrics), markup=False)
+    console.print(f"wrote {args.out}/metrics.json, predictions.jsonl, report.md")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ragr1`` command."""
     # torch loads later: passive OpenMP waiting keeps the retriever and generator threads (and
@@ -143,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = _parser().parse_args(argv)
     console = Console(soft_wrap=True)
-    handlers = {"ask": _ask, "index": _index, "convert": _convert}
+    handlers = {"ask": _ask, "index": _index, "convert": _convert, "eval": _eval}
     try:
         return handlers[args.command](args, console)
     except (RagR1Error, ProtocolError) as exc:

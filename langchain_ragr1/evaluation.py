@@ -1,0 +1,274 @@
+"""Run the agent over a QA set in one or more strategies; score, time and resume.
+
+Every strategy (``multi``, ``single``, ``naive-rag``, ``direct``) is a configuration of the
+same graph (:func:`langchain_ragr1.config.config_for`). Episodes run through ``agent.batch``
+in chunks; each finished question is appended to ``predictions.jsonl`` at once, so an
+interrupted run resumes without redoing it. Scores use the model's answer only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+
+from langchain_ragr1.config import STRATEGIES
+from langchain_ragr1.data.loaders import QAItem
+from langchain_ragr1.errors import ConfigError
+from langchain_ragr1.protocol import exact_match, f1_score, parse_action
+
+PREDICTIONS_FILE = "predictions.jsonl"
+METRICS_FILE = "metrics.json"
+#: Keys of each mode's entry in ``metrics.json``.
+METRIC_KEYS: tuple[str, ...] = (
+    "em", "f1", "avg_turns", "avg_queries", "format_ok", "avg_seconds", "p95_seconds", "n",
+)
+
+
+def check_modes(modes: Sequence[str]) -> list[str]:
+    """The modes, de-duplicated in order; an unknown one raises with the valid list."""
+    unknown = [m for m in modes if m not in STRATEGIES]
+    if unknown or not modes:
+        raise ConfigError(f"Unknown mode {', '.join(unknown) or '(none)'}: use one or more of {', '.join(STRATEGIES)}.")
+    return list(dict.fromkeys(modes))
+
+
+class _EpisodeTimer(BaseCallbackHandler):
+    """Wall time of the top-level run of one ``batch`` input."""
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+        self.seconds: float | None = None
+        self._root: UUID | None = None
+        self._lock = threading.Lock()
+
+    def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: UUID,
+                       parent_run_id: UUID | None = None, **kwargs: Any) -> None:
+        with self._lock:
+            if parent_run_id is None and self._root is None:
+                self._root, self.started = run_id, time.perf_counter()
+
+    def _end(self, run_id: UUID) -> None:
+        with self._lock:
+            if run_id == self._root and self.started is not None:
+                self.seconds = time.perf_counter() - self.started
+
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end(run_id)
+
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end(run_id)
+
+
+def _generated_tokens(result: dict) -> int | None:
+    ids = [s.get("token_ids") for s in result.get("segments") or [] if s.get("role") == "policy"]
+    return sum(len(i) for i in ids) if ids and all(i is not None for i in ids) else None
+
+
+def _invalid_turns(result: dict, mode: str) -> int:
+    """Model turns that did not parse as an action, the final turn included (the graph's
+    ``invalid_turns`` counts only the turns it answered with the retry message)."""
+    protocol_mode = STRATEGIES[mode]["mode"]
+    texts = [s["text"] for s in result.get("segments") or [] if s.get("role") == "policy"]
+    return sum(parse_action(t, protocol_mode).kind == "invalid" for t in texts)
+
+
+def prediction_record(item: QAItem, mode: str, result: dict | BaseException, seconds: float) -> dict:
+    """One line of ``predictions.jsonl``: the scores, counts and trace of one episode."""
+    record: dict[str, Any] = {
+        "id": item.id, "mode": mode, "question": item.question,
+        "golden_answers": item.golden_answers, "kind": item.kind, "seconds": round(seconds, 4),
+    }
+    if isinstance(result, BaseException):
+        return {**record, "answer": None, "em": 0.0, "f1": 0.0, "turns": 0, "steps": 0,
+                "invalid_turns": 0, "queries": [], "documents": [], "generated_tokens": None,
+                "stop_reason": "error", "error": f"{type(result).__name__}: {result}", "trace": ""}
+    answer = result.get("answer")
+    return {
+        **record,
+        "answer": answer,
+        "em": exact_match(answer, item.golden_answers),
+        "f1": f1_score(answer, item.golden_answers),
+        "turns": result["turns"],
+        "steps": result["steps"],
+        "invalid_turns": _invalid_turns(result, mode),
+        "queries": result["queries"],
+        "documents": [d.metadata.get("title") for d in result.get("documents") or []],
+        "generated_tokens": _generated_tokens(result),
+        "stop_reason": result.get("stop_reason"),
+        "error": None,
+        "trace": result.get("trace", ""),
+    }
+
+
+def read_predictions(path: Path) -> list[dict]:
+    """Finished records of an earlier run; a line cut by an interruption is ignored."""
+    records = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
+def _drop_partial_line(path: Path) -> None:
+    """Cut a last line that an interruption left without its newline."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def aggregate(records: Iterable[dict]) -> dict[str, Any]:
+    """Metrics of one mode's records (see :data:`METRIC_KEYS`), plus tokens and errors."""
+    records = list(records)
+    n = len(records)
+    if n == 0:
+        return {key: 0.0 for key in METRIC_KEYS} | {"n": 0}
+    turns = sum(r["turns"] for r in records)
+    queries = sum(len(q) for r in records for q in r["queries"])
+    steps = sum(r["steps"] for r in records)
+    seconds = [r["seconds"] for r in records]
+    tokens = [r["generated_tokens"] for r in records if r.get("generated_tokens") is not None]
+    return {
+        "em": sum(r["em"] for r in records) / n,
+        "f1": sum(r["f1"] for r in records) / n,
+        "avg_turns": turns / n,
+        "avg_queries": queries / turns if turns else 0.0,
+        "format_ok": 1 - sum(r["invalid_turns"] for r in records) / steps if steps else 0.0,
+        "avg_seconds": sum(seconds) / n,
+        "p95_seconds": _percentile(seconds, 0.95),
+        "n": n,
+        "avg_generated_tokens": sum(tokens) / len(tokens) if tokens else None,
+        "answered": sum(r["answer"] is not None for r in records) / n,
+        "errors": sum(r.get("error") is not None for r in records),
+    }
+
+
+def evaluate(
+    items: Sequence[QAItem],
+    modes: Sequence[str],
+    make_agent: Callable[[str], Any],
+    out: str | Path,
+    *,
+    batch_size: int = 8,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Run every item in every mode, append to ``out/predictions.jsonl``, write ``metrics.json``.
+
+    ``make_agent(mode)`` returns the agent of a strategy (e.g. ``RagR1Agent(policy, retriever,
+    **config_for(mode).to_dict())``). Questions already in ``predictions.jsonl`` for a mode are
+    not run again. ``progress(n)`` is called after each chunk with the questions it finished.
+    Returns ``{mode: metrics}``.
+    """
+    modes = check_modes(modes)
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
+    ids = [item.id for item in items]
+    if len(set(ids)) != len(ids):
+        raise ConfigError("The QA set has duplicate ids; resume needs one id per question.")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / PREDICTIONS_FILE
+    _drop_partial_line(path)
+    done = {(r["mode"], r["id"]) for r in read_predictions(path)}
+    with path.open("a", encoding="utf-8") as handle:
+        for mode in modes:
+            todo = [item for item in items if (mode, item.id) not in done]
+            if progress and len(todo) < len(items):
+                progress(len(items) - len(todo))
+            if not todo:
+                continue
+            agent = make_agent(mode)
+            for start in range(0, len(todo), batch_size):
+                chunk = todo[start : start + batch_size]
+                timers = [_EpisodeTimer() for _ in chunk]
+                configs = [{"callbacks": [t], "max_concurrency": batch_size} for t in timers]
+                results = agent.batch([i.question for i in chunk], configs, return_exceptions=True)
+                for item, result, timer in zip(chunk, results, timers):
+                    record = prediction_record(item, mode, result, timer.seconds or 0.0)
+                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                handle.flush()
+                if progress:
+                    progress(len(chunk))
+    return write_metrics(out, items, modes)
+
+
+def write_metrics(out: Path, items: Sequence[QAItem], modes: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``metrics.json`` over the records of ``items`` in ``modes`` (the last record per question wins)."""
+    wanted = {item.id for item in items}
+    latest: dict[tuple[str, str], dict] = {}
+    for record in read_predictions(out / PREDICTIONS_FILE):
+        if record["id"] in wanted:
+            latest[(record["mode"], record["id"])] = record
+    metrics = {mode: aggregate(r for (m, _), r in latest.items() if m == mode) for mode in modes}
+    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    return metrics
+
+
+def run_eval(
+    data: str,
+    modes: Sequence[str],
+    out: str | Path,
+    *,
+    limit: int | None = None,
+    model: str | Path | None = None,
+    retriever: str = "chroma",
+    store: str | Path | None = None,
+    corpus: str | Path | None = None,
+    url: str | None = None,
+    k: int = 3,
+    max_turns: int = 4,
+    max_new_tokens: int = 500,
+    temperature: float = 0.0,
+    batch_size: int = 8,
+    progress_factory: Callable[[int], Callable[[int], None]] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """What ``ragr1 eval`` does: load ``data``, build one policy and retriever, evaluate, report.
+
+    ``progress_factory(total)`` returns the per-chunk progress callback. Writes
+    ``metrics.json``, ``predictions.jsonl``, ``report.md`` and ``metrics.png`` into ``out``.
+    """
+    from langchain_ragr1.agent import RagR1Agent
+    from langchain_ragr1.config import config_for
+    from langchain_ragr1.data.loaders import load_qa
+    from langchain_ragr1.defaults import default_policy, make_retriever
+    from langchain_ragr1.report import write_report
+
+    modes = check_modes(modes)
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be a positive number of questions, got {limit}.")
+    items = load_qa(data, limit)
+    configs = {m: config_for(m, k=k, max_turns=max_turns) for m in modes}  # validate first
+    search = make_retriever(retriever, k=k, store=store, corpus=corpus, url=url)
+    policy = default_policy(model, max_new_tokens=max_new_tokens, temperature=temperature)
+    progress = progress_factory(len(items) * len(modes)) if progress_factory else None
+    try:
+        metrics = evaluate(
+            items, modes, lambda mode: RagR1Agent(policy, search, **configs[mode].to_dict()), out,
+            batch_size=batch_size, progress=progress,
+        )
+    finally:
+        close = getattr(policy, "close", None)
+        if close:
+            close()
+    settings = {"k": k, "max_turns": max_turns, "max_new_tokens": max_new_tokens,
+                "temperature": temperature, "retriever": retriever, "model": model or "bundled SmolLM2"}
+    write_report(metrics, out, data=data, settings=settings)
+    return metrics
