@@ -11,12 +11,14 @@ final turn may only answer. The same compiled graph serves users, evaluation and
 
 from __future__ import annotations
 
+import inspect
 from typing import Annotated, Any, Sequence, TypedDict
 
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableConfig
+from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.types import Send
@@ -73,11 +75,12 @@ class RagR1State(TypedDict, total=False):
     stop_reason: str | None
 
 
-class RetrieveTask(TypedDict):
+class RetrieveTask(TypedDict, total=False):
     """Payload of one ``Send("retrieve", ...)``: a single query of the current turn."""
 
     query: str
     index: int
+    turn: int  # the retrieval turn it belongs to (1-based), for stream events
 
 
 def _latest_question(state: RagR1State) -> tuple[str, bool]:
@@ -109,6 +112,10 @@ def build_graph(
         retries=settings.retrieval_retries,
     )
 
+    # LangChain policies take the node's config, so callbacks (``stream_mode="messages"``,
+    # tracing, tags) reach the chat model even when it runs outside this thread's context.
+    policy_takes_config = "config" in inspect.signature(policy.generate).parameters
+
     def env_segment(text: str) -> Segment:
         return make_segment("env", text, policy.encode(text))
 
@@ -133,16 +140,20 @@ def build_graph(
 
     def start_route(state: RagR1State):
         if settings.initial_search:  # naive RAG: the question is the first query
-            return [Send("retrieve", RetrieveTask(query=state["question"], index=0))]
+            return [Send("retrieve", RetrieveTask(query=state["question"], index=0, turn=1))]
         return "think"
 
-    def think(state: RagR1State) -> dict:
+    def think(state: RagR1State, config: RunnableConfig) -> dict:
         final = state["steps"] >= settings.max_turns
+        extra = {"config": config} if policy_takes_config else {}
         # Cut here whatever the backend did with the stop strings.
         generation = cut_generation(
-            policy.generate(state["segments"], stop=STOP_STRINGS), STOP_STRINGS, policy.decode
+            policy.generate(state["segments"], stop=STOP_STRINGS, **extra),
+            STOP_STRINGS,
+            policy.decode,
         )
         text = generation.text
+        get_stream_writer()({"event": "turn", "step": state["steps"] + 1, "text": text})
         action = parse_action(text, settings.mode, settings.max_queries)
         segment = make_segment("policy", text, generation.token_ids, generation.logprobs)
         update: dict[str, Any] = {
@@ -174,12 +185,15 @@ def build_graph(
             return "finish"
         if action["kind"] == "search":
             return [
-                Send("retrieve", RetrieveTask(query=q, index=i))
+                Send("retrieve", RetrieveTask(query=q, index=i, turn=state["turns"] + 1))
                 for i, q in enumerate(action["queries"])
             ]
         return "think"
 
     def retrieve(task: RetrieveTask, config: RunnableConfig) -> dict:
+        writer = get_stream_writer()
+        writer({"event": "search", "turn": task.get("turn"), "index": task["index"],
+                "query": task["query"]})
         try:
             documents, error = retrieve_one(task["query"], config), None
         except RetrievalError as exc:
@@ -193,6 +207,11 @@ def build_graph(
 
     def observe(state: RagR1State) -> dict:
         results = sorted(state["results"], key=lambda r: r["index"])
+        writer = get_stream_writer()
+        for r in results:
+            titles = [d.metadata.get("title") for d in r["documents"]]
+            writer({"event": "results", "turn": state["turns"] + 1, "query": r["query"],
+                    "titles": titles, "error": r["error"]})
         queries = [r["query"] for r in results]
         contents = [[document_contents(d) for d in r["documents"]] for r in results]
         information = render_information(

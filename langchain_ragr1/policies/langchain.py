@@ -6,6 +6,7 @@ from typing import Sequence
 
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
 
 from langchain_ragr1.policies.base import Generation, Policy
 from langchain_ragr1.protocol import STOP_STRINGS
@@ -29,6 +30,8 @@ class LangChainPolicy(Policy):
     message, each model turn as an assistant message and each ``<information>`` block as a
     user message. Stop strings are passed to the model when ``use_stop`` is true; APIs that
     strip the stop string get it back, and the agent cuts the turn itself either way.
+    The graph passes its node ``config``, so callbacks (LangGraph's ``stream_mode="messages"``
+    token streaming, tracing) and tags reach the model.
     """
 
     def __init__(self, llm: BaseLanguageModel, *, use_stop: bool = True) -> None:
@@ -50,15 +53,19 @@ class LangChainPolicy(Policy):
         return messages
 
     def generate(
-        self, segments: Sequence[Segment], *, stop: Sequence[str] = STOP_STRINGS
+        self,
+        segments: Sequence[Segment],
+        *,
+        stop: Sequence[str] = STOP_STRINGS,
+        config: RunnableConfig | None = None,
     ) -> Generation:
         stop_arg = list(stop) if self.use_stop else None
         if isinstance(self.llm, BaseChatModel):
-            message = self.llm.invoke(self._messages(segments), stop=stop_arg)
+            message = self.llm.invoke(self._messages(segments), config, stop=stop_arg)
             text = message.text
             metadata = dict(getattr(message, "response_metadata", {}) or {})
         else:
-            text = self.llm.invoke(transcript_text(segments), stop=stop_arg)
+            text = self.llm.invoke(transcript_text(segments), config, stop=stop_arg)
             metadata = {}
         finish_reason = metadata.get("finish_reason") or metadata.get("stop_reason")
         if finish_reason != "length":
