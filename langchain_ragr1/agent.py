@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Union
+from typing import Any, AsyncIterator, Iterator, Mapping, Union
 
 from langchain_core.language_models import BaseLanguageModel
 from langchain_core.retrievers import BaseRetriever
-from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langchain_core.tools import BaseTool
 
 from langchain_ragr1.config import OnRetrievalError, RagR1Config
 from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.graph import build_graph, episode_result
+from langchain_ragr1.integrations import (
+    TOOL_DESCRIPTION,
+    TOOL_NAME,
+    RagR1Retriever,
+    make_node,
+    make_tool,
+)
 from langchain_ragr1.policies.base import Policy
 from langchain_ragr1.policies.langchain import LangChainPolicy
 from langchain_ragr1.protocol import DEFAULT_DOC_MAX_TOKENS, DEFAULT_MAX_QUERIES, Mode
@@ -34,6 +42,13 @@ def _graph_input(value: AgentInput) -> dict[str, Any]:
     )
 
 
+def _join(left: AgentInput, right: AgentInput) -> AgentInput:
+    """Join two streamed input chunks (strings concatenate, dicts merge)."""
+    if isinstance(left, Mapping) and isinstance(right, Mapping):
+        return {**left, **right}
+    return left + right  # type: ignore[operator]
+
+
 class RagR1Agent(Runnable[AgentInput, dict]):
     """Answers questions by reasoning, searching with several queries at once, and answering.
 
@@ -51,7 +66,9 @@ class RagR1Agent(Runnable[AgentInput, dict]):
     turns), ``queries`` (one list per turn), ``documents``, ``trace`` (the transcript),
     ``segments`` (with token ids and the policy mask where the policy gives them) and more.
     ``batch``/``abatch`` run episodes concurrently; a token-level policy batches their
-    generation.
+    generation. ``stream``/``astream`` yield the graph's LangGraph stream parts (see
+    ``docs/langchain.md``); ``as_retriever``, ``as_tool`` and ``as_node`` plug the agent
+    into LangChain chains, tool-calling models and parent graphs.
     """
 
     def __init__(
@@ -108,3 +125,92 @@ class RagR1Agent(Runnable[AgentInput, dict]):
         """Async :meth:`invoke`."""
         state = await self.graph.ainvoke(_graph_input(input), config, **kwargs)
         return episode_result(state)
+
+    def stream(
+        self,
+        input: AgentInput,
+        config: RunnableConfig | None = None,
+        *,
+        stream_mode: Any = "updates",
+        **kwargs: Any,
+    ) -> Iterator[Any]:
+        """Run one episode, yielding what ``self.graph.stream`` yields for ``stream_mode``.
+
+        ``"updates"`` (node by node), ``"values"``, ``"messages"`` (tokens of a LangChain
+        chat model in ``think``), ``"custom"`` (``turn``/``search``/``results`` events) or a
+        list of modes; other keyword arguments (``subgraphs``, ...) go to the graph.
+        """
+        yield from self.graph.stream(
+            _graph_input(input), config, stream_mode=stream_mode, **kwargs
+        )
+
+    async def astream(
+        self,
+        input: AgentInput,
+        config: RunnableConfig | None = None,
+        *,
+        stream_mode: Any = "updates",
+        **kwargs: Any,
+    ) -> AsyncIterator[Any]:
+        """Async :meth:`stream`."""
+        async for part in self.graph.astream(
+            _graph_input(input), config, stream_mode=stream_mode, **kwargs
+        ):
+            yield part
+
+    def transform(
+        self, input: Iterator[AgentInput], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[dict]:
+        """Inside a streamed chain the agent joins its input chunks and yields one result dict."""
+        final = None
+        for chunk in input:
+            final = chunk if final is None else _join(final, chunk)
+        if final is not None:
+            yield self.invoke(final, config, **kwargs)
+
+    async def atransform(
+        self,
+        input: AsyncIterator[AgentInput],
+        config: RunnableConfig | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[dict]:
+        """Async :meth:`transform`."""
+        final = None
+        async for chunk in input:
+            final = chunk if final is None else _join(final, chunk)
+        if final is not None:
+            yield await self.ainvoke(final, config, **kwargs)
+
+    def as_retriever(self, k: int = 3) -> RagR1Retriever:
+        """A LangChain retriever returning up to ``k`` documents this agent gathered per query.
+
+        Each document's metadata carries ``ragr1_answer``, ``ragr1_queries`` and
+        ``ragr1_query``; ``retriever.invoke(query, k=5)`` overrides ``k`` for one call.
+        """
+        return RagR1Retriever(agent=self, k=k)
+
+    def as_tool(self, name: str = TOOL_NAME, description: str = TOOL_DESCRIPTION) -> BaseTool:
+        """A tool ``name(question: str)`` for tool-calling models and LangGraph's ``ToolNode``.
+
+        Its content is the answer and the titles of the passages read; its artifact is the
+        full result dict.
+        """
+        return make_tool(self, name=name, description=description)
+
+    def as_node(
+        self,
+        input_key: str = "question",
+        output_key: str = "answer",
+        *,
+        documents_key: str | None = None,
+        name: str = "ragr1",
+    ) -> RunnableLambda:
+        """A node for parent graphs without ``messages``: ``state[input_key]`` -> ``output_key``.
+
+        With ``documents_key`` it also writes the documents gathered. (Parents whose state
+        has ``messages`` can add ``self.graph`` itself as a node.)
+        """
+        return make_node(
+            self, input_key=input_key, output_key=output_key, documents_key=documents_key,
+            name=name,
+        )
