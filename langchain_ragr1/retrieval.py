@@ -9,7 +9,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableConfig
-from tenacity import Retrying, stop_after_attempt, wait_exponential
+from tenacity import Retrying, retry_if_not_exception_type, stop_after_attempt, wait_exponential
 
 from langchain_ragr1.errors import RetrievalError
 
@@ -60,6 +60,8 @@ class RetrievalRunner:
         retrying = Retrying(
             stop=stop_after_attempt(self.retries + 1),
             wait=wait_exponential(multiplier=0.2, max=5),
+            # A RetrievalError means the retriever already retried on its own (our HTTP client).
+            retry=retry_if_not_exception_type(RetrievalError),
             reraise=True,
         )
         try:

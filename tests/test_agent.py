@@ -246,3 +246,17 @@ def test_naive_rag_and_direct_are_configurations_of_the_same_graph():
     assert result["turns"] == 0 and result["stop_reason"] == "turn_budget"
     with pytest.raises(ConfigError, match="naive-rag"):
         config_for("rag")
+
+
+def test_retriever_that_already_gave_up_is_not_retried_again():
+    class GivesUp(MemoryRetriever):
+        def _get_relevant_documents(self, query, *, run_manager, k=None):
+            self.calls.append(query)
+            raise RetrievalError("server down after its own 4 tries")
+
+    retriever = GivesUp(documents=DOCS)
+    retriever.calls = []
+    agent = make_agent(["<search> Paris </search>", ANSWER], retriever, retrieval_retries=3)
+    with pytest.raises(RetrievalError, match="server down"):
+        agent.invoke(QUESTION)
+    assert retriever.calls == ["Paris"]
