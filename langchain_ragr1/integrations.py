@@ -14,7 +14,7 @@ from langchain_core.callbacks import (
 )
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
-from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -67,7 +67,7 @@ class RagR1Retriever(BaseRetriever):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    agent: Any = Field(description="The RagR1Agent that runs the episodes.")
+    agent: Runnable = Field(description="The RagR1Agent that runs the episodes.")
     k: int = Field(default=3, ge=1, description="Documents returned at most.")
 
     def _get_relevant_documents(

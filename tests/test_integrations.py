@@ -8,7 +8,8 @@ from langchain_core.documents import Document
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from langchain_tests.integration_tests import RetrieversIntegrationTests
+from langchain_tests.integration_tests import RetrieversIntegrationTests, ToolsIntegrationTests
+from langchain_tests.unit_tests import ToolsUnitTests
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
 
@@ -40,6 +41,25 @@ class TestRagR1RetrieverStandard(RetrieversIntegrationTests):
     @property
     def retriever_query_example(self) -> str:
         return "What is the capital of France?"
+
+
+class ToolStandardParams:
+    @property
+    def tool_constructor(self):
+        return make_agent().as_tool()
+
+    @property
+    def tool_invoke_params_example(self) -> dict:
+        return {"question": "What is the capital of France?"}
+
+
+class TestRagR1ToolUnit(ToolStandardParams, ToolsUnitTests):
+    pass
+
+
+@pytest.mark.anyio
+class TestRagR1ToolStandard(ToolStandardParams, ToolsIntegrationTests):
+    pass
 
 
 def test_retriever_documents_carry_the_answer_and_queries():
