@@ -1,0 +1,144 @@
+"""Request batching shared by the token-level policies, and their transcript checks.
+
+Concurrent callers (threads, or coroutines awaiting the returned futures) submit requests;
+one worker thread coalesces them into calls of a batched ``run`` function.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable, Sequence
+
+from langchain_ragr1.errors import ConfigError
+from langchain_ragr1.policies.base import Generation
+from langchain_ragr1.transcript import Segment
+
+
+@dataclass
+class PolicyStats:
+    """Counters of the batcher: model calls, requests they answered, tokens kept."""
+
+    generate_calls: int = 0
+    requests: int = 0
+    max_batch: int = 0
+    generated_tokens: int = 0
+
+
+@dataclass
+class _Request:
+    key: Hashable
+    payload: Any
+    future: Future
+
+
+class RequestBatcher:
+    """Coalesces concurrent requests with equal keys into calls of ``run(key, payloads)``.
+
+    One daemon worker takes the oldest pending request, waits up to ``wait_s`` for more
+    with the same key (at most ``max_batch_size``), runs them together and resolves each
+    request's future with its result, or with the exception the call raised.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[Hashable, list[Any]], list[Any]],
+        max_batch_size: int,
+        wait_s: float,
+    ) -> None:
+        self._run = run
+        self._max = max_batch_size
+        self._wait_s = wait_s
+        self._pending: list[_Request] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def submit(self, key: Hashable, payload: Any) -> Future:
+        future: Future = Future()
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("This policy is closed.")
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="ragr1-policy-batcher", daemon=True
+                )
+                self._thread.start()
+            self._pending.append(_Request(key, payload, future))
+            self._cond.notify_all()
+        return future
+
+    def _next_batch(self) -> list[_Request] | None:
+        with self._cond:
+            while not self._pending and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return None
+            key = self._pending[0].key
+            deadline = time.monotonic() + self._wait_s
+            while True:
+                batch = [r for r in self._pending if r.key == key][: self._max]
+                remaining = deadline - time.monotonic()
+                if len(batch) >= self._max or remaining <= 0 or self._closed:
+                    break
+                self._cond.wait(remaining)
+            if self._closed:
+                return None
+            for request in batch:
+                self._pending.remove(request)
+            return batch
+
+    def _loop(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            live = [r for r in batch if r.future.set_running_or_notify_cancel()]
+            if not live:
+                continue
+            try:
+                results = self._run(live[0].key, [r.payload for r in live])
+            except BaseException as exc:  # every caller of the batch gets the error
+                for request in live:
+                    request.future.set_exception(exc)
+            else:
+                for request, result in zip(live, results):
+                    request.future.set_result(result)
+
+    def close(self) -> None:
+        """Fail the pending requests and stop the worker after its current batch."""
+        with self._cond:
+            self._closed = True
+            pending, self._pending = self._pending, []
+            self._cond.notify_all()
+            thread = self._thread
+        for request in pending:
+            if request.future.set_running_or_notify_cancel():
+                request.future.set_exception(RuntimeError("The policy was closed."))
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+
+def prompt_token_ids(segments: Sequence[Segment]) -> list[int]:
+    """The concatenated token ids of ``segments``; an error if any segment lacks them."""
+    prompt: list[int] = []
+    for segment in segments:
+        ids = segment.get("token_ids")
+        if ids is None:
+            raise ConfigError(
+                f"A {segment.get('role')!r} segment has no token ids: build the transcript with "
+                "this policy's render_prompt/encode (token ids are never re-derived from text)."
+            )
+        prompt.extend(ids)
+    if not prompt:
+        raise ConfigError("Cannot generate from an empty transcript.")
+    return prompt
+
+
+def overflow_result(prompt_tokens: int) -> Future:
+    """A resolved future for a prompt that leaves no room to generate (``context_overflow``)."""
+    future: Future = Future()
+    future.set_result(
+        Generation(text="", token_ids=[], logprobs=[], finish_reason="context_overflow",
+                   metadata={"prompt_tokens": prompt_tokens})
+    )
+    return future

@@ -1,0 +1,175 @@
+"""What the token-level policies (transformers, vLLM) share: tokenizer I/O and batched generation.
+
+Every turn is generated from the concatenated token ids of the transcript (never
+re-tokenised text) and returned as the ids the model produced, end tokens stripped, cut
+right after the first stop string, with their log-probs. Concurrent callers (threads, or
+coroutines through ``agenerate``) are coalesced by one :class:`RequestBatcher`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from abc import abstractmethod
+from concurrent.futures import Future
+from dataclasses import replace
+from typing import Any, Hashable, Sequence
+
+from langchain_ragr1.errors import ConfigError
+from langchain_ragr1.policies.base import Generation, Policy, cut_generation
+from langchain_ragr1.policies.batching import (
+    PolicyStats,
+    RequestBatcher,
+    overflow_result,
+    prompt_token_ids,
+)
+from langchain_ragr1.protocol import STOP_STRINGS
+from langchain_ragr1.transcript import Segment, make_segment
+
+
+class TokenPolicy(Policy):
+    """Base of the batched token-level policies over a Hugging Face tokenizer.
+
+    Subclasses call :meth:`_setup` from ``__init__`` and implement :meth:`_request` (the
+    batch key and payload of one turn) and :meth:`_run_batch` (a list of payloads ->
+    a list of :class:`Generation`, usually built with :meth:`_finish`).
+    """
+
+    tokenizer: Any
+    temperature: float
+    top_p: float
+    #: Longest prompt + turn in tokens, or ``None`` when unknown.
+    max_len: int | None = None
+
+    def _setup(
+        self,
+        tokenizer: Any,
+        *,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        max_batch_size: int,
+        batch_wait_s: float,
+        end_ids: Sequence[int | None],
+    ) -> None:
+        if max_new_tokens < 1 or max_batch_size < 1 or batch_wait_s < 0:
+            raise ConfigError("max_new_tokens and max_batch_size must be >= 1, batch_wait_s >= 0.")
+        if temperature < 0 or not 0 < top_p <= 1:
+            raise ConfigError("temperature must be >= 0 and top_p in (0, 1].")
+        self.tokenizer = tokenizer
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.top_p = top_p
+        self._end_ids = {t for t in end_ids if t is not None}
+        self._tok_lock = threading.RLock()
+        self._stats = PolicyStats()
+        self._stats_lock = threading.Lock()
+        self._batcher = RequestBatcher(self._run_batch, max_batch_size, batch_wait_s)
+
+    # --- text <-> tokens ----------------------------------------------------------------
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        """Text of ``token_ids``, special tokens kept, spaces untouched."""
+        with self._tok_lock:
+            return self.tokenizer.decode(
+                list(token_ids), skip_special_tokens=False, clean_up_tokenization_spaces=False
+            )
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` without special tokens."""
+        with self._tok_lock:
+            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        """``text`` cut to its first ``max_tokens`` tokens."""
+        ids = self.encode(text)
+        return text if len(ids) <= max_tokens else self.decode(ids[: max(0, max_tokens)])
+
+    def render_prompt(self, prompt: str) -> Segment:
+        """``prompt`` as one user message through the chat template, with a generation prompt."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ConfigError(
+                "The tokenizer has no chat template; RAG-R1 sends the prompt as one user message "
+                "through it. Use an instruct/chat model or set tokenizer.chat_template."
+            )
+        with self._tok_lock:
+            text = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
+        return make_segment("prompt", text, self.encode(text))
+
+    # --- generation ---------------------------------------------------------------------
+
+    @property
+    def stats(self) -> PolicyStats:
+        """A snapshot of the batching counters."""
+        with self._stats_lock:
+            return replace(self._stats)
+
+    def generate(
+        self, segments: Sequence[Segment], *, stop: Sequence[str] = STOP_STRINGS
+    ) -> Generation:
+        """Continue the concatenated token ids of ``segments`` with one model turn."""
+        return self._submit(segments, stop).result()
+
+    async def agenerate(
+        self, segments: Sequence[Segment], *, stop: Sequence[str] = STOP_STRINGS
+    ) -> Generation:
+        """Like :meth:`generate`, awaiting the batcher without blocking the event loop."""
+        return await asyncio.wrap_future(self._submit(segments, stop))
+
+    def close(self) -> None:
+        """Stop the batching worker; pending requests fail, later calls raise."""
+        self._batcher.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _submit(self, segments: Sequence[Segment], stop: Sequence[str]) -> Future:
+        prompt = prompt_token_ids(segments)
+        room = self.max_new_tokens
+        if self.max_len is not None:
+            room = min(room, self.max_len - len(prompt))
+        if room <= 0:
+            return overflow_result(len(prompt))
+        return self._batcher.submit(*self._request(prompt, tuple(s for s in stop if s), room))
+
+    @abstractmethod
+    def _request(self, prompt: list[int], stop: tuple[str, ...], room: int) -> tuple[Hashable, Any]:
+        """The batch key and payload of one turn of at most ``room`` new tokens."""
+
+    @abstractmethod
+    def _run_batch(self, key: Any, payloads: list[Any]) -> list[Generation]:
+        """Generate the turns of one batch."""
+
+    def _finish(
+        self,
+        ids: list[int],
+        logprobs: list[float],
+        reason: str,
+        stop: Sequence[str],
+        prompt_len: int,
+        batch: int,
+    ) -> Generation:
+        """Strip end/pad tokens (``"eos"``), decode, cut after the first stop string (``"stop"``)."""
+        end = next((i for i, t in enumerate(ids) if t in self._end_ids), None)
+        if end is not None:
+            ids, reason = ids[:end], "eos"
+        generation = Generation(
+            text=self.decode(ids),
+            token_ids=ids,
+            logprobs=logprobs[: len(ids)],
+            finish_reason=reason,
+            metadata={"prompt_tokens": prompt_len, "batch_size": batch},
+        )
+        return cut_generation(generation, stop, self.decode)
+
+    def _record(self, results: Sequence[Generation]) -> None:
+        with self._stats_lock:
+            self._stats.generate_calls += 1
+            self._stats.requests += len(results)
+            self._stats.max_batch = max(self._stats.max_batch, len(results))
+            self._stats.generated_tokens += sum(len(g.token_ids or []) for g in results)
