@@ -126,6 +126,7 @@ def test_report_has_table_and_png(tmp_path):
     assert (tmp_path / "metrics.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_cli_eval_on_real_model_direct_and_multi(tmp_path, default_model_dir):
     """ragr1 eval on 3 shipped test questions (SmolLM2, BM25, 16 new tokens)."""
     from langchain_ragr1.cli import main

@@ -208,7 +208,13 @@ def load_qa(spec: str, limit: int | None = None) -> list[QAItem]:
 
 def _load_spec(spec: str) -> list[QAItem]:
     if spec in ("ragr1-dev", "ragr1-test"):
-        return load_jsonl(SHIPPED_DIR / f"{spec}.jsonl", spec)
+        path = SHIPPED_DIR / f"{spec}.jsonl"
+        if not path.is_file():
+            raise MissingResourceError(
+                f"{path} is missing (the shipped sets live in the repository's data/ folder): "
+                f"regenerate them with `python -m langchain_ragr1.data.generate`."
+            )
+        return load_jsonl(path, spec)
     if spec == "ragr1-train":
         from langchain_ragr1.data.generate import generate_splits
 
