@@ -41,6 +41,7 @@ _LAZY = {
     "default_agent": "langchain_ragr1.defaults",
     "make_retriever": "langchain_ragr1.defaults",
     "default_model_path": "langchain_ragr1.models",
+    "RagR1Retriever": "langchain_ragr1.integrations",
 }
 
 __all__ = [
