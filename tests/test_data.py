@@ -90,3 +90,5 @@ def test_shipped_sets_load():
     assert len(dev) >= 80 and len(test) >= 80
     assert {i.kind for i in test} == {"comparison", "bridge", "fan-out", "single-hop"}
     assert all(i.gold_queries and i.evidence_titles for i in dev + test)
+    train = load_qa("ragr1-train", limit=5)
+    assert len(train) == 5 and not {i.id for i in train} & {i.id for i in dev + test}
