@@ -167,6 +167,8 @@ def build_graph(
                 "final": final,
             },
         }
+        if action.kind == "invalid":  # counted on every turn, the final one included
+            update["invalid_turns"] = state["invalid_turns"] + 1
         if action.kind == "answer":
             update["answer"] = action.answer
             update["stop_reason"] = "answer"
@@ -175,7 +177,6 @@ def build_graph(
         elif final:
             update["stop_reason"] = "turn_budget"
         elif action.kind == "invalid":
-            update["invalid_turns"] = state["invalid_turns"] + 1
             update["segments"].append(env_segment(INVALID_ACTION_TEXT))
         return update
 

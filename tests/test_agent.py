@@ -100,6 +100,11 @@ def test_turn_budget_forces_a_final_turn_without_search():
     assert agent.invoke(QUESTION)["messages"][-1].content == "I could not find an answer."
 
 
+def test_invalid_final_turn_is_counted():
+    result = make_agent(["no tags at all"], max_turns=1).invoke(QUESTION)
+    assert result["steps"] == 2 and result["invalid_turns"] == 2 and result["answer"] is None
+
+
 def test_zero_turn_budget_answers_directly():
     result = make_agent([ANSWER], max_turns=0).invoke(QUESTION)
     assert result["answer"] == "Marie Curie" and result["turns"] == 0
