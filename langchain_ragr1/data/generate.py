@@ -260,7 +260,7 @@ def verify_item(item: QAItem, texts: Mapping[str, str]) -> None:
 
 
 def write_shipped(directory=None, *, seed: int = DEFAULT_SEED) -> dict[str, int]:
-    """Regenerate ``data/ragr1-dev.jsonl`` and ``data/ragr1-test.jsonl``; returns item counts."""
+    """Regenerate the shipped ``ragr1-dev.jsonl`` and ``ragr1-test.jsonl``; returns item counts."""
     from pathlib import Path
 
     from langchain_ragr1.data.loaders import SHIPPED_DIR, write_jsonl

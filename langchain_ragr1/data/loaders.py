@@ -25,7 +25,7 @@ BENCHMARKS: tuple[str, ...] = (
 #: Sets that need no path: the shipped generated splits and the FanOutQA dev set.
 NAMED_SETS: tuple[str, ...] = ("ragr1-dev", "ragr1-test", "ragr1-train", "fanoutqa")
 
-SHIPPED_DIR = Path(__file__).resolve().parents[2] / "data"
+SHIPPED_DIR = Path(__file__).resolve().parent / "sets"  # package data: ships in the wheel
 
 
 class DataError(RagR1Error, ValueError):
