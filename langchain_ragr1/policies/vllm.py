@@ -94,7 +94,9 @@ class VLLMPolicy(TokenPolicy):
         """Start a ``vllm.LLM`` on a local model folder (default: the bundled SmolLM2).
 
         ``engine_kwargs`` go to ``vllm.LLM`` (e.g. ``gpu_memory_utilization``); ``kwargs``
-        to :class:`VLLMPolicy`. On CPU set ``VLLM_CPU_KVCACHE_SPACE`` (GiB) beforehand.
+        to :class:`VLLMPolicy`. On CPU set ``VLLM_CPU_KVCACHE_SPACE`` (GiB) beforehand, and keep
+        ``bm25s`` (BM25Retriever) out of the main script's module-level imports: vllm-cpu spawns
+        its worker, which re-imports the main script, and numba (imported by bm25s) breaks it.
         """
         path = default_model_path() if path is None else check_model_path(path)
         vllm = import_vllm()
