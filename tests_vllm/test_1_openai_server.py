@@ -62,12 +62,16 @@ def server(model_dir: Path, tmp_path_factory) -> str:
 
 
 def test_raw_completion_keeps_stop_string(server: str) -> None:
-    """vLLM's include_stop_str_in_output, the field VLLMOpenAI must send, keeps the tag."""
+    """vLLM strips the stop string unless include_stop_str_in_output (what VLLMOpenAI must send)."""
     body = {"model": "smollm2", "prompt": "<search> capital of France </search>\n" * 3 + "<search>",
-            "max_tokens": 40, "temperature": 0, "stop": ["</search>"], "include_stop_str_in_output": True}
-    choice = httpx.post(f"{server}/completions", json=body, timeout=120).json()["choices"][0]
-    if choice["finish_reason"] == "stop":
-        assert choice["text"].endswith("</search>")
+            "max_tokens": 40, "temperature": 0, "stop": ["</search>"]}
+    kept, stripped = (
+        httpx.post(f"{server}/completions", json={**body, "include_stop_str_in_output": flag}, timeout=120)
+        .json()["choices"][0]
+        for flag in (True, False)
+    )
+    assert kept["finish_reason"] == stripped["finish_reason"] == "stop"
+    assert kept["text"] == stripped["text"] + "</search>"
 
 
 @pytest.mark.parametrize("flavour", ["completions", "chat"])
