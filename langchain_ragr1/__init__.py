@@ -42,6 +42,9 @@ _LAZY = {
     "make_retriever": "langchain_ragr1.defaults",
     "default_model_path": "langchain_ragr1.models",
     "RagR1Retriever": "langchain_ragr1.integrations",
+    "VLLMPolicy": "langchain_ragr1.policies.vllm",
+    "openai_server_policy": "langchain_ragr1.policies.openai_server",
+    "create_retrieval_app": "langchain_ragr1.server",
 }
 
 __all__ = [

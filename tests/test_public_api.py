@@ -9,6 +9,7 @@ EXPECTED = {
     "ConfigError", "MissingResourceError", "RetrievalError", "MiniLMEmbeddings", "BM25Retriever",
     "SearchR1HTTPRetriever", "build_chroma_store", "open_chroma_store", "load_bundled_corpus",
     "load_corpus_file", "default_agent", "make_retriever", "default_model_path", "RagR1Retriever",
+    "VLLMPolicy", "openai_server_policy", "create_retrieval_app",
 }
 
 

@@ -1,23 +1,26 @@
 """Policies: what writes the model turns.
 
-``TransformersPolicy`` loads torch, so it is imported on first access only.
+Heavy backends (torch, vLLM, OpenAI clients) are imported on first access only.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from importlib import import_module
+from typing import Any
 
 from langchain_ragr1.policies.base import Generation, Policy
+from langchain_ragr1.policies.langchain import LangChainPolicy
 
-if TYPE_CHECKING:
-    from langchain_ragr1.policies.transformers import TransformersPolicy
+_LAZY = {
+    "TransformersPolicy": "langchain_ragr1.policies.transformers",
+    "VLLMPolicy": "langchain_ragr1.policies.vllm",
+    "openai_server_policy": "langchain_ragr1.policies.openai_server",
+}
 
-__all__ = ["Generation", "Policy", "TransformersPolicy"]
+__all__ = ["Generation", "Policy", "LangChainPolicy", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "TransformersPolicy":
-        from langchain_ragr1.policies.transformers import TransformersPolicy
-
-        return TransformersPolicy
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
