@@ -1,0 +1,223 @@
+"""``OraclePolicy``: an offline teacher that writes protocol turns from a QA item's gold plan.
+
+Given the items (``gold_queries`` grouped by turn, ``evidence_titles``, ``golden_answers``)
+it plays the model inside the real graph: one ``<think>...</think><search> ... </search>``
+turn per gold turn (multi mode: the turn's queries joined by ", ", at most ``max_queries``
+per turn; single mode: one query per turn, in order), then
+``<think>...</think><answer> gold </answer>``. The ``<information>`` it reads is whatever
+the real retriever returned through the graph. With ``grounded=True`` it answers the gold
+answer only when every evidence article was actually retrieved, and ``unknown`` otherwise,
+so rejection sampling drops trajectories whose retrieved text does not support the answer.
+A seeded fraction ``no_search_fraction`` of the questions is answered at once "from its own
+knowledge" (sample kind 1). The reasoning text comes from a few seeded templates.
+
+Given a tokenizer it is a token-level policy: the prompt goes through the chat template and
+every turn's token ids are ``tokenizer(text)`` of that turn alone (the same helpers as
+:class:`~langchain_ragr1.policies.token.TokenPolicy`), so the transcript's segments carry ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import threading
+from typing import Any, Iterable, Sequence
+
+from langchain_ragr1.data.loaders import QAItem
+from langchain_ragr1.errors import ConfigError
+from langchain_ragr1.policies.base import Generation, Policy
+from langchain_ragr1.policies.token import TokenPolicy
+from langchain_ragr1.protocol import (
+    DEFAULT_MAX_QUERIES,
+    STOP_STRINGS,
+    Mode,
+    normalize_question,
+)
+from langchain_ragr1.transcript import Segment
+
+#: What an ungrounded oracle answers (never a gold answer of the generated sets).
+UNGROUNDED_ANSWER = "unknown"
+
+_QUESTION_RE = re.compile(r"Question: (.*?)\n")
+_INFO_RE = re.compile(r"<information>\n(.*)\n</information>", re.DOTALL)
+
+_FIRST_SEARCH = (
+    "To answer this I need to look up {queries}.",
+    "I do not know this for certain. Let me search for {queries}.",
+    "The question asks about {entities}. I should search for {queries} first.",
+    "I need facts about {entities}, so I will search for {queries}.",
+)
+_NEXT_SEARCH = (
+    "The results mention {found}. Now I still need {queries}.",
+    "I found {found}. Next I should search for {queries}.",
+    "From the passages on {found}, the next step is to look up {queries}.",
+)
+_ANSWER_AFTER_SEARCH = (
+    "The passages on {found} give what I need. The answer is {answer}.",
+    "According to the results about {found}, the answer is {answer}.",
+    "I found {found}. Comparing the facts, the answer is {answer}.",
+)
+_ANSWER_UNGROUNDED = (
+    "The results about {found} do not settle the question.",
+    "I could not find the facts I need in the results.",
+)
+_ANSWER_DIRECT = (
+    "I know this without searching: the answer is {answer}.",
+    "This is well known to me. The answer is {answer}.",
+    "I remember the facts about {entities}, so the answer is {answer}.",
+)
+
+
+def _listing(parts: Sequence[str]) -> str:
+    parts = [p for p in parts if p]
+    if not parts:
+        return "the topic"
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + f" and {parts[-1]}"
+
+
+def _strip_tags(text: str) -> str:
+    """Reasoning text must never hold a protocol tag (it would end or fake an action)."""
+    return text.replace("<", "(").replace(">", ")")
+
+
+def information_text(segments: Sequence[Segment]) -> str:
+    """The retrieved passages of all ``<information>`` blocks, JSON bodies decoded."""
+    texts = []
+    for segment in segments:
+        if segment["role"] != "env":
+            continue
+        match = _INFO_RE.search(segment["text"])
+        if match is None:
+            continue
+        body = match.group(1)
+        try:
+            decoded = json.loads(body)
+            texts.extend(decoded.get("documents") or [])
+        except (json.JSONDecodeError, AttributeError):
+            texts.append(body)
+    return "\n".join(texts)
+
+
+class OraclePolicy(Policy):
+    """A teacher that follows each item's gold search plan through the real graph.
+
+    Args:
+        items: the QA items it may be asked about (looked up by their normalised question).
+        tokenizer: a Hugging Face tokenizer with a chat template (token-level), or ``None``.
+        mode: ``"multi"`` or ``"single"`` (must match the agent's mode).
+        no_search_fraction: share of questions answered at once without searching.
+        grounded: answer the gold answer only when every evidence article was retrieved.
+        max_queries: queries per multi-query turn (longer gold turns are split).
+        seed: seeds the choice of no-search questions and of the reasoning templates.
+    """
+
+    def __init__(
+        self,
+        items: Iterable[QAItem],
+        tokenizer: Any = None,
+        *,
+        mode: Mode = "multi",
+        no_search_fraction: float = 0.1,
+        grounded: bool = True,
+        max_queries: int = DEFAULT_MAX_QUERIES,
+        seed: int = 0,
+    ) -> None:
+        if not 0.0 <= no_search_fraction <= 1.0:
+            raise ConfigError(f"no_search_fraction must be in [0, 1], got {no_search_fraction!r}.")
+        if max_queries < 1:
+            raise ConfigError(f"max_queries must be >= 1, got {max_queries!r}.")
+        self.items = {normalize_question(item.question): item for item in items}
+        self.tokenizer = tokenizer
+        self.mode = mode
+        self.no_search_fraction = no_search_fraction
+        self.grounded = grounded
+        self.max_queries = max_queries
+        self.seed = seed
+        self._tok_lock = threading.RLock()
+
+    # --- text level unless a tokenizer is given; TokenPolicy's helpers need only
+    # ``self.tokenizer`` and ``self._tok_lock`` -------------------------------------------
+
+    def render_prompt(self, prompt: str) -> Segment:
+        if self.tokenizer is None:
+            return Policy.render_prompt(self, prompt)
+        return TokenPolicy.render_prompt(self, prompt)
+
+    def encode(self, text: str) -> list[int] | None:
+        return None if self.tokenizer is None else TokenPolicy.encode(self, text)
+
+    def decode(self, token_ids: Sequence[int]) -> str | None:
+        return None if self.tokenizer is None else TokenPolicy.decode(self, token_ids)
+
+    def truncate(self, text: str, max_tokens: int) -> str | None:
+        return None if self.tokenizer is None else TokenPolicy.truncate(self, text, max_tokens)
+
+    # --- the plan -------------------------------------------------------------------------
+
+    def item_for(self, segments: Sequence[Segment]) -> QAItem:
+        """The item whose question the prompt segment asks."""
+        found = _QUESTION_RE.findall(segments[0]["text"]) if segments else []
+        item = self.items.get(found[-1]) if found else None
+        if item is None:
+            raise KeyError(f"OraclePolicy has no item for the question {found[-1:]!r}.")
+        return item
+
+    def plan(self, item: QAItem) -> list[list[str]]:
+        """The search turns for ``item`` in this mode; empty for a no-search question."""
+        if self.searches_not(item):
+            return []
+        if self.mode == "single":
+            return [[q] for turn in item.gold_queries for q in turn]
+        return [
+            turn[i : i + self.max_queries]
+            for turn in item.gold_queries
+            for i in range(0, len(turn), self.max_queries)
+        ]
+
+    def searches_not(self, item: QAItem) -> bool:
+        """Whether ``item`` is one of the (seeded) questions answered without searching."""
+        if not item.gold_queries:
+            return True
+        digest = hashlib.sha256(f"{self.seed}|{item.question}".encode("utf-8")).hexdigest()
+        return int(digest[:8], 16) / 0xFFFFFFFF < self.no_search_fraction
+
+    def _search_content(self, queries: Sequence[str]) -> str:
+        if self.mode == "single":
+            return queries[0]
+        # A comma inside a query would split it: quote such queries (the parser keeps them whole).
+        return ", ".join(f'"{q}"' if "," in q else q for q in queries)
+
+    def turn_text(self, item: QAItem, segments: Sequence[Segment]) -> str:
+        """The next turn for ``item`` after ``segments``."""
+        done = sum(1 for s in segments if s["role"] == "policy")
+        plan = self.plan(item)
+        rng = random.Random(f"{self.seed}|{item.question}|{done}")
+        # Only what the question names: a bridge's second entity is unknown before searching.
+        named = [t.split(" (")[0] for t in item.evidence_titles]
+        entities = _listing([n for n in named if n in item.question] or (plan[0] if plan else named))
+        info = information_text(segments)
+        found = _listing([t.split(" (")[0] for t in item.evidence_titles if t in info])
+        if done < len(plan):
+            queries = plan[done]
+            listed = _listing(queries)
+            template = rng.choice(_FIRST_SEARCH if done == 0 else _NEXT_SEARCH)
+            think = template.format(queries=listed, entities=entities, found=found)
+            action = f"<search> {self._search_content(queries)} </search>"
+        else:
+            answer = item.golden_answers[0]
+            if not plan:
+                think = rng.choice(_ANSWER_DIRECT).format(answer=answer, entities=entities)
+            elif not self.grounded or all(t in info for t in item.evidence_titles):
+                think = rng.choice(_ANSWER_AFTER_SEARCH).format(answer=answer, found=found)
+            else:
+                think = rng.choice(_ANSWER_UNGROUNDED).format(found=found)
+                answer = UNGROUNDED_ANSWER
+            action = f"<answer> {answer} </answer>"
+        return f"<think>{_strip_tags(think)}</think>{action}"
+
+    def generate(self, segments: Sequence[Segment], *, stop: Sequence[str] = STOP_STRINGS) -> Generation:
+        text = self.turn_text(self.item_for(segments), segments)
+        ids = self.encode(text)
+        return Generation(text=text, token_ids=ids, logprobs=None, finish_reason="stop")

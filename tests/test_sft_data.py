@@ -1,0 +1,207 @@
+"""Stage 1 SFT data: the oracle teacher through the real graph, rejection sampling, the four
+sample kinds, and labels that fall only on the target model turn."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from langchain_ragr1 import RagR1Agent
+from langchain_ragr1.corpus import load_bundled_corpus
+from langchain_ragr1.data import QAItem, load_qa
+from langchain_ragr1.protocol import exact_match, parse_action
+from langchain_ragr1.retrievers.bm25 import BM25Retriever
+from langchain_ragr1.testing import MemoryRetriever, ScriptedPolicy
+from langchain_ragr1.training import (
+    EmptySFTDataError,
+    OraclePolicy,
+    build_sft_dataset,
+    make_trajectories,
+    to_sft_samples,
+)
+from langchain_ragr1.training.sft_data import IGNORE_INDEX, sample_ids
+
+
+@pytest.fixture(scope="module")
+def dev_items() -> list[QAItem]:
+    """One item of each generated kind (a 4-entity fan-out included) from the shipped dev set."""
+    items = load_qa("ragr1-dev")
+    picked = {}
+    for item in items:
+        if item.kind == "fan-out" and len(item.evidence_titles) < 4:
+            continue
+        picked.setdefault(item.kind, item)
+    assert set(picked) == {"bridge", "comparison", "fan-out", "single-hop"}
+    return list(picked.values())
+
+
+@pytest.fixture(scope="module")
+def retriever(dev_items) -> BM25Retriever:
+    """BM25 over the evidence articles of the picked items and 400 other summaries."""
+    corpus = load_bundled_corpus()
+    evidence = {t for item in dev_items for t in item.evidence_titles}
+    docs = [d for d in corpus if d.metadata["title"] in evidence] + [
+        d for d in corpus[:400] if d.metadata["title"] not in evidence
+    ]
+    return BM25Retriever.from_documents(docs, k=3)
+
+
+def oracle_agent(items, tokenizer, retriever, mode="multi", **kwargs):
+    teacher = OraclePolicy(items, tokenizer, mode=mode, **kwargs)
+    return RagR1Agent(teacher, retriever, mode=mode, k=3, max_turns=4)
+
+
+@pytest.mark.parametrize("mode", ["multi", "single"])
+def test_oracle_trajectories_are_exact_matches(dev_items, smollm2_tokenizer, retriever, mode):
+    agent = oracle_agent(dev_items, smollm2_tokenizer, retriever, mode, no_search_fraction=0.0)
+    trajectories, counts = make_trajectories(agent, dev_items, progress=False)
+    assert counts.kept == len(dev_items) and counts.rejected == counts.errors == 0
+    for item, trajectory in zip(dev_items, trajectories):
+        assert exact_match(trajectory["answer"], item.golden_answers)
+        assert trajectory["mode"] == mode
+        segments = trajectory["segments"]
+        assert all(s["token_ids"] is not None for s in segments)
+        for segment in segments[1:]:  # turns and observations: their own text's ids
+            assert segment["token_ids"] == smollm2_tokenizer(segment["text"], add_special_tokens=False)["input_ids"]
+        policy = [s["text"] for s in segments if s["role"] == "policy"]
+        plan = [q for turn in item.gold_queries for q in turn]
+        if mode == "single":
+            searches = [parse_action(t, mode).queries for t in policy[:-1]]
+            assert searches == [(q,) for q in plan]
+        else:  # gold turns, at most three queries each (a 4-entity fan-out takes two turns)
+            queries = [q for t in policy[:-1] for q in parse_action(t, mode).queries]
+            assert queries == plan
+            assert all(len(parse_action(t, mode).queries) <= 3 for t in policy[:-1])
+        assert trajectory["turns"] == len(policy) - 1
+        assert "<information>" in "".join(s["text"] for s in segments if s["role"] == "env")
+
+
+def test_four_kinds_with_their_inputs_and_targets(dev_items, smollm2_tokenizer, retriever):
+    bridge = next(i for i in dev_items if i.kind == "bridge")
+    searched, _ = make_trajectories(
+        oracle_agent([bridge], smollm2_tokenizer, retriever, no_search_fraction=0.0), [bridge], progress=False)
+    direct, _ = make_trajectories(
+        oracle_agent([bridge], smollm2_tokenizer, retriever, no_search_fraction=1.0), [bridge], progress=False)
+    samples = to_sft_samples(direct[0]) + to_sft_samples(searched[0])
+    assert [s["kind"] for s in samples] == [1, 2, 4, 3]  # answer; search, search again, answer
+    for sample in samples:
+        target = sample["target"]
+        assert target["role"] == "policy"
+        action = parse_action(target["text"], "multi").kind
+        assert action == ("answer" if sample["kind"] in (1, 3) else "search")
+        context = sample["context"]
+        assert context[0]["role"] == "prompt" and bridge.question in context[0]["text"]
+        if sample["kind"] in (1, 2):
+            assert len(context) == 1
+        else:  # every earlier turn followed by its information
+            assert [s["role"] for s in context[1:]] == ["policy", "env"] * ((len(context) - 1) // 2)
+            assert context[-1]["text"].startswith("\n<information>\n")
+    assert samples[2]["context"] == searched[0]["segments"][:3]
+    assert samples[3]["context"] == searched[0]["segments"][:5]
+
+
+def test_labels_fall_only_on_the_target_turn(dev_items, smollm2_tokenizer, retriever):
+    trajectories = []
+    for fraction in (0.0, 1.0):  # every item searched, then every item answered at once
+        agent = oracle_agent(dev_items, smollm2_tokenizer, retriever, no_search_fraction=fraction)
+        trajectories += make_trajectories(agent, dev_items, progress=False)[0]
+    samples = [s for t in trajectories for s in to_sft_samples(t)]
+    dataset = build_sft_dataset(samples, smollm2_tokenizer, max_length=4096)
+    assert len(dataset) == len(samples)
+    assert set(dataset["kind"]) == {1, 2, 3, 4}
+    for sample, row in zip(samples, dataset):
+        # Where each segment's ids lie in the concatenation.
+        spans, start = [], 0
+        for segment in [*sample["context"], sample["target"]]:
+            spans.append((segment["role"], start, start + len(segment["token_ids"])))
+            start += len(segment["token_ids"])
+        assert row["input_ids"] == [i for s in [*sample["context"], sample["target"]] for i in s["token_ids"]]
+        labelled = [p for p, label in enumerate(row["labels"]) if label != IGNORE_INDEX]
+        role, target_start, target_end = spans[-1]
+        assert role == "policy" and labelled == list(range(target_start, target_end))
+        for role, begin, end in spans[:-1]:  # no prompt, earlier-turn or information token is labelled
+            assert all(row["labels"][p] == IGNORE_INDEX for p in range(begin, end))
+        assert [row["input_ids"][p] for p in labelled] == [row["labels"][p] for p in labelled]
+        text = smollm2_tokenizer.decode([row["labels"][p] for p in labelled],
+                                        skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        assert text == sample["target"]["text"]
+        assert "<information>" not in text and "Doc 1:" not in text
+
+
+def test_rejection_sampling_drops_wrong_answers(dev_items):
+    docs_retriever = MemoryRetriever(documents=[])
+    wrong = RagR1Agent(ScriptedPolicy(["<think>Guess.</think><answer> Nobody </answer>"]), docs_retriever)
+    kept, counts = make_trajectories(wrong, dev_items, progress=False, allow_empty=True)
+    assert kept == [] and counts.rejected == len(dev_items) and counts.kept == 0
+
+
+def test_ungrounded_oracle_is_rejected(dev_items, smollm2_tokenizer):
+    """Nothing useful retrieved: the grounded oracle does not claim the gold answer."""
+    from langchain_core.documents import Document
+
+    empty = MemoryRetriever(documents=[Document("Nothing relevant here.", metadata={"title": "Other"})])
+    agent = oracle_agent(dev_items, smollm2_tokenizer, empty, no_search_fraction=0.0)
+    with pytest.raises(EmptySFTDataError, match=rf"{len(dev_items)} questions, {len(dev_items)} rejected"):
+        make_trajectories(agent, dev_items, progress=False)
+
+
+def test_teacher_errors_are_retried_then_skipped(dev_items, smollm2_tokenizer, retriever):
+    failing = dev_items[0].question
+    oracle = OraclePolicy(dev_items, smollm2_tokenizer, no_search_fraction=0.0)
+    attempts = []
+
+    class Flaky(OraclePolicy):
+        def generate(self, segments, **kwargs):
+            if failing in segments[0]["text"]:
+                attempts.append(1)
+                raise RuntimeError("teacher backend down")
+            return oracle.generate(segments, **kwargs)
+
+    agent = RagR1Agent(Flaky(dev_items, smollm2_tokenizer), retriever, mode="multi")
+    kept, counts = make_trajectories(agent, dev_items, retries=2, progress=False)
+    assert len(attempts) == 3 and counts.errors == 1 and counts.retried == 2
+    assert counts.kept == len(dev_items) - 1 and "teacher backend down" in counts.error_messages[0]
+
+
+def test_too_long_samples_are_dropped_and_counted(dev_items, smollm2_tokenizer, retriever):
+    agent = oracle_agent(dev_items, smollm2_tokenizer, retriever, no_search_fraction=0.0)
+    trajectories, _ = make_trajectories(agent, dev_items, progress=False)
+    samples = [s for t in trajectories for s in to_sft_samples(t)]
+    lengths = sorted(len(sample_ids(s, smollm2_tokenizer)[0]) for s in samples)
+    limit = lengths[len(lengths) // 2]
+    report: dict = {}
+    dataset = build_sft_dataset(samples, smollm2_tokenizer, max_length=limit, report=report)
+    longer = sum(n > limit for n in lengths)
+    assert longer > 0 and report["dropped_too_long"] == longer
+    assert report["kept"] == len(dataset) == len(samples) - longer
+    assert max(len(ids) for ids in dataset["input_ids"]) <= limit
+    with pytest.raises(EmptySFTDataError, match=rf"{len(samples)} samples, {len(samples)} dropped"):
+        build_sft_dataset(samples, smollm2_tokenizer, max_length=10)
+
+
+def test_make_sft_data_script(tmp_path, dev_items, default_model_dir):
+    path = Path(__file__).resolve().parents[1] / "training" / "make_sft_data.py"
+    spec = importlib.util.spec_from_file_location("make_sft_data", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    corpus = tmp_path / "corpus.jsonl"
+    docs = [d for d in load_bundled_corpus() if d.metadata["title"] in
+            {t for item in dev_items for t in item.evidence_titles}]
+    corpus.write_text("".join(json.dumps({"id": d.id, "title": d.metadata["title"], "text": d.page_content}) + "\n"
+                              for d in docs))
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("".join(json.dumps(i.to_dict()) + "\n" for i in dev_items))
+    out = tmp_path / "out"
+    code = script.main(["--data", str(qa), "--retriever", "bm25", "--corpus", str(corpus),
+                        "--tokenizer", str(default_model_dir), "--out", str(out), "--quiet"])
+    assert code == 0
+    counts = json.loads((out / "counts.json").read_text())
+    assert counts["trajectories"]["kept"] == len(dev_items)
+    assert len((out / "trajectories.jsonl").read_text().splitlines()) == len(dev_items)
+    assert counts["sft"]["kept"] == len((out / "samples.jsonl").read_text().splitlines())
+    from datasets import load_from_disk
+
+    assert len(load_from_disk(str(out / "dataset"))) == counts["sft"]["kept"]
