@@ -1,0 +1,115 @@
+"""Stage 1 SFT data: teacher trajectories through the real graph, rejection-sampled, cut into samples.
+
+    python training/make_sft_data.py --data ragr1-train --mode multi --teacher oracle \
+        --retriever bm25 --limit 30 --out runs/sft-multi
+
+Writes ``DIR/trajectories.jsonl`` (kept trajectories: question, gold answers, mode and the
+segments with text and token ids), ``DIR/samples.jsonl`` (one model turn per sample, kind
+1..4), ``DIR/dataset/`` (a saved ``datasets.Dataset`` of input_ids/labels; samples longer
+than ``--max-length`` are dropped and counted) and ``DIR/counts.json``; prints the counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Sequence
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from langchain_ragr1.defaults import RETRIEVER_KINDS
+    from langchain_ragr1.protocol import MODES
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="ragr1-train", help="a QA set name or file (see load_qa)")
+    parser.add_argument("--mode", choices=MODES, default="multi")
+    parser.add_argument("--teacher", choices=("oracle",), default="oracle",
+                        help="oracle: follows each item's gold_queries (needs generated/FanOutQA items)")
+    parser.add_argument("--retriever", choices=RETRIEVER_KINDS, default="bm25")
+    parser.add_argument("--store", help="a Chroma folder or BM25 index")
+    parser.add_argument("--corpus", help="a corpus file to index on the fly")
+    parser.add_argument("--url", help="a Search-R1 /retrieve endpoint (with --retriever http)")
+    parser.add_argument("--k", type=int, default=3)
+    parser.add_argument("--max-turns", type=int, default=4)
+    parser.add_argument("--limit", type=int, help="use the first N questions (after --shuffle)")
+    parser.add_argument("--shuffle", action="store_true",
+                        help="shuffle the questions with --seed first (ragr1-train starts with its bridge items)")
+    parser.add_argument("--tokenizer", help="model folder whose tokenizer to use (default: bundled SmolLM2)")
+    parser.add_argument("--max-length", type=int, default=2048, help="longest sample in tokens; longer ones are dropped")
+    parser.add_argument("--no-search-fraction", type=float, default=0.1,
+                        help="share of questions the oracle answers without searching (kind 1)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--retries", type=int, default=1, help="extra attempts of a failing episode")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from transformers import AutoTokenizer
+
+    from langchain_ragr1 import RagR1Agent
+    from langchain_ragr1.data import load_qa
+    from langchain_ragr1.defaults import make_retriever
+    from langchain_ragr1.errors import RagR1Error
+    from langchain_ragr1.models import check_model_path, default_model_path
+    from langchain_ragr1.training import (
+        OraclePolicy,
+        build_sft_dataset,
+        make_trajectories,
+        to_sft_samples,
+        write_jsonl,
+    )
+
+    try:
+        items = load_qa(args.data)
+        if args.shuffle:
+            random.Random(args.seed).shuffle(items)
+        items = items[: args.limit] if args.limit else items
+        path = check_model_path(args.tokenizer) if args.tokenizer else default_model_path(
+            show_progress=not args.quiet)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        retriever = make_retriever(args.retriever, k=args.k, store=args.store, corpus=args.corpus,
+                                   url=args.url, show_progress=not args.quiet)
+        teacher = OraclePolicy(items, tokenizer, mode=args.mode, seed=args.seed,
+                               no_search_fraction=args.no_search_fraction)
+        agent = RagR1Agent(teacher, retriever, mode=args.mode, k=args.k, max_turns=args.max_turns)
+        trajectories, counts = make_trajectories(agent, items, retries=args.retries,
+                                                 progress=not args.quiet)
+        samples = [s for t in trajectories for s in to_sft_samples(t)]
+        report: dict = {}
+        dataset = build_sft_dataset(samples, tokenizer, args.max_length, report=report)
+    except RagR1Error as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(trajectories, out / "trajectories.jsonl")
+    write_jsonl(samples, out / "samples.jsonl")
+    if args.quiet:
+        from datasets import disable_progress_bars
+
+        disable_progress_bars()
+    dataset.save_to_disk(str(out / "dataset"))
+    summary = {
+        "data": args.data, "mode": args.mode, "teacher": args.teacher, "retriever": args.retriever,
+        "trajectories": {k: v for k, v in counts.to_dict().items() if k != "error_messages"},
+        "errors": counts.error_messages[:10],
+        "item_kinds_kept": dict(Counter(t["item_kind"] for t in trajectories)),
+        "sft": report,
+    }
+    (out / "counts.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
