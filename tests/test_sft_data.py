@@ -205,3 +205,17 @@ def test_make_sft_data_script(tmp_path, dev_items, default_model_dir):
     from datasets import load_from_disk
 
     assert len(load_from_disk(str(out / "dataset"))) == counts["sft"]["kept"]
+
+
+def test_text_level_teacher_gives_the_same_ids(dev_items, smollm2_tokenizer, retriever):
+    """Without token ids (a text-level teacher) segments are encoded one by one: same samples."""
+    text_agent = oracle_agent(dev_items, None, retriever, no_search_fraction=0.0)
+    token_agent = oracle_agent(dev_items, smollm2_tokenizer, retriever, no_search_fraction=0.0)
+    text_runs, _ = make_trajectories(text_agent, dev_items, progress=False)
+    token_runs, _ = make_trajectories(token_agent, dev_items, progress=False)
+    assert all(s["token_ids"] is None for t in text_runs for s in t["segments"])
+    text_samples = [s for t in text_runs for s in to_sft_samples(t)]
+    token_samples = [s for t in token_runs for s in to_sft_samples(t)]
+    assert len(text_samples) == len(token_samples)
+    for a, b in zip(text_samples, token_samples):
+        assert sample_ids(a, smollm2_tokenizer) == sample_ids(b, smollm2_tokenizer)
