@@ -1,0 +1,295 @@
+"""Stage 1 SFT run: TRL's ``SFTTrainer`` on the pre-tokenised dataset of :mod:`.sft_data`.
+
+The dataset already carries ``input_ids`` and ``labels`` (-100 everywhere except the target
+turn), so TRL's dataset preparation is skipped (``skip_prepare_dataset``) and its
+``DataCollatorForLanguageModeling`` pads ``input_ids`` with the pad id and ``labels`` with
+-100, using the labels as they are. pad == eos for SmolLM2 is harmless: padded positions have
+attention 0 and label -100, and no EOS is a target.
+
+:class:`SFTRunConfig` is loaded from YAML and validated before any model is loaded
+(:class:`ConfigError` names the bad key); :func:`train_sft` trains (LoRA or full), saves
+``checkpoint-<step>`` folders, resumes from the last one found in ``output_dir``, writes
+``loss.csv``/``loss.png`` and saves the final model or adapter with its tokenizer in
+``output_dir/final``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from langchain_ragr1.errors import RagR1Error
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+MAKE_DATA_HINT = "build it first with training/make_sft_data.py --out DIR (it writes DIR/dataset)"
+
+
+class ConfigError(RagR1Error, ValueError):
+    """A bad SFT run configuration; the message names the key and what is allowed."""
+
+
+@dataclass
+class LoraSettings:
+    enabled: bool = True
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGET_MODULES))
+
+
+@dataclass
+class SFTRunConfig:
+    """One SFT run. ``model: null`` means the bundled SmolLM2 (converted on first use)."""
+
+    dataset: str
+    output_dir: str
+    model: str | None = None
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    learning_rate: float = 2e-4
+    num_train_epochs: float = 2.0
+    max_steps: int = -1  # -1: run num_train_epochs
+    per_device_train_batch_size: int = 1
+    gradient_accumulation_steps: int = 8
+    max_length: int = 2048
+    save_steps: int = 50
+    logging_steps: int = 1
+    seed: int = 0
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    warmup_ratio: float = 0.0
+    lr_scheduler_type: str = "linear"
+    device: str = "auto"  # auto | cpu | cuda
+
+    def validate(self) -> "SFTRunConfig":
+        """Check values (not paths to the model); raises :class:`ConfigError`."""
+        def bad(key: str, why: str) -> ConfigError:
+            return ConfigError(f"SFT config: {key} {why}")
+
+        if not isinstance(self.learning_rate, (int, float)) or not (0 < self.learning_rate < 1):
+            raise bad("learning_rate", f"must be a number in (0, 1), got {self.learning_rate!r}")
+        if not isinstance(self.num_train_epochs, (int, float)) or self.num_train_epochs <= 0:
+            raise bad("num_train_epochs", f"must be > 0, got {self.num_train_epochs!r}")
+        for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "max_length",
+                    "save_steps", "logging_steps"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise bad(key, f"must be an integer >= 1, got {value!r}")
+        if not isinstance(self.max_steps, int) or isinstance(self.max_steps, bool) or (
+                self.max_steps < 1 and self.max_steps != -1):
+            raise bad("max_steps", f"must be an integer >= 1, or -1 for num_train_epochs; got {self.max_steps!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise bad("seed", f"must be an integer, got {self.seed!r}")
+        for key in ("bf16", "gradient_checkpointing"):
+            if not isinstance(getattr(self, key), bool):
+                raise bad(key, f"must be true or false, got {getattr(self, key)!r}")
+        if not isinstance(self.warmup_ratio, (int, float)) or not (0 <= self.warmup_ratio < 1):
+            raise bad("warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise bad("device", f"must be auto, cpu or cuda, got {self.device!r}")
+        if not self.dataset or not self.output_dir:
+            raise bad("dataset/output_dir", "must both be set")
+        lora = self.lora
+        if not isinstance(lora.enabled, bool):
+            raise bad("lora.enabled", f"must be true or false, got {lora.enabled!r}")
+        if lora.enabled:
+            for key in ("r", "alpha"):
+                value = getattr(lora, key)
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise bad(f"lora.{key}", f"must be an integer >= 1, got {value!r}")
+            if not isinstance(lora.dropout, (int, float)) or not (0 <= lora.dropout < 1):
+                raise bad("lora.dropout", f"must be in [0, 1), got {lora.dropout!r}")
+            if (not isinstance(lora.target_modules, list) or not lora.target_modules
+                    or not all(isinstance(m, str) and m for m in lora.target_modules)):
+                raise bad("lora.target_modules", f"must be a non-empty list of module names, got {lora.target_modules!r}")
+        return self
+
+    def check_dataset(self) -> Path:
+        """The dataset folder, or a :class:`ConfigError` saying how to make it."""
+        path = Path(self.dataset).expanduser()
+        if (path / "dataset" / "dataset_info.json").is_file():
+            path = path / "dataset"  # the --out folder of make_sft_data.py
+        if not (path / "dataset_info.json").is_file():
+            raise ConfigError(f"SFT config: dataset {str(path)!r} is not a saved dataset; {MAKE_DATA_HINT}")
+        return path
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _check_keys(data: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(f"SFT config: unknown key(s) {', '.join(unknown)} in {where}; "
+                          f"allowed: {', '.join(sorted(allowed))}")
+
+
+def config_from_dict(data: dict[str, Any], **overrides: Any) -> SFTRunConfig:
+    """Build and validate a config; ``overrides`` that are None are ignored."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"SFT config: expected a mapping, got {type(data).__name__}")
+    data = dict(data)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    _check_keys(data, {f.name for f in fields(SFTRunConfig)}, "the top level")
+    for key in ("dataset", "output_dir"):
+        if not data.get(key):
+            raise ConfigError(f"SFT config: {key} is required"
+                              + (f"; {MAKE_DATA_HINT}" if key == "dataset" else ""))
+    lora = data.pop("lora", None)
+    if lora is None or lora is False:
+        lora_settings = LoraSettings(enabled=False)
+    elif lora is True:
+        lora_settings = LoraSettings()
+    elif isinstance(lora, dict):
+        _check_keys(lora, {f.name for f in fields(LoraSettings)}, "lora")
+        lora_settings = LoraSettings(**lora)
+    else:
+        raise ConfigError(f"SFT config: lora must be true, false or a mapping, got {lora!r}")
+    for key in ("learning_rate", "warmup_ratio", "num_train_epochs"):
+        if isinstance(data.get(key), str):  # YAML reads 1e-5 (no dot) as a string
+            try:
+                data[key] = float(data[key])
+            except ValueError:
+                raise ConfigError(f"SFT config: {key} must be a number, got {data[key]!r}") from None
+    return SFTRunConfig(lora=lora_settings, **data).validate()
+
+
+def load_config(path: str | Path, **overrides: Any) -> SFTRunConfig:
+    """Read a YAML config and validate it; nothing is loaded."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"SFT config file {str(path)!r} not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"SFT config {str(path)!r} is not valid YAML: {exc}") from None
+    return config_from_dict(data, **overrides)
+
+
+def write_loss_curve(log_history: list[dict[str, Any]], output_dir: str | Path) -> list[dict[str, float]]:
+    """``loss.csv`` (step, epoch, loss, learning_rate, grad_norm) and ``loss.png``; returns the rows."""
+    rows = [
+        {"step": e["step"], "epoch": e.get("epoch", float("nan")), "loss": e["loss"],
+         "learning_rate": e.get("learning_rate", float("nan")), "grad_norm": e.get("grad_norm", float("nan"))}
+        for e in log_history if "loss" in e and "step" in e
+    ]
+    out = Path(output_dir)
+    with (out / "loss.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["step", "epoch", "loss", "learning_rate", "grad_norm"])
+        writer.writeheader()
+        writer.writerows(rows)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], marker="o" if len(rows) < 30 else None)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (target-turn tokens)")
+    ax.set_title("Stage 1 SFT")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "loss.png", dpi=100)
+    plt.close(fig)
+    return rows
+
+
+def train_sft(config: SFTRunConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Train; returns ``{global_step, resumed_from, final_dir, loss_rows, train_runtime, ...}``."""
+    config.validate()
+    dataset_path = config.check_dataset()
+
+    import torch
+    from datasets import load_from_disk
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import SFTConfig, SFTTrainer
+
+    from langchain_ragr1.models import check_model_path, default_model_path
+
+    model_path = check_model_path(config.model) if config.model else default_model_path(show_progress=progress)
+    dataset = load_from_disk(str(dataset_path))
+    missing = {"input_ids", "labels"} - set(dataset.column_names)
+    if missing:
+        raise ConfigError(f"SFT dataset {str(dataset_path)!r} lacks {sorted(missing)}; {MAKE_DATA_HINT}")
+    too_long = sum(1 for n in dataset["input_ids"] if len(n) > config.max_length)
+    if too_long:
+        dataset = dataset.filter(lambda row: len(row["input_ids"]) <= config.max_length)
+        logger.warning("Dropped %d samples longer than max_length=%d.", too_long, config.max_length)
+    if len(dataset) == 0:
+        raise ConfigError(f"SFT dataset {str(dataset_path)!r} has no sample of at most {config.max_length} tokens")
+    dataset = dataset.select_columns(["input_ids", "labels"])
+
+    use_cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dtype = torch.bfloat16 if config.bf16 else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+
+    peft_config = None
+    if config.lora.enabled:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+                                 target_modules=list(config.lora.target_modules), task_type="CAUSAL_LM")
+
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    args = SFTConfig(
+        output_dir=str(output_dir),
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        max_length=config.max_length,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        seed=config.seed,
+        bf16=config.bf16,
+        use_cpu=use_cpu,
+        gradient_checkpointing=config.gradient_checkpointing,
+        warmup_steps=config.warmup_ratio,  # transformers 5: a float < 1 is a ratio
+        lr_scheduler_type=config.lr_scheduler_type,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        packing=False,
+        report_to=[],
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=peft_config)
+    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    if last:
+        logger.warning("Resuming from %s", last)
+    result = trainer.train(resume_from_checkpoint=last)
+    final_dir = output_dir / "final"
+    trainer.save_model(str(final_dir))
+    tokenizer.save_pretrained(str(final_dir))
+    rows = write_loss_curve(trainer.state.log_history, output_dir)
+    summary = {
+        "global_step": trainer.state.global_step,
+        "resumed_from": last,
+        "final_dir": str(final_dir),
+        "model": str(model_path),
+        "lora": config.lora.enabled,
+        "samples": len(dataset),
+        "train_runtime": result.metrics.get("train_runtime"),
+        "train_loss": result.metrics.get("train_loss"),
+        "loss_rows": rows,
+    }
+    finite = [r["loss"] for r in rows if math.isfinite(r["loss"])]
+    if rows and len(finite) < len(rows):
+        logger.warning("Non-finite loss in %d logged steps.", len(rows) - len(finite))
+    return summary
