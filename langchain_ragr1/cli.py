@@ -20,6 +20,20 @@ from langchain_ragr1.protocol import MODES, ProtocolError, normalize_question
 _THINK_RE = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL)
 
 
+def _add_agent_options(parser: argparse.ArgumentParser, *, temperature: float) -> None:
+    """The model, retriever and episode options that `ask` and `eval` share."""
+    parser.add_argument("--k", type=int, default=3, help="passages per query")
+    parser.add_argument("--max-turns", type=int, default=4, help="model turns that may search")
+    parser.add_argument("--max-new-tokens", type=int, default=500, help="tokens per model turn")
+    parser.add_argument("--temperature", type=float, default=temperature,
+                        help=f"sampling temperature (default {temperature:g}; 0 is greedy)")
+    parser.add_argument("--model", help="a transformers model folder (default: bundled SmolLM2)")
+    parser.add_argument("--retriever", choices=RETRIEVER_KINDS, default="chroma")
+    parser.add_argument("--store", help="a Chroma folder or BM25 index built by `ragr1 index`")
+    parser.add_argument("--corpus", help="a JSONL/text corpus to index on the fly")
+    parser.add_argument("--url", help="a Search-R1 /retrieve endpoint (with --retriever http)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ragr1", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -27,15 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     ask = commands.add_parser("ask", help="answer a question with the RAG-R1 agent")
     ask.add_argument("question")
     ask.add_argument("--mode", choices=MODES, default="multi")
-    ask.add_argument("--k", type=int, default=3, help="passages per query")
-    ask.add_argument("--max-turns", type=int, default=4, help="model turns that may search")
-    ask.add_argument("--max-new-tokens", type=int, default=500, help="tokens per model turn")
-    ask.add_argument("--temperature", type=float, default=0.7, help="0 for greedy decoding")
-    ask.add_argument("--model", help="a transformers model folder (default: bundled SmolLM2)")
-    ask.add_argument("--retriever", choices=RETRIEVER_KINDS, default="chroma")
-    ask.add_argument("--store", help="a Chroma folder or BM25 index built by `ragr1 index`")
-    ask.add_argument("--corpus", help="a JSONL/text corpus to index on the fly")
-    ask.add_argument("--url", help="a Search-R1 /retrieve endpoint (with --retriever http)")
+    _add_agent_options(ask, temperature=0.7)
     ask.add_argument("--json", action="store_true", help="print the result as JSON")
 
     index = commands.add_parser("index", help="build a Chroma or BM25 store from a corpus")
@@ -62,15 +68,7 @@ def _eval_parser(commands) -> None:
     ev.add_argument("--mode", nargs="+", choices=list(STRATEGIES), default=["multi"])
     ev.add_argument("--limit", type=int, help="evaluate only the first N questions")
     ev.add_argument("--out", required=True, help="output folder (resumes from its predictions.jsonl)")
-    ev.add_argument("--model", help="a transformers model folder (default: bundled SmolLM2)")
-    ev.add_argument("--retriever", choices=RETRIEVER_KINDS, default="chroma")
-    ev.add_argument("--store", help="a Chroma folder or BM25 index built by `ragr1 index`")
-    ev.add_argument("--corpus", help="a JSONL/text corpus to index on the fly")
-    ev.add_argument("--url", help="a Search-R1 /retrieve endpoint (with --retriever http)")
-    ev.add_argument("--k", type=int, default=3, help="passages per query")
-    ev.add_argument("--max-turns", type=int, default=4, help="model turns that may search")
-    ev.add_argument("--max-new-tokens", type=int, default=500, help="tokens per model turn")
-    ev.add_argument("--temperature", type=float, default=0.0, help="0 (default) for greedy decoding")
+    _add_agent_options(ev, temperature=0.0)
     ev.add_argument("--batch-size", type=int, default=8, help="concurrent episodes per chunk")
 
 
