@@ -41,6 +41,7 @@ _LAZY = {
     "default_agent": "langchain_ragr1.defaults",
     "make_retriever": "langchain_ragr1.defaults",
     "default_model_path": "langchain_ragr1.models",
+    "base_model_path": "langchain_ragr1.models",
     "RagR1Retriever": "langchain_ragr1.integrations",
     "VLLMPolicy": "langchain_ragr1.policies.vllm",
     "openai_server_policy": "langchain_ragr1.policies.openai_server",

@@ -27,7 +27,9 @@ def _add_agent_options(parser: argparse.ArgumentParser, *, temperature: float) -
     parser.add_argument("--max-new-tokens", type=int, default=500, help="tokens per model turn")
     parser.add_argument("--temperature", type=float, default=temperature,
                         help=f"sampling temperature (default {temperature:g}; 0 is greedy)")
-    parser.add_argument("--model", help="a transformers model folder (default: bundled SmolLM2)")
+    parser.add_argument("--model", default="default",
+                        help="a transformers model folder, 'default' (SmolLM2 + the shipped SFT adapter) "
+                             "or 'base' (the untrained SmolLM2)")
     parser.add_argument("--retriever", choices=RETRIEVER_KINDS, default="chroma")
     parser.add_argument("--store", help="a Chroma folder or BM25 index built by `ragr1 index`")
     parser.add_argument("--corpus", help="a JSONL/text corpus to index on the fly")

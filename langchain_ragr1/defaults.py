@@ -97,13 +97,12 @@ def default_policy(
     show_progress: bool = True,
     **kwargs: Any,
 ):
-    """A :class:`TransformersPolicy` over ``model_path`` or the bundled SmolLM2 (converted once)."""
-    from langchain_ragr1.models import check_model_path, default_model_path
+    """A :class:`TransformersPolicy` over ``model_path``: a folder, ``"base"`` (the untrained
+    bundled SmolLM2) or ``None``/``"default"`` (SmolLM2 with the shipped SFT adapter)."""
+    from langchain_ragr1.models import resolve_model_path
     from langchain_ragr1.policies.transformers import TransformersPolicy
 
-    path = check_model_path(model_path) if model_path else default_model_path(
-        show_progress=show_progress
-    )
+    path = resolve_model_path(model_path, show_progress=show_progress)
     return TransformersPolicy.from_pretrained(
         path, max_new_tokens=max_new_tokens, temperature=temperature, **kwargs
     )

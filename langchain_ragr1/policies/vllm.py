@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from langchain_ragr1.errors import MissingResourceError
-from langchain_ragr1.models import check_model_path, default_model_path
+from langchain_ragr1.models import resolve_model_path
 from langchain_ragr1.policies.base import Generation
 from langchain_ragr1.policies.token import TokenPolicy
 
@@ -91,14 +91,14 @@ class VLLMPolicy(TokenPolicy):
         engine_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> "VLLMPolicy":
-        """Start a ``vllm.LLM`` on a local model folder (default: the bundled SmolLM2).
+        """Start a ``vllm.LLM`` on a local model folder, ``"base"`` or (``None``) the trained default.
 
         ``engine_kwargs`` go to ``vllm.LLM`` (e.g. ``gpu_memory_utilization``); ``kwargs``
         to :class:`VLLMPolicy`. On CPU set ``VLLM_CPU_KVCACHE_SPACE`` (GiB) beforehand, and keep
         ``bm25s`` (BM25Retriever) out of the main script's module-level imports: vllm-cpu spawns
         its worker, which re-imports the main script, and numba (imported by bm25s) breaks it.
         """
-        path = default_model_path() if path is None else check_model_path(path)
+        path = resolve_model_path(path)
         vllm = import_vllm()
         llm = vllm.LLM(
             model=str(path),
