@@ -160,3 +160,81 @@ def test_collator_keeps_the_dataset_label_mask(sft_dataset_dir, smollm2_tokenize
         assert batch["labels"][i].ne(-100).sum().item() == sum(l != -100 for l in row["labels"]) > 0
     assert width == max(len(r["input_ids"]) for r in rows)
     assert torch.equal(batch["input_ids"][0, : len(rows[0]["input_ids"])], torch.tensor(rows[0]["input_ids"]))
+
+
+def test_max_samples_takes_a_seeded_subset(tiny_model_dir, sft_dataset_dir, tmp_path):
+    with pytest.raises(ConfigError, match="max_samples"):
+        _config(tiny_model_dir, sft_dataset_dir, tmp_path, max_samples=0)
+    summary = train_sft(_config(tiny_model_dir, sft_dataset_dir, tmp_path / "sub", max_samples=2,
+                                max_steps=1), progress=False)
+    assert summary["samples"] == 2
+
+
+def test_a_checkpoint_cut_short_is_skipped_on_resume(tiny_model_dir, sft_dataset_dir, tmp_path):
+    out = tmp_path / "cut"
+    train_sft(_config(tiny_model_dir, sft_dataset_dir, out, max_steps=2), progress=False)
+    (out / "checkpoint-2" / "trainer_state.json").unlink()  # as if killed while saving step 2
+    summary = train_sft(_config(tiny_model_dir, sft_dataset_dir, out, max_steps=3), progress=False)
+    assert Path(summary["resumed_from"]).name == "checkpoint-1" and summary["global_step"] == 3
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_model_dir, sft_dataset_dir, tmp_path):
+    """run_sft.py in a subprocess, SIGKILLed mid-run; the rerun continues the step count."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from langchain_ragr1.training.checkpoints import last_complete_checkpoint
+
+    out = tmp_path / "killed"
+    config = _config(tiny_model_dir, sft_dataset_dir, out, max_steps=500, save_steps=2).to_dict()
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = subprocess.Popen([sys.executable, str(ROOT / "training" / "run_sft.py"), "--config", str(path), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while last_complete_checkpoint(out) is None or int(last_complete_checkpoint(out).name.split("-")[1]) < 4:
+            assert proc.poll() is None and time.monotonic() < deadline, "run_sft.py ended before its checkpoints"
+            time.sleep(0.2)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    last = last_complete_checkpoint(out)
+    step = int(last.name.split("-")[1])
+    assert step < 500
+    summary = train_sft(config_from_dict({**config, "max_steps": step + 1}), progress=False)
+    assert summary["resumed_from"] == str(last) and summary["global_step"] == step + 1
+
+
+def test_export_and_merge_give_the_trained_model(tiny_model_dir, sft_dataset_dir, tmp_path):
+    """A LoRA run exported in float16 and merged into its base predicts what the adapter does."""
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from langchain_ragr1.models import merge_adapter
+    from langchain_ragr1.training.sft import export_adapter
+
+    out = tmp_path / "lora"
+    train_sft(_config(tiny_model_dir, sft_dataset_dir, out, max_steps=2, learning_rate=1e-2,
+                      lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}), progress=False)
+    shipped = export_adapter(out / "final", tmp_path / "shipped", base_model_name="tiny")
+    assert {v.dtype for v in load_file(shipped / "adapter_model.safetensors").values()} == {torch.float16}
+    assert json.loads((shipped / "adapter_config.json").read_text())["base_model_name_or_path"] == "tiny"
+    merged_dir = merge_adapter(tiny_model_dir, shipped, tmp_path / "merged")
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        before = base(ids).logits
+        adapted = PeftModel.from_pretrained(base, str(out / "final"))(ids).logits
+        merged = AutoModelForCausalLM.from_pretrained(merged_dir)(ids).logits
+    assert not torch.allclose(before, adapted, atol=1e-4)  # the adapter learnt something
+    assert torch.allclose(merged, adapted, atol=1e-2)
+    with pytest.raises(ConfigError, match="no LoRA adapter"):
+        export_adapter(tiny_model_dir, tmp_path / "x")

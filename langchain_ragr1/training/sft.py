@@ -45,7 +45,7 @@ class LoraSettings:
 
 @dataclass
 class SFTRunConfig:
-    """One SFT run. ``model: null`` means the bundled SmolLM2 (converted on first use)."""
+    """One SFT run. ``model: null`` means the untrained bundled SmolLM2 (converted on first use)."""
 
     dataset: str
     output_dir: str
@@ -57,6 +57,7 @@ class SFTRunConfig:
     per_device_train_batch_size: int = 1
     gradient_accumulation_steps: int = 8
     max_length: int = 2048
+    max_samples: int | None = None  # a seeded random subset of this size (None: all)
     save_steps: int = 50
     logging_steps: int = 1
     seed: int = 0
@@ -83,6 +84,9 @@ class SFTRunConfig:
         if not isinstance(self.max_steps, int) or isinstance(self.max_steps, bool) or (
                 self.max_steps < 1 and self.max_steps != -1):
             raise bad("max_steps", f"must be an integer >= 1, or -1 for num_train_epochs; got {self.max_steps!r}")
+        if self.max_samples is not None and (
+                not isinstance(self.max_samples, int) or isinstance(self.max_samples, bool) or self.max_samples < 1):
+            raise bad("max_samples", f"must be an integer >= 1 or null, got {self.max_samples!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise bad("seed", f"must be an integer, got {self.seed!r}")
         for key in ("bf16", "gradient_checkpointing"):
@@ -210,12 +214,12 @@ def train_sft(config: SFTRunConfig, *, progress: bool = True) -> dict[str, Any]:
     import torch
     from datasets import load_from_disk
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTConfig, SFTTrainer
 
-    from langchain_ragr1.models import check_model_path, default_model_path
+    from langchain_ragr1.models import base_model_path, check_model_path
+    from langchain_ragr1.training.checkpoints import last_complete_checkpoint
 
-    model_path = check_model_path(config.model) if config.model else default_model_path(show_progress=progress)
+    model_path = check_model_path(config.model) if config.model else base_model_path(show_progress=progress)
     dataset = load_from_disk(str(dataset_path))
     missing = {"input_ids", "labels"} - set(dataset.column_names)
     if missing:
@@ -226,6 +230,8 @@ def train_sft(config: SFTRunConfig, *, progress: bool = True) -> dict[str, Any]:
         logger.warning("Dropped %d samples longer than max_length=%d.", too_long, config.max_length)
     if len(dataset) == 0:
         raise ConfigError(f"SFT dataset {str(dataset_path)!r} has no sample of at most {config.max_length} tokens")
+    if config.max_samples and config.max_samples < len(dataset):
+        dataset = dataset.shuffle(seed=config.seed).select(range(config.max_samples))
     dataset = dataset.select_columns(["input_ids", "labels"])
 
     use_cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
@@ -270,17 +276,17 @@ def train_sft(config: SFTRunConfig, *, progress: bool = True) -> dict[str, Any]:
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=peft_config)
-    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    last = last_complete_checkpoint(output_dir)
     if last:
         logger.warning("Resuming from %s", last)
-    result = trainer.train(resume_from_checkpoint=last)
+    result = trainer.train(resume_from_checkpoint=str(last) if last else None)
     final_dir = output_dir / "final"
     trainer.save_model(str(final_dir))
     tokenizer.save_pretrained(str(final_dir))
     rows = write_loss_curve(trainer.state.log_history, output_dir)
     summary = {
         "global_step": trainer.state.global_step,
-        "resumed_from": last,
+        "resumed_from": str(last) if last else None,
         "final_dir": str(final_dir),
         "model": str(model_path),
         "lora": config.lora.enabled,
@@ -293,3 +299,28 @@ def train_sft(config: SFTRunConfig, *, progress: bool = True) -> dict[str, Any]:
     if rows and len(finite) < len(rows):
         logger.warning("Non-finite loss in %d logged steps.", len(rows) - len(finite))
     return summary
+
+
+def export_adapter(src: str | Path, dest: str | Path, *, dtype: str = "float16",
+                   base_model_name: str | None = None) -> Path:
+    """Copy the LoRA adapter in ``src`` (e.g. ``output_dir/final``) to ``dest``, weights cast to
+    ``dtype`` so that it ships small; ``base_model_name`` replaces the local base path in its config."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    src, dest = Path(src), Path(dest)
+    if not (src / "adapter_config.json").is_file() or not (src / "adapter_model.safetensors").is_file():
+        raise ConfigError(f"{src} holds no LoRA adapter (adapter_config.json + adapter_model.safetensors): "
+                          "export the final/ folder of a run with lora.enabled")
+    if dtype not in ("float16", "bfloat16", "float32"):
+        raise ConfigError(f"dtype must be float16, bfloat16 or float32, got {dtype!r}")
+    weights = {k: v.to(getattr(torch, dtype)).contiguous() for k, v in load_file(src / "adapter_model.safetensors").items()}
+    config = json.loads((src / "adapter_config.json").read_text(encoding="utf-8"))
+    if base_model_name:
+        config["base_model_name_or_path"] = base_model_name
+    dest.mkdir(parents=True, exist_ok=True)
+    save_file(weights, dest / "adapter_model.safetensors", metadata={"format": "pt"})
+    (dest / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return dest
