@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import httpx
 import pytest
-import uvicorn
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
@@ -20,6 +17,8 @@ from langchain_ragr1.errors import RetrievalError
 from langchain_ragr1.retrievers.bm25 import BM25Retriever
 from langchain_ragr1.retrievers.http import SearchR1HTTPRetriever
 from langchain_ragr1.server import create_retrieval_app, main
+
+from _serving import Served, free_port
 
 DOCS = [
     Document(id="curie", page_content="A physicist and chemist, born in Warsaw in 1867.",
@@ -33,38 +32,9 @@ DOCS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Served:
-    """A uvicorn server in a daemon thread on a free loopback port."""
-
-    def __init__(self, retriever: BaseRetriever) -> None:
-        self.port = free_port()
-        config = uvicorn.Config(create_retrieval_app(retriever), host="127.0.0.1", port=self.port,
-                                log_level="warning", lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/retrieve"
-
-    def __enter__(self) -> "Served":
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start within 20 s")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+def served(retriever: BaseRetriever) -> Served:
+    """Our /retrieve app over ``retriever`` on a loopback port; ``.url`` ends in /retrieve."""
+    return Served(create_retrieval_app(retriever), "/retrieve")
 
 
 class SlowRetriever(BaseRetriever):
@@ -82,7 +52,7 @@ class BrokenRetriever(BaseRetriever):
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[Served]:
-    with Served(BM25Retriever.from_documents(DOCS, k=3)) as s:
+    with served(BM25Retriever.from_documents(DOCS, k=3)) as s:
         yield s
 
 
@@ -162,7 +132,7 @@ def test_async_client(served: Served) -> None:
 
 
 def test_queries_of_one_request_run_concurrently() -> None:
-    with Served(SlowRetriever(delay=0.5)) as s:
+    with served(SlowRetriever(delay=0.5)) as s:
         start = time.perf_counter()
         hits = SearchR1HTTPRetriever(url=s.url, k=1).retrieve_many(["a", "b", "c", "d"])
         elapsed = time.perf_counter() - start
@@ -171,14 +141,14 @@ def test_queries_of_one_request_run_concurrently() -> None:
 
 
 def test_slow_server_times_out_with_retries() -> None:
-    with Served(SlowRetriever(delay=1.5)) as s:
+    with served(SlowRetriever(delay=1.5)) as s:
         client = SearchR1HTTPRetriever(url=s.url, timeout=0.3, max_retries=1, backoff=0)
         with pytest.raises(RetrievalError, match=r"after 2 tries \(timed out after 0.3 s"):
             client.invoke("anything")
 
 
 def test_failing_retriever_gives_500_with_cause() -> None:
-    with Served(BrokenRetriever()) as s:
+    with served(BrokenRetriever()) as s:
         response = httpx.post(s.url, json={"queries": ["x"]})
         assert response.status_code == 500
         assert "index file vanished" in response.json()["detail"]

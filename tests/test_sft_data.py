@@ -183,10 +183,7 @@ def test_too_long_samples_are_dropped_and_counted(dev_items, smollm2_tokenizer, 
 
 
 def test_make_sft_data_script(tmp_path, dev_items, default_model_dir):
-    path = Path(__file__).resolve().parents[1] / "training" / "make_sft_data.py"
-    spec = importlib.util.spec_from_file_location("make_sft_data", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _load_script()
     corpus = tmp_path / "corpus.jsonl"
     docs = [d for d in load_bundled_corpus() if d.metadata["title"] in
             {t for item in dev_items for t in item.evidence_titles}]
@@ -219,3 +216,68 @@ def test_text_level_teacher_gives_the_same_ids(dev_items, smollm2_tokenizer, ret
     assert len(text_samples) == len(token_samples)
     for a, b in zip(text_samples, token_samples):
         assert sample_ids(a, smollm2_tokenizer) == sample_ids(b, smollm2_tokenizer)
+
+
+def _load_script():
+    path = Path(__file__).resolve().parents[1] / "training" / "make_sft_data.py"
+    spec = importlib.util.spec_from_file_location("make_sft_data", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def fake_chat_server(items: list[QAItem], slow: str, delay: float):
+    """An OpenAI-compatible /v1/chat/completions that answers each question's gold answer
+    without searching, and stalls for ``delay`` seconds on the question ``slow``."""
+    import asyncio
+
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: dict) -> dict:
+        prompt = body["messages"][0]["content"]
+        item = next(i for i in items if i.question in prompt)
+        if item.question == slow:
+            await asyncio.sleep(delay)
+        text = f"<think>I know this one.</think>\n<answer> {item.golden_answers[0]} </answer>"
+        return {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": text}}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
+    return app
+
+
+def test_openai_teacher_timeouts_are_retried_then_skipped(tmp_path, dev_items, default_model_dir):
+    """A served teacher through the real graph: the stalled question times out on both attempts,
+    is skipped and counted; the others become kind-1 samples."""
+    pytest.importorskip("langchain_openai")
+    from _serving import Served
+
+    script = _load_script()
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("".join(json.dumps(i.to_dict()) + "\n" for i in dev_items))
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(json.dumps({"id": "d", "title": "T", "text": "unused"}) + "\n")
+    out = tmp_path / "out"
+    with Served(fake_chat_server(dev_items, slow=dev_items[1].question, delay=3.0), "/v1") as server:
+        code = script.main(["--data", str(qa), "--teacher", "openai", "--teacher-model", "teacher",
+                            "--base-url", server.url, "--teacher-timeout", "0.5", "--retries", "1",
+                            "--retriever", "bm25", "--corpus", str(corpus),
+                            "--tokenizer", str(default_model_dir), "--out", str(out), "--quiet"])
+    assert code == 0
+    counts = json.loads((out / "counts.json").read_text())
+    assert counts["trajectories"]["errors"] == 1 and counts["trajectories"]["retried"] == 1
+    assert counts["trajectories"]["kept"] == len(dev_items) - 1
+    assert dev_items[1].id in counts["errors"][0] and "Timeout" in counts["errors"][0]
+    assert counts["sft"]["kinds"] == {"1": len(dev_items) - 1, "2": 0, "3": 0, "4": 0}
+
+
+def test_teacher_options_are_checked_before_anything_loads(tmp_path, capsys):
+    script = _load_script()
+    assert script.main(["--teacher", "openai", "--teacher-model", "m", "--out", str(tmp_path)]) == 2
+    assert "--base-url" in capsys.readouterr().err
+    assert script.main(["--teacher", "transformers", "--out", str(tmp_path)]) == 2
+    assert "--teacher-model" in capsys.readouterr().err

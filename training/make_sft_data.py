@@ -2,6 +2,14 @@
 
     python training/make_sft_data.py --data ragr1-train --mode multi --teacher oracle \
         --retriever bm25 --limit 30 --out runs/sft-multi
+    # a large model behind an OpenAI-compatible server (e.g. `vllm serve Qwen/Qwen2.5-72B-Instruct`):
+    python training/make_sft_data.py --teacher openai --teacher-model Qwen/Qwen2.5-72B-Instruct \
+        --base-url http://127.0.0.1:8000/v1 --data nq:train.jsonl --out runs/sft-qwen
+    # a local transformers model folder:
+    python training/make_sft_data.py --teacher transformers --teacher-model PATH --out runs/sft-local
+
+Teacher failures (an error or a request past ``--teacher-timeout``) are retried ``--retries``
+times, then the question is skipped and counted in ``errors``; the run goes on.
 
 Writes ``DIR/trajectories.jsonl`` (kept trajectories: question, gold answers, mode and the
 segments with text and token ids), ``DIR/samples.jsonl`` (one model turn per sample, kind
@@ -22,6 +30,8 @@ from typing import Sequence
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+TEACHERS = ("oracle", "openai", "transformers")
+
 
 def _parser() -> argparse.ArgumentParser:
     from langchain_ragr1.defaults import RETRIEVER_KINDS
@@ -30,8 +40,17 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="ragr1-train", help="a QA set name or file (see load_qa)")
     parser.add_argument("--mode", choices=MODES, default="multi")
-    parser.add_argument("--teacher", choices=("oracle",), default="oracle",
-                        help="oracle: follows each item's gold_queries (needs generated/FanOutQA items)")
+    parser.add_argument("--teacher", choices=TEACHERS, default="oracle",
+                        help="oracle: follows each item's gold_queries (needs generated/FanOutQA items); "
+                             "openai: a model behind an OpenAI-compatible server (--base-url, --teacher-model); "
+                             "transformers: a local model folder (--teacher-model)")
+    parser.add_argument("--teacher-model", help="the served model name (openai) or a model folder (transformers)")
+    parser.add_argument("--base-url", help="the OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    parser.add_argument("--flavour", choices=("chat", "completions"), default="chat",
+                        help="openai teacher: /chat/completions or /completions")
+    parser.add_argument("--teacher-timeout", type=float, default=120.0, help="seconds per teacher request (openai)")
+    parser.add_argument("--temperature", type=float, default=0.7, help="teacher sampling temperature")
+    parser.add_argument("--max-new-tokens", type=int, default=500, help="teacher tokens per turn")
     parser.add_argument("--retriever", choices=RETRIEVER_KINDS, default="bm25")
     parser.add_argument("--store", help="a Chroma folder or BM25 index")
     parser.add_argument("--corpus", help="a corpus file to index on the fly")
@@ -52,6 +71,37 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_teacher_args(args: argparse.Namespace) -> None:
+    """Fail on missing teacher options before anything loads."""
+    from langchain_ragr1.errors import ConfigError
+
+    if args.teacher != "oracle" and not args.teacher_model:
+        raise ConfigError(f"--teacher {args.teacher} needs --teacher-model "
+                          + ("(the served model's name)" if args.teacher == "openai" else "(a model folder)"))
+    if args.teacher == "openai" and not args.base_url:
+        raise ConfigError("--teacher openai needs --base-url, e.g. http://127.0.0.1:8000/v1")
+
+
+def make_teacher(args: argparse.Namespace, items: list, tokenizer):
+    """The teacher policy named by ``--teacher`` (options checked by :func:`check_teacher_args`)."""
+    from langchain_ragr1.training import OraclePolicy
+
+    if args.teacher == "oracle":
+        return OraclePolicy(items, tokenizer, mode=args.mode, seed=args.seed,
+                            no_search_fraction=args.no_search_fraction)
+    if args.teacher == "openai":
+        from langchain_ragr1.policies.openai_server import openai_server_policy
+
+        # Our own retries (--retries) decide what happens to a failing question.
+        return openai_server_policy(args.base_url, args.teacher_model, flavour=args.flavour,
+                                    temperature=args.temperature, max_tokens=args.max_new_tokens,
+                                    timeout=args.teacher_timeout, max_retries=0)
+    from langchain_ragr1.policies.transformers import TransformersPolicy
+
+    return TransformersPolicy.from_pretrained(args.teacher_model, temperature=args.temperature,
+                                              max_new_tokens=args.max_new_tokens)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from transformers import AutoTokenizer
@@ -60,9 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from langchain_ragr1.data import load_qa
     from langchain_ragr1.defaults import make_retriever
     from langchain_ragr1.errors import RagR1Error
-    from langchain_ragr1.models import check_model_path, default_model_path
+    from langchain_ragr1.models import base_model_path, check_model_path
     from langchain_ragr1.training import (
-        OraclePolicy,
         build_sft_dataset,
         make_trajectories,
         to_sft_samples,
@@ -70,17 +119,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     try:
+        check_teacher_args(args)
         items = load_qa(args.data)
         if args.shuffle:
             random.Random(args.seed).shuffle(items)
         items = items[: args.limit] if args.limit else items
-        path = check_model_path(args.tokenizer) if args.tokenizer else default_model_path(
+        path = check_model_path(args.tokenizer) if args.tokenizer else base_model_path(
             show_progress=not args.quiet)
         tokenizer = AutoTokenizer.from_pretrained(path)
         retriever = make_retriever(args.retriever, k=args.k, store=args.store, corpus=args.corpus,
                                    url=args.url, show_progress=not args.quiet)
-        teacher = OraclePolicy(items, tokenizer, mode=args.mode, seed=args.seed,
-                               no_search_fraction=args.no_search_fraction)
+        teacher = make_teacher(args, items, tokenizer)
         agent = RagR1Agent(teacher, retriever, mode=args.mode, k=args.k, max_turns=args.max_turns)
         trajectories, counts = make_trajectories(agent, items, retries=args.retries,
                                                  progress=not args.quiet)
