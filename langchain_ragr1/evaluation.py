@@ -25,6 +25,7 @@ from langchain_ragr1.protocol import exact_match, f1_score, parse_action
 
 PREDICTIONS_FILE = "predictions.jsonl"
 METRICS_FILE = "metrics.json"
+KIND_METRICS_FILE = "metrics_by_kind.json"
 #: Keys of each mode's entry in ``metrics.json``.
 METRIC_KEYS: tuple[str, ...] = (
     "em", "f1", "avg_turns", "avg_queries", "format_ok", "avg_seconds", "p95_seconds", "n",
@@ -210,16 +211,35 @@ def evaluate(
     return write_metrics(out, items, modes)
 
 
-def write_metrics(out: Path, items: Sequence[QAItem], modes: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """``metrics.json`` over the records of ``items`` in ``modes`` (the last record per question wins)."""
+def _latest_records(out: Path, items: Sequence[QAItem]) -> dict[tuple[str, str], dict]:
+    """The last record per (mode, question) of ``items`` in ``out``'s predictions."""
     wanted = {item.id for item in items}
     latest: dict[tuple[str, str], dict] = {}
     for record in read_predictions(out / PREDICTIONS_FILE):
         if record["id"] in wanted:
             latest[(record["mode"], record["id"])] = record
+    return latest
+
+
+def write_metrics(out: Path, items: Sequence[QAItem], modes: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``metrics.json`` over the records of ``items`` in ``modes`` (the last record per question wins)."""
+    latest = _latest_records(out, items)
     metrics = {mode: aggregate(r for (m, _), r in latest.items() if m == mode) for mode in modes}
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     return metrics
+
+
+def write_kind_metrics(out: Path, items: Sequence[QAItem], modes: Sequence[str]) -> dict[str, dict[str, dict]]:
+    """``metrics_by_kind.json``: ``{mode: {question kind: metrics}}`` for items that have a kind."""
+    latest = _latest_records(out, items)
+    kinds = sorted({item.kind for item in items if item.kind})
+    by_kind = {
+        mode: {kind: aggregate(r for (m, _), r in latest.items() if m == mode and r.get("kind") == kind)
+               for kind in kinds}
+        for mode in modes
+    }
+    (out / KIND_METRICS_FILE).write_text(json.dumps(by_kind, indent=2) + "\n", encoding="utf-8")
+    return by_kind
 
 
 def run_eval(
@@ -270,5 +290,6 @@ def run_eval(
             close()
     settings = {"k": k, "max_turns": max_turns, "max_new_tokens": max_new_tokens,
                 "temperature": temperature, "retriever": retriever, "model": str(model or "default")}
-    write_report(metrics, out, data=data, settings=settings)
+    write_report(metrics, out, data=data, settings=settings,
+                 by_kind=write_kind_metrics(Path(out), items, modes))
     return metrics

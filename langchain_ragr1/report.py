@@ -55,9 +55,23 @@ def plot_metrics(metrics: Mapping[str, Mapping[str, Any]], path: str | Path) -> 
     return path
 
 
+def kind_table(by_kind: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
+    """A Markdown table of EM, retrieval turns and queries per turn for each mode and question kind."""
+    lines = ["| mode | kind | EM | turns | queries/turn | format ok | n |", "|---|---|---|---|---|---|---|"]
+    for mode, kinds in by_kind.items():
+        for kind, v in kinds.items():
+            if v.get("n"):
+                lines.append(f"| {mode} | {kind} | {v['em']:.3f} | {v['avg_turns']:.2f} | "
+                             f"{v['avg_queries']:.2f} | {v['format_ok']:.1%} | {v['n']} |")
+    return "\n".join(lines)
+
+
 def write_report(metrics: Mapping[str, Mapping[str, Any]], out: str | Path, *, data: str = "",
-                 settings: Mapping[str, Any] | None = None) -> Path:
-    """Write ``out/report.md`` and ``out/metrics.png``; returns the report's path."""
+                 settings: Mapping[str, Any] | None = None,
+                 by_kind: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None) -> Path:
+    """Write ``out/report.md`` and ``out/metrics.png``; returns the report's path.
+
+    ``by_kind`` (``{mode: {question kind: metrics}}``) adds a per-kind table."""
     out = Path(out)
     plot_metrics(metrics, out / PLOT_FILE)
     lines = ["# RAG-R1 evaluation", ""]
@@ -68,7 +82,10 @@ def write_report(metrics: Mapping[str, Mapping[str, Any]], out: str | Path, *, d
     lines += ["", metrics_table(metrics), "",
               "EM/F1 score the model's `<answer>` only; turns = retrieval turns; queries/turn over search "
               "turns; format ok = model turns that parsed as a valid action; seconds = episode wall time "
-              "inside concurrent batches.", "", f"![metrics]({PLOT_FILE})", ""]
+              "inside concurrent batches.", ""]
+    if by_kind and any(by_kind.values()):
+        lines += ["By question kind:", "", kind_table(by_kind), ""]
+    lines += [f"![metrics]({PLOT_FILE})", ""]
     path = out / REPORT_FILE
     path.write_text("\n".join(lines), encoding="utf-8")
     return path

@@ -164,3 +164,19 @@ def test_cli_eval_flashrag_file_and_bad_data(tmp_path, capsys):
         main(["eval", "--data", "ragr1-dev", "--mode", "rag", "--out", str(tmp_path / "o")])
     assert "naive-rag" in capsys.readouterr().err
     assert len(load_qa("ragr1-dev", limit=2)) == 2
+
+
+def test_metrics_by_question_kind(tmp_path):
+    from langchain_ragr1.evaluation import write_kind_metrics
+    from langchain_ragr1.report import write_report
+
+    items = [QAItem(id="c1", question="Q1", golden_answers=["Paris"], kind="comparison"),
+             QAItem(id="s1", question="Q2", golden_answers=["Rome"], kind="single-hop")]
+    policies = {"multi": scripted(["<search> a, b </search>", "<answer> Paris </answer>"])}
+    metrics = evaluate(items, ["multi"], make_agents(policies), tmp_path)
+    by_kind = write_kind_metrics(tmp_path, items, ["multi"])
+    assert json.loads((tmp_path / "metrics_by_kind.json").read_text()) == by_kind
+    assert by_kind["multi"]["comparison"]["n"] == by_kind["multi"]["single-hop"]["n"] == 1
+    assert by_kind["multi"]["comparison"]["em"] == 1.0 and by_kind["multi"]["single-hop"]["em"] == 0.0
+    report = write_report(metrics, tmp_path, by_kind=by_kind).read_text()
+    assert "| multi | comparison | 1.000 | 1.00 | 2.00 |" in report
