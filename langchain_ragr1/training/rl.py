@@ -1,0 +1,267 @@
+"""Stage 2 RL run: TRL's ``GRPOTrainer`` with the RAG-R1 graph as the rollout environment.
+
+:func:`train_rl` loads the questions and the retriever, builds :class:`GraphRollout`
+(:mod:`.rl_rollout`) and the rewards (:mod:`.rl_rewards`), trains (LoRA or full) with
+checkpoints every ``save_steps`` and resumes from the last complete ``checkpoint-<step>``
+(a folder without a readable ``trainer_state.json``, e.g. from a process killed while
+saving, is skipped). Every logged step is appended to ``metrics.csv`` (reward, exact
+match, format, retrieval turns, response length, truncations, loss, KL); ``metrics.png``
+plots them at the end and the final model or adapter lands in ``output_dir/final``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from langchain_ragr1.training.rl_config import RLRunConfig
+from langchain_ragr1.training.rl_rewards import default_rewards
+from langchain_ragr1.training.rl_rollout import GraphRollout, RolloutSettings
+
+logger = logging.getLogger(__name__)
+
+#: metrics.csv columns: our name -> TRL / GraphRollout log key.
+METRIC_KEYS = {
+    "reward": "reward",
+    "reward_std": "reward_std",
+    "exact_match": "rewards/exact_match/mean",
+    "format_valid": "rewards/format/mean",
+    "turns": "ragr1/turns",
+    "response_tokens": "completions/mean_length",
+    "env_tokens": "ragr1/env_tokens",
+    "truncated": "ragr1/truncated",
+    "truncated_total": "ragr1/truncated_total",
+    "answered": "ragr1/answered",
+    "loss": "loss",
+    "kl": "kl",
+    "grad_norm": "grad_norm",
+    "learning_rate": "learning_rate",
+    "step_time": "step_time",
+}
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest ``checkpoint-<step>`` whose ``trainer_state.json`` (written last by the Trainer) reads."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return None
+    found = sorted(((int(m.group(1)), p) for p in folder.iterdir()
+                    if p.is_dir() and (m := _CHECKPOINT_RE.match(p.name))), reverse=True)
+    for _, path in found:
+        try:
+            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            logger.warning("Skipping incomplete checkpoint %s (no readable trainer_state.json).", path)
+            continue
+        return str(path)
+    return None
+
+
+def metric_rows(log_history: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per logged training step (entries with a ``reward``)."""
+    return [{"step": e["step"], **{name: e.get(key, "") for name, key in METRIC_KEYS.items()}}
+            for e in log_history if "reward" in e and "step" in e]
+
+
+def write_metrics(log_history: Sequence[dict[str, Any]], output_dir: str | Path, *, plot: bool = True) -> list[dict]:
+    """``metrics.csv`` and (with ``plot``) ``metrics.png``: reward, EM, turns and response length per step."""
+    rows = metric_rows(log_history)
+    out = Path(output_dir)
+    with (out / "metrics.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["step", *METRIC_KEYS])
+        writer.writeheader()
+        writer.writerows(rows)
+    if plot and rows:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        panels = [("reward", "reward"), ("exact_match", "exact match"), ("turns", "retrieval turns"),
+                  ("response_tokens", "response tokens (policy)")]
+        fig, axes = plt.subplots(2, 2, figsize=(9, 6), sharex=True)
+        steps = [r["step"] for r in rows]
+        for ax, (key, label) in zip(axes.flat, panels):
+            values = [float(r[key]) if r[key] != "" else float("nan") for r in rows]
+            ax.plot(steps, values, marker="o" if len(rows) < 30 else None)
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+        for ax in axes[1]:
+            ax.set_xlabel("optimizer step")
+        fig.suptitle("Stage 2 RL (GRPO, graph rollouts)")
+        fig.tight_layout()
+        fig.savefig(out / "metrics.png", dpi=100)
+        plt.close(fig)
+    return rows
+
+
+def _metrics_callback(output_dir: Path, echo: bool):
+    from transformers import TrainerCallback
+
+    class MetricsCallback(TrainerCallback):
+        """Rewrites metrics.csv at every log (a killed run keeps its curve) and prints one line per step."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs or "reward" not in logs:
+                return
+            write_metrics(state.log_history, output_dir, plot=False)
+            if echo:
+                get = lambda k: logs.get(METRIC_KEYS[k], float("nan"))  # noqa: E731
+                print(f"step {state.global_step}/{state.max_steps}: reward {get('reward'):.3f} "
+                      f"EM {get('exact_match'):.3f} format {get('format_valid'):.3f} turns {get('turns'):.2f} "
+                      f"tokens {get('response_tokens'):.1f} truncated {get('truncated'):.2f} "
+                      f"loss {logs.get('loss', float('nan')):.4f}", flush=True)
+
+    return MetricsCallback()
+
+
+def load_questions(config: RLRunConfig) -> list:
+    """The run's questions (``config.data`` through ``load_qa``), a seeded subset if ``max_questions``."""
+    import random
+
+    from langchain_ragr1.data import load_qa
+
+    items = load_qa(config.data)
+    if config.max_questions and config.max_questions < len(items):
+        items = random.Random(config.seed).sample(items, config.max_questions)
+    return items
+
+
+def make_dataset(items: Sequence[Any]):
+    """A ``datasets.Dataset`` with ``prompt`` (the question), ``id``, ``golden_answers``."""
+    from datasets import Dataset
+
+    return Dataset.from_list([{"prompt": it.question, "id": str(it.id), "golden_answers": list(it.golden_answers)}
+                              for it in items])
+
+
+def grpo_args(config: RLRunConfig, *, use_cpu: bool, progress: bool = True,
+              reward_weights: list[float] | None = None) -> Any:
+    """The ``GRPOConfig`` of a run (vLLM settings pass through when ``use_vllm``)."""
+    from trl import GRPOConfig
+
+    vllm = {}
+    if config.use_vllm:
+        vllm = {"use_vllm": True, "vllm_mode": config.vllm_mode,
+                "vllm_gpu_memory_utilization": config.vllm_gpu_memory_utilization}
+        if config.vllm_server_base_url:
+            vllm["vllm_server_base_url"] = config.vllm_server_base_url
+    return GRPOConfig(
+        output_dir=str(config.output_dir),
+        learning_rate=config.learning_rate,
+        beta=config.beta,
+        num_generations=config.num_generations,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        max_completion_length=config.max_completion_length,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        reward_weights=reward_weights,
+        max_steps=config.max_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        logging_steps=config.logging_steps,
+        seed=config.seed,
+        bf16=config.bf16,
+        use_cpu=use_cpu,
+        activation_checkpointing=config.gradient_checkpointing,  # TRL's default is on
+        report_to=[],
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+        **vllm,
+    )
+
+
+def build_trainer(config: RLRunConfig, *, model: Any, tokenizer: Any, retriever: Any, items: Sequence[Any],
+                  reward_funcs: list[Callable] | None = None, reward_weights: list[float] | None = None,
+                  progress: bool = True, echo: bool = False) -> tuple[Any, GraphRollout]:
+    """A ready ``GRPOTrainer`` (LoRA from ``config.lora``) and its :class:`GraphRollout`.
+
+    ``reward_funcs`` (TRL batch functions) replace the default exact-match + format rewards.
+    """
+    import os
+
+    import torch
+    from trl import GRPOTrainer
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental
+    use_cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if reward_funcs is None:
+        reward_funcs, reward_weights = default_rewards(config.format_weight)
+    peft_config = None
+    if config.lora.enabled:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+                                 target_modules=list(config.lora.target_modules), task_type="CAUSAL_LM")
+    rollout = GraphRollout(retriever, RolloutSettings(
+        mode=config.mode, k=config.k, max_turns=config.max_turns, max_new_tokens=config.max_new_tokens,
+        temperature=config.temperature, top_p=config.top_p, max_batch_size=config.max_batch_size,
+        max_completion_length=config.max_completion_length))
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=grpo_args(config, use_cpu=use_cpu, progress=progress, reward_weights=reward_weights),
+        train_dataset=make_dataset(items),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        rollout_func=rollout,
+        callbacks=[_metrics_callback(output_dir, echo)],
+    )
+    return trainer, rollout
+
+
+def train_rl(config: RLRunConfig, *, progress: bool = True, retriever: Any = None) -> dict[str, Any]:
+    """Train; returns ``{global_step, resumed_from, final_dir, metrics_rows, truncated, ...}``."""
+    config.validate()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from langchain_ragr1.models import check_model_path, default_model_path
+
+    items = load_questions(config)  # data errors before the model loads
+    model_path = check_model_path(config.model) if config.model else default_model_path(show_progress=progress)
+    if retriever is None:
+        from langchain_ragr1.defaults import make_retriever
+
+        retriever = make_retriever(config.retriever, k=config.k, store=config.retriever_store,
+                                   url=config.retriever_url, show_progress=progress)
+    import torch
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16 if config.bf16 else torch.float32)
+    trainer, rollout = build_trainer(config, model=model, tokenizer=tokenizer, retriever=retriever, items=items,
+                                     progress=progress, echo=progress)
+    last = last_complete_checkpoint(config.output_dir)
+    if last:
+        logger.warning("Resuming from %s", last)
+        print(f"resuming from {last}", flush=True)
+    result = trainer.train(resume_from_checkpoint=last)
+    output_dir = Path(config.output_dir)
+    final_dir = output_dir / "final"
+    trainer.save_model(str(final_dir))
+    tokenizer.save_pretrained(str(final_dir))
+    rows = write_metrics(trainer.state.log_history, output_dir)
+    return {
+        "global_step": trainer.state.global_step,
+        "resumed_from": last,
+        "final_dir": str(final_dir),
+        "model": str(model_path),
+        "questions": len(items),
+        "prompts_per_step": config.prompts_per_step,
+        "episodes": rollout.totals["episodes"],
+        "truncated": rollout.totals["truncated"],
+        "train_runtime": result.metrics.get("train_runtime"),
+        "metrics_csv": str(output_dir / "metrics.csv"),
+        "metrics_png": str(output_dir / "metrics.png"),
+        "metrics_rows": rows,
+    }

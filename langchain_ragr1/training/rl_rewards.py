@@ -1,0 +1,62 @@
+"""GRPO rewards as plain functions of one episode, and their TRL batch form.
+
+A scorer takes one episode's fields as keywords (the dataset columns ``id``,
+``golden_answers``, ..., and the rollout's extra keys ``answer``, ``turns``,
+``format_ok``, ...) and returns a float. :func:`trl_reward` turns it into the batch
+function TRL calls; a scorer that raises fails the step with a :class:`RewardError`
+naming the question id, never a silent zero.
+
+The answer is read from the episode result (the model's own ``<answer>``), never from the
+decoded completion: that text includes retrieved passages and the prompt's example answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from langchain_ragr1.errors import RagR1Error
+from langchain_ragr1.protocol import exact_match
+
+Scorer = Callable[..., float]
+
+
+class RewardError(RagR1Error, RuntimeError):
+    """A reward function failed on an episode; the message names the question id."""
+
+
+def exact_match_score(*, answer: str | None, golden_answers: Sequence[str], **_: Any) -> float:
+    """1.0 when the episode's final answer matches a gold answer (normalised EM), else 0.0."""
+    return exact_match(answer, list(golden_answers))
+
+
+def format_score(*, format_ok: bool, **_: Any) -> float:
+    """1.0 for a well-formed episode: answered, no invalid turn, not truncated."""
+    return 1.0 if format_ok else 0.0
+
+
+def trl_reward(scorer: Scorer, name: str) -> Callable[..., list[float]]:
+    """TRL's batch reward ``f(prompts, completions, **columns) -> list[float]`` over ``scorer``."""
+
+    def reward(prompts: list, completions: list, **columns: Any) -> list[float]:
+        n = len(completions)
+        ids = columns.get("id") or [None] * n
+        rows = {k: v for k, v in columns.items() if isinstance(v, list) and len(v) == n}
+        scores = []
+        for i in range(n):
+            try:
+                scores.append(float(scorer(**{k: v[i] for k, v in rows.items()})))
+            except Exception as exc:
+                raise RewardError(
+                    f"reward {name!r} failed on question id {ids[i]!r}: {type(exc).__name__}: {exc}"
+                ) from exc
+        return scores
+
+    reward.__name__ = name
+    reward.__qualname__ = name
+    return reward
+
+
+def default_rewards(format_weight: float = 0.0) -> tuple[list[Callable], list[float]]:
+    """The paper's exact-match reward and the (by default weightless, still logged) format reward."""
+    return ([trl_reward(exact_match_score, "exact_match"), trl_reward(format_score, "format")],
+            [1.0, float(format_weight)])

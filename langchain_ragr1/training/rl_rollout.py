@@ -1,0 +1,211 @@
+"""GRPO rollouts from the RAG-R1 graph: TRL's ``rollout_func`` over :class:`RagR1Agent`.
+
+TRL 1.16 calls ``rollout(prompts, trainer)`` with every prompt (here: a question) already
+repeated ``num_generations`` times. :class:`GraphRollout` runs all those episodes
+concurrently through one compiled graph (a token-level policy batches their turns into
+shared generate calls) and returns, per episode, the prompt segment's token ids, the rest
+of the transcript's ids (policy turns and retrieved ``<information>`` exactly as
+generated/tokenised), the sampling log-probs, and ``env_mask`` (0 on every retrieved
+token, so they get no gradient and no KL). Episodes longer than ``max_completion_length``
+are cut (ids, mask and log-probs together) and counted. A masked EOS closes every episode
+that was not cut, so TRL's ``completions/clipped_ratio`` is the truncation ratio.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+from langchain_core.retrievers import BaseRetriever
+
+from langchain_ragr1.errors import ConfigError
+from langchain_ragr1.policies.base import Generation, Policy
+from langchain_ragr1.policies.token import TokenPolicy
+from langchain_ragr1.transcript import token_ids_and_mask
+
+#: Extra keys each episode passes to the reward functions (besides the dataset columns).
+EPISODE_KEYS = ("answer", "turns", "invalid_turns", "stop_reason", "format_ok", "truncated", "response_tokens")
+
+
+@dataclass
+class RolloutSettings:
+    """How episodes are run and cut."""
+
+    mode: str = "multi"
+    k: int = 3
+    max_turns: int = 4
+    max_new_tokens: int = 500
+    temperature: float = 1.0
+    top_p: float = 0.95
+    max_batch_size: int = 64
+    max_completion_length: int = 4096
+
+
+def episode_sample(result: dict, max_completion_length: int, eos_id: int | None) -> dict[str, Any]:
+    """One agent result as TRL's per-completion fields plus the episode keys for the rewards."""
+    segments = result["segments"]
+    if not segments or segments[0]["role"] != "prompt":
+        raise ValueError("An episode transcript must start with its prompt segment.")
+    prompt_ids = list(segments[0].get("token_ids") or [])
+    ids, mask = token_ids_and_mask(segments[1:])
+    logprobs: list[float] = []
+    for segment in segments[1:]:
+        lps = segment.get("logprobs")
+        n = len(segment.get("token_ids") or [])
+        logprobs.extend(lps if segment["role"] == "policy" and lps is not None and len(lps) == n else [0.0] * n)
+    truncated = len(ids) > max_completion_length or result.get("stop_reason") == "context_overflow"
+    if len(ids) > max_completion_length:
+        ids, mask, logprobs = ids[:max_completion_length], mask[:max_completion_length], logprobs[:max_completion_length]
+    elif not truncated and eos_id is not None and len(ids) < max_completion_length:
+        ids, mask, logprobs = ids + [eos_id], mask + [0], logprobs + [0.0]  # a closing EOS, not trained on
+    format_ok = result.get("answer") is not None and not result.get("invalid_turns") and not truncated
+    return {
+        "prompt_ids": prompt_ids,
+        "completion_ids": ids,
+        "env_mask": mask,
+        "logprobs": logprobs,
+        "answer": result.get("answer"),
+        "turns": int(result.get("turns") or 0),
+        "invalid_turns": int(result.get("invalid_turns") or 0),
+        "stop_reason": result.get("stop_reason"),
+        "format_ok": format_ok,
+        "truncated": truncated,
+        "response_tokens": sum(mask),
+    }
+
+
+class VLLMServerPolicy(TokenPolicy):
+    """Turns from a ``trl vllm-serve`` server through TRL's ``VLLMClient`` (the trainer's, weights synced)."""
+
+    def __init__(self, client: Any, tokenizer: Any, *, max_new_tokens: int, temperature: float, top_p: float,
+                 max_batch_size: int = 256, batch_wait_s: float = 0.01) -> None:
+        self._setup(tokenizer, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                    max_batch_size=max_batch_size, batch_wait_s=batch_wait_s,
+                    end_ids=(tokenizer.eos_token_id, tokenizer.pad_token_id))
+        self.client = client
+
+    def _request(self, prompt: list[int], stop: tuple[str, ...], room: int) -> tuple[tuple, list[int]]:
+        return (stop, room), prompt
+
+    def _run_batch(self, key: tuple, prompts: list[list[int]]) -> list[Generation]:
+        stop, room = key
+        out = self.client.generate(
+            prompts=prompts, n=1, temperature=self.temperature, top_p=self.top_p, max_tokens=room, logprobs=0,
+            generation_kwargs={"stop": list(stop), "include_stop_str_in_output": True},
+        )
+        results = [
+            self._finish(list(ids), [lp[0] if isinstance(lp, (list, tuple)) else lp for lp in lps],
+                         "length", stop, len(p), len(prompts))
+            for ids, lps, p in zip(out["completion_ids"], out["logprobs"], prompts)
+        ]
+        self._record(results)
+        return results
+
+
+class GraphRollout:
+    """TRL ``rollout_func``: ``num_generations`` episodes per question through the RAG-R1 graph.
+
+    ``policy`` fixes the policy (tests, custom backends); by default each call wraps the
+    trainer's current model: a :class:`TransformersPolicy` on the unwrapped model, or
+    vLLM when the trainer has ``use_vllm`` (colocate: the trainer's engine; server: its
+    client). ``totals`` accumulates ``episodes``, ``truncated`` and ``steps``; ``last``
+    holds the metrics of the latest call.
+    """
+
+    def __init__(self, retriever: BaseRetriever, settings: RolloutSettings | None = None, *,
+                 policy: Policy | None = None) -> None:
+        self.retriever = retriever
+        self.settings = settings or RolloutSettings()
+        self.policy = policy
+        self.totals = {"episodes": 0, "truncated": 0, "steps": 0}
+        self.last: dict[str, float] = {}
+
+    def __call__(self, prompts: Sequence[Any], trainer: Any = None) -> dict[str, list]:
+        from langchain_ragr1.agent import RagR1Agent
+
+        questions = [_question_text(p) for p in prompts]
+        s = self.settings
+        with self._policy(trainer) as policy:
+            agent = RagR1Agent(policy, self.retriever, mode=s.mode, k=s.k, max_turns=s.max_turns)
+            results = agent.batch(questions, config={"max_concurrency": len(questions)})
+        tokenizer = getattr(policy, "tokenizer", None)
+        eos_id = getattr(tokenizer, "eos_token_id", None)
+        samples = [episode_sample(r, s.max_completion_length, eos_id) for r in results]
+        self._record(samples, trainer)
+        return {key: [sample[key] for sample in samples] for key in samples[0]}
+
+    def _record(self, samples: list[dict], trainer: Any) -> None:
+        n = len(samples)
+        truncated = sum(s["truncated"] for s in samples)
+        self.totals["episodes"] += n
+        self.totals["truncated"] += truncated
+        self.totals["steps"] += 1
+        self.last = {
+            "ragr1/turns": sum(s["turns"] for s in samples) / n,
+            "ragr1/truncated": truncated / n,
+            "ragr1/truncated_total": float(self.totals["truncated"]),
+            "ragr1/answered": sum(s["answer"] is not None for s in samples) / n,
+            "ragr1/response_tokens": sum(s["response_tokens"] for s in samples) / n,
+            "ragr1/env_tokens": sum(len(s["env_mask"]) - s["response_tokens"] for s in samples) / n,
+        }
+        log_metric = getattr(trainer, "_log_metric", None)  # TRL's per-step metric sink (flushed after rewards)
+        if callable(log_metric):
+            for name, value in self.last.items():
+                log_metric(name, value)
+
+    @contextlib.contextmanager
+    def _policy(self, trainer: Any) -> Iterator[Policy]:
+        s = self.settings
+        if self.policy is not None:
+            yield self.policy
+            return
+        if trainer is None:
+            raise ConfigError("GraphRollout needs a policy, or the trainer that calls it.")
+        sampling = {"max_new_tokens": s.max_new_tokens, "temperature": s.temperature, "top_p": s.top_p}
+        if getattr(trainer, "use_vllm", False):
+            policy = _vllm_policy(trainer, sampling)
+            try:
+                yield policy
+            finally:
+                policy.close()
+            return
+        import torch
+        from trl.models.utils import unwrap_model_for_generation
+
+        from langchain_ragr1.policies.transformers import TransformersPolicy
+
+        with unwrap_model_for_generation(
+            trainer.model_wrapped, trainer.accelerator,
+            gather_deepspeed3_params=trainer.args.ds3_gather_for_generation,
+        ) as model, torch.no_grad():
+            was_training = model.training
+            policy = TransformersPolicy(model, trainer.processing_class, max_batch_size=s.max_batch_size, **sampling)
+            try:
+                yield policy
+            finally:
+                policy.close()
+                model.train(was_training)
+
+
+def _vllm_policy(trainer: Any, sampling: dict) -> Policy:
+    generation = trainer.vllm_generation  # TRL syncs its weights before calling rollout_func
+    if trainer.args.vllm_mode == "colocate":
+        from langchain_ragr1.policies.vllm import VLLMPolicy
+
+        return VLLMPolicy(generation.llm, **sampling)
+    if trainer.accelerator.num_processes > 1:
+        raise ConfigError("vllm_mode: server with the graph rollout runs on one training process for now "
+                          "(the client lives on the main process); use colocate for multi-process training.")
+    return VLLMServerPolicy(generation.vllm_client, trainer.processing_class, **sampling)
+
+
+def _question_text(prompt: Any) -> str:
+    """The question of a dataset prompt: a string, or the last user message of a conversation."""
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, list) and prompt and isinstance(prompt[-1], dict):
+        content = prompt[-1].get("content")
+        if isinstance(content, str):
+            return content
+    raise ValueError(f"GraphRollout expects question strings as prompts, got {type(prompt).__name__}.")

@@ -1,0 +1,212 @@
+"""Stage 2 RL: graph rollouts for TRL's GRPOTrainer, rewards, config, checkpoints and resume."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from langchain_core.documents import Document
+
+from langchain_ragr1.protocol import INVALID_ACTION_TEXT
+from langchain_ragr1.testing import MemoryRetriever, ScriptedPolicy
+from langchain_ragr1.training.rl import build_trainer, last_complete_checkpoint, write_metrics
+from langchain_ragr1.training.rl_config import RLRunConfig, config_from_dict, load_config
+from langchain_ragr1.training.rl_rewards import RewardError, default_rewards, trl_reward
+from langchain_ragr1.training.rl_rollout import GraphRollout, RolloutSettings
+from langchain_ragr1.training.sft import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [Document(page_content="Paris is the capital of France."),
+        Document(page_content="Berlin is the capital of Germany.")]
+TURNS = ["<think>look it up</think><search> capital of France, France capital </search>",
+         "<think>found it</think><answer> Paris </answer>"]
+
+
+def retriever() -> MemoryRetriever:
+    return MemoryRetriever(documents=DOCS, k=1)
+
+
+def scripted_rollout(**settings) -> tuple[GraphRollout, ScriptedPolicy]:
+    policy = ScriptedPolicy(TURNS, token_level=True)  # one id per character: chr() decodes
+    return GraphRollout(retriever(), RolloutSettings(max_turns=2, **settings), policy=policy), policy
+
+
+def test_rollout_shapes_mask_and_decoding():
+    rollout, _ = scripted_rollout()
+    out = rollout(["What is the capital of France?"] * 2 + ["Capital of France?"] * 2, None)
+    for key in ("prompt_ids", "completion_ids", "logprobs", "env_mask", "answer", "turns", "format_ok"):
+        assert len(out[key]) == 4, key
+    for prompt, ids, mask, lps in zip(out["prompt_ids"], out["completion_ids"], out["env_mask"], out["logprobs"]):
+        assert len(ids) == len(mask) == len(lps)
+        text = "".join(map(chr, ids))
+        assert "".join(map(chr, prompt)).endswith("Capital of France?" if "Capital" in text else "")
+        policy_text = "".join(chr(t) for t, m in zip(ids, mask) if m)
+        env_text = "".join(chr(t) for t, m in zip(ids, mask) if not m)
+        assert policy_text == "".join(TURNS)
+        assert env_text.strip().startswith("<information>") and "Paris is the capital" in env_text
+        assert "<search>" not in env_text and "<information>" not in policy_text
+        assert text == TURNS[0] + env_text + TURNS[1]  # the transcript after the prompt, in order
+        assert all(lp == -0.5 for lp, m in zip(lps, mask) if m) and all(lp == 0.0 for lp, m in zip(lps, mask) if not m)
+    assert out["answer"] == ["Paris"] * 4 and out["turns"] == [1] * 4 and all(out["format_ok"])
+    assert rollout.totals == {"episodes": 4, "truncated": 0, "steps": 1}
+
+
+def test_rollout_runs_episodes_concurrently():
+    policy = ScriptedPolicy(TURNS, token_level=True, delay_s=0.3)
+    rollout = GraphRollout(retriever(), RolloutSettings(max_turns=2), policy=policy)
+    import time
+
+    start = time.perf_counter()
+    rollout(["q"] * 8, None)
+    assert time.perf_counter() - start < 8 * 2 * 0.3 / 2  # sequential would be 4.8 s
+
+
+def test_rollout_truncates_and_counts():
+    rollout, _ = scripted_rollout(max_completion_length=60)
+    out = rollout(["q1", "q1"], None)
+    assert [len(ids) for ids in out["completion_ids"]] == [60, 60]
+    assert [len(m) for m in out["env_mask"]] == [60, 60] and [len(lp) for lp in out["logprobs"]] == [60, 60]
+    assert out["truncated"] == [True, True] and out["format_ok"] == [False, False]
+    assert rollout.totals["truncated"] == 2 and rollout.last["ragr1/truncated"] == 1.0
+
+
+def test_rewards_score_the_answer_not_the_text_and_name_the_failing_question():
+    rewards, weights = default_rewards(0.5)
+    em, fmt = rewards
+    assert [em.__name__, fmt.__name__] == ["exact_match", "format"] and weights == [1.0, 0.5]
+    columns = {"id": ["a", "b", "c"], "golden_answers": [["Beijing"], ["Paris"], ["Paris"]],
+               "answer": [None, "paris", "Lyon"], "format_ok": [False, True, True]}
+    completions = ["... <answer> Beijing </answer>", "x", "Paris"]  # text would mislead; the answer decides
+    assert em(prompts=["q"] * 3, completions=completions, **columns) == [0.0, 1.0, 0.0]
+    assert fmt(prompts=["q"] * 3, completions=completions, **columns) == [0.0, 1.0, 1.0]
+
+    def broken(*, answer, **_):
+        return 1.0 / len(answer)
+
+    with pytest.raises(RewardError, match=r"question id 'c'.*ZeroDivisionError"):
+        trl_reward(broken, "broken")(prompts=["q"] * 3, completions=completions,
+                                      **{**columns, "answer": ["x", "y", ""]})
+
+
+@pytest.mark.parametrize("data, match", [
+    ({"output_dir": "o", "learning_rte": 1e-5}, "unknown key.*learning_rte"),
+    ({"output_dir": "o", "lora": {"rank": 8}}, "unknown key.*rank.*lora"),
+    ({"learning_rate": 1e-5}, "output_dir is required"),
+    ({"output_dir": "o", "num_generations": 4, "per_device_train_batch_size": 6}, "per_device_train_batch_size"),
+    ({"output_dir": "o", "num_generations": 1}, "num_generations"),
+    ({"output_dir": "o", "retriever": "faiss"}, "retriever must be one of"),
+    ({"output_dir": "o", "retriever": "http"}, "retriever_url"),
+    ({"output_dir": "o", "temperature": 0}, "temperature"),
+    ({"output_dir": "o", "learning_rate": "fast"}, "learning_rate must be a number"),
+    ({"output_dir": "o", "vllm_mode": "remote"}, "vllm_mode"),
+    ({"output_dir": "o", "max_steps": 0}, "max_steps"),
+])
+def test_config_errors_name_the_key(data, match):
+    with pytest.raises(ConfigError, match=match):
+        config_from_dict(data)
+
+
+def test_shipped_configs_validate_and_overrides_apply():
+    cpu = load_config(ROOT / "training/configs/rl_cpu.yaml", max_steps=3, output_dir="elsewhere")
+    assert cpu.model is None and cpu.retriever == "bm25" and (cpu.max_steps, cpu.output_dir) == (3, "elsewhere")
+    assert cpu.prompts_per_step == 2 and cpu.lora.r == 8 and cpu.beta == 0.001
+    paper = load_config(ROOT / "training/configs/rl_paper_7b.yaml")
+    assert paper.use_vllm and not paper.lora.enabled and paper.max_turns == 4
+    assert config_from_dict({"output_dir": "o", "learning_rate": "1e-5"}).learning_rate == 1e-5
+
+
+def test_cli_rejects_a_bad_config_before_loading_anything(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("output_dir: o\nnum_generation: 4\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "training/run_rl.py"), "--config", str(bad)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "num_generation" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_half_written_checkpoint_is_skipped(tmp_path):
+    for step in (10, 20):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-30").mkdir()  # killed while saving: no trainer_state.json
+    (tmp_path / "checkpoint-20" / "trainer_state.json").write_text('{"global_st')  # cut mid-write
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
+    assert last_complete_checkpoint(tmp_path / "missing") is None
+
+
+class Item:
+    def __init__(self, i):
+        self.id, self.question, self.golden_answers = f"q{i}", f"What is the capital of country {i}?", ["Paris"]
+
+
+def alternating(prompts, completions, **_):
+    """Reward 0, 1, 0, 1, ...: every group of 2 has variance, so advantages are non-zero."""
+    return [float(i % 2) for i in range(len(completions))]
+
+
+def tiny_config(tmp_path, **overrides) -> RLRunConfig:
+    settings = dict(output_dir=str(tmp_path / "run"), num_generations=2, per_device_train_batch_size=4,
+                    max_turns=2, max_new_tokens=8, max_completion_length=96, learning_rate=1e-3, beta=0.0,
+                    max_steps=1, save_steps=1, lora=False, device="cpu", temperature=1.0)
+    return config_from_dict({**settings, **overrides})
+
+
+def test_grpo_step_gives_retrieved_tokens_no_gradient(tmp_path, tiny_model, smollm2_tokenizer):
+    config = tiny_config(tmp_path, beta=0.001, lora={"r": 4, "alpha": 8})  # LoRA: the reference is the base
+    trainer, rollout = build_trainer(config, model=tiny_model, tokenizer=smollm2_tokenizer, retriever=retriever(),
+                                     items=[Item(i) for i in range(4)], reward_funcs=[alternating], progress=False)
+    captured: dict = {"logps": []}
+    forward, compute_loss = trainer.model.forward, trainer.compute_loss
+
+    def spy_forward(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        if getattr(out, "log_probs", None) is not None and out.log_probs.requires_grad:
+            out.log_probs.retain_grad()
+            captured["logps"].append(out.log_probs)
+        return out
+
+    def spy_loss(model, inputs, *args, **kwargs):
+        captured["inputs"] = inputs
+        return compute_loss(model, inputs, *args, **kwargs)
+
+    trainer.model.forward, trainer.compute_loss = spy_forward, spy_loss
+    trainer.train()
+    inputs = captured["inputs"]
+    completion = inputs["completion_mask"].bool()
+    env = completion & (inputs["tool_mask"] == 0)
+    own = completion & (inputs["tool_mask"] == 1)
+    assert env.any() and own.any()  # invalid-action text and closing EOS are environment tokens
+    (logps,) = captured["logps"]
+    grad = logps.grad[:, -completion.shape[1]:]
+    assert grad[env].abs().max().item() == 0.0
+    assert grad[own].abs().max().item() > 0.0
+    texts = [smollm2_tokenizer.decode(ids[m.bool()]) for ids, m in zip(inputs["completion_ids"], env)]
+    assert any(INVALID_ACTION_TEXT.strip() in t for t in texts)
+    assert rollout.totals["steps"] == 1 and trainer.state.global_step == 1
+    row = trainer.state.log_history[0]
+    for key in ("reward", "ragr1/turns", "ragr1/truncated", "completions/mean_length"):
+        assert key in row, key
+
+
+def test_kill_and_resume_continues_step_and_optimizer(tmp_path, tiny_model, smollm2_tokenizer):
+    items = [Item(i) for i in range(4)]
+    config = tiny_config(tmp_path, max_steps=2)
+    trainer, _ = build_trainer(config, model=tiny_model, tokenizer=smollm2_tokenizer, retriever=retriever(),
+                               items=items, progress=False)
+    trainer.train()
+    out = Path(config.output_dir)
+    assert (out / "metrics.csv").read_text().count("\n") == 3  # header + 2 steps, written while training
+    (out / "checkpoint-2" / "trainer_state.json").unlink()  # as if killed while writing checkpoint-2
+    last = last_complete_checkpoint(out)
+    assert last == str(out / "checkpoint-1")
+
+    config = tiny_config(tmp_path, max_steps=3)
+    trainer, rollout = build_trainer(config, model=tiny_model, tokenizer=smollm2_tokenizer, retriever=retriever(),
+                                     items=items, progress=False)
+    trainer.train(resume_from_checkpoint=last)
+    assert trainer.state.global_step == 3 and rollout.totals["steps"] == 2  # steps 2 and 3 only
+    adam_steps = {int(s["step"]) for s in trainer.optimizer.state_dict()["state"].values()}
+    assert adam_steps == {3}  # 1 restored + 2 new: the optimizer state continued
+    rows = write_metrics(trainer.state.log_history, out)
+    assert [r["step"] for r in rows] == [1, 2, 3] and (out / "metrics.png").is_file()
