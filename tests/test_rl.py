@@ -11,7 +11,14 @@ from langchain_core.documents import Document
 
 from langchain_ragr1.protocol import INVALID_ACTION_TEXT
 from langchain_ragr1.testing import MemoryRetriever, ScriptedPolicy
-from langchain_ragr1.training.rl import build_trainer, last_complete_checkpoint, write_metrics
+from langchain_ragr1.training.rl import (
+    build_trainer,
+    grpo_args,
+    last_complete_checkpoint,
+    select_rl_questions,
+    solve_counts,
+    write_metrics,
+)
 from langchain_ragr1.training.rl_config import RLRunConfig, config_from_dict, load_config
 from langchain_ragr1.training.rl_rewards import RewardError, default_rewards, trl_reward
 from langchain_ragr1.training.rl_rollout import GraphRollout, RolloutSettings
@@ -133,6 +140,37 @@ def test_half_written_checkpoint_is_skipped(tmp_path):
     (tmp_path / "checkpoint-20" / "trainer_state.json").write_text('{"global_st')  # cut mid-write
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
     assert last_complete_checkpoint(tmp_path / "missing") is None
+
+
+def test_vllm_settings_reach_grpo_config():
+    config = config_from_dict({"output_dir": "o", "use_vllm": True, "vllm_mode": "server",
+                               "vllm_server_base_url": "http://gpu-host:8000", "vllm_gpu_memory_utilization": 0.5})
+    args = grpo_args(config, use_cpu=True, reward_weights=[1.0, 0.0])
+    assert (args.use_vllm, args.vllm_mode, args.vllm_server_base_url) == (True, "server", "http://gpu-host:8000")
+    assert args.vllm_gpu_memory_utilization == 0.5 and args.beta == 0.001 and args.reward_weights == [1.0, 0.0]
+    assert not args.activation_checkpointing and args.save_steps == config.save_steps
+    plain = grpo_args(config_from_dict({"output_dir": "o"}), use_cpu=True)
+    assert not plain.use_vllm and plain.num_generations == 8 and plain.per_device_train_batch_size == 8
+
+
+def test_rl_data_filter_keeps_sometimes_solved_and_a_seeded_share_of_always_solved(tmp_path):
+    from langchain_ragr1.agent import RagR1Agent
+    from langchain_ragr1.data import QAItem, load_qa, write_jsonl
+
+    items = [QAItem(id=f"q{i}", question=f"question {i}", golden_answers=["Paris"]) for i in range(10)]
+    counts = [0, 3, 10, 10, 1, 10, 10, 9, 0, 10]
+    kept, stats = select_rl_questions(items, counts, 10, keep_solved=0.25, seed=0)
+    assert stats == {"questions": 10, "never_solved": 2, "sometimes_solved": 3, "always_solved": 5,
+                     "always_solved_kept": 1, "kept": 4}
+    assert {"q1", "q4", "q7"} <= {it.id for it in kept}
+    assert kept == select_rl_questions(items, counts, 10, keep_solved=0.25, seed=0)[0]
+    write_jsonl(kept, tmp_path / "rl.jsonl")
+    assert [it.id for it in load_qa(str(tmp_path / "rl.jsonl"))] == [it.id for it in kept]
+
+    answers = iter(["Paris", "Lyon"] * 20)  # alternate right and wrong across concurrent episodes
+    policy = ScriptedPolicy(lambda segments: f"<answer> {next(answers)} </answer>")
+    agent = RagR1Agent(policy, retriever(), max_turns=1)
+    assert sum(solve_counts(agent, items[:3], 4, chunk=2, progress=False)) == 6
 
 
 class Item:

@@ -33,7 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     args = parser.parse_args(argv)
 
-    from langchain_ragr1.training.rl_config import ConfigError, load_config
+    from langchain_ragr1.errors import RagR1Error
+    from langchain_ragr1.training.rl_config import load_config
 
     try:
         config = load_config(args.config, max_steps=args.max_steps, output_dir=args.output_dir,
@@ -44,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from langchain_ragr1.training.rl import train_rl
 
         summary = train_rl(config, progress=not args.quiet)
-    except ConfigError as exc:
+    except RagR1Error as exc:  # bad config, missing model or data: a message, not a traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
     summary.pop("metrics_rows")

@@ -23,3 +23,22 @@ __all__ = [
     "to_sft_samples",
     "write_jsonl",
 ]
+
+# Stage 2 RL (GRPO with graph rollouts); the trainer module imports TRL lazily.
+from langchain_ragr1.training.rl import last_complete_checkpoint, train_rl  # noqa: E402
+from langchain_ragr1.training.rl_config import RLRunConfig  # noqa: E402
+from langchain_ragr1.training.rl_rewards import RewardError, exact_match_score, format_score, trl_reward  # noqa: E402
+from langchain_ragr1.training.rl_rollout import GraphRollout, RolloutSettings, episode_sample  # noqa: E402
+
+__all__ += [
+    "GraphRollout",
+    "RLRunConfig",
+    "RewardError",
+    "RolloutSettings",
+    "episode_sample",
+    "exact_match_score",
+    "format_score",
+    "last_complete_checkpoint",
+    "train_rl",
+    "trl_reward",
+]

@@ -151,24 +151,13 @@ def grpo_args(config: RLRunConfig, *, use_cpu: bool, progress: bool = True,
                 "vllm_gpu_memory_utilization": config.vllm_gpu_memory_utilization}
         if config.vllm_server_base_url:
             vllm["vllm_server_base_url"] = config.vllm_server_base_url
+    same_name = ("output_dir", "learning_rate", "beta", "num_generations", "per_device_train_batch_size",
+                 "gradient_accumulation_steps", "max_completion_length", "temperature", "top_p", "max_steps",
+                 "save_steps", "save_total_limit", "logging_steps", "seed", "bf16")
     return GRPOConfig(
-        output_dir=str(config.output_dir),
-        learning_rate=config.learning_rate,
-        beta=config.beta,
-        num_generations=config.num_generations,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        max_completion_length=config.max_completion_length,
-        temperature=config.temperature,
-        top_p=config.top_p,
+        **{key: getattr(config, key) for key in same_name},
         reward_weights=reward_weights,
-        max_steps=config.max_steps,
         save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        logging_steps=config.logging_steps,
-        seed=config.seed,
-        bf16=config.bf16,
         use_cpu=use_cpu,
         activation_checkpointing=config.gradient_checkpointing,  # TRL's default is on
         report_to=[],
@@ -265,3 +254,40 @@ def train_rl(config: RLRunConfig, *, progress: bool = True, retriever: Any = Non
         "metrics_png": str(output_dir / "metrics.png"),
         "metrics_rows": rows,
     }
+
+
+def solve_counts(agent: Any, items: Sequence[Any], attempts: int, *, chunk: int = 8,
+                 progress: bool = True) -> list[int]:
+    """How many of ``attempts`` episodes of ``agent`` answer each item exactly right (batched, concurrent)."""
+    from tqdm.auto import tqdm
+
+    from langchain_ragr1.protocol import exact_match
+
+    counts: list[int] = []
+    with tqdm(total=len(items), desc=f"sampling {attempts} attempts", unit="question", disable=not progress) as bar:
+        for start in range(0, len(items), chunk):
+            part = items[start:start + chunk]
+            questions = [it.question for it in part for _ in range(attempts)]
+            results = agent.batch(questions, config={"max_concurrency": len(questions)})
+            for i, item in enumerate(part):
+                episodes = results[i * attempts:(i + 1) * attempts]
+                counts.append(int(sum(exact_match(r.get("answer"), item.golden_answers) for r in episodes)))
+            bar.update(len(part))
+    return counts
+
+
+def select_rl_questions(items: Sequence[Any], counts: Sequence[int], attempts: int, *,
+                        keep_solved: float = 0.25, seed: int = 0) -> tuple[list, dict[str, int]]:
+    """The paper's RL filter: questions solved sometimes (0 < count < attempts), plus a seeded
+    ``keep_solved`` fraction of the always-solved ones; never-solved ones are dropped.
+    Returns the kept items (in input order) and the counts per group."""
+    import random
+
+    sometimes = [i for i, c in enumerate(counts) if 0 < c < attempts]
+    always = [i for i, c in enumerate(counts) if c >= attempts]
+    kept_always = random.Random(seed).sample(always, round(keep_solved * len(always)))
+    keep = sorted(sometimes + kept_always)
+    stats = {"questions": len(items), "never_solved": len(items) - len(sometimes) - len(always),
+             "sometimes_solved": len(sometimes), "always_solved": len(always),
+             "always_solved_kept": len(kept_always), "kept": len(keep)}
+    return [items[i] for i in keep], stats

@@ -1,0 +1,69 @@
+"""RL data selection (the paper's filter): keep the questions the current policy solves
+sometimes but not always, plus a seeded fraction of the always-solved ones.
+
+    python training/filter_rl_data.py [--data ragr1-train] [--model DIR] [--attempts 10] \
+        [--keep-solved 0.25] [--limit N] --out runs/rl-data.jsonl
+
+Each question is attempted ``--attempts`` times through the agent (batched, sampled at
+``--temperature``); the kept questions are written as FlashRAG-style JSONL, which
+``load_qa`` reads back (point ``data:`` in an RL config at it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="ragr1-train", help="a load_qa spec (default: %(default)s)")
+    parser.add_argument("--out", required=True, help="the JSONL file to write")
+    parser.add_argument("--model", help="a transformers model folder (default: the default model)")
+    parser.add_argument("--attempts", type=int, default=10, help="episodes per question (paper: 10)")
+    parser.add_argument("--keep-solved", type=float, default=0.25, help="fraction of always-solved kept")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, help="only the first N questions")
+    parser.add_argument("--retriever", choices=("chroma", "bm25", "http"), default="bm25")
+    parser.add_argument("--url", help="the /retrieve URL for --retriever http")
+    parser.add_argument("--mode", choices=("multi", "single"), default="multi")
+    parser.add_argument("--k", type=int, default=3, help="passages per query")
+    parser.add_argument("--max-turns", type=int, default=4)
+    parser.add_argument("--max-new-tokens", type=int, default=500)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--batch-size", type=int, default=8, help="questions per batch of episodes")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.attempts < 2 or not 0 <= args.keep_solved <= 1 or args.batch_size < 1 or args.temperature <= 0:
+        parser.error("--attempts must be >= 2, --keep-solved in [0, 1], --batch-size >= 1, --temperature > 0")
+
+    from langchain_ragr1.agent import RagR1Agent
+    from langchain_ragr1.data import load_qa, write_jsonl
+    from langchain_ragr1.defaults import make_retriever
+    from langchain_ragr1.models import check_model_path, default_model_path
+    from langchain_ragr1.policies.transformers import TransformersPolicy
+    from langchain_ragr1.training.rl import select_rl_questions, solve_counts
+
+    items = load_qa(args.data, limit=args.limit)
+    path = check_model_path(args.model) if args.model else default_model_path(show_progress=not args.quiet)
+    retriever = make_retriever(args.retriever, k=args.k, url=args.url, show_progress=not args.quiet)
+    with TransformersPolicy.from_pretrained(path, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                            top_p=0.95, max_batch_size=args.batch_size * args.attempts) as policy:
+        agent = RagR1Agent(policy, retriever, mode=args.mode, k=args.k, max_turns=args.max_turns)
+        counts = solve_counts(agent, items, args.attempts, chunk=args.batch_size, progress=not args.quiet)
+    kept, stats = select_rl_questions(items, counts, args.attempts, keep_solved=args.keep_solved, seed=args.seed)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_jsonl(kept, out)
+    print(json.dumps({**stats, "model": str(path), "out": str(out)}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
