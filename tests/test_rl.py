@@ -132,6 +132,14 @@ def test_cli_rejects_a_bad_config_before_loading_anything(tmp_path):
     assert proc.returncode == 2 and "num_generation" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_empty_data_is_a_config_error(tmp_path):
+    from langchain_ragr1.training.rl import load_questions
+
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(ConfigError, match="no questions"):
+        load_questions(config_from_dict({"output_dir": "o", "data": str(tmp_path / "empty.jsonl")}))
+
+
 def test_half_written_checkpoint_is_skipped(tmp_path):
     for step in (10, 20):
         (tmp_path / f"checkpoint-{step}").mkdir()

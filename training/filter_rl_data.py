@@ -62,6 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     write_jsonl(kept, out)
     print(json.dumps({**stats, "model": str(path), "out": str(out)}, indent=2))
+    if not kept:
+        print("warning: no question kept (never solved, or always solved with --keep-solved 0): "
+              "RL has nothing to learn from this set", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from langchain_ragr1.training.rl_config import RLRunConfig
+from langchain_ragr1.training.rl_config import ConfigError, RLRunConfig
 from langchain_ragr1.training.rl_rewards import default_rewards
 from langchain_ragr1.training.rl_rollout import GraphRollout, RolloutSettings
 
@@ -127,6 +127,8 @@ def load_questions(config: RLRunConfig) -> list:
     from langchain_ragr1.data import load_qa
 
     items = load_qa(config.data)
+    if not items:
+        raise ConfigError(f"RL config: data {config.data!r} has no questions (an empty filter_rl_data.py output?)")
     if config.max_questions and config.max_questions < len(items):
         items = random.Random(config.seed).sample(items, config.max_questions)
     return items
