@@ -25,7 +25,8 @@ __all__ = [
 ]
 
 # Stage 2 RL (GRPO with graph rollouts); the trainer module imports TRL lazily.
-from langchain_ragr1.training.rl import last_complete_checkpoint, train_rl  # noqa: E402
+from langchain_ragr1.training.checkpoints import last_complete_checkpoint  # noqa: E402
+from langchain_ragr1.training.rl import train_rl  # noqa: E402
 from langchain_ragr1.training.rl_config import RLRunConfig  # noqa: E402
 from langchain_ragr1.training.rl_rewards import RewardError, exact_match_score, format_score, trl_reward  # noqa: E402
 from langchain_ragr1.training.rl_rollout import GraphRollout, RolloutSettings, episode_sample  # noqa: E402

@@ -6,6 +6,7 @@ it was cut short (a killed process, a full disk) and is skipped in favour of the
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
@@ -16,8 +17,8 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 TRAINER_STATE = "trainer_state.json"
 
 
-def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
-    """The highest-step checkpoint in ``output_dir`` that holds ``trainer_state.json``, or None."""
+def last_complete_checkpoint(output_dir: str | Path) -> str | None:
+    """The highest-step checkpoint in ``output_dir`` with a readable ``trainer_state.json``, or None."""
     folder = Path(output_dir)
     if not folder.is_dir():
         return None
@@ -25,8 +26,11 @@ def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
         ((int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))),
         reverse=True,
     )
-    for step, path in found:
-        if (path / TRAINER_STATE).is_file():
-            return path
-        logger.warning("Skipping %s: it has no %s (its save was cut short).", path, TRAINER_STATE)
+    for _, path in found:
+        try:
+            json.loads((path / TRAINER_STATE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            logger.warning("Skipping %s: no readable %s (its save was cut short).", path, TRAINER_STATE)
+            continue
+        return str(path)
     return None

@@ -12,12 +12,11 @@ plots them at the end and the final model or adapter lands in ``output_dir/final
 from __future__ import annotations
 
 import csv
-import json
 import logging
-import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from langchain_ragr1.training.checkpoints import last_complete_checkpoint
 from langchain_ragr1.training.rl_config import ConfigError, RLRunConfig
 from langchain_ragr1.training.rl_rewards import default_rewards
 from langchain_ragr1.training.rl_rollout import GraphRollout, RolloutSettings
@@ -42,24 +41,6 @@ METRIC_KEYS = {
     "learning_rate": "learning_rate",
     "step_time": "step_time",
 }
-_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-
-
-def last_complete_checkpoint(output_dir: str | Path) -> str | None:
-    """The newest ``checkpoint-<step>`` whose ``trainer_state.json`` (written last by the Trainer) reads."""
-    folder = Path(output_dir)
-    if not folder.is_dir():
-        return None
-    found = sorted(((int(m.group(1)), p) for p in folder.iterdir()
-                    if p.is_dir() and (m := _CHECKPOINT_RE.match(p.name))), reverse=True)
-    for _, path in found:
-        try:
-            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            logger.warning("Skipping incomplete checkpoint %s (no readable trainer_state.json).", path)
-            continue
-        return str(path)
-    return None
 
 
 def metric_rows(log_history: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -217,10 +198,10 @@ def train_rl(config: RLRunConfig, *, progress: bool = True, retriever: Any = Non
     config.validate()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from langchain_ragr1.models import check_model_path, default_model_path
+    from langchain_ragr1.models import resolve_model_path
 
     items = load_questions(config)  # data errors before the model loads
-    model_path = check_model_path(config.model) if config.model else default_model_path(show_progress=progress)
+    model_path = resolve_model_path(config.model, show_progress=progress)
     if retriever is None:
         from langchain_ragr1.defaults import make_retriever
 

@@ -23,7 +23,7 @@ def _rl_lora() -> LoraSettings:
 
 @dataclass
 class RLRunConfig:
-    """One GRPO run. ``model: null`` means :func:`langchain_ragr1.models.default_model_path`."""
+    """One GRPO run. ``model``: null or "default" (the shipped SFT model), "base", or a model folder."""
 
     output_dir: str
     model: str | None = None

@@ -279,14 +279,14 @@ def train_sft(config: SFTRunConfig, *, progress: bool = True) -> dict[str, Any]:
     last = last_complete_checkpoint(output_dir)
     if last:
         logger.warning("Resuming from %s", last)
-    result = trainer.train(resume_from_checkpoint=str(last) if last else None)
+    result = trainer.train(resume_from_checkpoint=last)
     final_dir = output_dir / "final"
     trainer.save_model(str(final_dir))
     tokenizer.save_pretrained(str(final_dir))
     rows = write_loss_curve(trainer.state.log_history, output_dir)
     summary = {
         "global_step": trainer.state.global_step,
-        "resumed_from": str(last) if last else None,
+        "resumed_from": last,
         "final_dir": str(final_dir),
         "model": str(model_path),
         "lora": config.lora.enabled,
