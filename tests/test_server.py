@@ -32,7 +32,7 @@ DOCS = [
 ]
 
 
-def served(retriever: BaseRetriever) -> Served:
+def serve_retriever(retriever: BaseRetriever) -> Served:
     """Our /retrieve app over ``retriever`` on a loopback port; ``.url`` ends in /retrieve."""
     return Served(create_retrieval_app(retriever), "/retrieve")
 
@@ -52,7 +52,7 @@ class BrokenRetriever(BaseRetriever):
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[Served]:
-    with served(BM25Retriever.from_documents(DOCS, k=3)) as s:
+    with serve_retriever(BM25Retriever.from_documents(DOCS, k=3)) as s:
         yield s
 
 
@@ -132,7 +132,7 @@ def test_async_client(served: Served) -> None:
 
 
 def test_queries_of_one_request_run_concurrently() -> None:
-    with served(SlowRetriever(delay=0.5)) as s:
+    with serve_retriever(SlowRetriever(delay=0.5)) as s:
         start = time.perf_counter()
         hits = SearchR1HTTPRetriever(url=s.url, k=1).retrieve_many(["a", "b", "c", "d"])
         elapsed = time.perf_counter() - start
@@ -141,14 +141,14 @@ def test_queries_of_one_request_run_concurrently() -> None:
 
 
 def test_slow_server_times_out_with_retries() -> None:
-    with served(SlowRetriever(delay=1.5)) as s:
+    with serve_retriever(SlowRetriever(delay=1.5)) as s:
         client = SearchR1HTTPRetriever(url=s.url, timeout=0.3, max_retries=1, backoff=0)
         with pytest.raises(RetrievalError, match=r"after 2 tries \(timed out after 0.3 s"):
             client.invoke("anything")
 
 
 def test_failing_retriever_gives_500_with_cause() -> None:
-    with served(BrokenRetriever()) as s:
+    with serve_retriever(BrokenRetriever()) as s:
         response = httpx.post(s.url, json={"queries": ["x"]})
         assert response.status_code == 500
         assert "index file vanished" in response.json()["detail"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -25,12 +26,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="ragr1-train", help="a load_qa spec (default: %(default)s)")
     parser.add_argument("--out", required=True, help="the JSONL file to write")
-    parser.add_argument("--model", help="a transformers model folder (default: the default model)")
+    parser.add_argument("--model", help="a transformers model folder, 'default' (the shipped SFT model) or 'base'")
     parser.add_argument("--attempts", type=int, default=10, help="episodes per question (paper: 10)")
     parser.add_argument("--keep-solved", type=float, default=0.25, help="fraction of always-solved kept")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--limit", type=int, help="only the first N questions")
-    parser.add_argument("--retriever", choices=("chroma", "bm25", "http"), default="bm25")
+    parser.add_argument("--limit", type=int, help="only the first N questions (after --shuffle)")
+    parser.add_argument("--shuffle", action="store_true", help="shuffle the questions with --seed first")
+    parser.add_argument("--retriever", choices=("chroma", "bm25", "http"), default="chroma")
     parser.add_argument("--url", help="the /retrieve URL for --retriever http")
     parser.add_argument("--mode", choices=("multi", "single"), default="multi")
     parser.add_argument("--k", type=int, default=3, help="passages per query")
@@ -46,13 +48,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     from langchain_ragr1.agent import RagR1Agent
     from langchain_ragr1.data import load_qa, write_jsonl
     from langchain_ragr1.defaults import make_retriever
-    from langchain_ragr1.models import check_model_path, default_model_path
+    from langchain_ragr1.errors import RagR1Error
+    from langchain_ragr1.models import resolve_model_path
     from langchain_ragr1.policies.transformers import TransformersPolicy
     from langchain_ragr1.training.rl import select_rl_questions, solve_counts
 
-    items = load_qa(args.data, limit=args.limit)
-    path = check_model_path(args.model) if args.model else default_model_path(show_progress=not args.quiet)
-    retriever = make_retriever(args.retriever, k=args.k, url=args.url, show_progress=not args.quiet)
+    try:
+        items = load_qa(args.data)
+        if args.shuffle:
+            random.Random(args.seed).shuffle(items)
+        items = items[: args.limit] if args.limit else items
+        path = resolve_model_path(args.model, show_progress=not args.quiet)
+        retriever = make_retriever(args.retriever, k=args.k, url=args.url, show_progress=not args.quiet)
+    except RagR1Error as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     with TransformersPolicy.from_pretrained(path, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                             top_p=0.95, max_batch_size=args.batch_size * args.attempts) as policy:
         agent = RagR1Agent(policy, retriever, mode=args.mode, k=args.k, max_turns=args.max_turns)
