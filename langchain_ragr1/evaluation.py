@@ -91,8 +91,12 @@ def prediction_record(item: QAItem, mode: str, result: dict | BaseException, sec
                 "invalid_turns": 0, "queries": [], "documents": [], "generated_tokens": None,
                 "stop_reason": "error", "error": f"{type(result).__name__}: {result}", "trace": ""}
     answer = result.get("answer")
+    titles = {d.metadata.get("title") for d in result.get("documents") or []}
+    evidence = item.evidence_titles
     return {
         **record,
+        # share of the item's evidence articles among the retrieved documents (None: no evidence listed)
+        "evidence_recall": sum(t in titles for t in evidence) / len(evidence) if evidence else None,
         "answer": answer,
         "em": exact_match(answer, item.golden_answers),
         "f1": f1_score(answer, item.golden_answers),
@@ -159,6 +163,22 @@ def aggregate(records: Iterable[dict]) -> dict[str, Any]:
         "avg_generated_tokens": sum(tokens) / len(tokens) if tokens else None,
         "answered": sum(r["answer"] is not None for r in records) / n,
         "errors": sum(r.get("error") is not None for r in records),
+        **_evidence_metrics(records),
+    }
+
+
+def _evidence_metrics(records: list[dict]) -> dict[str, Any]:
+    """Retrieval recall of the gold evidence, and EM split by whether all of it was retrieved."""
+    scored = [r for r in records if r.get("evidence_recall") is not None]
+    if not scored:
+        return {}
+    found = [r for r in scored if r["evidence_recall"] == 1]
+    missed = [r for r in scored if r["evidence_recall"] < 1]
+    return {
+        "evidence_recall": sum(r["evidence_recall"] for r in scored) / len(scored),
+        "all_evidence_found": len(found) / len(scored),
+        "em_evidence_found": sum(r["em"] for r in found) / len(found) if found else None,
+        "em_evidence_missed": sum(r["em"] for r in missed) / len(missed) if missed else None,
     }
 
 

@@ -83,6 +83,16 @@ def write_report(metrics: Mapping[str, Mapping[str, Any]], out: str | Path, *, d
               "EM/F1 score the model's `<answer>` only; turns = retrieval turns; queries/turn over search "
               "turns; format ok = model turns that parsed as a valid action; seconds = episode wall time "
               "inside concurrent batches.", ""]
+    recall = {m: v for m, v in metrics.items() if v.get("evidence_recall") is not None}
+    if recall:
+        lines += ["Retrieval of the gold evidence articles (generated sets list them):", "",
+                  "| mode | evidence recall | all evidence found | EM when found | EM when missed |",
+                  "|---|---|---|---|---|"]
+        fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+        for mode, v in recall.items():
+            lines.append(f"| {mode} | {fmt(v['evidence_recall'])} | {fmt(v['all_evidence_found'])} | "
+                         f"{fmt(v['em_evidence_found'])} | {fmt(v['em_evidence_missed'])} |")
+        lines.append("")
     if by_kind and any(by_kind.values()):
         lines += ["By question kind:", "", kind_table(by_kind), ""]
     lines += [f"![metrics]({PLOT_FILE})", ""]

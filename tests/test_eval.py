@@ -180,3 +180,16 @@ def test_metrics_by_question_kind(tmp_path):
     assert by_kind["multi"]["comparison"]["em"] == 1.0 and by_kind["multi"]["single-hop"]["em"] == 0.0
     report = write_report(metrics, tmp_path, by_kind=by_kind).read_text()
     assert "| multi | comparison | 1.000 | 1.00 | 2.00 |" in report
+
+
+def test_evidence_recall_splits_em(tmp_path):
+    items = [QAItem(id="e1", question="Q1", golden_answers=["Paris"], evidence_titles=["Paris", "Rome"]),
+             QAItem(id="e2", question="Q2", golden_answers=["Paris"], evidence_titles=["Atlantis"])]
+    policies = {"multi": scripted(["<search> Paris, Rome </search>", "<answer> Paris </answer>"])}
+    metrics = evaluate(items, ["multi"], make_agents(policies), tmp_path)["multi"]
+    records = {r["id"]: r for r in read_predictions(tmp_path / "predictions.jsonl")}
+    titles = set(records["e1"]["documents"])
+    expected = sum(t in titles for t in ["Paris", "Rome"]) / 2
+    assert records["e1"]["evidence_recall"] == expected and records["e2"]["evidence_recall"] == 0
+    assert metrics["evidence_recall"] == expected / 2
+    assert metrics["em_evidence_missed"] == 1.0  # both answered Paris; e2's evidence was never retrievable
