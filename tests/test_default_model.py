@@ -1,0 +1,54 @@
+"""The trained default: the shipped SFT adapter merged into the bundled SmolLM2, and what it does."""
+
+from __future__ import annotations
+
+import pytest
+
+from langchain_ragr1 import models
+from langchain_ragr1.errors import MissingResourceError
+
+
+def test_model_aliases_and_a_missing_adapter(monkeypatch, tmp_path, default_model_dir):
+    assert models.resolve_model_path("base") == default_model_dir
+    assert models.resolve_model_path(default_model_dir) == default_model_dir
+    monkeypatch.setattr(models, "DEFAULT_ADAPTER_DIR", tmp_path / "gone")
+    with pytest.raises(MissingResourceError, match="--model base"):
+        models.resolve_model_path(None)
+    with pytest.raises(MissingResourceError, match="not a LoRA adapter folder"):
+        models.merge_adapter(default_model_dir, tmp_path, tmp_path / "out")
+
+
+def test_the_shipped_adapter_is_small_and_float16():
+    import json
+
+    from safetensors import safe_open
+
+    weights = models.DEFAULT_ADAPTER_DIR / "adapter_model.safetensors"
+    assert weights.stat().st_size < 8_000_000
+    with safe_open(str(weights), "pt") as handle:
+        assert {str(handle.get_slice(k).get_dtype()) for k in handle.keys()} == {"F16"}
+    config = json.loads((models.DEFAULT_ADAPTER_DIR / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and config["base_model_name_or_path"] == "SmolLM2-135M-Instruct"
+
+
+@pytest.mark.slow
+def test_default_agent_follows_the_protocol(default_model_dir):
+    """The merged default model searches, reads and answers in protocol on a shipped test question."""
+    from langchain_ragr1.corpus import load_bundled_corpus
+    from langchain_ragr1.data import load_qa
+    from langchain_ragr1.defaults import default_agent
+    from langchain_ragr1.retrievers.bm25 import BM25Retriever
+
+    path = models.default_model_path(show_progress=False)
+    assert path.name.startswith("SmolLM2-135M-Instruct-ragr1-sft-") and (path / "config.json").is_file()
+    assert models.default_model_path(show_progress=False) == path  # merged once, then reused
+    items = [i for i in load_qa("ragr1-test") if i.kind == "single-hop"][:2]
+    corpus = load_bundled_corpus()
+    evidence = {t for i in items for t in i.evidence_titles}
+    docs = [d for d in corpus if d.metadata["title"] in evidence] + corpus[:300]
+    agent = default_agent(retriever=BM25Retriever.from_documents(docs, k=3), temperature=0,
+                          max_new_tokens=128, show_progress=False)
+    results = agent.batch([i.question for i in items])
+    for result in results:
+        assert result["stop_reason"] == "answer" and result["invalid_turns"] == 0, result["trace"]
+        assert result["turns"] >= 1 and result["answer"]
