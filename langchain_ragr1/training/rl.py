@@ -168,12 +168,7 @@ def build_trainer(config: RLRunConfig, *, model: Any, tokenizer: Any, retriever:
         tokenizer.pad_token = tokenizer.eos_token
     if reward_funcs is None:
         reward_funcs, reward_weights = default_rewards(config.format_weight)
-    peft_config = None
-    if config.lora.enabled:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-                                 target_modules=list(config.lora.target_modules), task_type="CAUSAL_LM")
+    peft_config = config.lora.to_peft()
     rollout = GraphRollout(retriever, RolloutSettings(
         mode=config.mode, k=config.k, max_turns=config.max_turns, max_new_tokens=config.max_new_tokens,
         temperature=config.temperature, top_p=config.top_p, max_batch_size=config.max_batch_size,

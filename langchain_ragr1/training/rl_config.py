@@ -11,10 +11,20 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from langchain_ragr1.training.sft import ConfigError, LoraSettings
+from langchain_ragr1.training.run_config import (
+    ConfigError,
+    LoraSettings,
+    check_keys,
+    coerce_floats,
+    is_int,
+    is_num,
+    lora_from,
+    read_yaml,
+)
 
 RETRIEVERS = ("chroma", "bm25", "http")
 VLLM_MODES = ("colocate", "server")
+LABEL = "RL"
 
 
 def _rl_lora() -> LoraSettings:
@@ -73,11 +83,6 @@ class RLRunConfig:
         def bad(key: str, why: str) -> ConfigError:
             return ConfigError(f"RL config: {key} {why}")
 
-        def is_int(value: Any) -> bool:
-            return isinstance(value, int) and not isinstance(value, bool)
-
-        def is_num(value: Any) -> bool:
-            return isinstance(value, (int, float)) and not isinstance(value, bool)
 
         if not self.output_dir or not isinstance(self.output_dir, str):
             raise bad("output_dir", "is required")
@@ -129,29 +134,11 @@ class RLRunConfig:
             raise bad("vllm_gpu_memory_utilization", f"must be in (0, 1], got {self.vllm_gpu_memory_utilization!r}")
         if self.use_vllm and self.device == "cpu":
             raise bad("use_vllm", "needs a GPU (device: cpu was set); on a CPU use the transformers policy")
-        lora = self.lora
-        if not isinstance(lora.enabled, bool):
-            raise bad("lora.enabled", f"must be true or false, got {lora.enabled!r}")
-        if lora.enabled:
-            for key in ("r", "alpha"):
-                if not is_int(getattr(lora, key)) or getattr(lora, key) < 1:
-                    raise bad(f"lora.{key}", f"must be an integer >= 1, got {getattr(lora, key)!r}")
-            if not is_num(lora.dropout) or not (0 <= lora.dropout < 1):
-                raise bad("lora.dropout", f"must be in [0, 1), got {lora.dropout!r}")
-            if (not isinstance(lora.target_modules, list) or not lora.target_modules
-                    or not all(isinstance(m, str) and m for m in lora.target_modules)):
-                raise bad("lora.target_modules", f"must be a non-empty list of module names, got {lora.target_modules!r}")
+        self.lora.validate(LABEL)
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _check_keys(data: dict, allowed: set[str], where: str) -> None:
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ConfigError(f"RL config: unknown key(s) {', '.join(unknown)} in {where}; "
-                          f"allowed: {', '.join(sorted(allowed))}")
 
 
 def config_from_dict(values: dict[str, Any], /, **overrides: Any) -> RLRunConfig:
@@ -160,37 +147,15 @@ def config_from_dict(values: dict[str, Any], /, **overrides: Any) -> RLRunConfig
         raise ConfigError(f"RL config: expected a mapping, got {type(values).__name__}")
     data = dict(values)
     data.update({k: v for k, v in overrides.items() if v is not None})
-    _check_keys(data, {f.name for f in fields(RLRunConfig)}, "the top level")
+    check_keys(data, {f.name for f in fields(RLRunConfig)}, "the top level", LABEL)
     if not data.get("output_dir"):
         raise ConfigError("RL config: output_dir is required")
-    lora = data.pop("lora", None)
-    if lora is None or lora is False:
-        lora_settings = LoraSettings(enabled=False)
-    elif lora is True:
-        lora_settings = _rl_lora()
-    elif isinstance(lora, dict):
-        _check_keys(lora, {f.name for f in fields(LoraSettings)}, "lora")
-        lora_settings = LoraSettings(**{**asdict(_rl_lora()), **lora})
-    else:
-        raise ConfigError(f"RL config: lora must be true, false or a mapping, got {lora!r}")
-    for key in ("learning_rate", "beta", "temperature", "top_p", "format_weight", "vllm_gpu_memory_utilization"):
-        if isinstance(data.get(key), str):  # YAML reads 1e-5 (no dot) as a string
-            try:
-                data[key] = float(data[key])
-            except ValueError:
-                raise ConfigError(f"RL config: {key} must be a number, got {data[key]!r}") from None
-    return RLRunConfig(lora=lora_settings, **data).validate()
+    lora = lora_from(data.pop("lora", None), _rl_lora(), LABEL)
+    coerce_floats(data, ("learning_rate", "beta", "temperature", "top_p", "format_weight",
+                         "vllm_gpu_memory_utilization"), LABEL)
+    return RLRunConfig(lora=lora, **data).validate()
 
 
 def load_config(path: str | Path, **overrides: Any) -> RLRunConfig:
     """Read a YAML config and validate it; nothing is loaded."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"RL config file {str(path)!r} not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"RL config {str(path)!r} is not valid YAML: {exc}") from None
-    return config_from_dict(data, **overrides)
+    return config_from_dict(read_yaml(path, LABEL), **overrides)

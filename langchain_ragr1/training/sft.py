@@ -22,25 +22,19 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from langchain_ragr1.errors import RagR1Error
+from langchain_ragr1.training.run_config import (
+    ConfigError,
+    LoraSettings,
+    check_keys,
+    coerce_floats,
+    lora_from,
+    read_yaml,
+)
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 MAKE_DATA_HINT = "build it first with training/make_sft_data.py --out DIR (it writes DIR/dataset)"
-
-
-class ConfigError(RagR1Error, ValueError):
-    """A bad SFT run configuration; the message names the key and what is allowed."""
-
-
-@dataclass
-class LoraSettings:
-    enabled: bool = True
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGET_MODULES))
+LABEL = "SFT"
 
 
 @dataclass
@@ -98,19 +92,7 @@ class SFTRunConfig:
             raise bad("device", f"must be auto, cpu or cuda, got {self.device!r}")
         if not self.dataset or not self.output_dir:
             raise bad("dataset/output_dir", "must both be set")
-        lora = self.lora
-        if not isinstance(lora.enabled, bool):
-            raise bad("lora.enabled", f"must be true or false, got {lora.enabled!r}")
-        if lora.enabled:
-            for key in ("r", "alpha"):
-                value = getattr(lora, key)
-                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                    raise bad(f"lora.{key}", f"must be an integer >= 1, got {value!r}")
-            if not isinstance(lora.dropout, (int, float)) or not (0 <= lora.dropout < 1):
-                raise bad("lora.dropout", f"must be in [0, 1), got {lora.dropout!r}")
-            if (not isinstance(lora.target_modules, list) or not lora.target_modules
-                    or not all(isinstance(m, str) and m for m in lora.target_modules)):
-                raise bad("lora.target_modules", f"must be a non-empty list of module names, got {lora.target_modules!r}")
+        self.lora.validate(LABEL)
         return self
 
     def check_dataset(self) -> Path:
@@ -126,55 +108,25 @@ class SFTRunConfig:
         return asdict(self)
 
 
-def _check_keys(data: dict, allowed: set[str], where: str) -> None:
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ConfigError(f"SFT config: unknown key(s) {', '.join(unknown)} in {where}; "
-                          f"allowed: {', '.join(sorted(allowed))}")
-
-
 def config_from_dict(data: dict[str, Any], **overrides: Any) -> SFTRunConfig:
     """Build and validate a config; ``overrides`` that are None are ignored."""
     if not isinstance(data, dict):
         raise ConfigError(f"SFT config: expected a mapping, got {type(data).__name__}")
     data = dict(data)
     data.update({k: v for k, v in overrides.items() if v is not None})
-    _check_keys(data, {f.name for f in fields(SFTRunConfig)}, "the top level")
+    check_keys(data, {f.name for f in fields(SFTRunConfig)}, "the top level", LABEL)
     for key in ("dataset", "output_dir"):
         if not data.get(key):
             raise ConfigError(f"SFT config: {key} is required"
                               + (f"; {MAKE_DATA_HINT}" if key == "dataset" else ""))
-    lora = data.pop("lora", None)
-    if lora is None or lora is False:
-        lora_settings = LoraSettings(enabled=False)
-    elif lora is True:
-        lora_settings = LoraSettings()
-    elif isinstance(lora, dict):
-        _check_keys(lora, {f.name for f in fields(LoraSettings)}, "lora")
-        lora_settings = LoraSettings(**lora)
-    else:
-        raise ConfigError(f"SFT config: lora must be true, false or a mapping, got {lora!r}")
-    for key in ("learning_rate", "warmup_ratio", "num_train_epochs"):
-        if isinstance(data.get(key), str):  # YAML reads 1e-5 (no dot) as a string
-            try:
-                data[key] = float(data[key])
-            except ValueError:
-                raise ConfigError(f"SFT config: {key} must be a number, got {data[key]!r}") from None
-    return SFTRunConfig(lora=lora_settings, **data).validate()
+    lora = lora_from(data.pop("lora", None), LoraSettings(), LABEL)
+    coerce_floats(data, ("learning_rate", "warmup_ratio", "num_train_epochs"), LABEL)
+    return SFTRunConfig(lora=lora, **data).validate()
 
 
 def load_config(path: str | Path, **overrides: Any) -> SFTRunConfig:
     """Read a YAML config and validate it; nothing is loaded."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"SFT config file {str(path)!r} not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"SFT config {str(path)!r} is not valid YAML: {exc}") from None
-    return config_from_dict(data, **overrides)
+    return config_from_dict(read_yaml(path, LABEL), **overrides)
 
 
 def write_loss_curve(log_history: list[dict[str, Any]], output_dir: str | Path) -> list[dict[str, float]]:
@@ -241,12 +193,7 @@ def train_sft(config: SFTRunConfig, *, progress: bool = True) -> dict[str, Any]:
     dtype = torch.bfloat16 if config.bf16 else torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
 
-    peft_config = None
-    if config.lora.enabled:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-                                 target_modules=list(config.lora.target_modules), task_type="CAUSAL_LM")
+    peft_config = config.lora.to_peft()
 
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
