@@ -118,7 +118,7 @@ def test_config_errors_name_the_key(data, match):
 def test_shipped_configs_validate_and_overrides_apply():
     cpu = load_config(ROOT / "training/configs/rl_cpu.yaml", max_steps=3, output_dir="elsewhere")
     assert cpu.model is None and cpu.retriever == "chroma" and (cpu.max_steps, cpu.output_dir) == (3, "elsewhere")
-    assert cpu.prompts_per_step == 2 and cpu.lora.r == 8 and cpu.beta == 0.001
+    assert cpu.prompts_per_step == 1 and cpu.lora.r == 8 and cpu.beta == 0.001
     paper = load_config(ROOT / "training/configs/rl_paper_7b.yaml")
     assert paper.use_vllm and not paper.lora.enabled and paper.max_turns == 4
     assert config_from_dict({"output_dir": "o", "learning_rate": "1e-5"}).learning_rate == 1e-5
