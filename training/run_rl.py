@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, help="override max_steps (optimizer steps)")
     parser.add_argument("--output-dir", help="override output_dir")
     parser.add_argument("--data", help="override data (a load_qa spec, e.g. filter_rl_data.py's JSONL)")
-    parser.add_argument("--model", help="override model (a transformers model folder)")
+    parser.add_argument("--model", help="override model: a transformers model folder, 'default' or 'base'")
     parser.add_argument("--validate-only", action="store_true", help="check the config and exit; loads nothing")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     args = parser.parse_args(argv)
