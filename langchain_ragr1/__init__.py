@@ -10,6 +10,7 @@ Heavy pieces (torch, Chroma) load only when their names are first used.
 from __future__ import annotations
 
 from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from langchain_ragr1.agent import RagR1Agent
@@ -27,6 +28,11 @@ from langchain_ragr1.protocol import (
     parse_action,
     render_information,
 )
+
+try:
+    __version__ = version("langchain-ragr1")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0.0.0+unknown"
 
 # name -> module, imported on first access
 _LAZY = {

@@ -14,6 +14,7 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -156,7 +157,7 @@ def default_model_path(*, show_progress: bool = True) -> Path:
         return target
     base = base_model_path(show_progress=show_progress)
     if show_progress:
-        print(f"Merging the SFT adapter into {base.name} -> {target} (once)", flush=True)
+        print(f"Merging the SFT adapter into {base.name} -> {target} (once)", file=sys.stderr, flush=True)
     return merge_adapter(base, adapter, target)
 
 

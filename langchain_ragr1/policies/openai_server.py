@@ -61,7 +61,7 @@ def openai_server_llm(
     except ImportError as exc:
         raise MissingResourceError(
             f'flavour="completions" needs langchain-community and openai ({exc}): '
-            "pip install langchain-community openai."
+            'pip install "langchain-ragr1[openai]".'
         ) from exc
     model_kwargs = dict(kwargs.pop("model_kwargs", None) or {})
     if extra_body:
