@@ -5,13 +5,16 @@ from __future__ import annotations
 from typing import Any, AsyncIterator, Iterator, Mapping, Union
 
 from langchain_core.language_models import BaseLanguageModel
+from langchain_core.messages import HumanMessage
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.tools import BaseTool
+from langgraph.types import GraphOutput
+from pydantic import BaseModel
 
-from langchain_ragr1.config import OnRetrievalError, RagR1Config
+from langchain_ragr1.config import OnRetrievalError, RagR1Config, settings_for
 from langchain_ragr1.errors import ConfigError
-from langchain_ragr1.graph import build_graph, episode_result
+from langchain_ragr1.graph import build_graph, episode_result, recursion_limit
 from langchain_ragr1.integrations import (
     TOOL_DESCRIPTION,
     TOOL_NAME,
@@ -32,14 +35,25 @@ def as_policy(llm: Policy | BaseLanguageModel) -> Policy:
 
 
 def _graph_input(value: AgentInput) -> dict[str, Any]:
+    # The question travels as the input's human message too: the graph then answers it
+    # without writing it back, so a "messages" stream does not start by echoing it.
     if isinstance(value, str):
-        return {"question": value}
-    if isinstance(value, Mapping) and ("question" in value or "messages" in value):
+        return {"question": value, "messages": [HumanMessage(value)]}
+    if isinstance(value, Mapping) and "messages" in value:
+        return dict(value)
+    if isinstance(value, Mapping) and isinstance(value.get("question"), str):
+        return {**value, "messages": [HumanMessage(value["question"])]}
+    if isinstance(value, Mapping) and "question" in value:
         return dict(value)
     raise ConfigError(
         f"RagR1Agent.invoke takes a question string or a dict with 'question' (or "
         f"'messages'); got {type(value).__name__}."
     )
+
+
+def _state(output: Any) -> Mapping[str, Any]:
+    """The final state, whether the graph returned it plainly or as ``version="v2"``'s ``GraphOutput``."""
+    return output.value if isinstance(output, GraphOutput) else output
 
 
 def _join(left: AgentInput, right: AgentInput) -> AgentInput:
@@ -113,18 +127,32 @@ class RagR1Agent(Runnable[AgentInput, dict]):
 
         return default_agent(**kwargs)
 
+    def _call_config(self, config: RunnableConfig | None) -> RunnableConfig | None:
+        """``config`` with a recursion limit that fits a per-call ``max_turns``."""
+        configurable = (config or {}).get("configurable") or {}
+        if "max_turns" not in configurable or "recursion_limit" in (config or {}):
+            return config
+        settings = settings_for(self.config, config)
+        return {**(config or {}), "recursion_limit": recursion_limit(settings)}
+
     def invoke(
         self, input: AgentInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> dict:
-        """Run one episode and return its result dict."""
-        return episode_result(self.graph.invoke(_graph_input(input), config, **kwargs))
+        """Run one episode and return its result dict.
+
+        ``config["configurable"]`` may override ``mode``, ``k``, ``max_turns``,
+        ``max_queries``, ``doc_max_tokens``, ``on_retrieval_error`` and ``initial_search``
+        for this call; ``version="v2"`` is accepted (the result is the same dict).
+        """
+        output = self.graph.invoke(_graph_input(input), self._call_config(config), **kwargs)
+        return episode_result(_state(output))
 
     async def ainvoke(
         self, input: AgentInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> dict:
-        """Async :meth:`invoke`."""
-        state = await self.graph.ainvoke(_graph_input(input), config, **kwargs)
-        return episode_result(state)
+        """Async :meth:`invoke`: the policy's and the retriever's async paths are used."""
+        output = await self.graph.ainvoke(_graph_input(input), self._call_config(config), **kwargs)
+        return episode_result(_state(output))
 
     def stream(
         self,
@@ -141,7 +169,7 @@ class RagR1Agent(Runnable[AgentInput, dict]):
         list of modes; other keyword arguments (``subgraphs``, ...) go to the graph.
         """
         yield from self.graph.stream(
-            _graph_input(input), config, stream_mode=stream_mode, **kwargs
+            _graph_input(input), self._call_config(config), stream_mode=stream_mode, **kwargs
         )
 
     async def astream(
@@ -154,9 +182,25 @@ class RagR1Agent(Runnable[AgentInput, dict]):
     ) -> AsyncIterator[Any]:
         """Async :meth:`stream`."""
         async for part in self.graph.astream(
-            _graph_input(input), config, stream_mode=stream_mode, **kwargs
+            _graph_input(input), self._call_config(config), stream_mode=stream_mode, **kwargs
         ):
             yield part
+
+    async def astream_events(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        """LangChain's event stream of one episode: the graph's node, LLM and retriever
+        events inside a root run whose output is what :meth:`invoke` returns."""
+        root = RunnableLambda(self.invoke, afunc=self.ainvoke, name=self.get_name())
+        async for event in root.astream_events(input, config, **kwargs):
+            yield event
+
+    def get_graph(self, config: RunnableConfig | None = None) -> Any:
+        """The graph's own drawable structure (prepare, think, retrieve, observe, finish)."""
+        return self.graph.get_graph(config)
+
+    def get_name(self, suffix: str | None = None, *, name: str | None = None) -> str:
+        return super().get_name(suffix, name=name or "RagR1Agent")
 
     def transform(
         self, input: Iterator[AgentInput], config: RunnableConfig | None = None, **kwargs: Any
@@ -189,13 +233,33 @@ class RagR1Agent(Runnable[AgentInput, dict]):
         """
         return RagR1Retriever(agent=self, k=k)
 
-    def as_tool(self, name: str = TOOL_NAME, description: str = TOOL_DESCRIPTION) -> BaseTool:
+    def as_tool(
+        self,
+        args_schema: type[BaseModel] | None = None,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        arg_types: dict[str, type] | None = None,
+    ) -> BaseTool:
         """A tool ``name(question: str)`` for tool-calling models and LangGraph's ``ToolNode``.
 
-        Its content is the answer and the titles of the passages read; its artifact is the
-        full result dict.
+        Same signature as :meth:`Runnable.as_tool`. The tool takes one argument, ``question``:
+        ``args_schema`` may be a pydantic model with a ``question`` string field (extra fields
+        are ignored), ``arg_types`` must be ``{"question": str}``. ``name`` defaults to
+        ``ragr1_search``. Its content is the answer and the titles of the passages read; its
+        artifact is the full result dict.
         """
-        return make_tool(self, name=name, description=description)
+        if arg_types is not None and dict(arg_types) != {"question": str}:
+            raise ConfigError(f"arg_types={arg_types!r}: the RAG-R1 tool takes exactly {{'question': str}}.")
+        if args_schema is not None and "question" not in getattr(args_schema, "model_fields", {}):
+            raise ConfigError(
+                f"args_schema {getattr(args_schema, '__name__', args_schema)!r} has no 'question' field: "
+                "the RAG-R1 tool passes one question string to the agent."
+            )
+        return make_tool(
+            self, name=name or TOOL_NAME, description=description or TOOL_DESCRIPTION,
+            args_schema=args_schema,
+        )
 
     def as_node(
         self,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Literal
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal, Mapping
 
 from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.protocol import DEFAULT_DOC_MAX_TOKENS, DEFAULT_MAX_QUERIES, MODES, Mode
@@ -62,6 +62,24 @@ class RagR1Config:
     def to_dict(self) -> dict:
         """The settings as a plain dict."""
         return asdict(self)
+
+
+#: Settings a call may override through ``config["configurable"]`` (as LangChain users pass them).
+CONFIGURABLE_FIELDS: tuple[str, ...] = (
+    "mode", "k", "max_turns", "max_queries", "doc_max_tokens", "on_retrieval_error", "initial_search",
+)
+
+
+def settings_for(defaults: RagR1Config, config: Mapping[str, Any] | None) -> RagR1Config:
+    """``defaults`` with the per-call overrides in ``config["configurable"]`` applied and checked."""
+    configurable = (config or {}).get("configurable") or {}
+    overrides = {key: configurable[key] for key in CONFIGURABLE_FIELDS if key in configurable}
+    if not overrides:
+        return defaults
+    try:
+        return replace(defaults, **overrides)
+    except ConfigError as exc:
+        raise ConfigError(f'config["configurable"]: {exc}') from exc
 
 
 #: Named configurations of the one graph: RAG-R1, Search-R1's single query, and the baselines.

@@ -12,20 +12,27 @@ final turn may only answer. The same compiled graph serves users, evaluation and
 from __future__ import annotations
 
 import inspect
-from typing import Annotated, Any, Sequence, TypedDict
+from typing import Annotated, Any, Sequence
 
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langchain_core.retrievers import BaseRetriever
-from langchain_core.runnables import RunnableConfig
+from langchain_core.outputs import Generation as LCGeneration
+from langchain_core.outputs import LLMResult
+from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langchain_core.runnables.config import (
+    get_async_callback_manager_for_config,
+    get_callback_manager_for_config,
+)
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.types import Send
+from typing_extensions import TypedDict
 
-from langchain_ragr1.config import RagR1Config
+from langchain_ragr1.config import RagR1Config, settings_for
 from langchain_ragr1.corpus import document_contents
-from langchain_ragr1.errors import RetrievalError
+from langchain_ragr1.errors import ConfigError, RetrievalError
 from langchain_ragr1.policies.base import Policy, cut_generation
 from langchain_ragr1.protocol import (
     INVALID_ACTION_TEXT,
@@ -92,6 +99,12 @@ def _latest_question(state: RagR1State) -> tuple[str, bool]:
     messages = state.get("messages") or []
     if messages and isinstance(messages[-1], HumanMessage):
         return messages[-1].text, True
+    if messages and not state.get("question"):
+        raise ConfigError(
+            f"The RAG-R1 graph answers the latest human message, but the last message is "
+            f"{type(messages[-1]).__name__}: add a HumanMessage with the question (or pass "
+            f"'question' in the input) before this node."
+        )
     return state.get("question") or "", False
 
 
@@ -103,23 +116,31 @@ def build_graph(
     checkpointer: Any = None,
     name: str = "ragr1",
 ):
-    """Compile the RAG-R1 state machine for ``policy`` and ``retriever``."""
-    settings = config or RagR1Config()
+    """Compile the RAG-R1 state machine for ``policy`` and ``retriever``.
+
+    ``config`` holds the defaults; a call may override the fields in
+    :data:`~langchain_ragr1.config.CONFIGURABLE_FIELDS` through ``config["configurable"]``.
+    Every node has a sync and an async path: ``ainvoke``/``astream`` use the policy's
+    ``agenerate`` and the retriever's ``ainvoke``.
+    """
+    defaults = config or RagR1Config()
     retrieve_one = RetrievalRunner(
         retriever,
-        k=settings.k,
-        timeout_s=settings.retrieval_timeout_s,
-        retries=settings.retrieval_retries,
+        k=defaults.k,
+        timeout_s=defaults.retrieval_timeout_s,
+        retries=defaults.retrieval_retries,
     )
-
     # LangChain policies take the node's config, so callbacks (``stream_mode="messages"``,
     # tracing, tags) reach the chat model even when it runs outside this thread's context.
     policy_takes_config = "config" in inspect.signature(policy.generate).parameters
+    # Token-level policies are not LangChain models: the node reports each turn as an LLM run.
+    report_llm_run = not policy_takes_config
 
     def env_segment(text: str) -> Segment:
         return make_segment("env", text, policy.encode(text))
 
-    def prepare(state: RagR1State) -> dict:
+    def prepare(state: RagR1State, config: RunnableConfig) -> dict:
+        settings = settings_for(defaults, config)
         raw_question, from_messages = _latest_question(state)
         question = normalize_question(raw_question)
         update: dict[str, Any] = {
@@ -138,23 +159,18 @@ def build_graph(
             update["messages"] = [HumanMessage(question)]
         return update
 
-    def start_route(state: RagR1State):
-        if settings.initial_search:  # naive RAG: the question is the first query
+    def start_route(state: RagR1State, config: RunnableConfig):
+        if settings_for(defaults, config).initial_search:  # naive RAG: the question is the first query
             return [Send("retrieve", RetrieveTask(query=state["question"], index=0, turn=1))]
         return "think"
 
-    def think(state: RagR1State, config: RunnableConfig) -> dict:
+    def after_turn(state: RagR1State, generation, settings: RagR1Config) -> dict:
         final = state["steps"] >= settings.max_turns
-        extra = {"config": config} if policy_takes_config else {}
-        # Cut here whatever the backend did with the stop strings.
-        generation = cut_generation(
-            policy.generate(state["segments"], stop=STOP_STRINGS, **extra),
-            STOP_STRINGS,
-            policy.decode,
-        )
         text = generation.text
-        get_stream_writer()({"event": "turn", "step": state["steps"] + 1, "text": text})
         action = parse_action(text, settings.mode, settings.max_queries)
+        get_stream_writer()({"event": "turn", "step": state["steps"] + 1, "text": text,
+                             "action": action.kind, "queries": list(action.queries),
+                             "answer": action.answer, "final": final})
         segment = make_segment("policy", text, generation.token_ids, generation.logprobs)
         update: dict[str, Any] = {
             "segments": [segment],
@@ -180,6 +196,38 @@ def build_graph(
             update["segments"].append(env_segment(INVALID_ACTION_TEXT))
         return update
 
+    def cut(generation):
+        # Cut here whatever the backend did with the stop strings.
+        return cut_generation(generation, STOP_STRINGS, policy.decode)
+
+    def think_sync(state: RagR1State, config: RunnableConfig) -> dict:
+        settings = settings_for(defaults, config)
+        extra = {"config": config} if policy_takes_config else {}
+        run = _llm_run_start(policy, state["segments"], config) if report_llm_run else None
+        try:
+            generation = cut(policy.generate(state["segments"], stop=STOP_STRINGS, **extra))
+        except BaseException as exc:
+            if run is not None:
+                run.on_llm_error(exc)
+            raise
+        if run is not None:
+            run.on_llm_end(_llm_result(generation, state["segments"]))
+        return after_turn(state, generation, settings)
+
+    async def think_async(state: RagR1State, config: RunnableConfig) -> dict:
+        settings = settings_for(defaults, config)
+        extra = {"config": config} if policy_takes_config else {}
+        run = await _allm_run_start(policy, state["segments"], config) if report_llm_run else None
+        try:
+            generation = cut(await policy.agenerate(state["segments"], stop=STOP_STRINGS, **extra))
+        except BaseException as exc:
+            if run is not None:
+                await run.on_llm_error(exc)
+            raise
+        if run is not None:
+            await run.on_llm_end(_llm_result(generation, state["segments"]))
+        return after_turn(state, generation, settings)
+
     def route(state: RagR1State):
         action = state["action"]
         if state.get("stop_reason"):
@@ -191,22 +239,40 @@ def build_graph(
             ]
         return "think"
 
-    def retrieve(task: RetrieveTask, config: RunnableConfig) -> dict:
-        writer = get_stream_writer()
-        writer({"event": "search", "turn": task.get("turn"), "index": task["index"],
-                "query": task["query"]})
-        try:
-            documents, error = retrieve_one(task["query"], config), None
-        except RetrievalError as exc:
-            if settings.on_retrieval_error == "raise":
-                raise
-            documents, error = [], str(exc)
+    def search_event(task: RetrieveTask) -> None:
+        get_stream_writer()({"event": "search", "turn": task.get("turn"), "index": task["index"],
+                             "query": task["query"]})
+
+    def retrieved(task: RetrieveTask, documents: list[Document], error: str | None) -> dict:
         result = RetrievalResult(
             index=task["index"], query=task["query"], documents=documents, error=error
         )
         return {"results": [result]}
 
-    def observe(state: RagR1State) -> dict:
+    def retrieve_sync(task: RetrieveTask, config: RunnableConfig) -> dict:
+        settings = settings_for(defaults, config)
+        search_event(task)
+        try:
+            documents, error = retrieve_one(task["query"], config, k=settings.k), None
+        except RetrievalError as exc:
+            if settings.on_retrieval_error == "raise":
+                raise
+            documents, error = [], str(exc)
+        return retrieved(task, documents, error)
+
+    async def retrieve_async(task: RetrieveTask, config: RunnableConfig) -> dict:
+        settings = settings_for(defaults, config)
+        search_event(task)
+        try:
+            documents, error = await retrieve_one.acall(task["query"], config, k=settings.k), None
+        except RetrievalError as exc:
+            if settings.on_retrieval_error == "raise":
+                raise
+            documents, error = [], str(exc)
+        return retrieved(task, documents, error)
+
+    def observe(state: RagR1State, config: RunnableConfig) -> dict:
+        settings = settings_for(defaults, config)
         results = sorted(state["results"], key=lambda r: r["index"])
         writer = get_stream_writer()
         for r in results:
@@ -232,8 +298,8 @@ def build_graph(
 
     builder = StateGraph(RagR1State)
     builder.add_node("prepare", prepare)
-    builder.add_node("think", think)
-    builder.add_node("retrieve", retrieve)
+    builder.add_node("think", RunnableLambda(think_sync, afunc=think_async, name="think"))
+    builder.add_node("retrieve", RunnableLambda(retrieve_sync, afunc=retrieve_async, name="retrieve"))
     builder.add_node("observe", observe)
     builder.add_node("finish", finish)
     builder.add_edge(START, "prepare")
@@ -243,7 +309,44 @@ def build_graph(
     builder.add_edge("observe", "think")
     builder.add_edge("finish", END)
     graph = builder.compile(checkpointer=checkpointer, name=name)
-    return graph.with_config(recursion_limit=recursion_limit(settings))
+    return graph.with_config(recursion_limit=recursion_limit(defaults))
+
+
+def _llm_run_args(policy: Policy, segments: Sequence[Segment]) -> tuple[tuple, dict]:
+    """What ``on_llm_start`` gets for a token-level policy's turn: its name, the transcript, settings."""
+    name = type(policy).__name__
+    params = {"max_new_tokens": getattr(policy, "max_new_tokens", None),
+              "temperature": getattr(policy, "temperature", None)}
+    return ({"name": name, "id": ["langchain_ragr1", name]}, [transcript_text(segments)]), {
+        "name": name, "invocation_params": params}
+
+
+def _llm_run_start(policy: Policy, segments: Sequence[Segment], config: RunnableConfig):
+    """Open an LLM run for a token-level policy's turn, so callback handlers see it."""
+    args, kwargs = _llm_run_args(policy, segments)
+    runs = get_callback_manager_for_config(config).on_llm_start(*args, **kwargs)
+    return runs[0] if runs else None
+
+
+async def _allm_run_start(policy: Policy, segments: Sequence[Segment], config: RunnableConfig):
+    args, kwargs = _llm_run_args(policy, segments)
+    runs = await get_async_callback_manager_for_config(config).on_llm_start(*args, **kwargs)
+    return runs[0] if runs else None
+
+
+def _llm_result(generation, segments: Sequence[Segment]) -> LLMResult:
+    """The turn as LangChain's ``LLMResult``, with token counts when the policy gives ids."""
+    context = [s.get("token_ids") for s in segments]
+    prompt_tokens = sum(map(len, context)) if all(ids is not None for ids in context) else None
+    completion_tokens = len(generation.token_ids) if generation.token_ids is not None else None
+    usage = {"completion_tokens": completion_tokens, "prompt_tokens": prompt_tokens}
+    if completion_tokens is not None and prompt_tokens is not None:
+        usage["total_tokens"] = prompt_tokens + completion_tokens
+    return LLMResult(
+        generations=[[LCGeneration(text=generation.text,
+                                   generation_info={"finish_reason": generation.finish_reason})]],
+        llm_output={"token_usage": {k: v for k, v in usage.items() if v is not None}},
+    )
 
 
 def recursion_limit(config: RagR1Config) -> int:

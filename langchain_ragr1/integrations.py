@@ -105,15 +105,19 @@ def tool_content(result: dict) -> str:
 
 
 def make_tool(
-    agent: RagR1Agent, *, name: str = TOOL_NAME, description: str = TOOL_DESCRIPTION
+    agent: RagR1Agent,
+    *,
+    name: str = TOOL_NAME,
+    description: str = TOOL_DESCRIPTION,
+    args_schema: type[BaseModel] | None = None,
 ) -> BaseTool:
     """A tool whose content is :func:`tool_content` and whose artifact is the result dict."""
 
-    def run(question: str, config: RunnableConfig) -> tuple[str, dict]:
+    def run(question: str, config: RunnableConfig, **_: Any) -> tuple[str, dict]:
         result = agent.invoke(question, config)
         return tool_content(result), result
 
-    async def arun(question: str, config: RunnableConfig) -> tuple[str, dict]:
+    async def arun(question: str, config: RunnableConfig, **_: Any) -> tuple[str, dict]:
         result = await agent.ainvoke(question, config)
         return tool_content(result), result
 
@@ -122,7 +126,7 @@ def make_tool(
         coroutine=arun,
         name=name,
         description=description,
-        args_schema=RagR1ToolInput,
+        args_schema=args_schema or RagR1ToolInput,
         response_format="content_and_artifact",
     )
 

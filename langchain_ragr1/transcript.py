@@ -8,7 +8,9 @@ and masks every non-policy token, never re-tokenising decoded text.
 
 from __future__ import annotations
 
-from typing import Literal, Sequence, TypedDict
+from typing import Literal, Sequence
+
+from typing_extensions import TypedDict
 
 Role = Literal["prompt", "policy", "env"]
 

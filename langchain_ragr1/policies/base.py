@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from langchain_ragr1.protocol import STOP_STRINGS, cut_at_stop
 from langchain_ragr1.transcript import Segment, make_segment
@@ -60,10 +60,10 @@ class Policy(ABC):
         """Continue the transcript ``segments`` with one model turn."""
 
     async def agenerate(
-        self, segments: Sequence[Segment], *, stop: Sequence[str] = STOP_STRINGS
+        self, segments: Sequence[Segment], *, stop: Sequence[str] = STOP_STRINGS, **kwargs: Any
     ) -> Generation:
-        """Async :meth:`generate`; by default runs it in a worker thread."""
-        return await asyncio.to_thread(self.generate, segments, stop=stop)
+        """Async :meth:`generate`; by default runs it in a worker thread (``kwargs`` pass through)."""
+        return await asyncio.to_thread(self.generate, segments, stop=stop, **kwargs)
 
 
 def cut_generation(

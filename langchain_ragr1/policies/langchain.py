@@ -52,6 +52,11 @@ class LangChainPolicy(Policy):
                 messages.append(HumanMessage(segment["text"].strip()))
         return messages
 
+    def _input(self, segments: Sequence[Segment]) -> list[BaseMessage] | str:
+        if isinstance(self.llm, BaseChatModel):
+            return self._messages(segments)
+        return transcript_text(segments)
+
     def generate(
         self,
         segments: Sequence[Segment],
@@ -60,13 +65,26 @@ class LangChainPolicy(Policy):
         config: RunnableConfig | None = None,
     ) -> Generation:
         stop_arg = list(stop) if self.use_stop else None
-        if isinstance(self.llm, BaseChatModel):
-            message = self.llm.invoke(self._messages(segments), config, stop=stop_arg)
-            text = message.text
-            metadata = dict(getattr(message, "response_metadata", {}) or {})
+        return self._generation(self.llm.invoke(self._input(segments), config, stop=stop_arg), stop)
+
+    async def agenerate(
+        self,
+        segments: Sequence[Segment],
+        *,
+        stop: Sequence[str] = STOP_STRINGS,
+        config: RunnableConfig | None = None,
+    ) -> Generation:
+        """The model's own async path (``ainvoke``), not a worker thread."""
+        stop_arg = list(stop) if self.use_stop else None
+        return self._generation(await self.llm.ainvoke(self._input(segments), config, stop=stop_arg), stop)
+
+    @staticmethod
+    def _generation(output: BaseMessage | str, stop: Sequence[str]) -> Generation:
+        if isinstance(output, BaseMessage):
+            text = output.text
+            metadata = dict(getattr(output, "response_metadata", {}) or {})
         else:
-            text = self.llm.invoke(transcript_text(segments), config, stop=stop_arg)
-            metadata = {}
+            text, metadata = output, {}
         finish_reason = metadata.get("finish_reason") or metadata.get("stop_reason")
         if finish_reason != "length":
             text = _close_stripped_stop(text, stop)
