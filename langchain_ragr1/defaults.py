@@ -31,13 +31,52 @@ def default_chroma_store(path: str | Path | None = None, *, show_progress: bool 
     """The Chroma store of the bundled corpus, built on first use (resumable), then reopened."""
     from langchain_ragr1.corpus import load_bundled_corpus
     from langchain_ragr1.retrievers.chroma import build_chroma_store, open_chroma_store
+    from langchain_ragr1.retrievers.embeddings import MiniLMEmbeddings
+    from langchain_ragr1.retrievers.shipped import shipped_vectors
 
     path = Path(path) if path else default_store_path()
     if (path / _COMPLETE_MARKER).exists():
         return open_chroma_store(path)
-    store = build_chroma_store(load_bundled_corpus(), path, show_progress=show_progress)
+    documents, embeddings = load_bundled_corpus(), MiniLMEmbeddings()
+    store = build_chroma_store(
+        documents, path, embeddings=embeddings, show_progress=show_progress,
+        vectors=shipped_vectors(documents, embeddings),
+    )
     (path / _COMPLETE_MARKER).write_text("built from the bundled Wikipedia summaries\n")
     return store
+
+
+def default_bm25_path() -> Path:
+    """Where the bundled corpus's BM25 index lives."""
+    from langchain_ragr1.paths import cache_dir
+
+    return cache_dir() / "stores" / "wiki-summaries-bm25"
+
+
+def default_bm25_retriever(path: str | Path | None = None, *, k: int = 3):
+    """BM25 over the bundled corpus: built and saved once (atomically), then loaded."""
+    import shutil
+    import tempfile
+
+    from langchain_ragr1.corpus import load_bundled_corpus
+    from langchain_ragr1.retrievers.bm25 import BM25Retriever
+
+    path = Path(path) if path else default_bm25_path()
+    if (path / _COMPLETE_MARKER).exists():
+        return BM25Retriever.load(path, k=k)
+    retriever = BM25Retriever.from_documents(load_bundled_corpus(), k=k)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    try:
+        retriever.save(tmp)
+        (tmp / _COMPLETE_MARKER).write_text("built from the bundled Wikipedia summaries\n")
+        shutil.rmtree(path, ignore_errors=True)  # a stale, unmarked folder
+        tmp.replace(path)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (path / _COMPLETE_MARKER).exists():  # not a concurrent writer that won the race
+            raise
+    return retriever
 
 
 def make_retriever(
@@ -61,15 +100,16 @@ def make_retriever(
             raise ConfigError("The http retriever needs --url, e.g. http://127.0.0.1:8000/retrieve.")
         return SearchR1HTTPRetriever(url=url, k=k)
     if kind == "bm25":
-        from langchain_ragr1.corpus import load_bundled_corpus, load_corpus_file
+        from langchain_ragr1.corpus import load_corpus_file
         from langchain_ragr1.retrievers.bm25 import BM25Retriever
 
         if store:
             retriever = BM25Retriever.load(store)
             retriever.k = k
             return retriever
-        documents = load_corpus_file(corpus) if corpus else load_bundled_corpus()
-        return BM25Retriever.from_documents(documents, k=k)
+        if corpus:
+            return BM25Retriever.from_documents(load_corpus_file(corpus), k=k)
+        return default_bm25_retriever(k=k)
     from langchain_ragr1.retrievers.chroma import (
         build_chroma_store,
         chroma_retriever,

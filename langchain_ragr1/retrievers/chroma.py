@@ -51,12 +51,16 @@ def build_chroma_store(
     embeddings: Embeddings | None = None,
     batch_size: int = 256,
     show_progress: bool = True,
+    vectors: Sequence[Sequence[float]] | None = None,
 ) -> Chroma:
     """Embed ``documents`` (title + text) into a persistent Chroma collection at ``path``.
 
     Ids are ``metadata["id"]`` (else ``doc.id``, else the position); ids already in the collection are skipped,
-    so rerunning an interrupted build finishes it.
+    so rerunning an interrupted build finishes it. ``vectors`` (one per document, from the same embedder)
+    skips the embedding: the bundled corpus ships its own (:mod:`langchain_ragr1.retrievers.shipped`).
     """
+    if vectors is not None and len(vectors) != len(documents):
+        raise ConfigError(f"vectors holds {len(vectors)} rows for {len(documents)} documents: give one per document")
     if not documents:
         raise ConfigError("the corpus is empty: nothing to index")
     if batch_size < 1:
@@ -81,7 +85,10 @@ def build_chroma_store(
                 docs = [documents[i] for i in todo]
                 collection.upsert(
                     ids=[ids[i] for i in todo],
-                    embeddings=embeddings.embed_documents([document_contents(d) for d in docs]),
+                    embeddings=(
+                        [list(map(float, vectors[i])) for i in todo] if vectors is not None
+                        else embeddings.embed_documents([document_contents(d) for d in docs])
+                    ),
                     documents=[d.page_content for d in docs],
                     metadatas=[_scalar_metadata(d, ids[i]) for d, i in zip(docs, todo, strict=True)],
                 )
