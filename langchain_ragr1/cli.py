@@ -1,4 +1,9 @@
-"""The ``ragr1`` command: ``ask`` a question, ``index`` a corpus, ``convert`` a GGUF model, ``eval`` a QA set."""
+"""The ``ragr1`` command: ``ask`` a question, ``index`` a corpus, ``eval`` a QA set, ``serve`` a
+retriever, ``convert`` a GGUF model.
+
+stdout carries results only (the streamed trace and answer, or the ``--json`` document);
+progress, notices and errors go to stderr. Usage errors exit 2, runtime errors exit 1.
+"""
 
 from __future__ import annotations
 
@@ -7,53 +12,83 @@ import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from rich.console import Console
 from rich.markup import escape
 
 from langchain_ragr1.defaults import RETRIEVER_KINDS
-from langchain_ragr1.errors import RagR1Error
+from langchain_ragr1.errors import ConfigError, RagR1Error
 from langchain_ragr1.protocol import MODES, ProtocolError, normalize_question
 
 _THINK_RE = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL)
+_FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 
 
-def _add_agent_options(parser: argparse.ArgumentParser, *, temperature: float) -> None:
+def _version() -> str:
+    from langchain_ragr1 import __version__
+
+    return __version__
+
+
+def _add_agent_options(parser: argparse.ArgumentParser) -> None:
     """The model, retriever and episode options that `ask` and `eval` share."""
     parser.add_argument("--k", type=int, default=3, help="passages per query")
     parser.add_argument("--max-turns", type=int, default=4, help="model turns that may search")
     parser.add_argument("--max-new-tokens", type=int, default=500, help="tokens per model turn")
-    parser.add_argument("--temperature", type=float, default=temperature,
-                        help=f"sampling temperature (default {temperature:g}; 0 is greedy)")
+    parser.add_argument("--temperature", type=float, default=0.0,
+                        help="sampling temperature; 0 is greedy (the same question, the same answer)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed for sampling (--temperature > 0)")
     parser.add_argument("--model", default="default",
                         help="a transformers model folder, 'default' (SmolLM2 + the shipped SFT adapter) "
                              "or 'base' (the untrained SmolLM2)")
-    parser.add_argument("--retriever", choices=RETRIEVER_KINDS, default="chroma")
-    parser.add_argument("--store", help="a Chroma folder or BM25 index built by `ragr1 index`")
-    parser.add_argument("--corpus", help="a JSONL/text corpus to index on the fly")
-    parser.add_argument("--url", help="a Search-R1 /retrieve endpoint (with --retriever http)")
+    parser.add_argument("--retriever", choices=RETRIEVER_KINDS, default="chroma",
+                        help="chroma: the embedded vector store; bm25: lexical, starts in seconds; "
+                             "http: a Search-R1 /retrieve server (--url)")
+    parser.add_argument("--store", default=None, help="a Chroma folder or BM25 index built by `ragr1 index`")
+    parser.add_argument("--corpus", default=None, help="a JSONL/text corpus to index on the fly")
+    parser.add_argument("--url", default=None, help="a Search-R1 /retrieve endpoint (with --retriever http)")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ragr1", description=__doc__)
+    parser = argparse.ArgumentParser(prog="ragr1", description=__doc__, formatter_class=_FORMATTER)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    ask = commands.add_parser("ask", help="answer a question with the RAG-R1 agent")
+    ask = commands.add_parser("ask", help="answer a question with the RAG-R1 agent, streaming its steps",
+                              formatter_class=_FORMATTER)
     ask.add_argument("question")
-    ask.add_argument("--mode", choices=MODES, default="multi")
-    _add_agent_options(ask, temperature=0.7)
-    ask.add_argument("--json", action="store_true", help="print the result as JSON")
+    ask.add_argument("--mode", choices=MODES, default="multi",
+                     help="multi: several queries per search (RAG-R1); single: one (Search-R1)")
+    _add_agent_options(ask)
+    ask.add_argument("--json", action="store_true",
+                     help="print one JSON document (answer, turns, queries, documents, ...) instead of the trace")
 
-    index = commands.add_parser("index", help="build a Chroma or BM25 store from a corpus")
-    index.add_argument("inputs", nargs="*", help="JSONL files, text files or folders")
+    index = commands.add_parser("index", help="build a Chroma or BM25 store from a corpus",
+                                formatter_class=_FORMATTER)
+    index.add_argument("inputs", nargs="*", help="JSONL files, text/Markdown files or folders of them")
     index.add_argument("--bundled", action="store_true", help="index the bundled Wikipedia")
     index.add_argument("--store", required=True, help="output folder")
-    index.add_argument("--kind", choices=("chroma", "bm25"), default="chroma")
-    index.add_argument("--limit", type=int, help="index only the first N documents")
+    index.add_argument("--kind", choices=("chroma", "bm25"), default="chroma", help="store to build")
+    index.add_argument("--limit", type=int, default=None, help="index only the first N documents")
+    index.add_argument("--chunk-size", type=int, default=None,
+                       help="passage length in tokens for text/Markdown files (default: the loader's, ~100 words)")
+    index.add_argument("--chunk-overlap", type=int, default=None,
+                       help="tokens shared by consecutive passages (default: the loader's)")
 
-    convert = commands.add_parser("convert", help="convert a GGUF model to a transformers folder")
+    serve = commands.add_parser("serve", help="serve a retriever as a Search-R1 /retrieve HTTP API",
+                                formatter_class=_FORMATTER)
+    serve.add_argument("--retriever", choices=("bm25", "chroma"), default="bm25", help="retriever to serve")
+    serve.add_argument("--store", default=None, help="BM25 index folder or Chroma folder (default: the bundled corpus)")
+    serve.add_argument("--corpus", default=None, help="a JSONL/text corpus file to index on start instead of --store")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve.add_argument("--max-topk", type=int, default=100, help="largest topk a request may ask for")
+
+    convert = commands.add_parser("convert", help="convert a GGUF model to a transformers folder",
+                                  formatter_class=_FORMATTER)
     convert.add_argument("gguf")
     convert.add_argument("out")
     _eval_parser(commands)
@@ -64,13 +99,14 @@ def _eval_parser(commands) -> None:
     from langchain_ragr1.config import STRATEGIES
     from langchain_ragr1.data import BENCHMARKS, NAMED_SETS
 
-    ev = commands.add_parser("eval", help="evaluate modes on a QA set (metrics, predictions, report)")
+    ev = commands.add_parser("eval", help="evaluate modes on a QA set (metrics, predictions, report)",
+                             formatter_class=_FORMATTER)
     ev.add_argument("--data", required=True, help=f"a QA file, NAME:PATH with NAME one of "
                     f"{', '.join(BENCHMARKS)}, or one of {', '.join(NAMED_SETS)}")
-    ev.add_argument("--mode", nargs="+", choices=list(STRATEGIES), default=["multi"])
-    ev.add_argument("--limit", type=int, help="evaluate only the first N questions")
+    ev.add_argument("--mode", nargs="+", choices=list(STRATEGIES), default=["multi"], help="strategies to run")
+    ev.add_argument("--limit", type=int, default=None, help="evaluate only the first N questions")
     ev.add_argument("--out", required=True, help="output folder (resumes from its predictions.jsonl)")
-    _add_agent_options(ev, temperature=0.0)
+    _add_agent_options(ev)
     ev.add_argument("--batch-size", type=int, default=8, help="concurrent episodes per chunk")
 
 
@@ -79,24 +115,21 @@ def _shorten(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def print_trace(result: dict, console: Console) -> None:
-    """Each think, search (with its queries and retrieved titles) and answer of an episode."""
-    retrievals = iter(result.get("retrievals") or [])
-    for segment in result["segments"]:
-        text = segment["text"]
-        if segment["role"] == "policy":
-            thoughts = _THINK_RE.findall(text)
-            for thought in thoughts:
-                console.print(f"[dim]think:[/dim] {escape(thought.strip())}")
-            if not thoughts:  # show what a model that ignores the protocol wrote
-                console.print(f"[dim]model:[/dim] {escape(_shorten(text))}")
-        elif segment["role"] == "env" and "<information>" in text:
-            for hit in next(retrievals, []):
-                titles = [d.metadata.get("title") or d.page_content[:40] for d in hit["documents"]]
-                console.print(f"[cyan]search:[/cyan] {escape(hit['query'])}")
-                console.print(f"   [dim]retrieved:[/dim] {escape('; '.join(map(str, titles)))}")
-        elif segment["role"] == "env":
-            console.print("[yellow]invalid action: the model is told to try again[/yellow]")
+def _titles(documents) -> str:
+    titles = [d.metadata.get("title") or d.page_content[:40] for d in documents]
+    return "; ".join(map(str, titles))
+
+
+def print_turn(text: str, console: Console) -> None:
+    """The reasoning of one model turn (or what a model that ignores the protocol wrote)."""
+    thoughts = _THINK_RE.findall(text)
+    for thought in thoughts:
+        console.print(f"[dim]think:[/dim] {escape(thought.strip())}")
+    if not thoughts:
+        console.print(f"[dim]model:[/dim] {escape(_shorten(text))}")
+
+
+def print_ending(result: dict, console: Console) -> None:
     answer = result.get("answer")
     console.print(
         f"[bold green]answer:[/bold green] {escape(answer)}" if answer is not None
@@ -105,10 +138,88 @@ def print_trace(result: dict, console: Console) -> None:
     console.print(f"[dim]retrieval turns: {result['turns']}, model turns: {result['steps']}[/dim]")
 
 
-def _ask(args: argparse.Namespace, console: Console) -> int:
+def print_trace(result: dict, console: Console) -> None:
+    """Each think, search (with its queries and retrieved titles) and answer of a finished episode."""
+    retrievals = iter(result.get("retrievals") or [])
+    for segment in result["segments"]:
+        text = segment["text"]
+        if segment["role"] == "policy":
+            print_turn(text, console)
+        elif segment["role"] == "env" and "<information>" in text:
+            for hit in next(retrievals, []):
+                console.print(f"[cyan]search:[/cyan] {escape(hit['query'])}")
+                console.print(f"   [dim]retrieved:[/dim] {escape(_titles(hit['documents']))}")
+        elif segment["role"] == "env":
+            console.print("[yellow]invalid action: the model is told to try again[/yellow]")
+    print_ending(result, console)
+
+
+def stream_episode(agent: Any, question: str, console: Console) -> dict:
+    """Run one episode, printing each turn, search and retrieval as it happens; return the result."""
+    from langchain_ragr1.graph import episode_result
+
+    state: dict = {}
+    for mode, data in agent.stream(question, stream_mode=["custom", "values"]):
+        if mode == "values":
+            state = data
+            continue
+        event = data.get("event")
+        if event == "turn":
+            print_turn(data["text"], console)
+            if data.get("action") == "invalid" and not data.get("final"):
+                console.print("[yellow]invalid action: the model is told to try again[/yellow]")
+        elif event == "search":
+            console.print(f"[cyan]search:[/cyan] {escape(data['query'])}")
+        elif event == "results":
+            found = "; ".join(str(t) for t in data["titles"]) if data["titles"] else "no results"
+            if data.get("error"):
+                found = f"retrieval failed: {data['error']}"
+            console.print(f"   [dim]retrieved for[/dim] {escape(data['query'])}[dim]:[/dim] {escape(found)}")
+    result = episode_result(state)
+    print_ending(result, console)
+    return result
+
+
+def result_json(result: dict, seconds: float) -> dict:
+    """What a script needs from an episode, as plain JSON."""
+    return {
+        "question": result["question"],
+        "answer": result["answer"],
+        "turns": result["turns"],
+        "steps": result["steps"],
+        "queries": result["queries"],
+        "documents": [
+            {"id": d.id if d.id is not None else d.metadata.get("id"), "title": d.metadata.get("title"),
+             "query": hit["query"], "turn": turn}
+            for turn, hits in enumerate(result["retrievals"], 1) for hit in hits for d in hit["documents"]
+        ],
+        "stop_reason": result["stop_reason"],
+        "invalid_turns": result["invalid_turns"],
+        "seconds": round(seconds, 3),
+        "trace": result["trace"],
+    }
+
+
+def _seed(seed: int | None) -> None:
+    """Seed Python's, NumPy's and torch's generators (sampling with --temperature > 0)."""
+    if seed is not None:
+        import random
+
+        import numpy
+        import torch
+
+        random.seed(seed)
+        numpy.random.seed(seed)
+        torch.manual_seed(seed)
+
+
+def _ask(args: argparse.Namespace, out: Console, err: Console) -> int:
     from langchain_ragr1.defaults import default_agent
 
     normalize_question(args.question)  # fail before loading anything
+    if not args.json:
+        err.print(f"[dim]loading the {args.model} model and the {args.retriever} retriever ...[/dim]")
+    started = time.perf_counter()
     agent = default_agent(
         model_path=args.model,
         retriever=args.retriever,
@@ -121,24 +232,29 @@ def _ask(args: argparse.Namespace, console: Console) -> int:
         k=args.k,
         max_turns=args.max_turns,
     )
-    result = agent.invoke(args.question)
+    _seed(args.seed)
     if args.json:
-        payload = {key: result[key] for key in ("question", "answer", "turns", "queries", "trace")}
-        payload["documents"] = [d.metadata.get("title") for d in result["documents"]]
-        print(json.dumps(payload, indent=2))
+        episode_start = time.perf_counter()
+        result = agent.invoke(args.question)
+        print(json.dumps(result_json(result, time.perf_counter() - episode_start), indent=2))
     else:
-        print_trace(result, console)
+        err.print(f"[dim]ready in {time.perf_counter() - started:.1f} s[/dim]")
+        stream_episode(agent, args.question, out)
     return 0
 
 
-def _index(args: argparse.Namespace, console: Console) -> int:
+def _index(args: argparse.Namespace, out: Console, err: Console) -> int:
     from langchain_ragr1.corpus import load_bundled_corpus, load_corpus_file
 
     if args.bundled == bool(args.inputs):
-        raise RagR1Error("Give corpus files to index, or --bundled for the bundled corpus.")
+        raise ConfigError("Give corpus files to index, or --bundled for the bundled corpus.")
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be a positive number of documents, got {args.limit}.")
+    split = {key: value for key, value in (("chunk_size", args.chunk_size), ("chunk_overlap", args.chunk_overlap))
+             if value is not None}
     documents = [] if args.inputs else load_bundled_corpus()
     for path in args.inputs:
-        documents.extend(load_corpus_file(path))
+        documents.extend(load_corpus_file(path, **split))
     documents = documents[: args.limit] if args.limit else documents
     if args.kind == "bm25":
         from langchain_ragr1.retrievers.bm25 import BM25Retriever
@@ -148,24 +264,41 @@ def _index(args: argparse.Namespace, console: Console) -> int:
         from langchain_ragr1.retrievers.chroma import build_chroma_store
 
         build_chroma_store(documents, args.store)
-    console.print(f"indexed {len(documents)} documents into {args.store} ({args.kind})")
+    err.print(f"indexed {len(documents)} passages into {args.store} ({args.kind})")
     return 0
 
 
-def _convert(args: argparse.Namespace, console: Console) -> int:
+def _serve(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from langchain_ragr1.extras import require
+
+    require("fastapi", "server")
+    require("uvicorn", "server")
+    from langchain_ragr1.server import main as serve_main
+
+    serve_main([
+        "--retriever", args.retriever, "--host", args.host, "--port", str(args.port),
+        "--max-topk", str(args.max_topk),
+        *(["--store", args.store] if args.store else []),
+        *(["--corpus", args.corpus] if args.corpus else []),
+    ])
+    return 0
+
+
+def _convert(args: argparse.Namespace, out: Console, err: Console) -> int:
     from langchain_ragr1.models import convert_gguf
 
-    console.print(f"converted into {convert_gguf(Path(args.gguf), Path(args.out))}")
+    out.print(f"converted into {convert_gguf(Path(args.gguf), Path(args.out))}")
     return 0
 
 
-def _eval(args: argparse.Namespace, console: Console) -> int:
+def _eval(args: argparse.Namespace, out: Console, err: Console) -> int:
     from rich.progress import Progress
 
     from langchain_ragr1.evaluation import run_eval
     from langchain_ragr1.report import metrics_table
 
-    with Progress(console=console, transient=False) as bar:
+    _seed(args.seed)
+    with Progress(console=err, transient=False) as bar:
         def progress_factory(total: int):
             task = bar.add_task("evaluating", total=total)
             return lambda n: bar.advance(task, n)
@@ -177,9 +310,14 @@ def _eval(args: argparse.Namespace, console: Console) -> int:
             temperature=args.temperature, batch_size=args.batch_size,
             progress_factory=progress_factory,
         )
-    console.print(metrics_table(metrics), markup=False)
-    console.print(f"wrote {args.out}/metrics.json, predictions.jsonl, report.md")
+    out.print(metrics_table(metrics), markup=False)
+    err.print(f"wrote {args.out}/metrics.json, predictions.jsonl, report.md")
     return 0
+
+
+def exit_code(exc: BaseException) -> int:
+    """2 for a usage error (a bad argument or setting), 1 for a runtime error."""
+    return 2 if isinstance(exc, (ConfigError, ProtocolError)) else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -188,13 +326,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     # any other process on a small machine) from spinning against each other.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = _parser().parse_args(argv)
-    console = Console(soft_wrap=True)
-    handlers = {"ask": _ask, "index": _index, "convert": _convert, "eval": _eval}
+    out = Console(soft_wrap=True, highlight=False)
+    err = Console(stderr=True, soft_wrap=True, highlight=False)
+    handlers = {"ask": _ask, "index": _index, "serve": _serve, "convert": _convert, "eval": _eval}
     try:
-        return handlers[args.command](args, console)
+        return handlers[args.command](args, out, err)
     except (RagR1Error, ProtocolError) as exc:
-        console.print(f"[bold red]error:[/bold red] {escape(str(exc))}")
-        return 2
+        code = exit_code(exc)
+        if getattr(args, "json", False):
+            print(json.dumps({"error": {"type": type(exc).__name__, "message": str(exc), "exit_code": code}}))
+        err.print(f"[bold red]error:[/bold red] {escape(str(exc))}")
+        return code
+    except KeyboardInterrupt:
+        err.print("[bold red]interrupted[/bold red]")
+        return 130
 
 
 if __name__ == "__main__":
