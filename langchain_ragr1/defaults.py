@@ -173,14 +173,29 @@ def default_agent(
     names = {f.name for f in fields(RagR1Config)}
     RagR1Config(**{key: value for key, value in agent_kwargs.items() if key in names})
     k = agent_kwargs.get("k", 3)
-    if not isinstance(retriever, BaseRetriever):
-        retriever = make_retriever(
-            retriever, k=k, store=store, corpus=corpus, url=url, show_progress=show_progress
+
+    def load_retriever() -> BaseRetriever:
+        built = make_retriever(retriever, k=k, store=store, corpus=corpus, url=url, show_progress=show_progress)
+        embeddings = getattr(getattr(built, "vectorstore", None), "embeddings", None)
+        if hasattr(embeddings, "warm"):  # load the query embedder now, not in the first search
+            embeddings.warm()
+        return built
+
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    def load_policy():
+        return default_policy(
+            model_path, max_new_tokens=max_new_tokens, temperature=temperature, show_progress=show_progress,
         )
-    policy = default_policy(
-        model_path,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        show_progress=show_progress,
-    )
-    return RagR1Agent(policy, retriever, **agent_kwargs)
+
+    if isinstance(retriever, BaseRetriever):
+        return RagR1Agent(load_policy(), retriever, **agent_kwargs)
+    if store or corpus or retriever == "http":  # the user's inputs: check them before the model loads
+        ready = load_retriever()
+        return RagR1Agent(load_policy(), ready, **agent_kwargs)
+    # The bundled stores load (and the embedder warms) while the model does: the first answer comes sooner.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragr1-load") as pool:
+        pending: Future = pool.submit(load_retriever)
+        policy = load_policy()
+        ready = pending.result()
+    return RagR1Agent(policy, ready, **agent_kwargs)
