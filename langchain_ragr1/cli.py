@@ -316,8 +316,10 @@ def _eval(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def exit_code(exc: BaseException) -> int:
-    """2 for a usage error (a bad argument or setting), 1 for a runtime error."""
-    return 2 if isinstance(exc, (ConfigError, ProtocolError)) else 1
+    """2 for a usage error (a bad argument, setting or input file: our ``ValueError`` kinds such as
+    ``ConfigError``, ``DataError``, ``ProtocolError``), 1 for a runtime error (a missing resource,
+    a failing retriever)."""
+    return 2 if isinstance(exc, (ConfigError, ProtocolError, ValueError)) else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -159,7 +159,8 @@ def test_cli_eval_flashrag_file_and_bad_data(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "q", "golden_answers": []}\n')
     assert main(["eval", "--data", f"nq:{bad}", "--out", str(tmp_path / "o")]) == 2
-    assert "line 1: 'golden_answers' is empty" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "line 1: 'golden_answers' is empty" in captured.err and captured.out == ""
     with pytest.raises(SystemExit):
         main(["eval", "--data", "ragr1-dev", "--mode", "rag", "--out", str(tmp_path / "o")])
     assert "naive-rag" in capsys.readouterr().err

@@ -130,6 +130,7 @@ def test_cli_rejects_a_bad_config_before_loading_anything(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "training/run_rl.py"), "--config", str(bad)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "num_generation" in proc.stderr and "Traceback" not in proc.stderr
+    assert str(bad) in proc.stderr and "did you mean 'num_generations'" in proc.stderr
 
 
 def test_empty_data_is_a_config_error(tmp_path):

@@ -75,7 +75,7 @@ def test_shipped_configs_validate_without_loading():
 
 
 def test_unknown_key_is_rejected(tmp_path):
-    with pytest.raises(ConfigError, match="unknown key.*learning_rat"):
+    with pytest.raises(ConfigError, match="unknown key.*learning_rat.*did you mean 'learning_rate'"):
         config_from_dict({"dataset": "d", "output_dir": "o", "learning_rat": 1e-4})
     with pytest.raises(ConfigError, match="unknown key.*rank.*lora"):
         config_from_dict({"dataset": "d", "output_dir": "o", "lora": {"rank": 8}})

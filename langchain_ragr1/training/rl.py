@@ -16,9 +16,11 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from langchain_ragr1.extras import require
 from langchain_ragr1.training.checkpoints import last_complete_checkpoint
 from langchain_ragr1.training.rl_config import ConfigError, RLRunConfig
 from langchain_ragr1.training.rl_rewards import default_rewards
+from langchain_ragr1.training.run_config import build_trl_config
 from langchain_ragr1.training.rl_rollout import GraphRollout, RolloutSettings
 
 logger = logging.getLogger(__name__)
@@ -117,37 +119,46 @@ def load_questions(config: RLRunConfig) -> list:
 
 def make_dataset(items: Sequence[Any]):
     """A ``datasets.Dataset`` with ``prompt`` (the question), ``id``, ``golden_answers``."""
+    require("datasets", "training")
     from datasets import Dataset
 
     return Dataset.from_list([{"prompt": it.question, "id": str(it.id), "golden_answers": list(it.golden_answers)}
                               for it in items])
 
 
+#: Our keys that reach GRPOConfig under the same name.
+GRPO_SAME_NAME = ("output_dir", "learning_rate", "beta", "num_generations", "per_device_train_batch_size",
+                  "gradient_accumulation_steps", "max_completion_length", "temperature", "top_p", "max_steps",
+                  "save_steps", "save_total_limit", "logging_steps", "seed", "bf16")
+
+
 def grpo_args(config: RLRunConfig, *, use_cpu: bool, progress: bool = True,
               reward_weights: list[float] | None = None) -> Any:
-    """The ``GRPOConfig`` of a run (vLLM settings pass through when ``use_vllm``)."""
-    from trl import GRPOConfig
-
+    """The ``GRPOConfig`` of a run: our keys (vLLM settings when ``use_vllm``), then the TRL
+    pass-through (``config.trl_args``: report_to, optim, ...). A value TRL rejects raises
+    :class:`ConfigError` naming the key."""
     vllm = {}
     if config.use_vllm:
         vllm = {"use_vllm": True, "vllm_mode": config.vllm_mode,
                 "vllm_gpu_memory_utilization": config.vllm_gpu_memory_utilization}
         if config.vllm_server_base_url:
             vllm["vllm_server_base_url"] = config.vllm_server_base_url
-    same_name = ("output_dir", "learning_rate", "beta", "num_generations", "per_device_train_batch_size",
-                 "gradient_accumulation_steps", "max_completion_length", "temperature", "top_p", "max_steps",
-                 "save_steps", "save_total_limit", "logging_steps", "seed", "bf16")
-    return GRPOConfig(
-        **{key: getattr(config, key) for key in same_name},
-        reward_weights=reward_weights,
-        save_strategy="steps",
-        use_cpu=use_cpu,
-        activation_checkpointing=config.gradient_checkpointing,  # TRL's default is on
-        report_to=[],
-        disable_tqdm=not progress,
-        dataloader_num_workers=0,
+    defaults = {  # ours, that a config may change (report_to: tensorboard, ...)
+        "save_strategy": "steps",
+        "report_to": [],
+        "disable_tqdm": not progress,
+        "dataloader_num_workers": 0,
+    }
+    ours = {
+        **{key: getattr(config, key) for key in GRPO_SAME_NAME},
+        "reward_weights": reward_weights,
+        "use_cpu": use_cpu,
+        "activation_checkpointing": config.gradient_checkpointing,  # TRL's default is on
         **vllm,
-    )
+    }
+    return build_trl_config("GRPOConfig", {**defaults, **ours, **config.trl_args},
+                            user_keys=[*config.trl_args, *GRPO_SAME_NAME, *vllm, "activation_checkpointing"],
+                            label="RL")
 
 
 def build_trainer(config: RLRunConfig, *, model: Any, tokenizer: Any, retriever: Any, items: Sequence[Any],
@@ -160,6 +171,7 @@ def build_trainer(config: RLRunConfig, *, model: Any, tokenizer: Any, retriever:
     import os
 
     import torch
+    require("trl", "training")
     from trl import GRPOTrainer
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental

@@ -3,6 +3,10 @@
 Batch sizes follow TRL 1.16: ``per_device_train_batch_size`` counts completions (episodes),
 so one optimizer step sees ``per_device_train_batch_size * gradient_accumulation_steps /
 num_generations`` prompts (questions), each sampled ``num_generations`` times.
+
+Besides its own keys a config takes any field of ``trl.GRPOConfig`` at the top level
+(``report_to: tensorboard``, ``optim``, ``loss_type``, ``num_iterations``, ...): they are kept
+in ``trl_args`` and passed to the ``GRPOConfig`` that ``rl.grpo_args`` builds.
 """
 
 from __future__ import annotations
@@ -14,17 +18,27 @@ from typing import Any
 from langchain_ragr1.training.run_config import (
     ConfigError,
     LoraSettings,
-    check_keys,
+    check_trl_args,
     coerce_floats,
     is_int,
     is_num,
     lora_from,
     read_yaml,
+    resolve_config,
+    split_trl_keys,
 )
 
 RETRIEVERS = ("chroma", "bm25", "http")
 VLLM_MODES = ("colocate", "server")
 LABEL = "RL"
+TRL_CLASS = "GRPOConfig"
+#: TRL fields that this config sets from one of its own keys: TRL name -> ours (either, not both).
+TRL_ALIASES = {"activation_checkpointing": "gradient_checkpointing"}
+#: TRL fields the run sets itself: TRL name -> what to do instead.
+TRL_MANAGED = {
+    "use_cpu": "set device: cpu, cuda or auto",
+    "reward_weights": "set format_weight (exact match has weight 1)",
+}
 
 
 def _rl_lora() -> LoraSettings:
@@ -73,6 +87,9 @@ class RLRunConfig:
     vllm_mode: str = "colocate"
     vllm_server_base_url: str | None = None
     vllm_gpu_memory_utilization: float = 0.3
+    #: other trl.GRPOConfig fields, verbatim (report_to, optim, loss_type, ...); in YAML they sit
+    #: at the top level beside the keys above
+    trl_args: dict[str, Any] = field(default_factory=dict)
 
     @property
     def prompts_per_step(self) -> int:
@@ -135,27 +152,40 @@ class RLRunConfig:
         if self.use_vllm and self.device == "cpu":
             raise bad("use_vllm", "needs a GPU (device: cpu was set); on a CPU use the transformers policy")
         self.lora.validate(LABEL)
+        check_trl_args(self.trl_args, OWN_KEYS, LABEL, TRL_MANAGED)
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The config as YAML would write it: its keys and the TRL pass-through, flat."""
+        data = asdict(self)
+        trl_args = data.pop("trl_args")
+        return {**data, **trl_args}
 
 
-def config_from_dict(values: dict[str, Any], /, **overrides: Any) -> RLRunConfig:
-    """Build and validate a config; ``overrides`` that are None are ignored."""
+#: The YAML keys of this config (``trl_args`` is where the others go, not a key).
+OWN_KEYS = frozenset(f.name for f in fields(RLRunConfig)) - {"trl_args"}
+
+
+def config_from_dict(values: dict[str, Any], /, *, source: str | None = None, **overrides: Any) -> RLRunConfig:
+    """Build and validate a config; ``overrides`` that are None are ignored. A key that is not
+    ours but a field of ``trl.GRPOConfig`` goes to ``trl_args``; ``source`` (the file) is named
+    in key errors."""
     if not isinstance(values, dict):
         raise ConfigError(f"RL config: expected a mapping, got {type(values).__name__}")
     data = dict(values)
     data.update({k: v for k, v in overrides.items() if v is not None})
-    check_keys(data, {f.name for f in fields(RLRunConfig)}, "the top level", LABEL)
+    trl_args = split_trl_keys(data, OWN_KEYS, TRL_CLASS, LABEL, source=source,
+                              aliases=TRL_ALIASES, managed=TRL_MANAGED)
     if not data.get("output_dir"):
         raise ConfigError("RL config: output_dir is required")
     lora = lora_from(data.pop("lora", None), _rl_lora(), LABEL)
     coerce_floats(data, ("learning_rate", "beta", "temperature", "top_p", "format_weight",
                          "vllm_gpu_memory_utilization"), LABEL)
-    return RLRunConfig(lora=lora, **data).validate()
+    return RLRunConfig(lora=lora, trl_args=trl_args, **data).validate()
 
 
 def load_config(path: str | Path, **overrides: Any) -> RLRunConfig:
-    """Read a YAML config and validate it; nothing is loaded."""
-    return config_from_dict(read_yaml(path, LABEL), **overrides)
+    """Read a YAML config (a path, or a packaged config's name such as ``rl_cpu``) and validate
+    it; no model or data is loaded."""
+    path = resolve_config(path, LABEL)
+    return config_from_dict(read_yaml(path, LABEL), source=str(path), **overrides)

@@ -7,7 +7,10 @@ turn), so TRL's dataset preparation is skipped (``skip_prepare_dataset``) and it
 attention 0 and label -100, and no EOS is a target.
 
 :class:`SFTRunConfig` is loaded from YAML and validated before any model is loaded
-(:class:`ConfigError` names the bad key); :func:`train_sft` trains (LoRA or full), saves
+(:class:`ConfigError` names the bad key). Besides its own keys a config takes any field of
+``trl.SFTConfig`` at the top level (``report_to: tensorboard``, ``optim``, ...), kept in
+``trl_args`` and passed to the ``SFTConfig`` that :func:`sft_args` builds. :func:`train_sft`
+trains (LoRA or full), saves
 ``checkpoint-<step>`` folders, resumes from the last one found in ``output_dir``, writes
 ``loss.csv``/``loss.png`` and saves the final model or adapter with its tokenizer in
 ``output_dir/final``.
@@ -22,19 +25,34 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from langchain_ragr1.extras import require
 from langchain_ragr1.training.run_config import (
     ConfigError,
     LoraSettings,
-    check_keys,
+    build_trl_config,
+    check_trl_args,
     coerce_floats,
     lora_from,
     read_yaml,
+    resolve_config,
+    split_trl_keys,
+    uses_cpu,
 )
 
 logger = logging.getLogger(__name__)
 
 MAKE_DATA_HINT = "build it first with training/make_sft_data.py --out DIR (it writes DIR/dataset)"
 LABEL = "SFT"
+TRL_CLASS = "SFTConfig"
+#: TRL fields that this config sets from one of its own keys: TRL name -> ours. Either may be
+#: given, not both (``warmup_steps`` also takes a step count; ``warmup_ratio`` is a ratio).
+TRL_ALIASES = {"warmup_steps": "warmup_ratio", "activation_checkpointing": "gradient_checkpointing"}
+#: TRL fields the run sets itself: TRL name -> what to do instead.
+TRL_MANAGED = {
+    "use_cpu": "set device: cpu, cuda or auto",
+    "dataset_kwargs": "the dataset is pre-tokenised with its label mask, so TRL's dataset preparation stays off",
+    "packing": "samples are trained one per row with their label mask (no packing)",
+}
 
 
 @dataclass
@@ -60,6 +78,9 @@ class SFTRunConfig:
     warmup_ratio: float = 0.0
     lr_scheduler_type: str = "linear"
     device: str = "auto"  # auto | cpu | cuda
+    #: other trl.SFTConfig fields, verbatim (report_to, optim, weight_decay, ...); in YAML they sit
+    #: at the top level beside the keys above
+    trl_args: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> "SFTRunConfig":
         """Check values (not paths to the model); raises :class:`ConfigError`."""
@@ -93,6 +114,7 @@ class SFTRunConfig:
         if not self.dataset or not self.output_dir:
             raise bad("dataset/output_dir", "must both be set")
         self.lora.validate(LABEL)
+        check_trl_args(self.trl_args, OWN_KEYS, LABEL, TRL_MANAGED)
         return self
 
     def check_dataset(self) -> Path:
@@ -105,28 +127,74 @@ class SFTRunConfig:
         return path
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The config as YAML would write it: its keys and the TRL pass-through, flat."""
+        data = asdict(self)
+        trl_args = data.pop("trl_args")
+        return {**data, **trl_args}
 
 
-def config_from_dict(data: dict[str, Any], **overrides: Any) -> SFTRunConfig:
-    """Build and validate a config; ``overrides`` that are None are ignored."""
+#: The YAML keys of this config (``trl_args`` is where the others go, not a key).
+OWN_KEYS = frozenset(f.name for f in fields(SFTRunConfig)) - {"trl_args"}
+
+
+def config_from_dict(data: dict[str, Any], /, *, source: str | None = None, **overrides: Any) -> SFTRunConfig:
+    """Build and validate a config; ``overrides`` that are None are ignored. A key that is not
+    ours but a field of ``trl.SFTConfig`` goes to ``trl_args``; ``source`` (the file) is named
+    in key errors."""
     if not isinstance(data, dict):
         raise ConfigError(f"SFT config: expected a mapping, got {type(data).__name__}")
     data = dict(data)
     data.update({k: v for k, v in overrides.items() if v is not None})
-    check_keys(data, {f.name for f in fields(SFTRunConfig)}, "the top level", LABEL)
+    trl_args = split_trl_keys(data, OWN_KEYS, TRL_CLASS, LABEL, source=source,
+                              aliases=TRL_ALIASES, managed=TRL_MANAGED)
     for key in ("dataset", "output_dir"):
         if not data.get(key):
             raise ConfigError(f"SFT config: {key} is required"
                               + (f"; {MAKE_DATA_HINT}" if key == "dataset" else ""))
     lora = lora_from(data.pop("lora", None), LoraSettings(), LABEL)
     coerce_floats(data, ("learning_rate", "warmup_ratio", "num_train_epochs"), LABEL)
-    return SFTRunConfig(lora=lora, **data).validate()
+    return SFTRunConfig(lora=lora, trl_args=trl_args, **data).validate()
 
 
 def load_config(path: str | Path, **overrides: Any) -> SFTRunConfig:
-    """Read a YAML config and validate it; nothing is loaded."""
-    return config_from_dict(read_yaml(path, LABEL), **overrides)
+    """Read a YAML config (a path, or a packaged config's name such as ``sft_default``) and
+    validate it; no model or data is loaded."""
+    path = resolve_config(path, LABEL)
+    return config_from_dict(read_yaml(path, LABEL), source=str(path), **overrides)
+
+
+#: Our keys that reach SFTConfig under the same name.
+SAME_NAME = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+             "gradient_accumulation_steps", "max_length", "save_steps", "logging_steps", "seed", "bf16",
+             "lr_scheduler_type")
+
+
+def sft_args(config: SFTRunConfig, *, use_cpu: bool | None = None, progress: bool = True) -> Any:
+    """The ``trl.SFTConfig`` of a run: our keys, then the TRL pass-through (``trl_args``).
+
+    ``use_cpu`` None: from ``config.device``. A value TRL rejects raises :class:`ConfigError`
+    naming the key. Nothing is loaded."""
+    if use_cpu is None:
+        use_cpu = uses_cpu(config.device)
+    defaults = {  # ours, that a config may change (report_to: tensorboard, ...)
+        "save_strategy": "steps",
+        "logging_first_step": True,
+        "report_to": [],
+        "disable_tqdm": not progress,
+        "dataloader_num_workers": 0,
+    }
+    ours = {
+        "output_dir": str(config.output_dir),
+        **{key: getattr(config, key) for key in SAME_NAME},
+        "use_cpu": use_cpu,
+        "activation_checkpointing": config.gradient_checkpointing,
+        "warmup_steps": config.warmup_ratio,  # transformers 5: a float < 1 is a ratio
+        "dataset_kwargs": {"skip_prepare_dataset": True},
+        "packing": False,
+    }
+    return build_trl_config(TRL_CLASS, {**defaults, **ours, **config.trl_args},
+                            user_keys=[*config.trl_args, *SAME_NAME, "warmup_steps", "activation_checkpointing"],
+                            label=LABEL)
 
 
 def write_loss_curve(log_history: list[dict[str, Any]], output_dir: str | Path) -> list[dict[str, float]]:
@@ -164,13 +232,19 @@ def train_sft(config: SFTRunConfig, *, progress: bool = True) -> dict[str, Any]:
     dataset_path = config.check_dataset()
 
     import torch
+
+    require("trl", "training")
+    require("datasets", "training")
     from datasets import load_from_disk
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     from langchain_ragr1.models import base_model_path, check_model_path
     from langchain_ragr1.training.checkpoints import last_complete_checkpoint
 
+    use_cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
+    output_dir = Path(config.output_dir)
+    args = sft_args(config, use_cpu=use_cpu, progress=progress)  # TRL's own checks, before anything loads
     model_path = check_model_path(config.model) if config.model else base_model_path(show_progress=progress)
     dataset = load_from_disk(str(dataset_path))
     missing = {"input_ids", "labels"} - set(dataset.column_names)
@@ -186,7 +260,6 @@ def train_sft(config: SFTRunConfig, *, progress: bool = True) -> dict[str, Any]:
         dataset = dataset.shuffle(seed=config.seed).select(range(config.max_samples))
     dataset = dataset.select_columns(["input_ids", "labels"])
 
-    use_cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -195,32 +268,7 @@ def train_sft(config: SFTRunConfig, *, progress: bool = True) -> dict[str, Any]:
 
     peft_config = config.lora.to_peft()
 
-    output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    args = SFTConfig(
-        output_dir=str(output_dir),
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        max_length=config.max_length,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        logging_steps=config.logging_steps,
-        logging_first_step=True,
-        seed=config.seed,
-        bf16=config.bf16,
-        use_cpu=use_cpu,
-        gradient_checkpointing=config.gradient_checkpointing,
-        warmup_steps=config.warmup_ratio,  # transformers 5: a float < 1 is a ratio
-        lr_scheduler_type=config.lr_scheduler_type,
-        dataset_kwargs={"skip_prepare_dataset": True},
-        packing=False,
-        report_to=[],
-        disable_tqdm=not progress,
-        dataloader_num_workers=0,
-    )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=peft_config)
     last = last_complete_checkpoint(output_dir)

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Sequence
 
 from langchain_ragr1.data.loaders import QAItem
 from langchain_ragr1.errors import RagR1Error
+from langchain_ragr1.extras import require
 from langchain_ragr1.protocol import exact_match, parse_action
 from langchain_ragr1.transcript import Segment
 
@@ -189,6 +190,7 @@ def build_sft_dataset(
     ``max_tokens``/``mean_tokens`` of the kept samples. Raises :class:`EmptySFTDataError`
     with those counts when nothing is left.
     """
+    require("datasets", "training")
     from datasets import Dataset
 
     rows: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": [], "kind": [], "id": []}

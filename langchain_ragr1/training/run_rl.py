@@ -1,0 +1,71 @@
+"""Stage 2 RL: GRPO with the RAG-R1 graph as the rollout environment.
+
+    python -m langchain_ragr1.training.run_rl [--config rl_cpu] [--max-steps N] \
+        [--output-dir DIR] [--data SPEC] [--model DIR] [--validate-only] [--quiet]
+    python training/run_rl.py [--config training/configs/rl_cpu.yaml] ...   # a checkout: the same
+
+With no arguments: the packaged CPU config ``rl_cpu`` (default model + LoRA, the bundled
+corpus, 50 steps). ``--config`` takes a YAML file or a packaged config's name
+(``--list-configs``). Resumes from the last complete ``checkpoint-<step>`` in the output
+folder; writes ``metrics.csv``, ``metrics.png`` and ``final/`` (the LoRA adapter or full model).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: busy-waiting OpenMP threads slow CPUs
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+from typing import Sequence  # noqa: E402
+
+from langchain_ragr1.training.run_config import config_help, print_packaged_configs  # noqa: E402
+
+LABEL = "RL"
+DEFAULT_CONFIG = "rl_cpu"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help=config_help(LABEL) + " (default: %(default)s)")
+    parser.add_argument("--max-steps", type=int, help="override max_steps (optimizer steps)")
+    parser.add_argument("--output-dir", help="override output_dir")
+    parser.add_argument("--data", help="override data (a load_qa spec, e.g. filter_rl_data.py's JSONL)")
+    parser.add_argument("--model", help="override model: a transformers model folder, 'default' or 'base'")
+    parser.add_argument("--validate-only", action="store_true",
+                        help="check the config (and the trl.GRPOConfig it makes), print it and exit; loads no model")
+    parser.add_argument("--list-configs", action="store_true", help="print the packaged configs and where they are")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    args = parser.parse_args(argv)
+    if args.list_configs:
+        return print_packaged_configs(LABEL)
+
+    from langchain_ragr1.errors import RagR1Error
+    from langchain_ragr1.training.rl_config import load_config
+
+    try:
+        config = load_config(args.config, max_steps=args.max_steps, output_dir=args.output_dir,
+                             data=args.data, model=args.model)
+        from langchain_ragr1.training.rl import grpo_args, train_rl
+        from langchain_ragr1.training.rl_rewards import default_rewards
+        from langchain_ragr1.training.run_config import uses_cpu
+
+        # TRL's checks of the values before any model loads (--validate-only: on any machine)
+        use_cpu = True if args.validate_only else uses_cpu(config.device)
+        grpo_args(config, use_cpu=use_cpu, reward_weights=default_rewards(config.format_weight)[1])
+        if args.validate_only:
+            print(json.dumps(config.to_dict(), indent=2))
+            return 0
+        summary = train_rl(config, progress=not args.quiet)
+    except RagR1Error as exc:  # bad config, missing model, data or extra: a message, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    summary.pop("metrics_rows")
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

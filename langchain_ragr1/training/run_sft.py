@@ -1,0 +1,66 @@
+"""Stage 1 SFT: train on the dataset written by training/make_sft_data.py.
+
+    python -m langchain_ragr1.training.run_sft --config sft_cpu_lora [--max-steps N] \
+        [--output-dir DIR] [--dataset DIR] [--model DIR] [--validate-only] [--quiet]
+    python training/run_sft.py --config training/configs/sft_cpu_lora.yaml ...   # a checkout: the same
+
+``--config`` takes a YAML file or a packaged config's name (``--list-configs``). Resumes
+from the last ``checkpoint-<step>`` in the output folder; writes ``loss.csv``, ``loss.png``
+and ``final/`` (the LoRA adapter or full model, with the tokenizer).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: busy-waiting OpenMP threads slow CPUs
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+from typing import Sequence  # noqa: E402
+
+from langchain_ragr1.training.run_config import config_help, print_packaged_configs  # noqa: E402
+
+LABEL = "SFT"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", help=config_help(LABEL) + " (required)")
+    parser.add_argument("--max-steps", type=int, help="override max_steps (optimizer steps)")
+    parser.add_argument("--output-dir", help="override output_dir")
+    parser.add_argument("--dataset", help="override dataset (make_sft_data.py's --out folder or its dataset/)")
+    parser.add_argument("--model", help="override model (a transformers model folder)")
+    parser.add_argument("--validate-only", action="store_true",
+                        help="check the config (and the trl.SFTConfig it makes), print it and exit; loads no model")
+    parser.add_argument("--list-configs", action="store_true", help="print the packaged configs and where they are")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.list_configs:
+        return print_packaged_configs(LABEL)
+    if not args.config:
+        parser.error("--config is required (a YAML file or a packaged config's name; see --list-configs)")
+
+    from langchain_ragr1.errors import RagR1Error
+    from langchain_ragr1.training.sft import load_config, sft_args, train_sft
+
+    try:
+        config = load_config(args.config, max_steps=args.max_steps, output_dir=args.output_dir,
+                             dataset=args.dataset, model=args.model)
+        if args.validate_only:
+            sft_args(config, use_cpu=True)  # TRL's checks of the values (on any machine)
+            print(json.dumps(config.to_dict(), indent=2))
+            return 0
+        config.check_dataset()
+        summary = train_sft(config, progress=not args.quiet)
+    except RagR1Error as exc:  # bad config, missing model, data or extra: a message, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    summary.pop("loss_rows")
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
