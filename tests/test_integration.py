@@ -80,7 +80,7 @@ def test_cli_index_then_ask(tmp_path, corpus_slice, default_model_dir, capsys):
     corpus.write_text("\n".join(json.dumps({"id": d.metadata["id"], "title": d.metadata["title"],
                                             "text": d.page_content}) for d in corpus_slice))
     assert main(["index", str(corpus), "--store", str(tmp_path / "bm25"), "--kind", "bm25"]) == 0
-    assert "indexed 44 documents" in capsys.readouterr().out
+    assert "indexed 44" in capsys.readouterr().err  # the summary is a notice: stderr
     code = main(["ask", QUESTION, "--retriever", "bm25", "--store", str(tmp_path / "bm25"),
                  "--model", str(default_model_dir), "--max-new-tokens", "16", "--max-turns", "1",
                  "--temperature", "0", "--json"])
