@@ -137,7 +137,9 @@ def test_empty_data_is_a_config_error(tmp_path):
     from langchain_ragr1.training.rl import load_questions
 
     (tmp_path / "empty.jsonl").write_text("")
-    with pytest.raises(ConfigError, match="no questions"):
+    from langchain_ragr1.errors import RagR1Error
+
+    with pytest.raises(RagR1Error, match="no questions"):  # the loader's DataError names the file
         load_questions(config_from_dict({"output_dir": "o", "data": str(tmp_path / "empty.jsonl")}))
 
 
