@@ -3,13 +3,17 @@
 Every strategy (``multi``, ``single``, ``naive-rag``, ``direct``) is a configuration of the
 same graph (:func:`langchain_ragr1.config.config_for`). Episodes run through ``agent.batch``
 in chunks; each finished question is appended to ``predictions.jsonl`` at once, so an
-interrupted run resumes without redoing it. Scores use the model's answer only.
+interrupted run resumes without redoing it. A question whose episode ended in an error (a
+retriever outage, say) is not done: a rerun runs it again and its new record replaces the error
+record, so ``predictions.jsonl`` keeps one record per question and mode. Scores use the model's
+answer only; an errored question scores 0 and is counted in ``errors``.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 import time
 from pathlib import Path
@@ -28,7 +32,7 @@ METRICS_FILE = "metrics.json"
 KIND_METRICS_FILE = "metrics_by_kind.json"
 #: Keys of each mode's entry in ``metrics.json``.
 METRIC_KEYS: tuple[str, ...] = (
-    "em", "f1", "avg_turns", "avg_queries", "format_ok", "avg_seconds", "p95_seconds", "n",
+    "em", "f1", "avg_turns", "avg_queries", "format_ok", "avg_seconds", "p95_seconds", "n", "errors",
 )
 
 
@@ -141,11 +145,15 @@ def _percentile(values: Sequence[float], q: float) -> float:
 
 
 def aggregate(records: Iterable[dict]) -> dict[str, Any]:
-    """Metrics of one mode's records (see :data:`METRIC_KEYS`), plus tokens and errors."""
+    """Metrics of one mode's records (see :data:`METRIC_KEYS`), plus tokens and errors.
+
+    ``em``/``f1`` are over all ``n`` questions, an errored one scoring 0; ``errors`` counts those,
+    and ``em_without_errors``/``f1_without_errors`` score only the others (None if all errored)."""
     records = list(records)
     n = len(records)
     if n == 0:
-        return {key: 0.0 for key in METRIC_KEYS} | {"n": 0}
+        return {key: 0.0 for key in METRIC_KEYS} | {"n": 0, "errors": 0}
+    ok = [r for r in records if r.get("error") is None]
     turns = sum(r["turns"] for r in records)
     queries = sum(len(q) for r in records for q in r["queries"])
     steps = sum(r["steps"] for r in records)
@@ -162,7 +170,9 @@ def aggregate(records: Iterable[dict]) -> dict[str, Any]:
         "n": n,
         "avg_generated_tokens": sum(tokens) / len(tokens) if tokens else None,
         "answered": sum(r["answer"] is not None for r in records) / n,
-        "errors": sum(r.get("error") is not None for r in records),
+        "errors": n - len(ok),
+        "em_without_errors": sum(r["em"] for r in ok) / len(ok) if ok else None,
+        "f1_without_errors": sum(r["f1"] for r in ok) / len(ok) if ok else None,
         **_evidence_metrics(records),
     }
 
@@ -182,6 +192,36 @@ def _evidence_metrics(records: list[dict]) -> dict[str, Any]:
     }
 
 
+def check_items(items: Sequence[QAItem]) -> None:
+    """Items :func:`evaluate` can run and resume: string ids, one per question, and a string kind."""
+    seen: dict[str, int] = {}
+    for number, item in enumerate(items, start=1):
+        if not isinstance(item.id, str):
+            raise ConfigError(f"Question {number} of the QA set: id must be a string, got {item.id!r}.")
+        if item.id in seen:
+            raise ConfigError(f"The QA set has duplicate id {item.id!r} (questions {seen[item.id]} and {number}); "
+                              f"resume needs one id per question: give each question its own id.")
+        seen[item.id] = number
+        if item.kind is not None and not isinstance(item.kind, str):
+            raise ConfigError(f"Question {item.id!r}: kind must be one string (or None), got "
+                              f"{type(item.kind).__name__} {item.kind!r}.")
+
+
+def _compact_predictions(path: Path) -> None:
+    """Keep the last record per (mode, question) where a rerun appended a replacement (atomically)."""
+    records = [r for r in read_predictions(path) if isinstance(r, dict)]
+    latest: dict[tuple[Any, Any], dict] = {}
+    for record in records:
+        latest[(record.get("mode"), record.get("id"))] = record  # keeps the first one's position
+    if len(latest) == len(records):
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for record in latest.values():
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
 def evaluate(
     items: Sequence[QAItem],
     modes: Sequence[str],
@@ -195,20 +235,20 @@ def evaluate(
 
     ``make_agent(mode)`` returns the agent of a strategy (e.g. ``RagR1Agent(policy, retriever,
     **config_for(mode).to_dict())``). Questions already in ``predictions.jsonl`` for a mode are
-    not run again. ``progress(n)`` is called after each chunk with the questions it finished.
-    Returns ``{mode: metrics}``.
+    not run again, except those whose last record is an error: they run again and their new
+    record replaces the old one (the error record stays until then). ``progress(n)`` is called
+    after each chunk with the questions it finished. Returns ``{mode: metrics}``.
     """
     modes = check_modes(modes)
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
-    ids = [item.id for item in items]
-    if len(set(ids)) != len(ids):
-        raise ConfigError("The QA set has duplicate ids; resume needs one id per question.")
+    check_items(items)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / PREDICTIONS_FILE
     _drop_partial_line(path)
-    done = {(r["mode"], r["id"]) for r in read_predictions(path)}
+    latest = {(r["mode"], r["id"]): r for r in read_predictions(path)}
+    done = {key for key, record in latest.items() if record.get("error") is None}  # errored: run again
     with path.open("a", encoding="utf-8") as handle:
         for mode in modes:
             todo = [item for item in items if (mode, item.id) not in done]
@@ -228,6 +268,7 @@ def evaluate(
                 handle.flush()
                 if progress:
                     progress(len(chunk))
+    _compact_predictions(path)
     return write_metrics(out, items, modes)
 
 
@@ -295,6 +336,7 @@ def run_eval(
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be a positive number of questions, got {limit}.")
     items = load_qa(data, limit)
+    check_items(items)
     configs = {m: config_for(m, k=k, max_turns=max_turns) for m in modes}  # validate first
     search = make_retriever(retriever, k=k, store=store, corpus=corpus, url=url)
     policy = default_policy(model, max_new_tokens=max_new_tokens, temperature=temperature)

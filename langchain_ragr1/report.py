@@ -12,18 +12,33 @@ _COLUMNS = (
     ("em", "EM", "{:.3f}"), ("f1", "F1", "{:.3f}"), ("avg_turns", "turns", "{:.2f}"),
     ("avg_queries", "queries/turn", "{:.2f}"), ("format_ok", "format ok", "{:.1%}"),
     ("avg_generated_tokens", "gen. tokens", "{:.0f}"), ("avg_seconds", "avg s", "{:.2f}"),
-    ("p95_seconds", "p95 s", "{:.2f}"), ("n", "n", "{}"),
+    ("p95_seconds", "p95 s", "{:.2f}"), ("n", "n", "{}"), ("errors", "errors", "{}"),
 )
 
 
+def error_note(metrics: Mapping[str, Mapping[str, Any]]) -> str:
+    """A line per mode with errored questions: how many, EM without them, and how to redo them."""
+    lines = []
+    for mode, values in metrics.items():
+        errors = values.get("errors") or 0
+        if errors:
+            n, rest = values.get("n", errors), values.get("em_without_errors")
+            counted = f"all {n}" if errors >= n else f"{errors} of {n}"
+            others = "" if rest is None else f"; EM over the other {n - errors}: {rest:.3f}"
+            lines.append(f"{mode}: {counted} question(s) ended in an error and score 0 in EM/F1{others} (the "
+                         f"errors are in predictions.jsonl); rerun the same command to run them again.")
+    return "\n".join(lines)
+
+
 def metrics_table(metrics: Mapping[str, Mapping[str, Any]]) -> str:
-    """A Markdown table, one row per mode."""
+    """A Markdown table, one row per mode; below it, a note on questions that ended in an error."""
     lines = ["| mode | " + " | ".join(c[1] for c in _COLUMNS) + " |",
              "|---" * (len(_COLUMNS) + 1) + "|"]
     for mode, values in metrics.items():
         cells = ["-" if values.get(key) is None else fmt.format(values[key]) for key, _, fmt in _COLUMNS]
         lines.append(f"| {mode} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    note = error_note(metrics)
+    return "\n".join(lines) + (f"\n\n{note}" if note else "")
 
 
 def plot_metrics(metrics: Mapping[str, Mapping[str, Any]], path: str | Path) -> Path:
@@ -57,12 +72,13 @@ def plot_metrics(metrics: Mapping[str, Mapping[str, Any]], path: str | Path) -> 
 
 def kind_table(by_kind: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
     """A Markdown table of EM, retrieval turns and queries per turn for each mode and question kind."""
-    lines = ["| mode | kind | EM | turns | queries/turn | format ok | n |", "|---|---|---|---|---|---|---|"]
+    lines = ["| mode | kind | EM | turns | queries/turn | format ok | n | errors |",
+             "|---|---|---|---|---|---|---|---|"]
     for mode, kinds in by_kind.items():
         for kind, v in kinds.items():
             if v.get("n"):
                 lines.append(f"| {mode} | {kind} | {v['em']:.3f} | {v['avg_turns']:.2f} | "
-                             f"{v['avg_queries']:.2f} | {v['format_ok']:.1%} | {v['n']} |")
+                             f"{v['avg_queries']:.2f} | {v['format_ok']:.1%} | {v['n']} | {v.get('errors', 0)} |")
     return "\n".join(lines)
 
 
@@ -82,7 +98,8 @@ def write_report(metrics: Mapping[str, Mapping[str, Any]], out: str | Path, *, d
     lines += ["", metrics_table(metrics), "",
               "EM/F1 score the model's `<answer>` only; turns = retrieval turns; queries/turn over search "
               "turns; format ok = model turns that parsed as a valid action; seconds = episode wall time "
-              "inside concurrent batches.", ""]
+              "inside concurrent batches; errors = questions whose episode ended in an error (they score 0 "
+              "and run again when the same command is rerun).", ""]
     recall = {m: v for m, v in metrics.items() if v.get("evidence_recall") is not None}
     if recall:
         lines += ["Retrieval of the gold evidence articles (generated sets list them):", "",

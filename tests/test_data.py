@@ -92,3 +92,117 @@ def test_shipped_sets_load():
     assert all(i.gold_queries and i.evidence_titles for i in dev + test)
     train = load_qa("ragr1-train", limit=5)
     assert len(train) == 5 and not {i.id for i in train} & {i.id for i in dev + test}
+
+
+OK = {"question": "q", "golden_answers": ["a"]}
+
+
+def write_parquet(path, rows):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("latin1.jsonl", json.dumps(OK).encode() + b'\n{"question": "caf\xe9", "golden_answers": ["a"]}\n',
+     "line 2: not UTF-8 text (byte 0xe9"),
+    ("utf16.jsonl", (json.dumps(OK) + "\n").encode("utf-16"), "line 1: not UTF-8 text (byte 0xff"),
+    ("latin1.json", b'[\n {"question": "q", "golden_answers": ["a"]},\n {"question": "\xe9t\xe9", '
+                    b'"golden_answers": ["a"]}\n]', "line 3: not UTF-8 text"),
+    ("utf16.json", json.dumps([OK]).encode("utf-16"), "the file looks like UTF-16"),
+])
+def test_non_utf8_files_name_file_and_line(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DataError) as info:
+        load_qa(str(path))
+    text = str(info.value)
+    assert str(path) in text and message in text and "must be UTF-8" in text and "iconv" in text
+
+
+def test_utf8_bom_is_accepted(tmp_path):
+    for name, body in [("bom.jsonl", json.dumps(OK) + "\n"), ("bom.json", json.dumps([OK]))]:
+        (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + body.encode())
+        assert load_qa(str(tmp_path / name))[0].question == "q"
+
+
+@pytest.mark.parametrize("kind", [["bridge", "comparison"], {"type": "bridge"}, True])
+def test_kind_must_be_one_string_in_every_format(tmp_path, kind):
+    jsonl = write_lines(tmp_path / "k.jsonl", [OK, OK | {"kind": kind}])
+    json_file = tmp_path / "k.json"
+    json_file.write_text(json.dumps([OK, OK | {"kind": kind}], indent=1))
+    cases = [(jsonl, "line 2"), (json_file, "item 2 (line 8)")]
+    if not isinstance(kind, dict):  # a parquet column of structs is another type; lists and bools fit
+        cases.append((write_parquet(tmp_path / "k.parquet", [OK | {"kind": None}, OK | {"kind": kind}]), "row 2"))
+    for path, where in cases:
+        with pytest.raises(DataError) as info:
+            load_qa(str(path))
+        assert f"{path} {where}: 'kind' must be one string" in str(info.value)
+        assert '"kind": "comparison"' in str(info.value)
+
+
+def test_kind_numbers_and_blank_kinds_and_null_ids(tmp_path):
+    path = write_lines(tmp_path / "n.jsonl", [OK | {"kind": 2, "id": None}, OK | {"kind": " ", "id": None}])
+    items = load_qa(str(path))
+    assert [(i.id, i.kind) for i in items] == [("n-1", "2"), ("n-2", None)]
+    with pytest.raises(DataError, match=r"n.jsonl line 1: 'id' must be a string or number, got list"):
+        load_qa(str(write_lines(path, [OK | {"id": ["a"]}])))
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("empty.jsonl", "", "the file holds no questions"),
+    ("blank.jsonl", " \n\n\t\n", "the file holds no questions"),
+    ("empty.json", "", "the file is empty"),
+    ("blank.json", "  \n ", "the file is empty"),
+    ("list.json", "[ ]", "the file holds no questions"),
+    ("empty.parquet", "", "not a readable Parquet file"),
+    ("text.parquet", "question,golden_answers\n", "not a readable Parquet file"),
+])
+def test_empty_or_unreadable_files_are_errors(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(DataError) as info:
+        load_qa(str(path))
+    assert str(info.value).startswith(f"{path}: ") and message in str(info.value)
+
+
+def test_parquet_without_rows_is_an_error(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "none.parquet"
+    pq.write_table(pa.table({"question": pa.array([], pa.string())}), path)
+    with pytest.raises(DataError, match="none.parquet: the file holds no questions"):
+        load_qa(str(path))
+
+
+def test_duplicate_ids_name_file_id_and_both_places(tmp_path):
+    jsonl = write_lines(tmp_path / "d.jsonl", [OK | {"id": "a"}, OK | {"id": "b"}, "", OK | {"id": "a"}])
+    json_file = tmp_path / "d.json"
+    json_file.write_text(json.dumps([OK | {"id": 7}, OK | {"id": "7"}], indent=1))
+    parquet = write_parquet(tmp_path / "d.parquet", [OK | {"id": "x"}, OK | {"id": "y"}, OK | {"id": "x"}])
+    auto = write_lines(tmp_path / "auto.jsonl", [OK | {"id": "auto-2"}, OK])   # line 2 is numbered auto-2
+    for path, message in [(jsonl, "duplicate id 'a' on line 1 and line 4"),
+                          (json_file, "duplicate id '7' on item 1 (line 2) and item 2 (line 9)"),
+                          (parquet, "duplicate id 'x' on row 1 and row 3"),
+                          (auto, "duplicate id 'auto-2' on line 1 and line 2")]:
+        with pytest.raises(DataError) as info:
+            load_qa(str(path))
+        assert str(info.value).startswith(f"{path}: {message}") and "give every question its own 'id'" in str(
+            info.value)
+
+
+def test_fanoutqa_shaped_file_checks(tmp_path):
+    node = {"id": "n1", "question": "sub?", "decomposition": [], "evidence": {"title": "T"}}
+    item = {"id": "f1", "question": "Q?", "answer": "A", "decomposition": [node]}
+    path = tmp_path / "fan.json"
+    path.write_text(json.dumps([item, item | {"id": "f2"}]))
+    assert [i.id for i in load_qa(str(path))] == ["f1", "f2"]
+    path.write_text(json.dumps([item, item]))
+    with pytest.raises(DataError, match=r"duplicate id 'f1' on item 1 \(line 1\) and item 2 \(line 1\)"):
+        load_qa(str(path))
+    path.write_text(json.dumps([item | {"decomposition": [{"question": "no id"}]}]))
+    with pytest.raises(DataError, match=r"fan.json item 1 \(line 1\): 'decomposition' must be a list"):
+        load_qa(str(path))

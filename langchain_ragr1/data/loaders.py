@@ -6,12 +6,18 @@ plus ``golden_answers`` or ``reward_model.ground_truth.target``) and the FanOutQ
 the ``fanoutqa`` package. Names: ``NAME:PATH`` for the paper's seven benchmarks, the shipped
 generated sets (``ragr1-dev``, ``ragr1-test``), ``ragr1-train`` (generated on the fly) and
 ``fanoutqa``. Nothing is downloaded.
+
+Every loader checks the whole file before anything runs: the file must be UTF-8 and hold at
+least one question, ids must be unique, ``kind`` must be one string; a :class:`DataError` names
+the file and line (JSON: item and line; parquet: row) and says what to write instead.
 """
 
 from __future__ import annotations
 
+import codecs
 import importlib.util
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -30,6 +36,45 @@ SHIPPED_DIR = Path(__file__).resolve().parent / "sets"  # package data: ships in
 
 class DataError(RagR1Error, ValueError):
     """A QA file that cannot be read; the message names the file and line (or row)."""
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _decode(data: bytes, path: Path, line: int | None = None) -> str:
+    """``data`` as UTF-8 (a leading BOM dropped); otherwise a :class:`DataError` naming the line."""
+    start = len(codecs.BOM_UTF8) if line in (None, 1) and data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[start:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = start + exc.start
+        number = line if line is not None else data.count(b"\n", 0, offset) + 1
+        utf16 = line in (None, 1) and data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+        raise DataError(
+            f"{path} line {number}: not UTF-8 text (byte {data[offset]:#04x} cannot be decoded"
+            f"{'; the file looks like UTF-16' if utf16 else ''}); QA files must be UTF-8: re-save it as UTF-8, "
+            f"e.g. `iconv -f {'UTF-16' if utf16 else 'LATIN1'} -t UTF-8 {path.name} > fixed{path.suffix}`."
+        ) from None
+
+
+def _check_items(located: list[tuple[QAItem, str]], name: Any, example: str) -> list[QAItem]:
+    """The items of one file, after checking that there is at least one and that ids are unique.
+
+    ``located`` pairs each item with where it is (``"line 3"``, ``"item 2 (line 5)"``, ``"row 4"``)."""
+    if not located:
+        raise DataError(f"{name}: the file holds no questions; {example}")
+    seen: dict[str, str] = {}
+    for item, where in located:
+        if item.id in seen:
+            raise DataError(
+                f"{name}: duplicate id {item.id!r} on {seen[item.id]} and {where}; predictions and resume "
+                f"are keyed by id, so give every question its own 'id' (or leave 'id' out to number "
+                f"questions by position)."
+            )
+        seen[item.id] = where
+    return [item for item, _ in located]
 
 
 @dataclass
@@ -87,14 +132,43 @@ def item_from_record(record: Any, where: str, default_id: str, source: str | Non
     if not isinstance(titles, list):
         raise DataError(f"{where}: 'evidence_titles' must be a list of strings.")
     return QAItem(
-        id=str(record.get("id", default_id)),
+        id=_id(record.get("id"), where, default_id),
         question=question.strip(),
         golden_answers=_answers(_plain(answers), where),
-        kind=record.get("kind"),
+        kind=_kind(_plain(record.get("kind")), where),
         evidence_titles=[str(t) for t in titles],
         gold_queries=[[str(q) for q in turn] for turn in queries],
         source=source,
     )
+
+
+def _id(value: Any, where: str, default_id: str) -> str:
+    """A record's id as a string; a missing (or null) id becomes ``default_id``."""
+    value = _plain(value)
+    if value is None:
+        return default_id
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise DataError(f"{where}: 'id' must be a string or number, got {type(value).__name__} {_short(value)}; "
+                        f"give each question one id such as \"id\": \"q1\" (or leave 'id' out).")
+    text = str(value).strip()
+    if not text:
+        raise DataError(f"{where}: 'id' is empty; give each question a non-empty id such as \"id\": \"q1\" "
+                        f"(or leave 'id' out to number questions by position).")
+    return text
+
+
+def _kind(value: Any, where: str) -> str | None:
+    """A record's question kind: one string (a number is written as one); empty means none."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise DataError(
+            f"{where}: 'kind' must be one string naming the question's kind, got {type(value).__name__} "
+            f"{_short(value)}; write e.g. \"kind\": \"comparison\" (one kind per question) or leave 'kind' out."
+        )
+    return value.strip() or None
 
 
 def _plain(value: Any) -> Any:
@@ -105,43 +179,83 @@ def _plain(value: Any) -> Any:
 def load_jsonl(path: str | Path, source: str | None = None) -> list[QAItem]:
     """FlashRAG (and our generated) JSONL: one object per line; blank lines are skipped."""
     path = Path(path)
-    items = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path} line {number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{where}: not valid JSON ({exc.msg}).") from None
-            items.append(item_from_record(record, where, f"{path.stem}-{number}", source))
-    return items
+    located = []
+    for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        line = _decode(raw, path, number)
+        if not line.strip():
+            continue
+        where = f"{path} line {number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where}: not valid JSON ({exc.msg}).") from None
+        located.append((item_from_record(record, where, f"{path.stem}-{number}", source), f"line {number}"))
+    return _check_items(located, path, 'write one JSON object per line, e.g. '
+                        '{"id": "q1", "question": "...", "golden_answers": ["..."]}.')
 
 
 def load_json(path: str | Path, source: str | None = None) -> list[QAItem]:
     """RAG-R1 JSON (a list of ``{"question", "golden_answers"}``) or the FanOutQA JSON."""
     path = Path(path)
+    text = _decode(path.read_bytes(), path)
+    example = 'write a JSON list of questions, e.g. [{"question": "...", "golden_answers": ["..."]}].'
+    if not text.strip():
+        raise DataError(f"{path}: the file is empty, it holds no questions; {example}")
     try:
-        records = json.loads(path.read_text(encoding="utf-8"))
+        records = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path} line {exc.lineno}: not valid JSON ({exc.msg}).") from None
     if not isinstance(records, list):
         raise DataError(f"{path}: expected a JSON list of question objects, got {type(records).__name__}.")
+    places = [f"item {i} (line {line})" for i, line in enumerate(_array_item_lines(text), start=1)]
+    if len(places) != len(records):  # the scan is only for messages; never let it decide
+        places = [f"item {i}" for i in range(1, len(records) + 1)]
     if records and isinstance(records[0], dict) and "decomposition" in records[0]:
-        return [fanout_item(r, f"{path} item {i}") for i, r in enumerate(records, start=1)]
-    return [item_from_record(r, f"{path} item {i}", f"{path.stem}-{i}", source)
-            for i, r in enumerate(records, start=1)]
+        items = [fanout_item(r, f"{path} {place}") for r, place in zip(records, places)]
+    else:
+        items = [item_from_record(r, f"{path} {place}", f"{path.stem}-{i}", source)
+                 for i, (r, place) in enumerate(zip(records, places), start=1)]
+    return _check_items(list(zip(items, places)), path, example)
+
+
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _array_item_lines(text: str) -> list[int]:
+    """The line each element of the (valid) JSON array ``text`` starts on."""
+    decoder = json.JSONDecoder()
+    lines: list[int] = []
+    try:
+        i = _JSON_SPACE.match(text, 0).end() + 1  # past "["
+        i = _JSON_SPACE.match(text, i).end()
+        line, counted = 1, 0
+        while i < len(text) and text[i] != "]":
+            line += text.count("\n", counted, i)
+            counted = i
+            lines.append(line)
+            _, i = decoder.raw_decode(text, i)
+            i = _JSON_SPACE.match(text, i).end()
+            if text[i : i + 1] == ",":
+                i = _JSON_SPACE.match(text, i + 1).end()
+    except (json.JSONDecodeError, IndexError):
+        return []
+    return lines
 
 
 def load_parquet(path: str | Path, source: str | None = None) -> list[QAItem]:
     """Search-R1 parquet: ``question`` plus ``golden_answers`` or ``reward_model.ground_truth.target``."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = Path(path)
-    rows = pq.read_table(path).to_pylist()
-    return [item_from_record(r, f"{path} row {i}", f"{path.stem}-{i}", source)
-            for i, r in enumerate(rows, start=1)]
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({exc}); write it again with pyarrow or pandas "
+                        f"(`df.to_parquet(path)`), or use .jsonl.") from None
+    located = [(item_from_record(r, f"{path} row {i}", f"{path.stem}-{i}", source), f"row {i}")
+               for i, r in enumerate(rows, start=1)]
+    return _check_items(located, path, "write at least one row with 'question' and 'golden_answers'.")
 
 
 def _fanout_answers(answer: Any) -> list[str]:
@@ -167,14 +281,23 @@ def fanout_item(record: dict, where: str) -> QAItem:
     """One FanOutQA question; its decomposition becomes ``gold_queries`` and ``evidence_titles``."""
     if not isinstance(record, dict) or "question" not in record or "answer" not in record:
         raise DataError(f"{where}: a FanOutQA item needs 'question' and 'answer'.")
+    if not isinstance(record["question"], str) or not record["question"].strip():
+        raise DataError(f"{where}: 'question' must be a non-empty string, got {_short(record['question'])}.")
     decomposition = record.get("decomposition") or []
+    try:
+        evidence = [n["evidence"]["title"] for n in decomposition if n.get("evidence")]
+        turns = _fanout_turns(decomposition)
+    except (KeyError, TypeError, AttributeError):
+        raise DataError(f"{where}: 'decomposition' must be a list of sub-questions, each with 'id', 'question' "
+                        f"and optional 'depends_on' (ids) and 'evidence' ({{\"title\": ...}}), as in FanOutQA."
+                        ) from None
     return QAItem(
-        id=str(record.get("id", where)),
+        id=_id(record.get("id"), where, where),
         question=record["question"],
         golden_answers=_fanout_answers(record["answer"]),
         kind="fan-out",
-        evidence_titles=[n["evidence"]["title"] for n in decomposition if n.get("evidence")],
-        gold_queries=_fanout_turns(decomposition),
+        evidence_titles=evidence,
+        gold_queries=turns,
         source="fanoutqa",
     )
 
@@ -218,7 +341,9 @@ def _load_spec(spec: str) -> list[QAItem]:
     if spec == "ragr1-train":
         from langchain_ragr1.data.generate import generate_splits
 
-        return generate_splits()["train"]
+        items = generate_splits()["train"]
+        return _check_items([(item, f"item {i}") for i, item in enumerate(items, start=1)], spec,
+                            "regenerate it with `python -m langchain_ragr1.data.generate`.")
     if spec == "fanoutqa":
         return load_json(fanoutqa_path(), "fanoutqa")
     name, sep, rest = spec.partition(":")
