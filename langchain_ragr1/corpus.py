@@ -6,6 +6,7 @@ import functools
 import importlib.util
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,24 @@ def document_contents(doc: Document) -> str:
     if not title or text.startswith(title):
         return text
     return f"{title}\n{text}"
+
+
+def document_ids(documents: Sequence[Document]) -> list[str]:
+    """The store ids of ``documents``: ``metadata["id"]``, else ``Document.id``, else the position (an empty id is
+    no id). Raises ``ConfigError`` naming an id that appears more than once."""
+    ids = []
+    for position, doc in enumerate(documents):
+        given = [v for v in (doc.metadata.get("id"), doc.id) if v is not None and str(v).strip()]
+        ids.append(str(given[0]) if given else str(position))
+    first: dict[str, int] = {}
+    for position, doc_id in enumerate(ids):
+        if doc_id in first:
+            raise ConfigError(
+                f"document ids must be unique; {doc_id!r} appears more than once (documents {first[doc_id]} and "
+                f"{position}; a document without an id gets its position): give each document its own id"
+            )
+        first[doc_id] = position
+    return ids
 
 
 def _clean(text: str) -> str:
@@ -79,35 +98,80 @@ def load_bundled_corpus(limit: int | None = None) -> list[Document]:
     return docs
 
 
+_JSON_KINDS = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", list: "a list",
+               dict: "an object"}
+
+
+def _kind(value: object) -> str:
+    return _JSON_KINDS.get(type(value), type(value).__name__)
+
+
+def _text_field(record: dict, key: str, where: str) -> str:
+    value = record[key]
+    if not isinstance(value, str):
+        raise ConfigError(
+            f"{where}: {key!r} must be a string, got {_kind(value)}: give the passage's text as a JSON string "
+            f"(or drop the record)"
+        )
+    return value
+
+
+def _record_id(record: dict, where: str) -> str:
+    if "id" not in record:
+        raise ConfigError(f"{where}: missing field 'id'")
+    value = record["id"]
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ConfigError(f"{where}: 'id' must be a string (or a whole number), got {_kind(value)}")
+    if not str(value).strip():
+        raise ConfigError(f"{where}: 'id' is empty: give every record its own non-empty id")
+    return str(value)
+
+
 def _from_record(record: object, where: str) -> Document:
     if not isinstance(record, dict):
         raise ConfigError(f"{where}: expected a JSON object with 'text' or 'contents', got {type(record).__name__}")
     if "text" in record:
-        title, text = str(record.get("title") or ""), str(record["text"])
+        text = _text_field(record, "text", where)
+        title = record.get("title")
+        if title is not None and not isinstance(title, str):
+            raise ConfigError(f"{where}: 'title' must be a string (or null for none), got {_kind(title)}")
+        title = title or ""
     elif "contents" in record:
-        title, _, text = str(record["contents"]).partition("\n")
+        title, _, text = _text_field(record, "contents", where).partition("\n")
         if not text:
             title, text = "", title
     else:
         raise ConfigError(f"{where}: missing field 'text' (with 'title') or 'contents' (\"title\\ntext\")")
-    if "id" not in record:
-        raise ConfigError(f"{where}: missing field 'id'")
-    doc_id = str(record["id"])
+    doc_id = _record_id(record, where)
     title = _clean(title).strip('"')
     return Document(id=doc_id, page_content=_clean(text), metadata={"id": doc_id, "title": title})
 
 
 def _load_jsonl(path: Path) -> list[Document]:
-    docs = []
-    with path.open(encoding="utf-8") as lines:
-        for n, line in enumerate(lines, 1):
+    docs, lines_of = [], {}
+    with path.open("rb") as lines:
+        for n, raw in enumerate(lines, 1):
+            try:
+                line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise ConfigError(
+                    f"{path}, line {n}: not UTF-8 text ({exc.reason} at byte {exc.start} of the line); "
+                    f"save the file as UTF-8"
+                ) from exc
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"{path}, line {n}: bad JSON ({exc.msg})") from exc
-            docs.append(_from_record(record, f"{path}, line {n}"))
+            doc = _from_record(record, f"{path}, line {n}")
+            if doc.id in lines_of:
+                raise ConfigError(
+                    f"{path}, line {n}: id {doc.id!r} is already used on line {lines_of[doc.id]}: "
+                    f"give every record its own id"
+                )
+            lines_of[doc.id] = n
+            docs.append(doc)
     return docs
 
 

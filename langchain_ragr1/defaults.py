@@ -41,8 +41,7 @@ def default_chroma_store(path: str | Path | None = None, *, show_progress: bool 
     store = build_chroma_store(
         documents, path, embeddings=embeddings, show_progress=show_progress,
         vectors=shipped_vectors(documents, embeddings),
-    )
-    (path / _COMPLETE_MARKER).write_text("built from the bundled Wikipedia summaries\n")
+    )  # build_chroma_store writes the .complete record (with its counts) when it finishes
     return store
 
 
@@ -125,7 +124,24 @@ def make_retriever(
     elif store:
         vectorstore = open_chroma_store(store)
     else:
-        vectorstore = default_chroma_store(show_progress=show_progress)
+        from langchain_ragr1.retrievers.chroma import CorruptStoreError, discard_store
+
+        try:
+            vectorstore = default_chroma_store(show_progress=show_progress)
+        except CorruptStoreError as exc:
+            # The bundled store is only a cache of package data (corpus and shipped vectors): rebuild it.
+            import sys
+
+            print(f"The bundled Chroma store at {exc.path} is corrupt ({exc.reason}): rebuilding it.",
+                  file=sys.stderr)
+            discard_store(exc.path)
+            try:
+                vectorstore = default_chroma_store(show_progress=show_progress)
+            except CorruptStoreError as again:
+                raise CorruptStoreError(exc.path, again.cause, (
+                    f"rebuilding it did not help; delete the folder {exc.path} (a cache: it is rebuilt on next "
+                    f"use) and check the disk (space, permissions)"
+                )) from again
     return chroma_retriever(vectorstore, k=k)
 
 

@@ -12,7 +12,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
-from langchain_ragr1.corpus import document_contents
+from langchain_ragr1.corpus import document_contents, document_ids
 from langchain_ragr1.errors import ConfigError, MissingResourceError
 
 _STOPWORDS = "en"
@@ -34,10 +34,11 @@ class BM25Retriever(BaseRetriever):
 
     @classmethod
     def from_documents(cls, documents: Sequence[Document], k: int = 3, **kwargs: Any) -> BM25Retriever:
-        """Index ``documents`` (a non-empty sequence)."""
+        """Index ``documents`` (a non-empty sequence; ids, as in Chroma, must be unique: ``ConfigError``)."""
         documents = list(documents)
         if not documents:
             raise ConfigError("the corpus is empty: BM25Retriever needs at least one document")
+        document_ids(documents)  # the ids a Chroma store would use: a duplicate is an error there and here
         index = bm25s.BM25()
         index.index(_tokenize([document_contents(d) for d in documents]), show_progress=False)
         return cls(index=index, documents=documents, k=k, **kwargs)
