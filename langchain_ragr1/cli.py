@@ -86,6 +86,18 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on")
     serve.add_argument("--max-topk", type=int, default=100, help="largest topk a request may ask for")
+    # Limits and connection timeouts (the defaults of langchain_ragr1.server; docs/retrieve_server.md).
+    serve.add_argument("--max-queries", type=int, default=256, help="queries per request")
+    serve.add_argument("--max-results", type=int, default=1024, help="largest queries x topk per request (422 beyond)")
+    serve.add_argument("--max-body-bytes", type=int, default=1048576, help="largest request body (413 beyond)")
+    serve.add_argument("--body-timeout", type=float, default=10.0, help="seconds to receive a request body (408 after)")
+    serve.add_argument("--header-timeout", type=float, default=10.0,
+                       help="seconds to receive a request's headers (the connection is closed after)")
+    serve.add_argument("--keep-alive-timeout", type=int, default=5,
+                       help="seconds an idle connection stays open between requests")
+    serve.add_argument("--limit-concurrency", type=int, default=256,
+                       help="open connections/requests before new requests get a 503")
+    serve.add_argument("--max-header-bytes", type=int, default=16384, help="largest request line + headers")
 
     convert = commands.add_parser("convert", help="convert a GGUF model to a transformers folder",
                                   formatter_class=_FORMATTER)
@@ -104,7 +116,11 @@ def _eval_parser(commands) -> None:
     ev.add_argument("--data", required=True, help=f"a QA file, NAME:PATH with NAME one of "
                     f"{', '.join(BENCHMARKS)}, or one of {', '.join(NAMED_SETS)}")
     ev.add_argument("--mode", nargs="+", choices=list(STRATEGIES), default=["multi"], help="strategies to run")
-    ev.add_argument("--limit", type=int, default=None, help="evaluate only the first N questions")
+    ev.add_argument("--limit", type=int, default=None, help="evaluate only N questions (picked by --sample)")
+    ev.add_argument("--sample", choices=("first", "shuffle", "stratified"), default="first",
+                    help="which N questions --limit takes: the file's first, a seeded random N, or a seeded "
+                         "random N keeping each question kind's share")
+    ev.add_argument("--sample-seed", type=int, default=0, help="seed of --sample shuffle/stratified")
     ev.add_argument("--out", required=True, help="output folder (resumes from its predictions.jsonl)")
     _add_agent_options(ev)
     ev.add_argument("--batch-size", type=int, default=8, help="concurrent episodes per chunk")
@@ -260,11 +276,23 @@ def _index(args: argparse.Namespace, out: Console, err: Console) -> int:
         from langchain_ragr1.retrievers.bm25 import BM25Retriever
 
         BM25Retriever.from_documents(documents).save(args.store)
-    else:
-        from langchain_ragr1.retrievers.chroma import build_chroma_store
+        err.print(f"indexed {len(documents)} passages into {args.store} ({args.kind})", markup=False)
+        return 0
+    from langchain_ragr1.retrievers.chroma import build_chroma_store, store_manifest
 
-        build_chroma_store(documents, args.store)
-    err.print(f"indexed {len(documents)} passages into {args.store} ({args.kind})")
+    build_chroma_store(documents, args.store)
+    built = store_manifest(args.store) or {}
+    err.print(
+        f"indexed {len(documents)} passages into {args.store} ({args.kind}): {built.get('added', '?')} added, "
+        f"{built.get('updated', '?')} updated (changed text), {built.get('unchanged', '?')} unchanged",
+        markup=False,
+    )
+    extra = built.get("count", 0) - len(documents)
+    if extra > 0:
+        err.print(
+            f"note: {args.store} also holds {extra} passages these inputs do not have (from an earlier build); "
+            f"to drop them, delete the folder and run this command again", markup=False,
+        )
     return 0
 
 
@@ -277,7 +305,11 @@ def _serve(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     serve_main([
         "--retriever", args.retriever, "--host", args.host, "--port", str(args.port),
-        "--max-topk", str(args.max_topk),
+        "--max-topk", str(args.max_topk), "--max-queries", str(args.max_queries),
+        "--max-results", str(args.max_results), "--max-body-bytes", str(args.max_body_bytes),
+        "--body-timeout", str(args.body_timeout), "--header-timeout", str(args.header_timeout),
+        "--keep-alive-timeout", str(args.keep_alive_timeout), "--limit-concurrency", str(args.limit_concurrency),
+        "--max-header-bytes", str(args.max_header_bytes),
         *(["--store", args.store] if args.store else []),
         *(["--corpus", args.corpus] if args.corpus else []),
     ])
@@ -294,8 +326,8 @@ def _convert(args: argparse.Namespace, out: Console, err: Console) -> int:
 def _eval(args: argparse.Namespace, out: Console, err: Console) -> int:
     from rich.progress import Progress
 
-    from langchain_ragr1.evaluation import run_eval
-    from langchain_ragr1.report import metrics_table
+    from langchain_ragr1.evaluation import KIND_METRICS_FILE, run_eval
+    from langchain_ragr1.report import kind_table, metrics_table
 
     _seed(args.seed)
     with Progress(console=err, transient=False) as bar:
@@ -304,13 +336,17 @@ def _eval(args: argparse.Namespace, out: Console, err: Console) -> int:
             return lambda n: bar.advance(task, n)
 
         metrics = run_eval(
-            args.data, args.mode, args.out, limit=args.limit, model=args.model,
+            args.data, args.mode, args.out, limit=args.limit, sampling=args.sample,
+            sample_seed=args.sample_seed, model=args.model,
             retriever=args.retriever, store=args.store, corpus=args.corpus, url=args.url, k=args.k,
             max_turns=args.max_turns, max_new_tokens=args.max_new_tokens,
             temperature=args.temperature, batch_size=args.batch_size,
             progress_factory=progress_factory,
         )
     out.print(metrics_table(metrics), markup=False)
+    by_kind = json.loads((Path(args.out) / KIND_METRICS_FILE).read_text(encoding="utf-8"))
+    if any(by_kind.values()):
+        out.print("\nBy question kind:\n" + kind_table(by_kind), markup=False)
     err.print(f"wrote {args.out}/metrics.json, predictions.jsonl, report.md")
     return 0
 

@@ -303,12 +303,52 @@ def write_kind_metrics(out: Path, items: Sequence[QAItem], modes: Sequence[str])
     return by_kind
 
 
+#: How ``--limit`` picks its questions: the file's first N, a seeded random N, or a seeded
+#: random N with each question kind in its share of the file (at least one of each when N allows).
+SAMPLINGS: tuple[str, ...] = ("first", "shuffle", "stratified")
+
+
+def select_items(items: Sequence[Any], limit: int | None, sampling: str = "first", seed: int = 0) -> list[Any]:
+    """``limit`` items of ``items`` picked by ``sampling`` (see :data:`SAMPLINGS`), in file order.
+
+    The same ``seed`` picks the same questions, so a resumed run continues the same sample.
+    """
+    import random
+
+    if sampling not in SAMPLINGS:
+        raise ConfigError(f"sampling={sampling!r} is unknown: use one of {', '.join(SAMPLINGS)}.")
+    items = list(items)
+    if limit is None or limit >= len(items):
+        return items
+    if sampling == "first":
+        return items[:limit]
+    rng = random.Random(seed)
+    if sampling == "shuffle":
+        return [items[i] for i in sorted(rng.sample(range(len(items)), limit))]
+    groups: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault(str(getattr(item, "kind", None) or "unknown"), []).append(i)
+    shares = {kind: limit * len(ids) / len(items) for kind, ids in groups.items()}
+    floor = 1 if limit >= len(groups) else 0  # every kind once, when N allows
+    take = {kind: min(len(groups[kind]), max(floor, int(share))) for kind, share in shares.items()}
+    while sum(take.values()) > limit:  # the floor overshot: trim the kind most above its share
+        kind = max((k for k in take if take[k] > floor), key=lambda k: (take[k] - shares[k], k))
+        take[kind] -= 1
+    while sum(take.values()) < limit:  # largest remainder: the kind most below its share gets one
+        kind = max((k for k in take if take[k] < len(groups[k])), key=lambda k: (shares[k] - take[k], k))
+        take[kind] += 1
+    picked = [i for kind, ids in sorted(groups.items()) for i in rng.sample(ids, take[kind])]
+    return [items[i] for i in sorted(picked)]
+
+
 def run_eval(
     data: str,
     modes: Sequence[str],
     out: str | Path,
     *,
     limit: int | None = None,
+    sampling: str = "first",
+    sample_seed: int = 0,
     model: str | Path | None = None,
     retriever: str = "chroma",
     store: str | Path | None = None,
@@ -335,7 +375,7 @@ def run_eval(
     modes = check_modes(modes)
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be a positive number of questions, got {limit}.")
-    items = load_qa(data, limit)
+    items = select_items(load_qa(data), limit, sampling, sample_seed)
     check_items(items)
     configs = {m: config_for(m, k=k, max_turns=max_turns) for m in modes}  # validate first
     search = make_retriever(retriever, k=k, store=store, corpus=corpus, url=url)
@@ -351,7 +391,8 @@ def run_eval(
         if close:
             close()
     settings = {"k": k, "max_turns": max_turns, "max_new_tokens": max_new_tokens,
-                "temperature": temperature, "retriever": retriever, "model": str(model or "default")}
+                "temperature": temperature, "retriever": retriever, "model": str(model or "default"),
+                "limit": limit, "sampling": sampling, "sample_seed": sample_seed}
     write_report(metrics, out, data=data, settings=settings,
                  by_kind=write_kind_metrics(Path(out), items, modes))
     return metrics

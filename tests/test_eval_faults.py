@@ -182,3 +182,25 @@ def test_evaluate_rejects_duplicate_ids_and_list_kinds_by_name(tmp_path):
     listed = [QAItem(id="x", question="q", golden_answers=["a"], kind=["a", "b"])]
     with pytest.raises(ConfigError, match="'x': kind must be one string"):
         evaluate(listed, ["direct"], lambda m: None, tmp_path)
+
+
+def test_limit_samples_first_shuffled_or_stratified_reproducibly():
+    from types import SimpleNamespace
+
+    from langchain_ragr1.evaluation import select_items
+
+    items = [SimpleNamespace(id=i, kind="bridge" if i < 60 else "comparison" if i < 90 else "fanout")
+             for i in range(100)]
+    assert [it.id for it in select_items(items, 5)] == [0, 1, 2, 3, 4]  # the file lists bridge first
+    shuffled = select_items(items, 10, "shuffle", seed=3)
+    assert shuffled == select_items(items, 10, "shuffle", seed=3) != select_items(items, 10, "shuffle", seed=4)
+    assert [it.id for it in shuffled] == sorted(it.id for it in shuffled) and len(shuffled) == 10
+    strat = select_items(items, 10, "stratified", seed=1)
+    kinds = [it.kind for it in strat]
+    assert (kinds.count("bridge"), kinds.count("comparison"), kinds.count("fanout")) == (6, 3, 1)
+    assert len({it.id for it in select_items(items, 3, "stratified")}) == 3
+    assert {it.kind for it in select_items(items, 3, "stratified")} == {"bridge", "comparison", "fanout"}
+    assert len(select_items(items, 2, "stratified")) == 2
+    assert select_items(items, 500, "stratified") == items
+    with pytest.raises(ConfigError, match="sampling"):
+        select_items(items, 3, "random")
