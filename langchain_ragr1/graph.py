@@ -12,7 +12,8 @@ final turn may only answer. The same compiled graph serves users, evaluation and
 from __future__ import annotations
 
 import inspect
-from typing import Annotated, Any, Sequence
+from dataclasses import replace
+from typing import Annotated, Any, Callable, Sequence
 
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
@@ -33,10 +34,11 @@ from typing_extensions import TypedDict
 from langchain_ragr1.config import RagR1Config, settings_for
 from langchain_ragr1.corpus import document_contents
 from langchain_ragr1.errors import ConfigError, RetrievalError
-from langchain_ragr1.policies.base import Policy, cut_generation
+from langchain_ragr1.policies.base import Generation, Policy, cut_generation
 from langchain_ragr1.protocol import (
     INVALID_ACTION_TEXT,
     STOP_STRINGS,
+    Action,
     make_prompt,
     normalize_question,
     parse_action,
@@ -44,6 +46,61 @@ from langchain_ragr1.protocol import (
 )
 from langchain_ragr1.retrieval import RetrievalRunner
 from langchain_ragr1.transcript import Segment, make_segment, transcript_text
+
+
+#: Floor of the cap on the characters of one model turn that the graph keeps and parses:
+#: ``max(MAX_TURN_CHARS, CHARS_PER_TOKEN_CAP * policy.max_new_tokens)``. A model that honours
+#: its token budget never reaches it; an LLM without a token cap that loops on a tag does.
+MAX_TURN_CHARS = 100_000
+#: Characters per new token allowed before a turn counts as runaway (~8 is typical).
+CHARS_PER_TOKEN_CAP = 32
+
+
+def turn_char_limit(policy: Policy) -> int:
+    """Characters of one turn of ``policy`` that the graph keeps; the rest is cut."""
+    budget = getattr(policy, "max_new_tokens", None)
+    if isinstance(budget, int) and not isinstance(budget, bool) and budget > 0:
+        return max(MAX_TURN_CHARS, CHARS_PER_TOKEN_CAP * budget)
+    return MAX_TURN_CHARS
+
+
+def cap_generation(
+    generation: Generation, limit: int, decode: Callable[[Sequence[int]], str | None]
+) -> Generation:
+    """``generation`` cut to at most ``limit`` characters, token ids and log-probs included.
+
+    Text-level turns (and ids the policy cannot decode) keep their first ``limit`` characters.
+    Token-level turns keep the longest prefix of token ids whose decoded text fits (galloping
+    then binary search, so decoding costs about the kept length), with the text decoded from
+    exactly those ids and the matching log-probs: ids, text and log-probs stay aligned, as
+    after a stop-string cut.
+    A cut turn gets ``finish_reason="length"`` and ``metadata["turn_cut_at_chars"]``.
+    """
+    text = generation.text if isinstance(generation.text, str) else ""
+    if len(text) <= limit:
+        return generation
+    metadata = {**(generation.metadata or {}), "turn_cut_at_chars": limit, "turn_chars": len(text)}
+    ids = generation.token_ids
+    if ids is None or (ids and decode(ids[:1]) is None):  # text-level (or ids it cannot decode)
+        return replace(generation, text=text[:limit], finish_reason="length", metadata=metadata)
+
+    def fits(n: int) -> bool:
+        return len(decode(ids[:n]) or "") <= limit
+
+    low, high = 0, len(ids)  # fits(low) holds; the answer is in [low, high]
+    step = 1024
+    while low + step < high and fits(low + step):
+        low, step = low + step, step * 2
+    high = min(high, low + step)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(middle):
+            low = middle
+        else:
+            high = middle - 1
+    logprobs = generation.logprobs[:low] if generation.logprobs is not None else None
+    return replace(generation, text=decode(ids[:low]) or "", token_ids=list(ids[:low]),
+                   logprobs=logprobs, finish_reason="length", metadata=metadata)
 
 
 class RetrievalResult(TypedDict):
@@ -167,7 +224,14 @@ def build_graph(
     def after_turn(state: RagR1State, generation, settings: RagR1Config) -> dict:
         final = state["steps"] >= settings.max_turns
         text = generation.text
-        action = parse_action(text, settings.mode, settings.max_queries)
+        metadata = generation.metadata or {}
+        cut_at = metadata.get("turn_cut_at_chars")
+        if cut_at is not None:  # a runaway turn: not parsed, whatever its first part holds
+            action = Action("invalid", reason=(
+                f"turn of {metadata.get('turn_chars')} characters, over the "
+                f"{cut_at}-character cap of one turn: cut there and not parsed"))
+        else:
+            action = parse_action(text, settings.mode, settings.max_queries)
         get_stream_writer()({"event": "turn", "step": state["steps"] + 1, "text": text,
                              "action": action.kind, "queries": list(action.queries),
                              "answer": action.answer, "final": final})
@@ -196,9 +260,13 @@ def build_graph(
             update["segments"].append(env_segment(INVALID_ACTION_TEXT))
         return update
 
+    turn_limit = turn_char_limit(policy)
+
     def cut(generation):
-        # Cut here whatever the backend did with the stop strings.
-        return cut_generation(generation, STOP_STRINGS, policy.decode)
+        # Cut here whatever the backend did with the stop strings, then bound what is kept
+        # and parsed (a text-level LLM with no token cap can loop on a tag for megabytes).
+        generation = cut_generation(generation, STOP_STRINGS, policy.decode)
+        return cap_generation(generation, turn_limit, policy.decode)
 
     def think_sync(state: RagR1State, config: RunnableConfig) -> dict:
         settings = settings_for(defaults, config)

@@ -60,10 +60,18 @@ INVALID_ACTION_TEXT = (
 #: What a query with no retrieved passage shows the model.
 NO_RESULTS_TEXT = "No results."
 
-_ACTION_RE = re.compile(r"<(search|answer)>(.*?)</\1>", re.DOTALL)
-_CLOSED_THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL)
-_ANY_TAG_RE = re.compile(r"<\s*/?\s*(?:think|search|information|answer)\s*>", re.IGNORECASE)
+#: Any protocol tag, loosely spelt (``< /Information >``). Possessive quantifiers: the old
+#: ``<\s*/?\s*`` tried every split of a whitespace run between its two ``\s*`` (quadratic).
+_ANY_TAG_RE = re.compile(
+    r"<\s*+(?:/\s*+)?(?:think|search|information|answer)\s*+>", re.IGNORECASE
+)
 _QUOTES = {'"': '"', "\u201c": "\u201d"}
+#: One non-empty comma-separated part of search content: plain text and quoted strings (a
+#: quote left open runs to the end). Possessive all the way, it never backtracks: one pass.
+_QUERY_PART_RE = re.compile(r'(?:[^,"\u201c]++|"[^"]*+"?|\u201c[^\u201d]*+\u201d?)++')
+_CLOSED_THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL)
+_THINK_CLOSE = "</think>"
+_ACTION_TAGS = ("search", "answer")
 
 
 class ProtocolError(ValueError):
@@ -116,30 +124,56 @@ def split_queries(content: str) -> list[str]:
     """Split search content on commas, except commas inside double quotes.
 
     Each part is stripped; a part wrapped entirely in quotes loses the quotes; empty parts
-    are dropped.
+    are dropped. One pass (``str.split`` or one non-backtracking regex), linear in the content.
     """
-    parts: list[str] = []
-    current: list[str] = []
-    closing: str | None = None
-    for char in content:
-        if closing is None and char in _QUOTES:
-            closing = _QUOTES[char]
-        elif closing is not None and char == closing:
-            closing = None
-        elif closing is None and char == ",":
-            parts.append("".join(current))
-            current = []
-            continue
-        current.append(char)
-    parts.append("".join(current))
+    if '"' not in content and "\u201c" not in content:  # no quotes: all at C speed
+        return list(filter(None, map(str.strip, content.split(","))))
     queries = []
-    for part in parts:
+    for part in _QUERY_PART_RE.findall(content):  # the non-empty parts, quotes kept
         part = part.strip()
-        if len(part) >= 2 and part[0] in _QUOTES and part[-1] == _QUOTES[part[0]]:
+        closing = _QUOTES.get(part[:1])
+        if closing is not None and len(part) >= 2 and part[-1] == closing:
             part = part[1:-1].strip()
         if part:
             queries.append(part)
     return queries
+
+
+def _strip_closed_think(text: str) -> str:
+    """``text`` with each closed ``<think>...</think>`` replaced by a space, in linear time.
+
+    The lazy regex alone is quadratic on unclosed ``<think>``: from every one it scans to the
+    end for a ``</think>`` that is not there. Applied only up to the last ``</think>``, every
+    ``<think>`` it meets has a ``</think>`` after it, so each attempt succeeds and the scans
+    are disjoint; after the last ``</think>`` nothing can match. Same result as the regex.
+    """
+    end = text.rfind(_THINK_CLOSE)
+    if end < 0:
+        return text
+    end += len(_THINK_CLOSE)
+    return _CLOSED_THINK_RE.sub(" ", text[:end]) + text[end:]
+
+
+def _first_closed_action(visible: str) -> tuple[str, str] | None:
+    """``(tag, content)`` of the first ``<search>...</search>`` or ``<answer>...</answer>``.
+
+    Same as ``re.search(r"<(search|answer)>(.*?)</\\1>", visible, re.DOTALL)``: the leftmost
+    opening tag that has its closing tag somewhere after it, up to the first such closing tag.
+    Only the first opening tag of each kind can be that one (a later one has fewer closing
+    tags after it), so a few ``str.find``/``rfind`` calls decide it: linear.
+    """
+    best: tuple[int, str] | None = None
+    for tag in _ACTION_TAGS:
+        opening, closing = f"<{tag}>", f"</{tag}>"
+        start = visible.find(opening)
+        if start >= 0 and visible.rfind(closing) >= start + len(opening):
+            if best is None or start < best[0]:
+                best = (start, tag)
+    if best is None:
+        return None
+    start, tag = best
+    begin = start + len(tag) + 2
+    return tag, visible[begin: visible.find(f"</{tag}>", begin)]
 
 
 def parse_action(
@@ -153,14 +187,16 @@ def parse_action(
     commas; duplicates are dropped; at most ``max_queries`` queries are kept (the rest are
     reported in ``dropped_queries``); content holding another protocol tag is invalid.
     In ``single`` mode the whole search content is one query, as in Search-R1.
+
+    Linear in ``len(text)``: plain ``str.find`` scans and regexes that cannot backtrack (a
+    1 MB turn of unclosed tags parses in milliseconds).
     """
     if not isinstance(text, str):
         return Action("invalid", reason=f"model output is {type(text).__name__}, not text")
-    visible = _CLOSED_THINK_RE.sub(" ", text)
-    match = _ACTION_RE.search(visible)
-    if match is None:
+    found = _first_closed_action(_strip_closed_think(text))
+    if found is None:
         return Action("invalid", reason="no closed <search> or <answer> tag")
-    tag, content = match.group(1), match.group(2)
+    tag, content = found
     if _ANY_TAG_RE.search(content):
         return Action("invalid", reason=f"nested protocol tag inside <{tag}>")
     if tag == "answer":
@@ -215,15 +251,19 @@ def render_information(
 ) -> str:
     """The observation appended after a search turn, byte-exact with the spec.
 
-    ``documents[i]`` holds the passage contents retrieved for ``queries[i]``.
+    ``documents[i]`` holds the passage contents retrieved for ``queries[i]``. Every text in
+    the block, queries and documents alike, has its protocol tags neutralised.
     """
     if len(queries) != len(documents):
         raise ProtocolError("render_information needs one document list per query.")
     rendered = [render_documents(docs, max_tokens, truncate) for docs in documents]
-    if mode == "single":
+    if mode == "single":  # Search-R1's block shows the documents only, not the query
         body = "\n".join(rendered)
     else:
-        body = json.dumps({"query": list(queries), "documents": rendered}, indent=2)
+        # The queries are neutralised like the documents: naive RAG sends the user's
+        # question itself, which may hold "</information><answer>...".
+        shown = [neutralize_tags(q) for q in queries]
+        body = json.dumps({"query": shown, "documents": rendered}, indent=2)
     return f"\n<information>\n{body}\n</information>\n"
 
 
