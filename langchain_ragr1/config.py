@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, Mapping
 
@@ -9,6 +11,37 @@ from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.protocol import DEFAULT_DOC_MAX_TOKENS, DEFAULT_MAX_QUERIES, MODES, Mode
 
 OnRetrievalError = Literal["raise", "empty"]
+ON_RETRIEVAL_ERROR: tuple[str, ...] = ("raise", "empty")
+
+#: Defaults of the retrieval budget: a retriever that always hangs fails after about
+#: ``retrieval_timeout_s x (retrieval_retries + 1)`` = 20 s.
+DEFAULT_RETRIEVAL_TIMEOUT_S = 10.0
+DEFAULT_RETRIEVAL_RETRIES = 1
+
+
+def check_int(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an ``int`` >= ``minimum``, or a :class:`ConfigError` naming ``name`` (bools are refused)."""
+    wanted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{name} must be {wanted}, got {value!r} ({type(value).__name__}).")
+    if value < minimum:
+        raise ConfigError(f"{name} must be {wanted}, got {value!r}.")
+    return int(value)
+
+
+def check_seconds(name: str, value: Any) -> float:
+    """``value`` as a finite ``float`` > 0, or a :class:`ConfigError` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(
+            f"{name} must be a number of seconds > 0 (e.g. {DEFAULT_RETRIEVAL_TIMEOUT_S:g}), "
+            f"got {value!r} ({type(value).__name__})."
+        )
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(
+            f"{name} must be a finite number of seconds > 0 (e.g. {DEFAULT_RETRIEVAL_TIMEOUT_S:g}), "
+            f"got {value!r}."
+        )
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -22,8 +55,11 @@ class RagR1Config:
             search (the paper: 4 in training, 5 at evaluation).
         max_queries: queries kept per multi-query search turn (the prompt says three).
         doc_max_tokens: per-query truncation of the information block.
-        retrieval_timeout_s: seconds one retriever call may take before it counts as failed.
-        retrieval_retries: extra attempts (exponential backoff) after a failed call.
+        retrieval_timeout_s: seconds one retriever call may take, from when it starts, before
+            it is abandoned as hung and counts as failed (default 10).
+        retrieval_retries: extra attempts (exponential backoff) after a failed call (default
+            1): a retriever that always hangs fails after about ``retrieval_timeout_s x
+            (retrieval_retries + 1)`` = 20 s.
         on_retrieval_error: ``"raise"`` a :class:`RetrievalError`, or show the model an
             information block saying there are no results (``"empty"``).
         initial_search: retrieve with the question itself before the first model turn (with
@@ -35,28 +71,26 @@ class RagR1Config:
     max_turns: int = 4
     max_queries: int = DEFAULT_MAX_QUERIES
     doc_max_tokens: int = DEFAULT_DOC_MAX_TOKENS
-    retrieval_timeout_s: float = 30.0
-    retrieval_retries: int = 2
+    retrieval_timeout_s: float = DEFAULT_RETRIEVAL_TIMEOUT_S
+    retrieval_retries: int = DEFAULT_RETRIEVAL_RETRIES
     on_retrieval_error: OnRetrievalError = "raise"
     initial_search: bool = False
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ConfigError(f"mode={self.mode!r} is unknown: use one of {', '.join(MODES)}.")
-        for name in ("k", "max_queries", "doc_max_tokens"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
-        if not isinstance(self.max_turns, int) or self.max_turns < 0:
-            raise ConfigError(f"max_turns must be an integer >= 0, got {self.max_turns!r}.")
-        if not isinstance(self.retrieval_retries, int) or self.retrieval_retries < 0:
-            raise ConfigError(f"retrieval_retries must be >= 0, got {self.retrieval_retries!r}.")
-        if not self.retrieval_timeout_s or self.retrieval_timeout_s <= 0:
+        for name, choices in (("mode", MODES), ("on_retrieval_error", ON_RETRIEVAL_ERROR)):
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in choices:
+                raise ConfigError(f"{name}={value!r} is unknown: use one of {', '.join(map(repr, choices))}.")
+        for name, minimum in (("k", 1), ("max_queries", 1), ("doc_max_tokens", 1),
+                              ("max_turns", 0), ("retrieval_retries", 0)):
+            object.__setattr__(self, name, check_int(name, getattr(self, name), minimum))
+        object.__setattr__(
+            self, "retrieval_timeout_s", check_seconds("retrieval_timeout_s", self.retrieval_timeout_s)
+        )
+        if not isinstance(self.initial_search, bool):
             raise ConfigError(
-                f"retrieval_timeout_s must be > 0 seconds, got {self.retrieval_timeout_s!r}."
-            )
-        if self.on_retrieval_error not in ("raise", "empty"):
-            raise ConfigError(
-                f"on_retrieval_error={self.on_retrieval_error!r}: use 'raise' or 'empty'."
+                f"initial_search must be True or False, got {self.initial_search!r} "
+                f"({type(self.initial_search).__name__})."
             )
 
     def to_dict(self) -> dict:

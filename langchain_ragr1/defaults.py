@@ -145,6 +145,41 @@ def make_retriever(
     return chroma_retriever(vectorstore, k=k)
 
 
+#: Keyword arguments of :func:`default_policy` besides its own: ``TransformersPolicy`` settings.
+_POLICY_SETTINGS: tuple[str, ...] = ("top_p", "max_batch_size", "batch_wait_s", "dtype")
+
+
+def _unknown(kind: str, given: Any, known: Any) -> ConfigError:
+    import difflib
+
+    known = sorted(known)
+    hints = []
+    for name in sorted(given):
+        close = difflib.get_close_matches(name, known, n=1)
+        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return ConfigError(f"{kind} got unknown setting(s) {', '.join(hints)}: use {', '.join(known)}.")
+
+
+def _check_path(name: str, value: Any) -> None:
+    import os
+
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        raise ConfigError(f"{name} must be a path (str or Path) or None, got {value!r} ({type(value).__name__}).")
+
+
+def _check_policy_settings(
+    model_path: Any = None, *, max_new_tokens: Any = 500, temperature: Any = 0.7, **kwargs: Any
+) -> None:
+    """What :func:`default_policy` checks before it resolves, converts or loads the model."""
+    from langchain_ragr1.policies.token import check_sampling
+
+    unknown = set(kwargs) - set(_POLICY_SETTINGS)
+    if unknown:
+        raise _unknown("default_policy", unknown, {"max_new_tokens", "temperature", *_POLICY_SETTINGS})
+    _check_path("model_path", model_path)
+    check_sampling(max_new_tokens=max_new_tokens, temperature=temperature, **kwargs)
+
+
 def default_policy(
     model_path: str | Path | None = None,
     *,
@@ -154,7 +189,12 @@ def default_policy(
     **kwargs: Any,
 ):
     """A :class:`TransformersPolicy` over ``model_path``: a folder, ``"base"`` (the untrained
-    bundled SmolLM2) or ``None``/``"default"`` (SmolLM2 with the shipped SFT adapter)."""
+    bundled SmolLM2) or ``None``/``"default"`` (SmolLM2 with the shipped SFT adapter).
+
+    ``kwargs`` (``top_p``, ``max_batch_size``, ``batch_wait_s``, ``dtype``) go to
+    ``TransformersPolicy.from_pretrained``. Every setting is checked before the model loads.
+    """
+    _check_policy_settings(model_path, max_new_tokens=max_new_tokens, temperature=temperature, **kwargs)
     from langchain_ragr1.models import resolve_model_path
     from langchain_ragr1.policies.transformers import TransformersPolicy
 
@@ -187,7 +227,25 @@ def default_agent(
 
     # Fail on a bad setting before the model loads or the index builds.
     names = {f.name for f in fields(RagR1Config)}
+    agent_settings = names | {"checkpointer"}
+    if set(agent_kwargs) - agent_settings:
+        raise _unknown("default_agent", set(agent_kwargs) - agent_settings,
+                       agent_settings | {"model_path", "retriever", "store", "corpus", "url",
+                                         "max_new_tokens", "temperature", "show_progress"})
     RagR1Config(**{key: value for key, value in agent_kwargs.items() if key in names})
+    _check_policy_settings(model_path, max_new_tokens=max_new_tokens, temperature=temperature)
+    if not isinstance(retriever, BaseRetriever):
+        if not isinstance(retriever, str) or retriever not in RETRIEVER_KINDS:
+            raise ConfigError(
+                f"retriever={retriever!r} is unknown: use one of {', '.join(RETRIEVER_KINDS)} "
+                f"or a LangChain BaseRetriever."
+            )
+        if retriever == "http" and not url:
+            raise ConfigError("The http retriever needs --url, e.g. http://127.0.0.1:8000/retrieve.")
+    for name, value in (("store", store), ("corpus", corpus)):
+        _check_path(name, value)
+    if url is not None and not isinstance(url, str):
+        raise ConfigError(f"url must be a string such as http://127.0.0.1:8000/retrieve, got {url!r}.")
     k = agent_kwargs.get("k", 3)
 
     def load_retriever() -> BaseRetriever:

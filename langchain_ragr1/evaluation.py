@@ -372,7 +372,10 @@ def run_eval(
     from langchain_ragr1.defaults import default_policy, make_retriever
     from langchain_ragr1.report import write_report
 
+    from langchain_ragr1.policies.token import check_sampling
+
     modes = check_modes(modes)
+    check_sampling(max_new_tokens=max_new_tokens, temperature=temperature)  # before any index or model
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be a positive number of questions, got {limit}.")
     items = select_items(load_qa(data), limit, sampling, sample_seed)

