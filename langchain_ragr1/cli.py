@@ -22,6 +22,7 @@ from rich.markup import escape
 from langchain_ragr1.defaults import RETRIEVER_KINDS
 from langchain_ragr1.errors import ConfigError, RagR1Error
 from langchain_ragr1.protocol import MODES, ProtocolError, normalize_question
+from langchain_ragr1.server_options import add_server_options
 
 _THINK_RE = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL)
 _FORMATTER = argparse.ArgumentDefaultsHelpFormatter
@@ -80,24 +81,7 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve a retriever as a Search-R1 /retrieve HTTP API",
                                 formatter_class=_FORMATTER)
-    serve.add_argument("--retriever", choices=("bm25", "chroma"), default="bm25", help="retriever to serve")
-    serve.add_argument("--store", default=None, help="BM25 index folder or Chroma folder (default: the bundled corpus)")
-    serve.add_argument("--corpus", default=None, help="a JSONL/text corpus file to index on start instead of --store")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
-    serve.add_argument("--max-topk", type=int, default=100, help="largest topk a request may ask for")
-    # Limits and connection timeouts (the defaults of langchain_ragr1.server; docs/retrieve_server.md).
-    serve.add_argument("--max-queries", type=int, default=256, help="queries per request")
-    serve.add_argument("--max-results", type=int, default=1024, help="largest queries x topk per request (422 beyond)")
-    serve.add_argument("--max-body-bytes", type=int, default=1048576, help="largest request body (413 beyond)")
-    serve.add_argument("--body-timeout", type=float, default=10.0, help="seconds to receive a request body (408 after)")
-    serve.add_argument("--header-timeout", type=float, default=10.0,
-                       help="seconds to receive a request's headers (the connection is closed after)")
-    serve.add_argument("--keep-alive-timeout", type=int, default=5,
-                       help="seconds an idle connection stays open between requests")
-    serve.add_argument("--limit-concurrency", type=int, default=256,
-                       help="open connections/requests before new requests get a 503")
-    serve.add_argument("--max-header-bytes", type=int, default=16384, help="largest request line + headers")
+    add_server_options(serve)
 
     convert = commands.add_parser("convert", help="convert a GGUF model to a transformers folder",
                                   formatter_class=_FORMATTER)
@@ -301,18 +285,12 @@ def _serve(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     require("fastapi", "server")
     require("uvicorn", "server")
-    from langchain_ragr1.server import main as serve_main
+    from langchain_ragr1.server import serve
 
-    serve_main([
-        "--retriever", args.retriever, "--host", args.host, "--port", str(args.port),
-        "--max-topk", str(args.max_topk), "--max-queries", str(args.max_queries),
-        "--max-results", str(args.max_results), "--max-body-bytes", str(args.max_body_bytes),
-        "--body-timeout", str(args.body_timeout), "--header-timeout", str(args.header_timeout),
-        "--keep-alive-timeout", str(args.keep_alive_timeout), "--limit-concurrency", str(args.limit_concurrency),
-        "--max-header-bytes", str(args.max_header_bytes),
-        *(["--store", args.store] if args.store else []),
-        *(["--corpus", args.corpus] if args.corpus else []),
-    ])
+    def usage_error(message: str):
+        raise ConfigError(message)
+
+    serve(args, usage_error)
     return 0
 
 

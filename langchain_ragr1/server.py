@@ -33,6 +33,18 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_ragr1.corpus import document_contents
 from langchain_ragr1.errors import MissingResourceError
 from langchain_ragr1.retrieval import accepts_k
+from langchain_ragr1.server_options import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_KEEP_ALIVE_S,
+    DEFAULT_LIMIT_CONCURRENCY,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_QUERIES,
+    DEFAULT_MAX_RESULTS,
+    DEFAULT_MAX_TOPK,
+    add_server_options,
+)
 
 try:
     import anyio
@@ -52,16 +64,6 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 logger = logging.getLogger(__name__)
 
 # Request limits (create_retrieval_app, --max-* options).
-DEFAULT_MAX_QUERIES = 256
-DEFAULT_MAX_TOPK = 100
-DEFAULT_MAX_RESULTS = 1024            # queries x topk per request
-DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # 1 MiB
-DEFAULT_BODY_TIMEOUT_S = 10.0         # to receive the whole body, from the end of the headers
-# Connection settings of the documented command (main(), `ragr1 serve`).
-DEFAULT_HEADER_TIMEOUT_S = 10.0       # to send a request's headers (from connecting or the last response)
-DEFAULT_KEEP_ALIVE_S = 5              # uvicorn's timeout_keep_alive: idle connections between requests
-DEFAULT_LIMIT_CONCURRENCY = 256       # uvicorn's limit_concurrency: open connections/tasks before 503s
-DEFAULT_MAX_HEADER_BYTES = 16 * 1024  # uvicorn's h11_max_incomplete_event_size: request line + headers
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID_KEY = "langchain_ragr1.request_id"
@@ -430,35 +432,18 @@ def build_parser() -> argparse.ArgumentParser:
     """The options of ``python -m langchain_ragr1.server`` (``ragr1 serve`` has the same)."""
     parser = argparse.ArgumentParser(prog="python -m langchain_ragr1.server", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--retriever", choices=("bm25", "chroma"), default="bm25")
-    parser.add_argument("--store", help="BM25 index folder or Chroma folder (default: the bundled corpus)")
-    parser.add_argument("--corpus", help="a JSONL/text corpus file to index on start instead of --store")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--max-queries", type=int, default=DEFAULT_MAX_QUERIES, help="queries per request")
-    parser.add_argument("--max-topk", type=int, default=DEFAULT_MAX_TOPK, help="largest topk a request may ask for")
-    parser.add_argument("--max-results", type=int, default=DEFAULT_MAX_RESULTS,
-                        help="largest queries x topk per request (422 beyond)")
-    parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
-                        help="largest request body (413 beyond)")
-    parser.add_argument("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT_S,
-                        help="seconds to receive a request body (408 after)")
-    parser.add_argument("--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT_S,
-                        help="seconds to receive a request's headers (the connection is closed after)")
-    parser.add_argument("--keep-alive-timeout", type=int, default=DEFAULT_KEEP_ALIVE_S,
-                        help="seconds an idle connection stays open between requests")
-    parser.add_argument("--limit-concurrency", type=int, default=DEFAULT_LIMIT_CONCURRENCY,
-                        help="open connections/requests before new requests get a 503")
-    parser.add_argument("--max-header-bytes", type=int, default=DEFAULT_MAX_HEADER_BYTES,
-                        help="largest request line + headers")
+    add_server_options(parser)
     return parser
 
 
 def main(argv: Optional[list[str]] = None) -> None:
     """``python -m langchain_ragr1.server``: serve a BM25 or Chroma store over HTTP."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    serve(parser.parse_args(argv), parser.error)
 
+
+def serve(args: argparse.Namespace, usage_error) -> None:
+    """Serve ``args`` (the options of :func:`add_server_options`); ``usage_error(message)`` reports a bad one."""
     import uvicorn
 
     from langchain_ragr1.defaults import make_retriever
@@ -474,7 +459,7 @@ def main(argv: Optional[list[str]] = None) -> None:
                           limit_concurrency=_positive_int("--limit-concurrency", args.limit_concurrency),
                           max_header_bytes=_positive_int("--max-header-bytes", args.max_header_bytes))
     except ValueError as exc:
-        parser.error(str(exc))
+        usage_error(str(exc))
 
     if not logging.getLogger().handlers:  # retriever failures are logged here, with their request id
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s:    %(name)s: %(message)s")
