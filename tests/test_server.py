@@ -506,17 +506,16 @@ def test_bad_server_options_are_usage_errors_before_the_index_loads(monkeypatch,
 def test_ragr1_serve_passes_every_server_option(monkeypatch) -> None:
     from langchain_ragr1 import cli
 
-    argvs: list[list[str]] = []
-    monkeypatch.setattr("langchain_ragr1.server.main", argvs.append)
+    served: list[dict] = []
+    monkeypatch.setattr("langchain_ragr1.server.serve", lambda args, usage_error: served.append(vars(args)))
     assert cli.main(["serve"]) == 0
     assert cli.main(["serve", "--max-results", "10", "--body-timeout", "2.5", "--header-timeout", "4",
                      "--keep-alive-timeout", "3", "--limit-concurrency", "32", "--max-header-bytes", "4096",
                      "--max-queries", "8", "--max-body-bytes", "1000", "--max-topk", "7"]) == 0
-    parser = build_parser()
-    assert parser.parse_args(argvs[0]) == parser.parse_args([])  # the same defaults as the server's
-    custom = vars(parser.parse_args(argvs[1]))
-    assert {k: custom[k] for k in ("max_results", "body_timeout", "header_timeout", "keep_alive_timeout",
-                                   "limit_concurrency", "max_header_bytes", "max_queries", "max_body_bytes",
-                                   "max_topk")} == \
+    defaults = vars(build_parser().parse_args([]))
+    assert {k: served[0][k] for k in defaults} == defaults  # the same options and defaults as the server's
+    assert {k: served[1][k] for k in ("max_results", "body_timeout", "header_timeout", "keep_alive_timeout",
+                                      "limit_concurrency", "max_header_bytes", "max_queries", "max_body_bytes",
+                                      "max_topk")} == \
         {"max_results": 10, "body_timeout": 2.5, "header_timeout": 4.0, "keep_alive_timeout": 3,
          "limit_concurrency": 32, "max_header_bytes": 4096, "max_queries": 8, "max_body_bytes": 1000, "max_topk": 7}
