@@ -255,21 +255,14 @@ def default_agent(
             embeddings.warm()
         return built
 
-    from concurrent.futures import Future, ThreadPoolExecutor
-
     def load_policy():
         return default_policy(
             model_path, max_new_tokens=max_new_tokens, temperature=temperature, show_progress=show_progress,
         )
 
-    if isinstance(retriever, BaseRetriever):
-        return RagR1Agent(load_policy(), retriever, **agent_kwargs)
-    if store or corpus or retriever == "http":  # the user's inputs: check them before the model loads
-        ready = load_retriever()
-        return RagR1Agent(load_policy(), ready, **agent_kwargs)
-    # The bundled stores load (and the embedder warms) while the model does: the first answer comes sooner.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragr1-load") as pool:
-        pending: Future = pool.submit(load_retriever)
-        policy = load_policy()
-        ready = pending.result()
+    # One after the other, the user's inputs first (checked before the model loads). Not in two
+    # threads: transformers' lazy imports race (`cannot import name 'AutoModel'` seen here when the
+    # embedder and the model loaded at once).
+    ready = retriever if isinstance(retriever, BaseRetriever) else load_retriever()
+    policy = load_policy()
     return RagR1Agent(policy, ready, **agent_kwargs)

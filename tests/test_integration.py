@@ -87,3 +87,26 @@ def test_cli_index_then_ask(tmp_path, corpus_slice, default_model_dir, capsys):
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert out["question"] == QUESTION and "turns" in out and QUESTION in out["trace"]
+
+
+@pytest.mark.slow
+def test_readme_ask_on_the_bundled_chroma_default_in_a_real_process(default_model_dir):
+    """The README's first command (cached): the default model over the bundled Chroma store, twice.
+
+    The second run opens the cached store and its embedder: loading it while the model loads (in
+    another thread) once raced transformers' lazy imports (`cannot import name 'AutoModel'`).
+    """
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "RAGR1_HOME": os.environ.get("RAGR1_HOME") or str(Path(__file__).parents[1] / ".ragr1-cache")}
+    ragr1 = Path(sys.executable).with_name("ragr1")
+    for _ in range(2):
+        proc = subprocess.run([str(ragr1), "ask", QUESTION, "--max-new-tokens", "48", "--max-turns", "1", "--json"],
+                              capture_output=True, text=True, timeout=600, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        result = json.loads(proc.stdout)
+        assert result["question"] == QUESTION and result["stop_reason"] in ("answer", "turn_budget")
+        assert "Traceback" not in proc.stderr
