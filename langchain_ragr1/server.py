@@ -32,6 +32,7 @@ from langchain_core.retrievers import BaseRetriever
 
 from langchain_ragr1.corpus import document_contents
 from langchain_ragr1.errors import MissingResourceError
+from langchain_ragr1.extras import require
 from langchain_ragr1.retrieval import accepts_k
 from langchain_ragr1.server_options import (
     DEFAULT_BODY_TIMEOUT_S,
@@ -368,7 +369,7 @@ def _h11_protocol(header_timeout_s: float) -> type:
     """uvicorn's h11 protocol, closing a connection that has not sent a complete request line
     and headers within ``header_timeout_s`` of connecting or of its last response (uvicorn
     has no header timeout: a client sending headers slowly would hold its connection forever)."""
-    from uvicorn.protocols.http.h11_impl import H11Protocol
+    H11Protocol = require("uvicorn.protocols.http.h11_impl", "server").H11Protocol
 
     class H11WithHeaderTimeout(H11Protocol):
         _ragr1_timer: Optional[asyncio.TimerHandle] = None
@@ -416,7 +417,7 @@ def uvicorn_config(
     timeout, ``timeout_keep_alive``, ``limit_concurrency`` (503 beyond) and
     ``h11_max_incomplete_event_size`` (a bounded request line + headers). The body timeout and
     size limit are the app's (:func:`create_retrieval_app`)."""
-    import uvicorn
+    uvicorn = require("uvicorn", "server")
 
     return uvicorn.Config(
         app, host=host, port=port,
@@ -444,7 +445,7 @@ def main(argv: Optional[list[str]] = None) -> None:
 
 def serve(args: argparse.Namespace, usage_error) -> None:
     """Serve ``args`` (the options of :func:`add_server_options`); ``usage_error(message)`` reports a bad one."""
-    import uvicorn
+    uvicorn = require("uvicorn", "server")
 
     from langchain_ragr1.defaults import make_retriever
 

@@ -20,6 +20,7 @@ from typing import Any, Iterator, Sequence
 from langchain_core.retrievers import BaseRetriever
 
 from langchain_ragr1.errors import ConfigError
+from langchain_ragr1.extras import require
 from langchain_ragr1.policies.base import Generation, Policy
 from langchain_ragr1.policies.token import TokenPolicy
 from langchain_ragr1.transcript import token_ids_and_mask
@@ -171,7 +172,8 @@ class GraphRollout:
                 policy.close()
             return
         import torch
-        from trl.models.utils import unwrap_model_for_generation
+
+        unwrap_model_for_generation = require("trl.models.utils", "training").unwrap_model_for_generation
 
         from langchain_ragr1.policies.transformers import TransformersPolicy
 
