@@ -54,28 +54,30 @@ def default_bm25_path() -> Path:
 
 def default_bm25_retriever(path: str | Path | None = None, *, k: int = 3):
     """BM25 over the bundled corpus: built and saved once (atomically), then loaded."""
-    import shutil
-    import tempfile
-
     from langchain_ragr1.corpus import load_bundled_corpus
+    from langchain_ragr1.paths import atomic_folder
     from langchain_ragr1.retrievers.bm25 import BM25Retriever
 
     path = Path(path) if path else default_bm25_path()
     if (path / _COMPLETE_MARKER).exists():
         return BM25Retriever.load(path, k=k)
     retriever = BM25Retriever.from_documents(load_bundled_corpus(), k=k)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         retriever.save(tmp)
         (tmp / _COMPLETE_MARKER).write_text("built from the bundled Wikipedia summaries\n")
-        shutil.rmtree(path, ignore_errors=True)  # a stale, unmarked folder
-        tmp.replace(path)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (path / _COMPLETE_MARKER).exists():  # not a concurrent writer that won the race
-            raise
+
+    atomic_folder(path, write, lambda folder: (folder / _COMPLETE_MARKER).exists(), replace_incomplete=True)
     return retriever
+
+
+def check_retriever_kind(kind: Any, url: Any = None) -> None:
+    """A known retriever ``kind`` (with the ``url`` the http one needs), else a :class:`ConfigError`."""
+    if not isinstance(kind, str) or kind not in RETRIEVER_KINDS:
+        raise ConfigError(f"retriever={kind!r} is unknown: use one of {', '.join(RETRIEVER_KINDS)} "
+                          f"or a LangChain BaseRetriever.")
+    if kind == "http" and not url:
+        raise ConfigError("The http retriever needs --url, e.g. http://127.0.0.1:8000/retrieve.")
 
 
 def make_retriever(
@@ -90,13 +92,10 @@ def make_retriever(
     """A retriever of ``kind``: over ``store`` (Chroma folder or BM25 index), ``corpus``
     (a file indexed on the fly), the bundled corpus, or a Search-R1 ``/retrieve`` ``url``.
     """
-    if kind not in RETRIEVER_KINDS:
-        raise ConfigError(f"retriever={kind!r} is unknown: use one of {', '.join(RETRIEVER_KINDS)}.")
+    check_retriever_kind(kind, url)
     if kind == "http":
         from langchain_ragr1.retrievers.http import SearchR1HTTPRetriever
 
-        if not url:
-            raise ConfigError("The http retriever needs --url, e.g. http://127.0.0.1:8000/retrieve.")
         return SearchR1HTTPRetriever(url=url, k=k)
     if kind == "bm25":
         from langchain_ragr1.corpus import load_corpus_file
@@ -235,34 +234,18 @@ def default_agent(
     RagR1Config(**{key: value for key, value in agent_kwargs.items() if key in names})
     _check_policy_settings(model_path, max_new_tokens=max_new_tokens, temperature=temperature)
     if not isinstance(retriever, BaseRetriever):
-        if not isinstance(retriever, str) or retriever not in RETRIEVER_KINDS:
-            raise ConfigError(
-                f"retriever={retriever!r} is unknown: use one of {', '.join(RETRIEVER_KINDS)} "
-                f"or a LangChain BaseRetriever."
-            )
-        if retriever == "http" and not url:
-            raise ConfigError("The http retriever needs --url, e.g. http://127.0.0.1:8000/retrieve.")
+        check_retriever_kind(retriever, url)
     for name, value in (("store", store), ("corpus", corpus)):
         _check_path(name, value)
     if url is not None and not isinstance(url, str):
         raise ConfigError(f"url must be a string such as http://127.0.0.1:8000/retrieve, got {url!r}.")
-    k = agent_kwargs.get("k", 3)
-
-    def load_retriever() -> BaseRetriever:
-        built = make_retriever(retriever, k=k, store=store, corpus=corpus, url=url, show_progress=show_progress)
-        embeddings = getattr(getattr(built, "vectorstore", None), "embeddings", None)
-        if hasattr(embeddings, "warm"):  # load the query embedder now, not in the first search
-            embeddings.warm()
-        return built
-
-    def load_policy():
-        return default_policy(
-            model_path, max_new_tokens=max_new_tokens, temperature=temperature, show_progress=show_progress,
-        )
-
-    # One after the other, the user's inputs first (checked before the model loads). Not in two
-    # threads: transformers' lazy imports race (`cannot import name 'AutoModel'` seen here when the
-    # embedder and the model loaded at once).
-    ready = retriever if isinstance(retriever, BaseRetriever) else load_retriever()
-    policy = load_policy()
-    return RagR1Agent(policy, ready, **agent_kwargs)
+    # The retriever first (the user's store or corpus is checked before the model loads), then
+    # the model; not both at once in two threads: transformers' lazy imports race (`cannot
+    # import name 'AutoModel'` seen here when the embedder and the model loaded together).
+    if not isinstance(retriever, BaseRetriever):
+        retriever = make_retriever(retriever, k=agent_kwargs.get("k", 3), store=store, corpus=corpus, url=url,
+                                   show_progress=show_progress)
+    policy = default_policy(
+        model_path, max_new_tokens=max_new_tokens, temperature=temperature, show_progress=show_progress,
+    )
+    return RagR1Agent(policy, retriever, **agent_kwargs)

@@ -12,8 +12,7 @@ final turn may only answer. The same compiled graph serves users, evaluation and
 from __future__ import annotations
 
 import inspect
-from dataclasses import replace
-from typing import Annotated, Any, Callable, Sequence
+from typing import Annotated, Any, Sequence
 
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
@@ -34,7 +33,7 @@ from typing_extensions import TypedDict
 from langchain_ragr1.config import RagR1Config, settings_for
 from langchain_ragr1.corpus import document_contents
 from langchain_ragr1.errors import ConfigError, RetrievalError
-from langchain_ragr1.policies.base import Generation, Policy, cut_generation
+from langchain_ragr1.policies.base import Policy, cap_generation, cut_generation
 from langchain_ragr1.protocol import (
     INVALID_ACTION_TEXT,
     STOP_STRINGS,
@@ -62,45 +61,6 @@ def turn_char_limit(policy: Policy) -> int:
     if isinstance(budget, int) and not isinstance(budget, bool) and budget > 0:
         return max(MAX_TURN_CHARS, CHARS_PER_TOKEN_CAP * budget)
     return MAX_TURN_CHARS
-
-
-def cap_generation(
-    generation: Generation, limit: int, decode: Callable[[Sequence[int]], str | None]
-) -> Generation:
-    """``generation`` cut to at most ``limit`` characters, token ids and log-probs included.
-
-    Text-level turns (and ids the policy cannot decode) keep their first ``limit`` characters.
-    Token-level turns keep the longest prefix of token ids whose decoded text fits (galloping
-    then binary search, so decoding costs about the kept length), with the text decoded from
-    exactly those ids and the matching log-probs: ids, text and log-probs stay aligned, as
-    after a stop-string cut.
-    A cut turn gets ``finish_reason="length"`` and ``metadata["turn_cut_at_chars"]``.
-    """
-    text = generation.text if isinstance(generation.text, str) else ""
-    if len(text) <= limit:
-        return generation
-    metadata = {**(generation.metadata or {}), "turn_cut_at_chars": limit, "turn_chars": len(text)}
-    ids = generation.token_ids
-    if ids is None or (ids and decode(ids[:1]) is None):  # text-level (or ids it cannot decode)
-        return replace(generation, text=text[:limit], finish_reason="length", metadata=metadata)
-
-    def fits(n: int) -> bool:
-        return len(decode(ids[:n]) or "") <= limit
-
-    low, high = 0, len(ids)  # fits(low) holds; the answer is in [low, high]
-    step = 1024
-    while low + step < high and fits(low + step):
-        low, step = low + step, step * 2
-    high = min(high, low + step)
-    while low < high:
-        middle = (low + high + 1) // 2
-        if fits(middle):
-            low = middle
-        else:
-            high = middle - 1
-    logprobs = generation.logprobs[:low] if generation.logprobs is not None else None
-    return replace(generation, text=decode(ids[:low]) or "", token_ids=list(ids[:low]),
-                   logprobs=logprobs, finish_reason="length", metadata=metadata)
 
 
 class RetrievalResult(TypedDict):

@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from langchain_ragr1.errors import ConfigError, MissingResourceError
-from langchain_ragr1.paths import cache_dir
+from langchain_ragr1.paths import atomic_folder, cache_dir
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 #: The shipped Stage 1 SFT adapter for the base model (see reports/sft.md).
@@ -68,7 +65,7 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, *, show_progress: b
             tokenizer.save_pretrained(tmp)
             steps.update()
 
-    return _atomic_folder(out_dir, write)
+    return atomic_folder(out_dir, write, _is_model_dir)
 
 
 def default_gguf_path() -> Path:
@@ -97,25 +94,6 @@ def base_model_path(*, show_progress: bool = True) -> Path:
     return convert_gguf(default_gguf_path(), target, show_progress=show_progress)
 
 
-def _atomic_folder(out_dir: Path, write) -> Path:
-    """Run ``write(tmp)`` into a temporary sibling of ``out_dir`` and rename it into place."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    tmp.chmod(out_dir.parent.stat().st_mode & 0o777)
-    try:
-        write(tmp)
-        try:
-            os.replace(tmp, out_dir)
-        except OSError:
-            if not _is_model_dir(out_dir):  # not a concurrent writer that won the race
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
-
-
 def merge_adapter(base: str | Path, adapter: str | Path, out_dir: str | Path) -> Path:
     """Merge the LoRA ``adapter`` folder into the ``base`` model and save a plain model folder."""
     adapter = Path(adapter)
@@ -131,7 +109,7 @@ def merge_adapter(base: str | Path, adapter: str | Path, out_dir: str | Path) ->
         merged.save_pretrained(tmp, safe_serialization=True)
         AutoTokenizer.from_pretrained(base).save_pretrained(tmp)
 
-    return _atomic_folder(Path(out_dir), write)
+    return atomic_folder(Path(out_dir), write, _is_model_dir)
 
 
 def _adapter_digest(adapter: Path) -> str:

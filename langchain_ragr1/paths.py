@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Callable
 
 CACHE_ENV = "RAGR1_HOME"
 
@@ -13,3 +16,32 @@ def cache_dir() -> Path:
     path = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "langchain-ragr1")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def atomic_folder(
+    out_dir: Path, write: Callable[[Path], None], is_complete: Callable[[Path], bool], *,
+    replace_incomplete: bool = False,
+) -> Path:
+    """Run ``write(tmp)`` into a temporary sibling of ``out_dir`` and rename it into place.
+
+    An interrupted ``write`` leaves no partial ``out_dir``; a concurrent writer that finished
+    first wins. With ``replace_incomplete`` a leftover ``out_dir`` that is not complete (a cache
+    folder from an older, killed build) is replaced; otherwise it makes the rename fail.
+    """
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    tmp.chmod(out_dir.parent.stat().st_mode & 0o777)
+    try:
+        write(tmp)
+        if replace_incomplete and out_dir.exists() and not is_complete(out_dir):
+            shutil.rmtree(out_dir, ignore_errors=True)
+        try:
+            os.replace(tmp, out_dir)
+        except OSError:
+            if not is_complete(out_dir):  # not a concurrent writer that won the race
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir

@@ -90,11 +90,51 @@ def cut_generation(
             high = middle
         else:
             low = middle + 1
-    logprobs = generation.logprobs[:low] if generation.logprobs is not None else None
-    return replace(
-        generation,
-        text=decode(ids[:low]) or "",
-        token_ids=list(ids[:low]),
-        logprobs=logprobs,
-        finish_reason="stop",
-    )
+    return _keep_ids(generation, low, decode, finish_reason="stop")
+
+
+def _keep_ids(
+    generation: Generation, n: int, decode: Callable[[Sequence[int]], str | None], **changes: Any
+) -> Generation:
+    """``generation`` cut to its first ``n`` token ids, the text decoded from exactly those and
+    the matching log-probs, so ids, text and log-probs stay aligned."""
+    ids = generation.token_ids or []
+    logprobs = generation.logprobs[:n] if generation.logprobs is not None else None
+    return replace(generation, text=decode(ids[:n]) or "", token_ids=list(ids[:n]), logprobs=logprobs, **changes)
+
+
+def cap_generation(
+    generation: Generation, limit: int, decode: Callable[[Sequence[int]], str | None]
+) -> Generation:
+    """``generation`` cut to at most ``limit`` characters, token ids and log-probs included.
+
+    Text-level turns (and ids the policy cannot decode) keep their first ``limit`` characters.
+    Token-level turns keep the longest prefix of token ids whose decoded text fits (galloping
+    then binary search, so decoding costs about the kept length), with the text decoded from
+    exactly those ids and the matching log-probs: ids, text and log-probs stay aligned, as
+    after a stop-string cut.
+    A cut turn gets ``finish_reason="length"`` and ``metadata["turn_cut_at_chars"]``.
+    """
+    text = generation.text if isinstance(generation.text, str) else ""
+    if len(text) <= limit:
+        return generation
+    metadata = {**(generation.metadata or {}), "turn_cut_at_chars": limit, "turn_chars": len(text)}
+    ids = generation.token_ids
+    if ids is None or (ids and decode(ids[:1]) is None):  # text-level (or ids it cannot decode)
+        return replace(generation, text=text[:limit], finish_reason="length", metadata=metadata)
+
+    def fits(n: int) -> bool:
+        return len(decode(ids[:n]) or "") <= limit
+
+    low, high = 0, len(ids)  # fits(low) holds; the answer is in [low, high]
+    step = 1024
+    while low + step < high and fits(low + step):
+        low, step = low + step, step * 2
+    high = min(high, low + step)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(middle):
+            low = middle
+        else:
+            high = middle - 1
+    return _keep_ids(generation, low, decode, finish_reason="length", metadata=metadata)

@@ -66,12 +66,6 @@ class MiniLMEmbeddings(BaseModel, Embeddings):
         model = AutoModel.from_pretrained(path, local_files_only=True, dtype=getattr(torch, self.dtype))
         self._model = model.to(self.device).eval()
 
-    def warm(self) -> None:
-        """Load the model now (it otherwise loads on first use)."""
-        with self._lock:
-            if self._model is None:
-                self._load()
-
     @torch.inference_mode()
     def _encode(self, texts: list[str]) -> list[list[float]]:
         with self._lock:
