@@ -1,5 +1,6 @@
 """Stage 1 SFT data: the oracle teacher through the real graph, rejection sampling, the four
-sample kinds, and labels that fall only on the target model turn."""
+sample kinds, labels that fall only on the target model turn(s), and the proof that whole-trajectory
+samples train on the same tokens with the same per-token loss as the four-kind cut."""
 
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ from langchain_ragr1.training import (
     OraclePolicy,
     build_sft_dataset,
     make_trajectories,
+    to_samples,
     to_sft_samples,
+    to_trajectory_sample,
+    token_accounting,
 )
 from langchain_ragr1.training.sft_data import IGNORE_INDEX, sample_ids
 
@@ -198,7 +202,8 @@ def test_make_sft_data_script(tmp_path, dev_items, default_model_dir):
     counts = json.loads((out / "counts.json").read_text())
     assert counts["trajectories"]["kept"] == len(dev_items)
     assert len((out / "trajectories.jsonl").read_text().splitlines()) == len(dev_items)
-    assert counts["sft"]["kept"] == len((out / "samples.jsonl").read_text().splitlines())
+    samples = len((out / "samples.jsonl").read_text().splitlines())
+    assert counts["sft"]["samples"] == samples == counts["sft"]["kept"] + counts["sft"]["dropped_too_long"]
     from datasets import load_from_disk
 
     assert len(load_from_disk(str(out / "dataset"))) == counts["sft"]["kept"]
@@ -281,3 +286,165 @@ def test_teacher_options_are_checked_before_anything_loads(tmp_path, capsys):
     assert "--base-url" in capsys.readouterr().err
     assert script.main(["--teacher", "transformers", "--out", str(tmp_path)]) == 2
     assert "--teacher-model" in capsys.readouterr().err
+
+
+# -- whole trajectories vs the four-kind cut ---------------------------------------------------
+
+def synthetic_trajectory() -> dict:
+    """A hand-built multi-mode trajectory with token ids below 300: prompt, a valid search, its
+    information, an invalid turn (no action), the format reminder, a valid answer."""
+    def seg(role, text, start, n):
+        return {"role": role, "text": text, "token_ids": [(start + 7 * i) % 297 + 3 for i in range(n)]}
+
+    return {
+        "id": "syn", "question": "Who wrote Hamlet?", "mode": "multi",
+        "segments": [
+            seg("prompt", "Answer the question. Question: Who wrote Hamlet?", 1, 20),
+            seg("policy", "<think>I need the author.</think>\n<search> Hamlet author, Hamlet play </search>", 50, 12),
+            seg("env", "\n<information>\nDoc 1: Hamlet is a tragedy by William Shakespeare.\n</information>\n", 90, 15),
+            seg("policy", "<think>Let me think about it some more.</think>", 140, 8),
+            seg("env", "\nMy previous action is invalid.\n", 180, 6),
+            seg("policy", "<think>The passage says Shakespeare.</think>\n<answer> William Shakespeare </answer>", 220, 10),
+        ],
+    }
+
+
+SEGMENT_LENGTHS = (20, 12, 15, 8, 6, 10)  # prompt, search, env, invalid, env, answer
+
+
+def test_trajectory_sample_labels_every_valid_turn_and_nothing_else():
+    trajectory = synthetic_trajectory()
+    assert parse_action(trajectory["segments"][3]["text"], "multi").kind == "invalid"
+    sample = to_trajectory_sample(trajectory)
+    assert sample["kinds"] == [2, 3] and sample["targets"] == [1, 5]
+    assert (sample["id"], sample["mode"]) == ("syn", "multi")
+    assert [s["kind"] for s in to_sft_samples(trajectory)] == [2, 3]
+    input_ids, labels = sample_ids(sample, None)  # ids only: no tokenizer needed
+    segments = trajectory["segments"]
+    assert input_ids == [i for s in segments for i in s["token_ids"]]
+    start = 0
+    for index, segment in enumerate(segments):
+        span = labels[start:start + len(segment["token_ids"])]
+        assert span == (segment["token_ids"] if index in (1, 5) else [IGNORE_INDEX] * len(span))
+        start += len(segment["token_ids"])
+    assert to_trajectory_sample({**trajectory, "segments": segments[:1] + segments[3:5]}) is None
+    assert to_samples([trajectory], "turns") == to_sft_samples(trajectory)
+    assert to_samples([trajectory], "trajectory") == [sample]
+    with pytest.raises(ValueError, match="sample_format"):
+        to_samples([trajectory], "sequences")
+
+
+def _labelled_losses(model, input_ids, labels, attention_mask=None):
+    """Per-token cross-entropy of a causal LM on labelled positions: {position: (token, loss)}.
+
+    Rows of ``input_ids`` may be right-padded (``attention_mask``)."""
+    import torch
+    import torch.nn.functional as F
+
+    ids, labels = torch.tensor(input_ids), torch.tensor(labels)
+    mask = torch.ones_like(ids) if attention_mask is None else torch.tensor(attention_mask)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits.float()
+    out = []
+    for row in range(ids.shape[0]):
+        ce = F.cross_entropy(logits[row, :-1], labels[row, 1:], ignore_index=IGNORE_INDEX, reduction="none")
+        out.append({p + 1: (labels[row, p + 1].item(), ce[p].item())
+                    for p in range(ids.shape[1] - 1) if labels[row, p + 1] != IGNORE_INDEX})
+    return out
+
+
+def test_whole_trajectory_loss_equals_the_four_kind_cut_per_token():
+    """(a) the whole-trajectory sample and (b) its turn samples (one at a time and as one
+    right-padded batch) give the same cross-entropy on every labelled token, and label the
+    same tokens: each turn sample's input is a prefix of the trajectory, and a causal LM's
+    prediction at a position depends only on the tokens before it."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+        intermediate_size=64, max_position_embeddings=128, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )).eval().float()
+    trajectory = synthetic_trajectory()
+    whole_ids, whole_labels = sample_ids(to_trajectory_sample(trajectory), None)
+    (whole,) = _labelled_losses(model, [whole_ids], [whole_labels])
+
+    turns = [sample_ids(s, None) for s in to_sft_samples(trajectory)]
+    single: dict = {}
+    for ids, labels in turns:
+        (losses,) = _labelled_losses(model, [ids], [labels])
+        assert not set(losses) & set(single)  # every labelled token belongs to one turn sample
+        single.update(losses)
+    width = max(len(ids) for ids, _ in turns)
+    batched: dict = {}
+    for losses in _labelled_losses(model, [ids + [0] * (width - len(ids)) for ids, _ in turns],
+                                   [labels + [IGNORE_INDEX] * (width - len(labels)) for _, labels in turns],
+                                   [[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in turns]):
+        batched.update(losses)
+
+    assert len(whole) == 12 + 10  # the search and the answer; not the invalid turn
+    for other in (single, batched):
+        assert set(other) == set(whole)
+        for position, (token, loss) in whole.items():
+            assert other[position][0] == token
+            assert other[position][1] == pytest.approx(loss, abs=1e-5)
+    assert sum(loss for _, loss in whole.values()) == pytest.approx(sum(l for _, l in single.values()), abs=1e-4)
+
+
+def test_token_accounting_on_the_synthetic_trajectory():
+    P, S, E1, I, E2, A = SEGMENT_LENGTHS
+    counts = token_accounting([synthetic_trajectory()])
+    assert counts["trajectories"] == 1 and counts["max_length"] is None
+    assert counts["turns"] == {"samples": 2, "tokens": (P + S) + (P + S + E1 + I + E2 + A),  # 32 + 71
+                               "labelled_tokens": S + A}
+    assert counts["trajectory"] == {"samples": 1, "tokens": P + S + E1 + I + E2 + A, "labelled_tokens": S + A}
+    assert counts["labelled_tokens_equal"] is True
+    assert counts["tokens_ratio"] == round(103 / 71, 4)
+    # max_length 50: the search sample (32 tokens) fits, the answer sample and the trajectory (71) do not
+    cut = token_accounting([synthetic_trajectory(), synthetic_trajectory()], max_length=50)
+    assert cut["turns"] == {"samples": 4, "tokens": 206, "labelled_tokens": 44, "kept": 2, "dropped_too_long": 2,
+                            "kept_tokens": 64, "kept_labelled_tokens": 24}
+    assert cut["trajectory"] == {"samples": 2, "tokens": 142, "labelled_tokens": 44, "kept": 0,
+                                 "dropped_too_long": 2, "kept_tokens": 0, "kept_labelled_tokens": 0}
+
+
+def test_trajectory_dataset_drops_too_long_trajectories_whole():
+    short = synthetic_trajectory()
+    short["segments"] = short["segments"][:2]  # prompt + search: 32 tokens
+    samples = to_samples([synthetic_trajectory(), short], "trajectory")
+    report: dict = {}
+    dataset = build_sft_dataset(samples, None, max_length=50, report=report)
+    assert report == {"format": "trajectory", "samples": 2, "kept": 1, "dropped_too_long": 1, "max_length": 50,
+                      "kinds": {1: 0, 2: 1, 3: 0, 4: 0}, "max_tokens": 32, "mean_tokens": 32.0,
+                      "tokens": 32, "labelled_tokens": 12}
+    assert dataset["kinds"] == [[2]] and "kind" not in dataset.column_names
+    assert dataset[0]["input_ids"] == sample_ids(samples[1], None)[0]
+    with pytest.raises(EmptySFTDataError, match="2 samples, 2 dropped"):
+        build_sft_dataset(samples, None, max_length=20)
+    with pytest.raises(ValueError, match="both formats"):
+        build_sft_dataset(samples + to_sft_samples(short), None, max_length=50)
+
+
+def test_oracle_trajectory_samples_label_the_union_of_their_turn_samples(dev_items, smollm2_tokenizer, retriever):
+    agent = oracle_agent(dev_items, smollm2_tokenizer, retriever, no_search_fraction=0.0)
+    trajectories, _ = make_trajectories(agent, dev_items, progress=False)
+    report: dict = {}
+    dataset = build_sft_dataset(to_samples(trajectories, "trajectory"), smollm2_tokenizer, 4096, report=report)
+    turns_report: dict = {}
+    build_sft_dataset(to_samples(trajectories, "turns"), smollm2_tokenizer, 4096, report=turns_report)
+    assert report["kinds"] == turns_report["kinds"] and report["labelled_tokens"] == turns_report["labelled_tokens"]
+    assert report["tokens"] < turns_report["tokens"]
+    accounting = token_accounting(trajectories, smollm2_tokenizer, 4096)
+    assert accounting["turns"]["tokens"] == turns_report["tokens"]
+    assert accounting["trajectory"]["tokens"] == report["tokens"]
+    assert accounting["labelled_tokens_equal"]
+    for trajectory, row in zip(trajectories, dataset):
+        assert row["input_ids"] == [i for s in trajectory["segments"] for i in s["token_ids"]]
+        union = {}
+        for sample in to_sft_samples(trajectory):
+            ids, labels = sample_ids(sample, smollm2_tokenizer)
+            assert ids == row["input_ids"][: len(ids)]  # a prefix of the trajectory
+            union.update({p: l for p, l in enumerate(labels) if l != IGNORE_INDEX})
+        assert {p: l for p, l in enumerate(row["labels"]) if l != IGNORE_INDEX} == union
+        assert row["kinds"] == [s["kind"] for s in to_sft_samples(trajectory)]

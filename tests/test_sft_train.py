@@ -1,5 +1,6 @@
 """Stage 1 SFT run: config validation before anything loads, a real SFTTrainer run on a tiny
-model (checkpoints, loss curve, final model or adapter), resume, and label masking."""
+model (checkpoints, loss curve, final model or adapter), resume, label masking, and the
+trajectory sample format (several labelled turns per sequence, token-weighted loss)."""
 
 from __future__ import annotations
 
@@ -10,21 +11,25 @@ from pathlib import Path
 
 import pytest
 
-from langchain_ragr1.training import build_sft_dataset
+from langchain_ragr1.training import build_sft_dataset, to_samples, write_jsonl
 from langchain_ragr1.training.sft import ConfigError, config_from_dict, load_config, train_sft
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _seg(tokenizer, role, text):
+    if role == "prompt":
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=True,
+                                            add_generation_prompt=True, return_dict=False)
+    else:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return {"role": role, "text": text, "token_ids": list(ids)}
+
+
 def _samples(tokenizer):
     """Four hand-built samples of the four kinds, with segment token ids like a token-level teacher."""
     def seg(role, text):
-        if role == "prompt":
-            ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=True,
-                                                add_generation_prompt=True, return_dict=False)
-        else:
-            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        return {"role": role, "text": text, "token_ids": list(ids)}
+        return _seg(tokenizer, role, text)
 
     prompt = seg("prompt", "Answer the question. Question: who wrote Hamlet?")
     search = seg("policy", "<think>I need the author.</think><search> Hamlet author </search>")
@@ -45,6 +50,43 @@ def sft_dataset_dir(tmp_path_factory, smollm2_tokenizer):
     return out
 
 
+def _trajectories(tokenizer):
+    """Three kept trajectories as make_sft_data.py writes them: search + answer (kinds 2, 3),
+    a direct answer (kind 1), and search, an invalid turn, answer (kinds 2, 3; the invalid turn unlabelled)."""
+    def seg(role, text):
+        return _seg(tokenizer, role, text)
+
+    def trajectory(id_, question, turns):
+        return {"id": id_, "question": question, "golden_answers": ["x"], "item_kind": "bridge", "mode": "multi",
+                "answer": "x", "turns": 0, "queries": [],
+                "segments": [seg("prompt", f"Answer the question. Question: {question}"),
+                             *(seg(role, text) for role, text in turns)]}
+
+    info = "\n<information>\nDoc 1: Hamlet is a tragedy by William Shakespeare.\n</information>\n"
+    return [
+        trajectory("t1", "who wrote Hamlet?", [
+            ("policy", "<think>I need the author.</think><search> Hamlet author </search>"), ("env", info),
+            ("policy", "<think>The passage says Shakespeare.</think><answer> William Shakespeare </answer>")]),
+        trajectory("t2", "what is 2+2?", [("policy", "<think>Easy.</think><answer> 4 </answer>")]),
+        trajectory("t3", "who wrote Macbeth?", [
+            ("policy", "<think>Search.</think><search> Macbeth author </search>"), ("env", info),
+            ("policy", "<think>Hmm, let me think.</think>"), ("env", "\nMy previous action is invalid.\n"),
+            ("policy", "<think>Shakespeare again.</think><answer> William Shakespeare </answer>")]),
+    ]
+
+
+@pytest.fixture(scope="module")
+def sft_out_dir(tmp_path_factory, smollm2_tokenizer):
+    """A make_sft_data.py --out folder: trajectories.jsonl, samples.jsonl and dataset/ (turn samples)."""
+    out = tmp_path_factory.mktemp("sftout")
+    trajectories = _trajectories(smollm2_tokenizer)
+    samples = to_samples(trajectories, "turns")
+    write_jsonl(trajectories, out / "trajectories.jsonl")
+    write_jsonl(samples, out / "samples.jsonl")
+    build_sft_dataset(samples, smollm2_tokenizer, 256).save_to_disk(str(out / "dataset"))
+    return out
+
+
 @pytest.fixture
 def tiny_model_dir(tmp_path, tiny_model, smollm2_tokenizer):
     path = tmp_path / "tiny"
@@ -57,7 +99,7 @@ def _config(model_dir, dataset_dir, out, **extra):
     base = {"model": str(model_dir), "dataset": str(dataset_dir), "output_dir": str(out),
             "lora": False, "learning_rate": 1e-3, "max_steps": 2, "per_device_train_batch_size": 2,
             "gradient_accumulation_steps": 1, "max_length": 256, "save_steps": 1, "logging_steps": 1,
-            "device": "cpu"}
+            "device": "cpu", "sample_format": "turns"}
     base.update(extra)
     return config_from_dict(base)
 
@@ -72,6 +114,36 @@ def test_shipped_configs_validate_without_loading():
             cpu.gradient_accumulation_steps, cpu.num_train_epochs, cpu.save_steps) == (2e-4, 2048, 1, 8, 2, 50)
     paper = load_config(ROOT / "training/configs/sft_paper_7b.yaml")  # the model path does not exist
     assert not paper.lora.enabled and paper.bf16 and paper.num_train_epochs == 5 and paper.learning_rate == 1e-5
+
+
+def test_sample_format_defaults_to_trajectory_and_is_checked():
+    assert config_from_dict({"dataset": "d", "output_dir": "o"}).sample_format == "trajectory"
+    for name in ("sft_default", "sft_cpu_lora", "sft_paper_7b"):  # the shipped runs keep the paper's cut
+        assert load_config(name).sample_format == "turns"
+    with pytest.raises(ConfigError, match="sample_format must be trajectory or turns"):
+        config_from_dict({"dataset": "d", "output_dir": "o", "sample_format": "trajectories"})
+
+
+def test_sample_format_chooses_the_source(sft_out_dir, sft_dataset_dir, tmp_path):
+    def source(dataset, sample_format):
+        return config_from_dict({"dataset": str(dataset), "output_dir": "o",
+                                 "sample_format": sample_format}).check_dataset()
+
+    jsonl = sft_out_dir / "trajectories.jsonl"
+    assert source(sft_out_dir, "trajectory") == jsonl
+    assert source(sft_out_dir / "dataset", "trajectory") == jsonl  # beside the dataset/ folder
+    assert source(jsonl, "trajectory") == jsonl
+    assert source(sft_out_dir, "turns") == sft_out_dir / "dataset"
+    assert source(jsonl, "turns") == jsonl  # cut into turns at the start of the run
+    with pytest.raises(ConfigError, match="trajectory needs trajectories.jsonl.*set sample_format: turns"):
+        source(sft_dataset_dir, "trajectory")  # a saved turns dataset only
+    saved = tmp_path / "saved"  # a dataset saved in trajectory format serves trajectory runs only
+    from langchain_ragr1.training.sft_data import read_jsonl
+
+    build_sft_dataset(to_samples(read_jsonl(jsonl), "trajectory"), None, 256).save_to_disk(str(saved / "dataset"))
+    assert source(saved, "trajectory") == saved / "dataset"
+    with pytest.raises(ConfigError, match="holds trajectory samples; set sample_format: trajectory"):
+        source(saved, "turns")
 
 
 def test_unknown_key_is_rejected(tmp_path):
@@ -238,3 +310,88 @@ def test_export_and_merge_give_the_trained_model(tiny_model_dir, sft_dataset_dir
     assert torch.allclose(merged, adapted, atol=1e-2)
     with pytest.raises(ConfigError, match="no LoRA adapter"):
         export_adapter(tiny_model_dir, tmp_path / "x")
+
+
+# -- trajectory format -------------------------------------------------------------------------
+
+def test_trajectory_yaml_runs_end_to_end_and_counts_tokens(tiny_model_dir, sft_out_dir, tmp_path, smollm2_tokenizer):
+    """A YAML with sample_format: trajectory through run_sft's main, on make_sft_data's --out folder."""
+    import yaml
+
+    from langchain_ragr1.training.run_sft import main
+    from langchain_ragr1.training.sft_data import read_jsonl, token_accounting
+
+    out = tmp_path / "traj"
+    config = _config(tiny_model_dir, sft_out_dir, out, sample_format="trajectory").to_dict()
+    path = tmp_path / "traj.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert "sample_format: trajectory" in path.read_text()
+    assert main(["--config", str(path), "--quiet"]) == 0
+    counts = json.loads((out / "data_counts.json").read_text())
+    assert counts["sample_format"] == "trajectory" and counts["source"] == str(sft_out_dir / "trajectories.jsonl")
+    expected = token_accounting(read_jsonl(sft_out_dir / "trajectories.jsonl"), smollm2_tokenizer, 256)
+    assert counts["accounting"] == json.loads(json.dumps(expected))
+    assert expected["labelled_tokens_equal"] and expected["turns"]["samples"] == 5
+    assert expected["trajectory"]["samples"] == 3 and expected["tokens_ratio"] > 1
+    train = counts["train"]
+    assert train["samples"] == 3 and train["tokens"] == expected["trajectory"]["tokens"]
+    assert train["labelled_tokens"] == expected["turns"]["labelled_tokens"]
+    assert train["kinds"] == {"1": 1, "2": 2, "3": 2, "4": 0}
+    assert train["optimizer_steps_per_epoch"] == 2  # 3 samples, 2 per step
+    assert counts["built"]["dropped_too_long"] == 0
+    assert (out / "final" / "model.safetensors").is_file()
+    rows = list(csv.DictReader((out / "loss.csv").open()))
+    assert [int(r["step"]) for r in rows] == [1, 2] and all(math.isfinite(float(r["loss"])) for r in rows)
+
+
+def test_turns_run_counts_tokens_too_and_max_samples_counts_trajectories(tiny_model_dir, sft_out_dir, tmp_path):
+    turns = train_sft(_config(tiny_model_dir, sft_out_dir, tmp_path / "turns", max_steps=1), progress=False)
+    assert turns["sample_format"] == "turns" and turns["samples"] == 5  # the saved dataset/
+    assert turns["data_counts"]["accounting"]["turns"]["tokens"] == turns["tokens_per_epoch"]
+    whole = train_sft(_config(tiny_model_dir, sft_out_dir, tmp_path / "whole", max_steps=1,
+                              sample_format="trajectory", max_samples=2), progress=False)
+    assert whole["samples"] == 2  # trajectories, a seeded subset
+    subset = whole["data_counts"]["accounting_train"]
+    assert subset["trajectories"] == 2 and subset["trajectory"]["tokens"] == whole["tokens_per_epoch"]
+    assert subset["trajectory"]["labelled_tokens"] == whole["labelled_tokens_per_epoch"]
+
+
+def test_trainer_batch_keeps_labels_on_every_policy_turn(tiny_model, tiny_model_dir, sft_out_dir, smollm2_tokenizer):
+    """The batch SFTTrainer builds (our sft_args: no completion_only/assistant_only re-masking)
+    keeps the labels of all valid turns of each trajectory, and its loss is the mean over the
+    labelled tokens of the whole optimizer step (num_items_in_batch), not a mean of per-sample means."""
+    import torch
+    import torch.nn.functional as F
+    from trl import SFTTrainer
+
+    from langchain_ragr1.training.sft import load_sft_dataset, sft_args
+
+    config = _config(tiny_model_dir, sft_out_dir, sft_out_dir / "unused", sample_format="trajectory",
+                     per_device_train_batch_size=3)
+    dataset, _ = load_sft_dataset(config, smollm2_tokenizer)
+    trainer = SFTTrainer(model=tiny_model, args=sft_args(config, use_cpu=True), train_dataset=dataset,
+                         processing_class=smollm2_tokenizer)
+    assert not trainer.args.completion_only_loss and not trainer.args.assistant_only_loss
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert batch["labels"].shape[0] == 3
+    by_ids = {tuple(r["input_ids"]): r["labels"] for r in dataset}
+    spans_seen = 0
+    for row in range(3):
+        n = int(batch["attention_mask"][row].sum())
+        labels = by_ids[tuple(batch["input_ids"][row, :n].tolist())]
+        assert batch["labels"][row, :n].tolist() == labels and (batch["labels"][row, n:] == -100).all()
+        labelled = [p for p, l in enumerate(labels) if l != -100]
+        spans_seen = max(spans_seen, 1 + sum(b - a > 1 for a, b in zip(labelled, labelled[1:])))
+    assert spans_seen == 2  # a trajectory with two labelled turns (search, answer) and a gap between
+
+    # Loss reduction: sum of per-token CE over labelled tokens / labelled tokens of the step.
+    assert trainer.model_accepts_loss_kwargs
+    count = trainer._get_num_items_in_batch([batch, batch], trainer.args.device)  # two accumulation steps
+    assert int(count) == 2 * int(batch["labels"][:, 1:].ne(-100).sum())
+    model = trainer.model.eval()
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=count)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+        ce = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1),
+                             ignore_index=-100, reduction="sum")
+    assert loss.item() == pytest.approx(ce.item() / int(count), rel=1e-4)

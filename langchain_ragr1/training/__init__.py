@@ -3,24 +3,32 @@
 from langchain_ragr1.training.oracle import OraclePolicy
 from langchain_ragr1.training.sft_data import (
     KINDS,
+    SAMPLE_FORMATS,
     EmptySFTDataError,
     TrajectoryCounts,
     build_sft_dataset,
     make_trajectories,
     read_jsonl,
+    to_samples,
     to_sft_samples,
+    to_trajectory_sample,
+    token_accounting,
     write_jsonl,
 )
 
 __all__ = [
     "KINDS",
+    "SAMPLE_FORMATS",
     "EmptySFTDataError",
     "OraclePolicy",
     "TrajectoryCounts",
     "build_sft_dataset",
     "make_trajectories",
     "read_jsonl",
+    "to_samples",
     "to_sft_samples",
+    "to_trajectory_sample",
+    "token_accounting",
     "write_jsonl",
 ]
 

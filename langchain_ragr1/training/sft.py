@@ -1,10 +1,30 @@
-"""Stage 1 SFT run: TRL's ``SFTTrainer`` on the pre-tokenised dataset of :mod:`.sft_data`.
+"""Stage 1 SFT run: TRL's ``SFTTrainer`` on a pre-tokenised dataset of :mod:`.sft_data`.
+
+``sample_format`` chooses the samples: ``trajectory`` (one sequence per kept trajectory,
+labels on all its valid model turns; built at the start of the run from the
+``trajectories.jsonl`` that ``make_sft_data.py`` writes beside ``dataset/``) or ``turns``
+(the paper's four-kind cut, one sample per turn; the saved ``dataset/`` as it is).
+:func:`load_sft_dataset` makes either and writes what an epoch costs both ways
+(:func:`~langchain_ragr1.training.sft_data.token_accounting`) to ``output_dir/data_counts.json``.
 
 The dataset already carries ``input_ids`` and ``labels`` (-100 everywhere except the target
-turn), so TRL's dataset preparation is skipped (``skip_prepare_dataset``) and its
+turn or turns), so TRL's dataset preparation is skipped (``skip_prepare_dataset``) and its
 ``DataCollatorForLanguageModeling`` pads ``input_ids`` with the pad id and ``labels`` with
--100, using the labels as they are. pad == eos for SmolLM2 is harmless: padded positions have
-attention 0 and label -100, and no EOS is a target.
+-100, using the labels as they are (no ``completion_only_loss``/``assistant_only_loss``
+re-masking: several labelled spans per sequence survive). pad == eos for SmolLM2 is harmless:
+padded positions have attention 0 and label -100, and no EOS is a target.
+
+Loss weighting (TRL 1.16 ``SFTTrainer.compute_loss`` under transformers 5 ``Trainer``): the
+loss of an optimizer step is the sum of the per-token cross-entropies of every labelled token
+in the step divided by ``num_items_in_batch``, the number of labelled tokens in all of the
+step's micro-batches (``per_device_train_batch_size`` x ``gradient_accumulation_steps``
+samples). It is a mean per labelled token in both formats, never a mean of per-sample means:
+each labelled token gets the same per-token loss either way (``tests/test_sft_data.py``) and
+weighs the same within its step. What changes with ``trajectory`` is the grouping: a step of
+N trajectory samples holds every turn of N trajectories (about turns-per-trajectory times as
+many labelled tokens as a step of N turn samples), so an epoch has proportionally fewer, larger
+optimizer steps (fewer updates at a given learning rate and schedule), while one epoch still
+trains each labelled token once and processes each shared prefix once instead of once per turn.
 
 :class:`SFTRunConfig` is loaded from YAML and validated before any model is loaded
 (:class:`ConfigError` names the bad key). Besides its own keys a config takes any field of
@@ -15,10 +35,10 @@ trains (LoRA or full), saves
 ``loss.csv``/``loss.png`` and saves the final model or adapter with its tokenizer in
 ``output_dir/final``.
 """
-
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 from dataclasses import asdict, dataclass, field, fields
@@ -41,7 +61,11 @@ from langchain_ragr1.training.run_config import (
 
 logger = logging.getLogger(__name__)
 
-MAKE_DATA_HINT = "build it first with training/make_sft_data.py --out DIR (it writes DIR/dataset)"
+MAKE_DATA_HINT = ("build it first with training/make_sft_data.py --out DIR (it writes DIR/dataset and "
+                  "DIR/trajectories.jsonl)")
+#: The sample formats a config may choose (see :mod:`.sft_data`).
+SAMPLE_FORMATS = ("trajectory", "turns")
+TRAJECTORIES_FILE = "trajectories.jsonl"
 LABEL = "SFT"
 TRL_CLASS = "SFTConfig"
 #: TRL fields that this config sets from one of its own keys: TRL name -> ours. Either may be
@@ -69,7 +93,10 @@ class SFTRunConfig:
     per_device_train_batch_size: int = 1
     gradient_accumulation_steps: int = 8
     max_length: int = 2048
-    max_samples: int | None = None  # a seeded random subset of this size (None: all)
+    max_samples: int | None = None  # a seeded random subset of this many samples of sample_format (None: all)
+    #: trajectory: one sequence per trajectory, labels on all its valid turns (built from
+    #: trajectories.jsonl); turns: the paper's four-kind cut, one sample per turn (the saved dataset)
+    sample_format: str = "trajectory"
     save_steps: int = 50
     logging_steps: int = 1
     seed: int = 0
@@ -109,6 +136,8 @@ class SFTRunConfig:
                 raise bad(key, f"must be true or false, got {getattr(self, key)!r}")
         if not isinstance(self.warmup_ratio, (int, float)) or not (0 <= self.warmup_ratio < 1):
             raise bad("warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio!r}")
+        if self.sample_format not in SAMPLE_FORMATS:
+            raise bad("sample_format", f"must be {' or '.join(SAMPLE_FORMATS)}, got {self.sample_format!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise bad("device", f"must be auto, cpu or cuda, got {self.device!r}")
         if not self.dataset or not self.output_dir:
@@ -118,19 +147,69 @@ class SFTRunConfig:
         return self
 
     def check_dataset(self) -> Path:
-        """The dataset folder, or a :class:`ConfigError` saying how to make it."""
+        """Where this run's samples come from, or a :class:`ConfigError` saying how to make them.
+
+        ``trajectory``: the ``trajectories.jsonl`` beside ``dataset`` (the ``--out`` folder of
+        ``make_sft_data.py``, its ``dataset/`` subfolder, or the ``.jsonl`` file itself); else a
+        saved dataset already in trajectory format. ``turns``: the saved dataset
+        (``DIR/dataset``); else the ``trajectories.jsonl``, cut into turns at the start.
+        """
         path = Path(self.dataset).expanduser()
-        if (path / "dataset" / "dataset_info.json").is_file():
-            path = path / "dataset"  # the --out folder of make_sft_data.py
-        if not (path / "dataset_info.json").is_file():
-            raise ConfigError(f"SFT config: dataset {str(path)!r} is not a saved dataset; {MAKE_DATA_HINT}")
-        return path
+        saved = _saved_dataset(path)
+        trajectories = _trajectories_file(path)
+        if self.sample_format == "trajectory":
+            if trajectories is not None:
+                return trajectories
+            if saved is not None and _saved_format(saved) == "trajectory":
+                return saved
+            raise ConfigError(
+                f"SFT config: sample_format: trajectory needs {TRAJECTORIES_FILE} (the kept trajectories); "
+                f"none in or beside {str(path)!r}"
+                + (" (its saved dataset holds turn samples: set sample_format: turns to train on it)"
+                   if saved is not None else "") + f"; {MAKE_DATA_HINT}")
+        if saved is not None:
+            if _saved_format(saved) == "trajectory":
+                raise ConfigError(f"SFT config: the dataset {str(saved)!r} holds trajectory samples; "
+                                  "set sample_format: trajectory")
+            return saved
+        if trajectories is not None:
+            return trajectories
+        raise ConfigError(f"SFT config: dataset {str(path)!r} is neither a saved dataset nor holds "
+                          f"{TRAJECTORIES_FILE}; {MAKE_DATA_HINT}")
 
     def to_dict(self) -> dict[str, Any]:
         """The config as YAML would write it: its keys and the TRL pass-through, flat."""
         data = asdict(self)
         trl_args = data.pop("trl_args")
         return {**data, **trl_args}
+
+
+def _saved_dataset(path: Path) -> Path | None:
+    """The saved ``datasets`` folder at ``path`` or at ``path/dataset`` (make_sft_data's --out)."""
+    for folder in (path / "dataset", path):
+        if (folder / "dataset_info.json").is_file():
+            return folder
+    return None
+
+
+def _trajectories_file(path: Path) -> Path | None:
+    """``path`` itself (a .jsonl file), ``path/trajectories.jsonl``, or the one beside a saved
+    ``dataset/`` folder."""
+    if path.is_file() and path.suffix == ".jsonl":
+        return path
+    candidates = [path / TRAJECTORIES_FILE]
+    if (path / "dataset_info.json").is_file():
+        candidates.append(path.parent / TRAJECTORIES_FILE)
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def _saved_format(folder: Path) -> str:
+    """``turns`` or ``trajectory``: a saved dataset of turn samples has a ``kind`` column."""
+    try:
+        features = json.loads((folder / "dataset_info.json").read_text(encoding="utf-8")).get("features", {})
+    except (OSError, ValueError):
+        return "turns"
+    return "trajectory" if "kinds" in features and "kind" not in features else "turns"
 
 
 #: The YAML keys of this config (``trl_args`` is where the others go, not a key).
@@ -226,16 +305,92 @@ def write_loss_curve(log_history: list[dict[str, Any]], output_dir: str | Path) 
     return rows
 
 
+def _dataset_counts(dataset: Any) -> dict[str, Any]:
+    """``samples``, ``tokens``, ``labelled_tokens`` and ``kinds`` of a tokenised dataset (one epoch)."""
+    kinds = {k: 0 for k in (1, 2, 3, 4)}
+    column = "kinds" if "kinds" in dataset.column_names else "kind" if "kind" in dataset.column_names else None
+    if column:
+        for value in dataset[column]:
+            for kind in (value if isinstance(value, list) else [value]):
+                kinds[kind] = kinds.get(kind, 0) + 1
+    return {
+        "samples": len(dataset),
+        "tokens": sum(len(ids) for ids in dataset["input_ids"]),
+        "labelled_tokens": sum(sum(label != -100 for label in labels) for labels in dataset["labels"]),
+        "kinds": kinds,
+    }
+
+
+def load_sft_dataset(config: SFTRunConfig, tokenizer: Any) -> tuple[Any, dict[str, Any]]:
+    """The training dataset of a run (``input_ids``, ``labels``) and its counts.
+
+    Samples of ``config.sample_format`` from :meth:`SFTRunConfig.check_dataset`'s source: a
+    ``trajectories.jsonl`` is cut (:func:`~langchain_ragr1.training.sft_data.to_samples`) and
+    tokenised from the segments' ids; a saved dataset is used as it is. Samples longer than
+    ``max_length`` are dropped, never cut; then ``max_samples`` takes a seeded subset of the
+    samples. The counts (``data_counts.json``): ``sample_format``, ``source``, ``built`` (what
+    was dropped), ``train`` (samples, tokens and labelled tokens of one epoch of the subset,
+    ``optimizer_steps_per_epoch``) and, where the trajectories are known, ``accounting``: an
+    epoch of all trajectories both ways (:func:`~langchain_ragr1.training.sft_data.token_accounting`),
+    and ``accounting_train`` for the trajectories a ``trajectory`` subset took.
+    """
+    require("datasets", "training")
+    from datasets import load_from_disk
+
+    from langchain_ragr1.training.sft_data import build_sft_dataset, read_jsonl, to_samples, token_accounting
+
+    source = config.check_dataset()
+    trajectories = None
+    built: dict[str, Any] = {}
+    if source.suffix == ".jsonl":
+        trajectories = read_jsonl(source)
+        dataset = build_sft_dataset(to_samples(trajectories, config.sample_format), tokenizer,
+                                    config.max_length, report=built)
+    else:
+        dataset = load_from_disk(str(source))
+        missing = {"input_ids", "labels"} - set(dataset.column_names)
+        if missing:
+            raise ConfigError(f"SFT dataset {str(source)!r} lacks {sorted(missing)}; {MAKE_DATA_HINT}")
+        total = len(dataset)
+        too_long = sum(1 for n in dataset["input_ids"] if len(n) > config.max_length)
+        if too_long:
+            dataset = dataset.filter(lambda row: len(row["input_ids"]) <= config.max_length)
+            logger.warning("Dropped %d samples longer than max_length=%d.", too_long, config.max_length)
+        if len(dataset) == 0:
+            raise ConfigError(f"SFT dataset {str(source)!r} has no sample of at most {config.max_length} tokens")
+        built = {"format": config.sample_format, "samples": total, "kept": len(dataset),
+                 "dropped_too_long": too_long, "max_length": config.max_length}
+        beside = _trajectories_file(source)
+        if beside is not None:
+            trajectories = read_jsonl(beside)
+    if config.max_samples and config.max_samples < len(dataset):
+        dataset = dataset.shuffle(seed=config.seed).select(range(config.max_samples))
+    train = _dataset_counts(dataset)
+    per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps
+    train["optimizer_steps_per_epoch"] = math.ceil(len(dataset) / per_step)
+    counts: dict[str, Any] = {"sample_format": config.sample_format, "source": str(source),
+                              "built": built, "train": train}
+    if trajectories is not None:
+        counts["accounting"] = token_accounting(trajectories, tokenizer, config.max_length)
+        if config.sample_format == "trajectory" and "id" in dataset.column_names:
+            by_id = {str(t.get("id", "")): t for t in trajectories}
+            chosen = [by_id[i] for i in dataset["id"] if i in by_id]
+            if len(by_id) == len(trajectories) and len(chosen) == len(dataset):
+                counts["accounting_train"] = token_accounting(chosen, tokenizer, config.max_length)
+    keep = ["input_ids", "labels"]
+    return dataset.select_columns(keep), counts
+
+
 def train_sft(config: SFTRunConfig, *, progress: bool = True) -> dict[str, Any]:
-    """Train; returns ``{global_step, resumed_from, final_dir, loss_rows, train_runtime, ...}``."""
+    """Train; returns ``{global_step, resumed_from, final_dir, loss_rows, train_runtime, ...}``
+    (``data_counts``: what :func:`load_sft_dataset` counted, also in ``output_dir/data_counts.json``)."""
     config.validate()
-    dataset_path = config.check_dataset()
+    config.check_dataset()
 
     import torch
 
     require("trl", "training")
     require("datasets", "training")
-    from datasets import load_from_disk
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTTrainer
 
@@ -246,29 +401,23 @@ def train_sft(config: SFTRunConfig, *, progress: bool = True) -> dict[str, Any]:
     output_dir = Path(config.output_dir)
     args = sft_args(config, use_cpu=use_cpu, progress=progress)  # TRL's own checks, before anything loads
     model_path = check_model_path(config.model) if config.model else base_model_path(show_progress=progress)
-    dataset = load_from_disk(str(dataset_path))
-    missing = {"input_ids", "labels"} - set(dataset.column_names)
-    if missing:
-        raise ConfigError(f"SFT dataset {str(dataset_path)!r} lacks {sorted(missing)}; {MAKE_DATA_HINT}")
-    too_long = sum(1 for n in dataset["input_ids"] if len(n) > config.max_length)
-    if too_long:
-        dataset = dataset.filter(lambda row: len(row["input_ids"]) <= config.max_length)
-        logger.warning("Dropped %d samples longer than max_length=%d.", too_long, config.max_length)
-    if len(dataset) == 0:
-        raise ConfigError(f"SFT dataset {str(dataset_path)!r} has no sample of at most {config.max_length} tokens")
-    if config.max_samples and config.max_samples < len(dataset):
-        dataset = dataset.shuffle(seed=config.seed).select(range(config.max_samples))
-    dataset = dataset.select_columns(["input_ids", "labels"])
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    dataset, data_counts = load_sft_dataset(config, tokenizer)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "data_counts.json").write_text(json.dumps(data_counts, indent=2) + "\n", encoding="utf-8")
+    train = data_counts["train"]
+    logger.info("SFT data (%s): %d samples, %d tokens and %d labelled tokens per epoch, %d optimizer steps per epoch",
+                config.sample_format, train["samples"], train["tokens"], train["labelled_tokens"],
+                train["optimizer_steps_per_epoch"])
+
     dtype = torch.bfloat16 if config.bf16 else torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
 
     peft_config = config.lora.to_peft()
 
-    output_dir.mkdir(parents=True, exist_ok=True)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=peft_config)
     last = last_complete_checkpoint(output_dir)
@@ -285,7 +434,11 @@ def train_sft(config: SFTRunConfig, *, progress: bool = True) -> dict[str, Any]:
         "final_dir": str(final_dir),
         "model": str(model_path),
         "lora": config.lora.enabled,
+        "sample_format": config.sample_format,
         "samples": len(dataset),
+        "tokens_per_epoch": train["tokens"],
+        "labelled_tokens_per_epoch": train["labelled_tokens"],
+        "data_counts": data_counts,
         "train_runtime": result.metrics.get("train_runtime"),
         "train_loss": result.metrics.get("train_loss"),
         "loss_rows": rows,

@@ -1,17 +1,31 @@
-"""Stage 1 SFT data: rejection-sampled teacher trajectories cut into the spec's four kinds.
+"""Stage 1 SFT data: rejection-sampled teacher trajectories, as whole trajectories or cut into
+the spec's four kinds.
 
 :func:`make_trajectories` runs the real agent graph (any teacher policy, real retrieval) over
 a QA set and keeps only episodes whose final answer exactly matches a gold answer.
-:func:`to_sft_samples` cuts a kept trajectory at every model turn: the input is the prompt
-and everything before the turn (earlier turns and their ``<information>``), the target is
-that one turn. Kinds (spec section 2): 1 prompt -> answer, 2 prompt -> search, 3 context ->
-answer, 4 context -> search. Retrieved text is never a target.
-:func:`build_sft_dataset` turns samples into ``input_ids``/``labels`` by concatenating the
-segments' token ids (never re-tokenising decoded text); labels are -100 everywhere except on
-the target turn. Too-long samples are dropped and counted (cutting the context would show
-the model transcripts it can never see at inference: a prompt without its question).
-"""
+Two sample formats (:data:`SAMPLE_FORMATS`, :func:`to_samples`):
 
+* ``"turns"`` (the paper's way), :func:`to_sft_samples`: a kept trajectory is cut at every
+  valid model turn: the input is the prompt and everything before the turn (earlier turns and
+  their ``<information>``), the target is that one turn. Kinds (spec section 2): 1 prompt ->
+  answer, 2 prompt -> search, 3 context -> answer, 4 context -> search.
+* ``"trajectory"``, :func:`to_trajectory_sample`: one sample per trajectory, the whole
+  transcript as input, labels on every valid model turn at once (``kinds`` lists their kinds).
+
+Retrieved text, the prompt and invalid turns (``parse_action(...).kind == "invalid"``) are
+never a target in either format; an invalid turn stays in the input as context.
+:func:`build_sft_dataset` turns samples of either format into ``input_ids``/``labels`` by
+concatenating the segments' token ids (never re-tokenising decoded text); labels are -100
+everywhere except on the target turn(s). Too-long samples are dropped and counted (cutting
+the context would show the model transcripts it can never see at inference: a prompt without
+its question).
+
+The two formats train on the same labelled tokens with the same per-token loss: a turn
+sample's input is exactly a prefix of its trajectory, so under a causal LM each target token
+sees the same context either way (``tests/test_sft_data.py`` checks this on a tiny model).
+:func:`token_accounting` counts what an epoch costs each way (the trajectory format processes
+the shared prefix once instead of once per turn).
+"""
 from __future__ import annotations
 
 import json
@@ -37,6 +51,8 @@ KINDS: dict[tuple[bool, str], int] = {
     (True, "search"): 4,
 }
 IGNORE_INDEX = -100
+#: The sample formats of :func:`to_samples`: whole trajectories, or the four-kind cut per turn.
+SAMPLE_FORMATS = ("trajectory", "turns")
 
 
 class EmptySFTDataError(RagR1Error, ValueError):
@@ -126,6 +142,20 @@ def make_trajectories(
     return kept, counts
 
 
+def _target_kinds(segments: Sequence[dict[str, Any]], mode: str) -> list[tuple[int, int]]:
+    """``(segment index, kind)`` of every valid model turn, in order; invalid turns are skipped."""
+    targets = []
+    seen_policy = False
+    for index, segment in enumerate(segments):
+        if segment["role"] != "policy":
+            continue
+        action = parse_action(segment["text"], mode)
+        if action.kind != "invalid":
+            targets.append((index, KINDS[(seen_policy, action.kind)]))
+        seen_policy = True  # an earlier invalid turn is context too: the next turn is kind 3/4
+    return targets
+
+
 def to_sft_samples(trajectory: dict[str, Any]) -> list[dict[str, Any]]:
     """One sample per valid model turn of ``trajectory``: ``context`` segments -> ``target``.
 
@@ -134,23 +164,55 @@ def to_sft_samples(trajectory: dict[str, Any]) -> list[dict[str, Any]]:
     """
     segments = trajectory["segments"]
     mode = trajectory.get("mode", "multi")
-    samples = []
-    for index, segment in enumerate(segments):
-        if segment["role"] != "policy":
-            continue
-        action = parse_action(segment["text"], mode)
-        if action.kind == "invalid":
-            continue
-        earlier = any(s["role"] == "policy" for s in segments[:index])
-        samples.append({
-            "id": f"{trajectory.get('id', '')}#{index}",
-            "question": trajectory["question"],
-            "mode": mode,
-            "kind": KINDS[(earlier, action.kind)],
-            "context": [dict(s) for s in segments[:index]],
-            "target": dict(segment),
-        })
-    return samples
+    return [{
+        "id": f"{trajectory.get('id', '')}#{index}",
+        "question": trajectory["question"],
+        "mode": mode,
+        "kind": kind,
+        "context": [dict(s) for s in segments[:index]],
+        "target": dict(segments[index]),
+    } for index, kind in _target_kinds(segments, mode)]
+
+
+def to_trajectory_sample(trajectory: dict[str, Any]) -> dict[str, Any] | None:
+    """The whole ``trajectory`` as one sample: all its ``segments`` in, every valid model turn a target.
+
+    ``targets`` are the indices of the labelled segments (the valid ``policy`` turns, the same
+    turns :func:`to_sft_samples` makes targets of) and ``kinds`` their kinds, 1..4, in order.
+    None when no turn is valid (nothing to learn).
+    """
+    segments = trajectory["segments"]
+    mode = trajectory.get("mode", "multi")
+    targets = _target_kinds(segments, mode)
+    if not targets:
+        return None
+    return {
+        "id": str(trajectory.get("id", "")),
+        "question": trajectory["question"],
+        "mode": mode,
+        "kinds": [kind for _, kind in targets],
+        "targets": [index for index, _ in targets],
+        "segments": [dict(s) for s in segments],
+    }
+
+
+def to_samples(trajectories: Iterable[dict[str, Any]], sample_format: str = "trajectory") -> list[dict[str, Any]]:
+    """The samples of ``trajectories`` in ``sample_format`` (:data:`SAMPLE_FORMATS`)."""
+    if sample_format == "turns":
+        return [s for t in trajectories for s in to_sft_samples(t)]
+    if sample_format == "trajectory":
+        return [s for s in map(to_trajectory_sample, trajectories) if s is not None]
+    raise ValueError(f"sample_format must be one of {', '.join(SAMPLE_FORMATS)}, got {sample_format!r}")
+
+
+def sample_format_of(sample: dict[str, Any]) -> str:
+    """``"trajectory"`` for a :func:`to_trajectory_sample` sample, ``"turns"`` for a four-kind one."""
+    return "trajectory" if "segments" in sample else "turns"
+
+
+def sample_kinds(sample: dict[str, Any]) -> list[int]:
+    """The kinds of a sample's labelled turns (one for a turns sample)."""
+    return list(sample["kinds"]) if "kinds" in sample else [sample["kind"]]
 
 
 def _segment_ids(segment: dict[str, Any], tokenizer: Any) -> list[int]:
@@ -168,12 +230,19 @@ def _segment_ids(segment: dict[str, Any], tokenizer: Any) -> list[int]:
 
 
 def sample_ids(sample: dict[str, Any], tokenizer: Any) -> tuple[list[int], list[int]]:
-    """``(input_ids, labels)`` of one sample: concatenated segment ids, labels on the target only."""
-    context: list[int] = []
-    for segment in sample["context"]:
-        context.extend(_segment_ids(segment, tokenizer))
-    target = _segment_ids(sample["target"], tokenizer)
-    return context + target, [IGNORE_INDEX] * len(context) + target
+    """``(input_ids, labels)`` of one sample of either format: the segments' ids concatenated,
+    labels equal to the ids on the target turn(s) and -100 elsewhere."""
+    if "segments" in sample:
+        segments, targets = sample["segments"], set(sample["targets"])
+    else:
+        segments, targets = [*sample["context"], sample["target"]], {len(sample["context"])}
+    input_ids: list[int] = []
+    labels: list[int] = []
+    for index, segment in enumerate(segments):
+        ids = _segment_ids(segment, tokenizer)
+        input_ids.extend(ids)
+        labels.extend(ids if index in targets else [IGNORE_INDEX] * len(ids))
+    return input_ids, labels
 
 
 def build_sft_dataset(
@@ -183,20 +252,27 @@ def build_sft_dataset(
     *,
     report: dict[str, Any] | None = None,
 ):
-    """A ``datasets.Dataset`` of ``input_ids``, ``attention_mask``, ``labels``, ``kind``.
+    """A ``datasets.Dataset`` of ``input_ids``, ``attention_mask``, ``labels``, ``kinds``, ``id``
+    from samples of one format (turns samples add their ``kind``; a trajectory sample's
+    ``kinds`` lists the kinds of all its labelled turns).
 
-    Samples longer than ``max_length`` tokens are dropped and counted. ``report`` (a dict)
-    receives ``samples``, ``kept``, ``dropped_too_long``, ``kinds`` (kept per kind) and
-    ``max_tokens``/``mean_tokens`` of the kept samples. Raises :class:`EmptySFTDataError`
-    with those counts when nothing is left.
+    Samples longer than ``max_length`` tokens are dropped whole and counted (never cut).
+    ``report`` (a dict) receives ``format``, ``samples``, ``kept``, ``dropped_too_long``,
+    ``kinds`` (labelled turns of the kept samples per kind), ``max_tokens``/``mean_tokens``,
+    ``tokens`` and ``labelled_tokens`` (sums over the kept samples: what one epoch processes
+    and trains on). Raises :class:`EmptySFTDataError` with those counts when nothing is left.
     """
     require("datasets", "training")
     from datasets import Dataset
 
-    rows: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": [], "kind": [], "id": []}
-    total, too_long, kinds = 0, 0, Counter()
+    rows: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": [], "kinds": [], "id": []}
+    formats: set[str] = set()
+    total, too_long, labelled, kinds = 0, 0, 0, Counter()
     for sample in samples:
         total += 1
+        formats.add(sample_format_of(sample))
+        if len(formats) > 1:
+            raise ValueError("build_sft_dataset: samples of both formats (turns and trajectory) in one dataset")
         input_ids, labels = sample_ids(sample, tokenizer)
         if len(input_ids) > max_length:
             too_long += 1
@@ -204,11 +280,16 @@ def build_sft_dataset(
         rows["input_ids"].append(input_ids)
         rows["attention_mask"].append([1] * len(input_ids))
         rows["labels"].append(labels)
-        rows["kind"].append(sample["kind"])
+        rows["kinds"].append(sample_kinds(sample))
         rows["id"].append(sample.get("id", ""))
-        kinds[sample["kind"]] += 1
+        kinds.update(sample_kinds(sample))
+        labelled += sum(label != IGNORE_INDEX for label in labels)
+    sample_format = formats.pop() if formats else "turns"
+    if sample_format == "turns":
+        rows["kind"] = [k[0] for k in rows["kinds"]]
     lengths = [len(ids) for ids in rows["input_ids"]]
     counts = {
+        "format": sample_format,
         "samples": total,
         "kept": len(lengths),
         "dropped_too_long": too_long,
@@ -216,17 +297,63 @@ def build_sft_dataset(
         "kinds": {k: kinds.get(k, 0) for k in (1, 2, 3, 4)},
         "max_tokens": max(lengths, default=0),
         "mean_tokens": round(sum(lengths) / len(lengths), 1) if lengths else 0.0,
+        "tokens": sum(lengths),
+        "labelled_tokens": labelled,
     }
     if report is not None:
         report.update(counts)
     if too_long:
-        logger.warning("Dropped %d of %d samples longer than %d tokens.", too_long, total, max_length)
+        logger.warning("Dropped %d of %d %s samples longer than %d tokens.", too_long, total,
+                       sample_format, max_length)
     if not lengths:
         raise EmptySFTDataError(
             f"No SFT sample left: {total} samples, {too_long} dropped as longer than "
             f"max_length={max_length} tokens." + (" Raise max_length." if too_long else "")
         )
     return Dataset.from_dict(rows)
+
+
+def token_accounting(
+    trajectories: Iterable[dict[str, Any]],
+    tokenizer: Any = None,
+    max_length: int | None = None,
+) -> dict[str, Any]:
+    """What one epoch over ``trajectories`` costs in each sample format.
+
+    For ``"turns"`` and ``"trajectory"``: ``samples``, ``tokens`` (sum of sample lengths: the
+    tokens a forward pass processes per epoch, padding aside) and ``labelled_tokens`` (tokens
+    with a label: the loss terms), over all samples; with ``max_length`` also ``kept``,
+    ``dropped_too_long``, ``kept_tokens`` and ``kept_labelled_tokens`` (what survives the
+    drop of too-long samples; the formats drop differently: a long trajectory is dropped
+    whole, while its early turns fit as turn samples). ``labelled_tokens_equal`` says whether
+    the labelled tokens agree (they must: the same turns are targets) and ``tokens_ratio`` is
+    turns tokens / trajectory tokens. ``tokenizer`` is needed only for segments without ids.
+    """
+    trajectories = list(trajectories)
+    out: dict[str, Any] = {"trajectories": len(trajectories), "max_length": max_length}
+    for sample_format in ("turns", "trajectory"):
+        counts = {"samples": 0, "tokens": 0, "labelled_tokens": 0}
+        if max_length is not None:
+            counts.update(kept=0, dropped_too_long=0, kept_tokens=0, kept_labelled_tokens=0)
+        for sample in to_samples(trajectories, sample_format):
+            input_ids, labels = sample_ids(sample, tokenizer)
+            n, n_labelled = len(input_ids), sum(label != IGNORE_INDEX for label in labels)
+            counts["samples"] += 1
+            counts["tokens"] += n
+            counts["labelled_tokens"] += n_labelled
+            if max_length is None:
+                continue
+            if n > max_length:
+                counts["dropped_too_long"] += 1
+            else:
+                counts["kept"] += 1
+                counts["kept_tokens"] += n
+                counts["kept_labelled_tokens"] += n_labelled
+        out[sample_format] = counts
+    turns, whole = out["turns"], out["trajectory"]
+    out["labelled_tokens_equal"] = turns["labelled_tokens"] == whole["labelled_tokens"]
+    out["tokens_ratio"] = round(turns["tokens"] / whole["tokens"], 4) if whole["tokens"] else None
+    return out
 
 
 def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> int:
