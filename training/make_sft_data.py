@@ -12,9 +12,12 @@ Teacher failures (an error or a request past ``--teacher-timeout``) are retried 
 times, then the question is skipped and counted in ``errors``; the run goes on.
 
 Writes ``DIR/trajectories.jsonl`` (kept trajectories: question, gold answers, mode and the
-segments with text and token ids), ``DIR/samples.jsonl`` (one model turn per sample, kind
-1..4), ``DIR/dataset/`` (a saved ``datasets.Dataset`` of input_ids/labels; samples longer
-than ``--max-length`` are dropped and counted) and ``DIR/counts.json``; prints the counts.
+segments with text and token ids: what a ``sample_format: trajectory`` SFT run trains on,
+one sequence per trajectory), ``DIR/samples.jsonl`` (one model turn per sample, kind 1..4),
+``DIR/dataset/`` (a saved ``datasets.Dataset`` of those turn samples, for
+``sample_format: turns``; samples longer than ``--max-length`` are dropped and counted) and
+``DIR/counts.json`` (with tokens per epoch in both formats); prints the counts.
+``--mode multi single`` writes a trajectory of every question in each mode.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="ragr1-train", help="a QA set name or file (see load_qa)")
-    parser.add_argument("--mode", choices=MODES, default="multi")
+    parser.add_argument("--mode", choices=MODES, nargs="+", default=["multi"],
+                        help="one or both modes; with both, every question gets a trajectory in each")
     parser.add_argument("--teacher", choices=TEACHERS, default="oracle",
                         help="oracle: follows each item's gold_queries (needs generated/FanOutQA items); "
                              "openai: a model behind an OpenAI-compatible server (--base-url, --teacher-model); "
@@ -82,12 +86,12 @@ def check_teacher_args(args: argparse.Namespace) -> None:
         raise ConfigError("--teacher openai needs --base-url, e.g. http://127.0.0.1:8000/v1")
 
 
-def make_teacher(args: argparse.Namespace, items: list, tokenizer):
+def make_teacher(args: argparse.Namespace, items: list, tokenizer, mode: str = "multi"):
     """The teacher policy named by ``--teacher`` (options checked by :func:`check_teacher_args`)."""
     from langchain_ragr1.training import OraclePolicy
 
     if args.teacher == "oracle":
-        return OraclePolicy(items, tokenizer, mode=args.mode, seed=args.seed,
+        return OraclePolicy(items, tokenizer, mode=mode, seed=args.seed,
                             no_search_fraction=args.no_search_fraction)
     if args.teacher == "openai":
         from langchain_ragr1.policies.openai_server import openai_server_policy
@@ -100,6 +104,18 @@ def make_teacher(args: argparse.Namespace, items: list, tokenizer):
 
     return TransformersPolicy.from_pretrained(args.teacher_model, temperature=args.temperature,
                                               max_new_tokens=args.max_new_tokens)
+
+
+def _sum_counts(counts):
+    """One TrajectoryCounts adding up those of each mode."""
+    from langchain_ragr1.training.sft_data import TrajectoryCounts
+
+    total = TrajectoryCounts()
+    for c in counts:
+        for name in ("total", "kept", "rejected", "errors", "retried"):
+            setattr(total, name, getattr(total, name) + getattr(c, name))
+        total.error_messages += c.error_messages
+    return total
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -115,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_sft_dataset,
         make_trajectories,
         to_sft_samples,
+        token_accounting,
         write_jsonl,
     )
 
@@ -129,13 +146,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         tokenizer = AutoTokenizer.from_pretrained(path)
         retriever = make_retriever(args.retriever, k=args.k, store=args.store, corpus=args.corpus,
                                    url=args.url, show_progress=not args.quiet)
-        teacher = make_teacher(args, items, tokenizer)
-        agent = RagR1Agent(teacher, retriever, mode=args.mode, k=args.k, max_turns=args.max_turns)
-        trajectories, counts = make_trajectories(agent, items, retries=args.retries,
-                                                 progress=not args.quiet)
+        trajectories, by_mode = [], {}
+        for mode in dict.fromkeys(args.mode):
+            teacher = make_teacher(args, items, tokenizer, mode)
+            agent = RagR1Agent(teacher, retriever, mode=mode, k=args.k, max_turns=args.max_turns)
+            kept, by_mode[mode] = make_trajectories(agent, items, retries=args.retries,
+                                                    progress=not args.quiet)
+            trajectories += kept
+        counts = by_mode[args.mode[0]] if len(by_mode) == 1 else _sum_counts(by_mode.values())
         samples = [s for t in trajectories for s in to_sft_samples(t)]
         report: dict = {}
         dataset = build_sft_dataset(samples, tokenizer, args.max_length, report=report)
+        accounting = token_accounting(trajectories, tokenizer, args.max_length)
     except RagR1Error as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -151,9 +173,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = {
         "data": args.data, "mode": args.mode, "teacher": args.teacher, "retriever": args.retriever,
         "trajectories": {k: v for k, v in counts.to_dict().items() if k != "error_messages"},
+        "trajectories_by_mode": {m: {k: v for k, v in c.to_dict().items() if k != "error_messages"}
+                                 for m, c in by_mode.items()},
+        "item_kinds_kept_by_mode": {m: dict(Counter(t["item_kind"] for t in trajectories if t["mode"] == m))
+                                    for m in by_mode},
         "errors": counts.error_messages[:10],
         "item_kinds_kept": dict(Counter(t["item_kind"] for t in trajectories)),
         "sft": report,
+        "token_accounting": accounting,
     }
     (out / "counts.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(summary, indent=2))

@@ -1,15 +1,22 @@
 """``OraclePolicy``: an offline teacher that writes protocol turns from a QA item's gold plan.
 
-Given the items (``gold_queries`` grouped by turn, ``evidence_titles``, ``golden_answers``)
-it plays the model inside the real graph: one ``<think>...</think><search> ... </search>``
-turn per gold turn (multi mode: the turn's queries joined by ", ", at most ``max_queries``
-per turn; single mode: one query per turn, in order), then
-``<think>...</think><answer> gold </answer>``. The ``<information>`` it reads is whatever
-the real retriever returned through the graph. With ``grounded=True`` it answers the gold
-answer only when every evidence article was actually retrieved, and ``unknown`` otherwise,
-so rejection sampling drops trajectories whose retrieved text does not support the answer.
-A seeded fraction ``no_search_fraction`` of the questions is answered at once "from its own
-knowledge" (sample kind 1). The reasoning text comes from a few seeded templates.
+Given the items (``gold_queries`` grouped by turn, ``evidence_titles``, ``golden_answers``
+and, for generated items, ``facts`` and ``reasoning``) it plays the model inside the real
+graph: one ``<think>...</think><search> ... </search>`` turn per gold turn (multi mode: the
+turn's queries joined by ", ", at most ``max_queries`` per turn; single mode: one query per
+turn, in order), then ``<think>...</think><answer> gold </answer>``. The ``<information>``
+it reads is whatever the real retriever returned through the graph.
+
+Its reasoning reads: after a search, the next ``<think>`` states the facts the last
+searches were for, with their values as the passages write them ("La Dolce Vita was
+directed by Federico Fellini. Now I need Federico Fellini birth year."), and the answer
+turn states every deciding fact and then the item's ``reasoning`` ("1844 is earlier, so
+..."). A fact is stated only when its quote is in the retrieved text: with
+``grounded=True`` a fact the searches did not bring back ends the episode with the answer
+``unknown``, so rejection sampling drops trajectories whose text would not support what
+they say. Items without facts (old sets, FanOutQA) get the generic sentences. A seeded
+fraction ``no_search_fraction`` of the questions is answered at once "from its own
+knowledge" (sample kind 1). The wording comes from a few seeded templates.
 
 Given a tokenizer it is a token-level policy: the prompt goes through the chat template and
 every turn's token ids are ``tokenizer(text)`` of that turn alone (the same helpers as
@@ -54,6 +61,18 @@ _NEXT_SEARCH = (
     "I found {found}. Next I should search for {queries}.",
     "From the passages on {found}, the next step is to look up {queries}.",
 )
+#: After a search whose facts were found: ``{facts}`` are their statements.
+_NEXT_SEARCH_FACTS = (
+    "{facts} Now I need {queries}.",
+    "{facts} Next I should search for {queries}.",
+    "The results say: {facts} I still need {queries}.",
+)
+#: The answer turn of an item with facts: ``{facts}`` then the item's ``{reasoning}``.
+_ANSWER_FACTS = (
+    "{facts} {reasoning}",
+    "The results say: {facts} {reasoning}",
+    "From the passages: {facts} {reasoning}",
+)
 _ANSWER_AFTER_SEARCH = (
     "The passages on {found} give what I need. The answer is {answer}.",
     "According to the results about {found}, the answer is {answer}.",
@@ -77,6 +96,12 @@ def _listing(parts: Sequence[str]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + f" and {parts[-1]}"
 
 
+def _sentences(statements: Iterable[str]) -> str:
+    """Statements joined as sentences (each ends with a full stop)."""
+    parts = [s.strip() for s in statements if s and s.strip()]
+    return " ".join(p if p.endswith((".", "!", "?")) else p + "." for p in parts)
+
+
 def _strip_tags(text: str) -> str:
     """Reasoning text must never hold a protocol tag (it would end or fake an action)."""
     return text.replace("<", "(").replace(">", ")")
@@ -98,6 +123,17 @@ def information_text(segments: Sequence[Segment]) -> str:
         except (json.JSONDecodeError, AttributeError):
             texts.append(body)
     return "\n".join(texts)
+
+
+def item_facts(item: QAItem) -> list[dict[str, str]]:
+    """The item's facts (generated items carry them; others have none)."""
+    return list(getattr(item, "facts", None) or [])
+
+
+def fact_found(fact: dict[str, str], info: str) -> bool:
+    """Whether the retrieved text holds the fact's quote (so the value is read, not known)."""
+    quote = fact.get("quote") or fact.get("value") or ""
+    return bool(quote) and quote in info
 
 
 class OraclePolicy(Policy):
@@ -189,6 +225,20 @@ class OraclePolicy(Policy):
         # A comma inside a query would split it: quote such queries (the parser keeps them whole).
         return ", ".join(f'"{q}"' if "," in q else q for q in queries)
 
+    def facts_by_turn(self, item: QAItem) -> list[list[dict[str, str]]]:
+        """The facts each search turn of the plan looks for (one fact per gold query, in order).
+
+        Empty lists when the item has no facts or they do not pair one to one with its queries."""
+        plan = self.plan(item)
+        facts = item_facts(item)
+        if len(facts) != sum(len(turn) for turn in plan):
+            return [[] for _ in plan]
+        grouped, start = [], 0
+        for turn in plan:
+            grouped.append(facts[start : start + len(turn)])
+            start += len(turn)
+        return grouped
+
     def turn_text(self, item: QAItem, segments: Sequence[Segment]) -> str:
         """The next turn for ``item`` after ``segments``."""
         done = sum(1 for s in segments if s["role"] == "policy")
@@ -199,16 +249,32 @@ class OraclePolicy(Policy):
         entities = _listing([n for n in named if n in item.question] or (plan[0] if plan else named))
         info = information_text(segments)
         found = _listing([t.split(" (")[0] for t in item.evidence_titles if t in info])
+        by_turn = self.facts_by_turn(item)
+        # The facts the searches so far were for, and whether the results hold them all.
+        wanted = [fact for turn in by_turn[:done] for fact in turn]
+        missing = [fact for fact in wanted if not fact_found(fact, info)]
+        if self.grounded and missing:
+            think = rng.choice(_ANSWER_UNGROUNDED).format(found=found)
+            return f"<think>{_strip_tags(think)}</think><answer> {UNGROUNDED_ANSWER} </answer>"
+        last = _sentences(fact["statement"] for fact in (by_turn[done - 1] if 0 < done <= len(plan) else []))
         if done < len(plan):
             queries = plan[done]
             listed = _listing(queries)
-            template = rng.choice(_FIRST_SEARCH if done == 0 else _NEXT_SEARCH)
-            think = template.format(queries=listed, entities=entities, found=found)
+            if done == 0:
+                think = rng.choice(_FIRST_SEARCH).format(queries=listed, entities=entities)
+            elif last:
+                think = rng.choice(_NEXT_SEARCH_FACTS).format(facts=last, queries=listed)
+            else:
+                think = rng.choice(_NEXT_SEARCH).format(queries=listed, found=found)
             action = f"<search> {self._search_content(queries)} </search>"
         else:
             answer = item.golden_answers[0]
+            reasoning = getattr(item, "reasoning", None)
             if not plan:
                 think = rng.choice(_ANSWER_DIRECT).format(answer=answer, entities=entities)
+            elif wanted and reasoning:
+                think = rng.choice(_ANSWER_FACTS).format(
+                    facts=_sentences(fact["statement"] for fact in wanted), reasoning=reasoning)
             elif not self.grounded or all(t in info for t in item.evidence_titles):
                 think = rng.choice(_ANSWER_AFTER_SEARCH).format(answer=answer, found=found)
             else:

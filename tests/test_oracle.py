@@ -1,0 +1,126 @@
+"""The oracle teacher's reasoning reads: it states the facts the passages hold, the first
+hop's answer before the second search, and answers ``unknown`` when a fact is not retrieved."""
+
+from __future__ import annotations
+
+import pytest
+from langchain_core.documents import Document
+
+from langchain_ragr1 import RagR1Agent
+from langchain_ragr1.data import QAItem
+from langchain_ragr1.protocol import parse_action
+from langchain_ragr1.testing import MemoryRetriever
+from langchain_ragr1.training import OraclePolicy, make_trajectories
+from langchain_ragr1.training.oracle import UNGROUNDED_ANSWER
+
+DOCS = [
+    Document(page_content="English writer (1797–1851). Mary Shelley wrote Frankenstein.",
+             metadata={"title": "Mary Shelley"}),
+    Document(page_content="French mathematician (1789–1857). Augustin-Louis Cauchy studied calculus.",
+             metadata={"title": "Augustin-Louis Cauchy"}),
+    Document(page_content="1960 film by Federico Fellini. La Dolce Vita is a comedy-drama film.",
+             metadata={"title": "La Dolce Vita"}),
+    Document(page_content="Italian film director (1920–1993). Federico Fellini was known for his style.",
+             metadata={"title": "Federico Fellini"}),
+]
+
+COMPARISON = QAItem(
+    id="c1", question="Who died last, Mary Shelley or Augustin-Louis Cauchy?",
+    golden_answers=["Augustin-Louis Cauchy"], kind="comparison",
+    evidence_titles=["Mary Shelley", "Augustin-Louis Cauchy"],
+    gold_queries=[["Mary Shelley death year", "Augustin-Louis Cauchy death year"]],
+)
+COMPARISON.facts = [
+    {"title": "Mary Shelley", "entity": "Mary Shelley", "attribute": "death year", "value": "1851",
+     "quote": "English writer (1797–1851)", "statement": "Mary Shelley died in 1851."},
+    {"title": "Augustin-Louis Cauchy", "entity": "Augustin-Louis Cauchy", "attribute": "death year",
+     "value": "1857", "quote": "French mathematician (1789–1857)",
+     "statement": "Augustin-Louis Cauchy died in 1857."},
+]
+COMPARISON.reasoning = "1857 is later than 1851, so the answer is Augustin-Louis Cauchy."
+
+BRIDGE = QAItem(
+    id="b1", question="In what year was the director of La Dolce Vita born?",
+    golden_answers=["1920"], kind="bridge", evidence_titles=["La Dolce Vita", "Federico Fellini"],
+    gold_queries=[["La Dolce Vita"], ["Federico Fellini birth year"]],
+)
+BRIDGE.facts = [
+    {"title": "La Dolce Vita", "entity": "La Dolce Vita", "attribute": "director",
+     "value": "Federico Fellini", "quote": "1960 film by Federico Fellini",
+     "statement": "La Dolce Vita was directed by Federico Fellini."},
+    {"title": "Federico Fellini", "entity": "Federico Fellini", "attribute": "birth year", "value": "1920",
+     "quote": "Italian film director (1920–1993)", "statement": "Federico Fellini was born in 1920."},
+]
+BRIDGE.reasoning = "Federico Fellini, the director of La Dolce Vita, was born in 1920."
+
+
+def _run(items, mode, docs=DOCS):
+    teacher = OraclePolicy(items, mode=mode, no_search_fraction=0.0)
+    agent = RagR1Agent(teacher, MemoryRetriever(documents=docs, k=1), mode=mode, k=1, max_turns=4)
+    return [agent.invoke(item.question) for item in items]
+
+
+def _turns(result):
+    return [s["text"] for s in result["segments"] if s["role"] == "policy"]
+
+
+def _think(turn: str) -> str:
+    return turn.split("<think>", 1)[1].split("</think>", 1)[0]
+
+
+@pytest.mark.parametrize("mode", ["multi", "single"])
+def test_answer_turn_states_the_deciding_facts_then_the_reasoning(mode):
+    (result,) = _run([COMPARISON], mode)
+    assert result["answer"] == "Augustin-Louis Cauchy"
+    final = _think(_turns(result)[-1])
+    assert "Mary Shelley died in 1851." in final
+    assert "Augustin-Louis Cauchy died in 1857." in final
+    assert final.endswith(COMPARISON.reasoning)
+    assert result["turns"] == (1 if mode == "multi" else 2)
+
+
+def test_single_mode_states_the_first_fact_before_the_second_search():
+    (result,) = _run([COMPARISON], "single")
+    second = parse_action(_turns(result)[1], "single")
+    assert second.kind == "search" and second.queries == ("Augustin-Louis Cauchy death year",)
+    think = _think(_turns(result)[1])
+    assert "Mary Shelley died in 1851." in think
+    assert "Cauchy died in 1857" not in think  # not yet retrieved
+
+
+@pytest.mark.parametrize("mode", ["multi", "single"])
+def test_bridge_states_the_first_hops_answer_before_searching_the_second(mode):
+    (result,) = _run([BRIDGE], mode)
+    assert result["answer"] == "1920" and result["turns"] == 2
+    second = parse_action(_turns(result)[1], mode)
+    assert second.kind == "search" and second.queries == ("Federico Fellini birth year",)
+    assert "La Dolce Vita was directed by Federico Fellini." in _think(_turns(result)[1])
+
+
+def test_a_fact_missing_from_the_results_is_rejected_not_stated():
+    # Without Fellini's article the second hop's quote is never retrieved.
+    docs = [d for d in DOCS if d.metadata["title"] != "Federico Fellini"]
+    teacher = OraclePolicy([BRIDGE], mode="multi", no_search_fraction=0.0)
+    agent = RagR1Agent(teacher, MemoryRetriever(documents=docs, k=1), mode="multi", k=1, max_turns=4)
+    result = agent.invoke(BRIDGE.question)
+    assert result["answer"] == UNGROUNDED_ANSWER
+    assert "1920" not in " ".join(_turns(result))
+    kept, counts = make_trajectories(agent, [BRIDGE], progress=False, allow_empty=True)
+    assert kept == [] and counts.rejected == 1
+
+
+def test_a_quote_must_be_in_the_passage_not_only_the_value():
+    # The passage names 1851 elsewhere but not as the lifespan the fact quotes.
+    docs = [Document(page_content="English writer. In 1851 a book appeared.", metadata={"title": "Mary Shelley"})] + DOCS[1:]
+    teacher = OraclePolicy([COMPARISON], mode="multi", no_search_fraction=0.0)
+    agent = RagR1Agent(teacher, MemoryRetriever(documents=docs, k=1), mode="multi", k=1, max_turns=4)
+    assert agent.invoke(COMPARISON.question)["answer"] == UNGROUNDED_ANSWER
+
+
+def test_items_without_facts_keep_the_generic_reasoning():
+    plain = QAItem(id="p", question=COMPARISON.question, golden_answers=COMPARISON.golden_answers,
+                   kind="comparison", evidence_titles=COMPARISON.evidence_titles,
+                   gold_queries=COMPARISON.gold_queries)
+    (result,) = _run([plain], "multi")
+    assert result["answer"] == "Augustin-Louis Cauchy"
+    assert "died in" not in _think(_turns(result)[-1])
