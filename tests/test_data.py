@@ -87,9 +87,10 @@ def test_fanoutqa_dev_with_decompositions():
 
 def test_shipped_sets_load():
     dev, test = load_qa("ragr1-dev"), load_qa("ragr1-test")
-    assert len(dev) >= 80 and len(test) >= 80
+    assert len(dev) == 100 and len(test) == 100
     assert {i.kind for i in test} == {"comparison", "bridge", "fan-out", "single-hop"}
-    assert all(i.gold_queries and i.evidence_titles for i in dev + test)
+    assert all(i.gold_queries and i.evidence_titles and i.facts and i.reasoning for i in dev + test)
+    assert len(load_qa("ragr1-dev-v1")) == 91 and len(load_qa("ragr1-test-v1")) == 93
     train = load_qa("ragr1-train", limit=5)
     assert len(train) == 5 and not {i.id for i in train} & {i.id for i in dev + test}
 
@@ -205,4 +206,36 @@ def test_fanoutqa_shaped_file_checks(tmp_path):
         load_qa(str(path))
     path.write_text(json.dumps([item | {"decomposition": [{"question": "no id"}]}]))
     with pytest.raises(DataError, match=r"fan.json item 1 \(line 1\): 'decomposition' must be a list"):
+        load_qa(str(path))
+
+
+FACT = {"title": "Accra", "entity": "Accra", "attribute": "population", "value": "284,124",
+        "quote": "a population of 284,124", "statement": "Accra has a population of 284,124."}
+
+
+def test_facts_and_reasoning_round_trip(tmp_path):
+    from langchain_ragr1.data.loaders import QAItem, write_jsonl
+
+    item = QAItem(id="a", question="What is the population of Accra?", golden_answers=["284,124", "284124"],
+                  kind="single-hop", evidence_titles=["Accra"], gold_queries=[["Accra population"]],
+                  facts=[FACT], reasoning="The passage says Accra has a population of 284,124.")
+    path = tmp_path / "f.jsonl"
+    write_jsonl([item], path)
+    back = load_qa(str(path))[0]
+    assert back == item
+    plain = load_qa(str(write_lines(tmp_path / "p.jsonl", [OK])))[0]
+    assert plain.facts == [] and plain.reasoning is None
+
+
+@pytest.mark.parametrize("facts", [
+    {"title": "x"}, ["Accra"], [FACT | {"value": 284124}], [{k: v for k, v in FACT.items() if k != "quote"}],
+    [FACT | {"extra": 1}],
+])
+def test_malformed_facts_name_file_and_line(tmp_path, facts):
+    path = write_lines(tmp_path / "bad.jsonl", [OK, OK | {"facts": facts}])
+    with pytest.raises(DataError) as info:
+        load_qa(str(path))
+    assert f"{path} line 2: 'facts' must be a list of objects" in str(info.value)
+    path = write_lines(tmp_path / "bad.jsonl", [OK | {"reasoning": ["x"]}])
+    with pytest.raises(DataError, match="line 1: 'reasoning' must be a string"):
         load_qa(str(path))

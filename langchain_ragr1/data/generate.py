@@ -1,46 +1,122 @@
-"""Deterministic QA over the bundled Wikipedia summaries, verified against the corpus text.
+"""Deterministic QA over the bundled Wikipedia summaries, verified against the corpus text (v2).
 
-Facts come from two patterns of the article descriptions: a person's lifespan
-(``"Romanian sculptor (1876–1957)"``) and a work's creator (``"1878 novel by Leo Tolstoy"``).
-Four kinds: ``single-hop`` (a birth or death year), ``comparison`` (who was born/died
-first of two, answer one of them), ``fan-out`` (earliest/latest of three or four people:
-parallel lookups) and ``bridge`` (the birth year of a work's creator: two hops). Articles
-are assigned to train/dev/test by a hash of the linked group they belong to, so splits share
-no evidence article. :func:`verify_item` re-derives every answer from the corpus text.
+Facts are read from the passages (``"{description}. {extract}"``) by conservative patterns:
+
+- numeric attributes: a person's birth and death year (``"Romanian sculptor (1876–1957)"``,
+  ``People`` articles), a population (``"a population of 284,124"``), an area (``"an area of
+  238,533 km2"``), an elevation, a length (``"8,900 kilometres (5,500 mi) long"``), a founding
+  or establishment year and a work's year from its description (``"1818 novel by Mary
+  Shelley"``: published; a film: released; a painting: painted; an opera: premiered ...);
+- relations between articles: a work's creator (director, author, composer, artist), a
+  country's capital (``"Its capital and largest city is Accra"`` in the country's article, or
+  ``"Accra is the capital of Ghana"`` in the city's) and an object's discoverer (a person).
+
+Four kinds: ``single-hop`` (one attribute or relation), ``comparison`` (which of two entities
+has the larger/earlier value), ``fan-out`` (the largest/earliest of three or four: parallel
+lookups) and ``bridge`` (a relation, then an attribute of the article it names: two hops).
+Every item carries ``facts`` (one per evidence article, in hop order: title, entity, attribute,
+value and a short quote, both exact substrings of the article's text, and a plain statement)
+and a ``reasoning`` sentence. Articles linked by a relation form a group; each group goes to
+train/dev/test by a hash, so the splits share no evidence article. Articles whose title's
+sha256 is listed in ``excluded_titles.sha256`` (or named in the reserved-titles file, see
+:func:`reserved_titles`) are never used. :func:`verify_item` re-derives every answer and fact
+from the corpus text.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import re
-from dataclasses import dataclass
-from typing import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping
 
-from langchain_ragr1.data.loaders import DataError, QAItem
+from langchain_ragr1.data.loaders import FACT_KEYS, DataError, QAItem
 
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
 KINDS: tuple[str, ...] = ("comparison", "bridge", "fan-out", "single-hop")
 DEFAULT_SEED = 1234
-#: Items per kind in the shipped dev and test sets (bridge is limited by the corpus).
-SHIPPED_COUNTS: dict[str, int] = {"comparison": 30, "fan-out": 25, "bridge": 20, "single-hop": 25}
+#: Items per kind in the shipped dev and test sets.
+SHIPPED_COUNTS: dict[str, int] = {"comparison": 25, "fan-out": 20, "bridge": 25, "single-hop": 30}
+#: Items per kind of the on-the-fly train split (bridge is limited by the corpus; see docs).
+TRAIN_COUNTS: dict[str, int] = {"comparison": 220, "fan-out": 180, "bridge": 250, "single-hop": 280}
+#: Largest share of birth/death-year items among comparison, fan-out and single-hop items.
+PEOPLE_YEAR_SHARE = 0.4
+#: sha256 hex digests of titles that are never used as evidence (kept for an external evaluation).
+EXCLUDED_DIGESTS_FILE = Path(__file__).resolve().parent / "excluded_titles.sha256"
 
 _LIFESPAN_RE = re.compile(r"\((\d{3,4})\s*[–-]\s*(\d{3,4})\)")
 _CREATOR_RE = re.compile(r"^(.*?)\s+by ([A-Z][^,;()]+?)\s*$")
+_WORK_YEAR_RE = re.compile(r"^(\d{3,4}) ([^,;()]*?)(?:\s+by [A-Z][^,;()]*)?$")
 _ROLES = (
-    (("film",), "director"), (("opera", "symphony", "concerto", "composition", "ballet"), "composer"),
+    (("film",), "director"), (("opera", "symphony", "concerto", "composition", "ballet", "oratorio"), "composer"),
     (("painting", "sculpture", "fresco", "mural"), "artist"),
     (("novel", "book", "play", "poem", "novella", "tragedy", "comedy", "essay", "treatise"), "author"),
 )
+_ROLE_VERB = {"director": "directed", "composer": "composed", "artist": "made", "author": "written",
+              "creator": "created"}
+_ROLE_QUESTION = {"director": "Who directed {e}?", "composer": "Who composed {e}?", "artist": "Who made {e}?",
+                  "author": "Who wrote {e}?", "creator": "Who created {e}?"}
+#: A work's kind word -> (attribute, past participle used in questions and statements).
+_WORK_YEARS = (
+    (("film", "album", "single", "song", "musical"), ("release year", "released")),
+    (("novel", "novella", "book", "poem", "essay", "treatise", "pamphlet"), ("publication year", "published")),
+    (("play", "tragedy", "comedy"), ("writing year", "written")),
+    (("painting", "fresco", "mural"), ("painting year", "painted")),
+    (("opera", "ballet"), ("premiere year", "premiered")),
+    (("symphony", "concerto", "composition", "oratorio", "sonata"), ("composition year", "composed")),
+    (("sculpture", "work"), ("creation year", "created")),
+)
+_WORK_ATTRIBUTES = {attribute for _, (attribute, _) in _WORK_YEARS}
 _PARENS_RE = re.compile(r"\s*\([^)]*\)$")
+
+_NUMBER = r"(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)(?: (million|billion))?"
+_ABOUT = r"(?:about |approximately |around |roughly |some |nearly |almost |over |more than |an estimated )?"
+_POPULATION_RE = re.compile(r"\bpopulation (?:of|was|is) " + _ABOUT + _NUMBER + r"(?![\d,]*\s*(?:km|square|sq|%|per))")
+_AREA_RE = re.compile(r"\barea of " + _ABOUT + r"(" + _NUMBER + r" (?:square kilometres|square kilometers|km2|km²))")
+_ELEVATION_RE = re.compile(r"\belevation of " + _ABOUT + r"(" + _NUMBER + r" (?:metres|meters|m)\b)")
+_LENGTH_RE = re.compile(r"\b(" + _NUMBER + r" (?:kilometres|kilometers|km))(?: \([\d,.]+ mi(?:les)?\))? long\b")
+_FOUNDED_RE = re.compile(r"\b(founded|established) in (\d{3,4})\b(?! BC)")
+_CAPITAL_OF_RE = re.compile(r"\bis the capital(?: and (?:the )?largest city)? of (?:the )?([A-Z][^.;:()]*)")
+_ITS_CAPITAL_RE = re.compile(r"\b[Ii]ts capital(?: and (?:the )?largest city)? is ([A-Z][^.;:()]*)")
+_DISCOVERED_RE = re.compile(r"\bdiscovered (?:in \d{4} )?by ([A-Z][^.;:()]*)")
+_METRO_WORDS = re.compile(r"metropolitan|metro\b|urban area|agglomeration|greater|conurbation|region|county|"
+                          r"district|province|municipality|including", re.I)
+
+#: Description words that make an article outside the ``People`` topic a person (with a lifespan).
+_PERSON_WORDS = frozenset(
+    "writer philosopher polymath composer painter physicist chemist mathematician scientist economist naturalist "
+    "biologist actor filmmaker navigator explorer founder inventor magnate artist scholar astronomer engineer "
+    "singer trumpeter neurologist statesman general emperor sultan priest theologian poet playwright animator "
+    "activist nobleman musician printmaker sculptor architect diplomat officer businessman mystic imam "
+    "historian microbiologist pharmacist novelist".split()
+)
+_YEAR_ATTRIBUTES = {"birth year", "death year", "founding year"} | _WORK_ATTRIBUTES
+_RELATIONS = {"capital", "capital of", "discoverer"} | set(_ROLE_VERB)
 
 
 @dataclass(frozen=True)
-class Person:
-    title: str
-    born: int
-    died: int
+class Fact:
+    """One fact of one article, read from its text; ``value`` and ``quote`` are exact substrings."""
 
+    title: str
+    entity: str
+    attribute: str
+    value: str
+    quote: str
+    statement: str
+    number: float | None = None  # numeric attributes: the value as a number
+    target: str | None = None  # relations: the text after the relation word (the named article's name)
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+    def record(self) -> dict[str, str]:
+        return {"title": self.title, "entity": self.entity, "attribute": self.attribute, "value": self.value,
+                "quote": self.quote, "statement": self.statement}
+
+
+# ---------------------------------------------------------------- reading facts from a passage
 
 def description(text: str) -> str:
     """The description part of a bundled passage (``"{description}. {extract}"``)."""
@@ -75,10 +151,235 @@ def _role(what: str) -> str:
     return "creator"
 
 
-def _bucket(key: str) -> str:
-    value = int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:8], 16) % 100
-    return "dev" if value < 15 else "test" if value < 30 else "train"
+def _work_year_kind(what: str) -> tuple[str, str] | None:
+    words = what.lower().split()
+    for kinds, result in _WORK_YEARS:
+        if words and words[-1] in kinds:
+            return result
+    return None
 
+
+def parse_number(digits: str, scale: str | None = None) -> float:
+    """``"284,124"`` -> 284124.0, ``("5.55", "million")`` -> 5550000.0."""
+    value = float(digits.replace(",", ""))
+    return value * {"million": 1e6, "billion": 1e9}.get(scale or "", 1)
+
+
+def number_aliases(written: str, digits: str, scale: str | None) -> list[str]:
+    """The value as written first, then the bare number as written and without separators."""
+    out = [written, digits]
+    if scale:
+        out = [written, f"{digits} {scale}"]
+        whole = parse_number(digits, scale)
+        if whole == int(whole):
+            out += [f"{int(whole):,}", str(int(whole))]
+    elif "," in digits:
+        out.append(digits.replace(",", ""))
+    return list(dict.fromkeys(out))
+
+
+def _quote(text: str, start: int, end: int, limit: int = 100) -> str:
+    """A short exact substring around ``text[start:end]``: from the sentence start when it fits."""
+    sentence = max(text.rfind(". ", 0, start) + 2, 0) if text.rfind(". ", 0, start) >= 0 else 0
+    left = sentence if end - sentence <= limit else max(sentence, start - max(0, limit - (end - start)) // 2)
+    if left > sentence:  # start at a word
+        space = text.find(" ", left, start)
+        left = space + 1 if space >= 0 else start
+    return text[left:end].strip()
+
+
+def _sentences_before(text: str, position: int) -> int:
+    """How many sentence breaks of the extract come before ``position`` (the description is sentence 0)."""
+    return text.count(". ", 0, position)
+
+
+def _population(title: str, text: str) -> Fact | None:
+    matches = list(_POPULATION_RE.finditer(text))
+    if not matches:
+        return None
+    match = matches[0]
+    if len(matches) > 1 and _sentences_before(text, match.start()) > 2:
+        return None
+    sentence_start = text.rfind(". ", 0, match.start()) + 1
+    if _METRO_WORDS.search(text[max(sentence_start, match.start() - 60): match.end()]):
+        return None
+    digits, scale = match.group(1), match.group(2)
+    written = digits + (f" {scale}" if scale else "")
+    number = parse_number(digits, scale)
+    if number < 100 or ("." in digits and not scale):
+        return None
+    entity = display_name(title)
+    return Fact(title, entity, "population", written, _quote(text, match.start(), match.end()),
+                f"{entity} has a population of {written}.", number=number,
+                aliases=tuple(number_aliases(written, digits, scale)))
+
+
+def _measure(title: str, text: str, attribute: str, regex: re.Pattern, template: str) -> Fact | None:
+    matches = list(regex.finditer(text))
+    if len(matches) != 1:  # the only one: a second figure could be of a part
+        return None
+    match = matches[0]
+    written, digits, scale = match.group(1), match.group(2), match.group(3)
+    number = parse_number(digits, scale)
+    if number <= 0:
+        return None
+    entity = display_name(title)
+    return Fact(title, entity, attribute, written, _quote(text, match.start(), match.end()),
+                template.format(e=entity, v=written), number=number,
+                aliases=tuple(number_aliases(written, digits, scale)))
+
+
+def _founded(title: str, text: str) -> Fact | None:
+    matches = list(_FOUNDED_RE.finditer(text))
+    if len(matches) != 1 or _sentences_before(text, matches[0].start()) > 2:
+        return None
+    match = matches[0]
+    year = int(match.group(2))
+    if not 100 <= year <= 2025:
+        return None
+    entity = display_name(title)
+    return Fact(title, entity, "founding year", match.group(2), _quote(text, match.start(), match.end()),
+                f"{entity} was {match.group(1)} in {match.group(2)}.", number=float(year), aliases=(match.group(2),))
+
+
+def _work_year(title: str, text: str) -> Fact | None:
+    desc = description(text)
+    match = _WORK_YEAR_RE.match(desc)
+    if not match or len(desc) > 100:
+        return None
+    kind = _work_year_kind(match.group(2))
+    year = int(match.group(1))
+    if kind is None or not 100 <= year <= 2025:
+        return None
+    attribute, verb = kind
+    entity = display_name(title)
+    return Fact(title, entity, attribute, match.group(1), desc, f"{entity} was {verb} in {match.group(1)}.",
+                number=float(year), aliases=(match.group(1),))
+
+
+def _lifespan_facts(title: str, text: str) -> list[Fact]:
+    span = lifespan(text)
+    if not span:
+        return []
+    desc = description(text)
+    match = _LIFESPAN_RE.search(desc)
+    quote = desc if len(desc) <= 100 else _quote(desc, match.start(), match.end())
+    entity = display_name(title)
+    born, died = match.group(1), match.group(2)
+    return [Fact(title, entity, "birth year", born, quote, f"{entity} was born in {born}.", number=float(span[0]),
+                 aliases=(born,)),
+            Fact(title, entity, "death year", died, quote, f"{entity} died in {died}.", number=float(span[1]),
+                 aliases=(died,))]
+
+
+def is_person(title: str, text: str, people_titles: set[str]) -> bool:
+    """A ``People`` article, or one whose description is a person's (``"German composer (1685–1750)"``)."""
+    if title in people_titles:
+        return True
+    words = set(re.findall(r"[a-z]+", _LIFESPAN_RE.split(description(text))[0].lower()))
+    return lifespan(text) is not None and bool(words & _PERSON_WORDS)
+
+
+def _relation_candidates(title: str, text: str) -> list[Fact]:
+    """Relations as written; ``target`` is the text that must start with the named article's name."""
+    entity = display_name(title)
+    out = []
+    found = creator(text)
+    if found:
+        role = _role(found[0])
+        desc = description(text)
+        if len(desc) <= 100:
+            verb = "painted" if role == "artist" and "painting" in found[0].lower() else _ROLE_VERB[role]
+            out.append(Fact(title, entity, role, found[1], desc, f"{entity} was {verb} by {found[1]}.",
+                            target=found[1]))
+    for regex, attribute in ((_ITS_CAPITAL_RE, "capital"), (_CAPITAL_OF_RE, "capital of"),
+                             (_DISCOVERED_RE, "discoverer")):
+        match = regex.search(text)
+        if match:
+            out.append(Fact(title, entity, attribute, "", "", "", target=match.group(1).strip()))
+    return out
+
+
+def _prefix_name(target: str, name: str) -> bool:
+    """Whether ``target`` (text after a relation word) names exactly ``name`` and nothing longer."""
+    if not target.startswith(name) or not name:
+        return False
+    rest = target[len(name):]
+    if rest.startswith(" and ") or rest.startswith(", and ") or rest.startswith(" or "):
+        return False  # "the capital of England and the United Kingdom": more than one
+    return not rest or rest[0] in ",;" or (rest[0] == " " and rest[1:2].islower())
+
+
+def _resolve(fact: Fact, text: str, name: str) -> Fact | None:
+    """The relation ``fact`` completed for the article named ``name``; None if the text does not say so."""
+    if fact.attribute in _ROLE_VERB:
+        return fact if fact.target == name else None
+    if not _prefix_name(fact.target, name):
+        return None
+    regex = {"capital": _ITS_CAPITAL_RE, "capital of": _CAPITAL_OF_RE, "discoverer": _DISCOVERED_RE}[fact.attribute]
+    match = regex.search(text)
+    if match is None:
+        return None
+    value_start = match.start(1)
+    end = value_start + len(name)
+    quote = _quote(text, match.start(), end)
+    if fact.attribute == "capital":
+        statement = f"The capital of {fact.entity} is {name}."
+    elif fact.attribute == "capital of":
+        statement = f"{fact.entity} is the capital of {name}."
+    else:
+        statement = f"{fact.entity} was discovered by {name}."
+    return Fact(fact.title, fact.entity, fact.attribute, name, quote, statement, target=fact.target)
+
+
+def article_facts(title: str, text: str, person: bool) -> dict[str, Fact]:
+    """The attribute facts of one article by attribute (lifespans only when ``person``)."""
+    facts = _lifespan_facts(title, text) if person else []
+    for fact in (
+        _population(title, text),
+        _measure(title, text, "area", _AREA_RE, "{e} has an area of {v}."),
+        _measure(title, text, "elevation", _ELEVATION_RE, "{e} has an elevation of {v}."),
+        _measure(title, text, "length", _LENGTH_RE, "{e} is {v} long."),
+        _founded(title, text),
+        None if person else _work_year(title, text),
+    ):
+        if fact is not None:
+            facts.append(fact)
+    return {f.attribute: f for f in facts}
+
+
+# ---------------------------------------------------------------- excluded (reserved) titles
+
+def title_digest(title: str) -> str:
+    return hashlib.sha256(title.encode("utf-8")).hexdigest()
+
+
+def reserved_titles() -> set[str]:
+    """Titles kept for an external evaluation, if their file is here: ``$RAGR1_RESERVED_TITLES``,
+    else ``<repo>/../shared/reserved_titles.txt``; empty when neither exists."""
+    env = os.environ.get("RAGR1_RESERVED_TITLES")
+    path = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "reserved_titles.txt"
+    if not path.is_file():
+        return set()
+    return {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+
+
+def excluded_digests() -> set[str]:
+    """sha256 digests of titles never used as evidence: the shipped list plus any reserved-titles file."""
+    shipped = set()
+    if EXCLUDED_DIGESTS_FILE.is_file():
+        shipped = {line.strip() for line in EXCLUDED_DIGESTS_FILE.read_text().splitlines() if line.strip()}
+    return shipped | {title_digest(t) for t in reserved_titles()}
+
+
+def write_excluded_digests(titles: Iterable[str], path: Path = EXCLUDED_DIGESTS_FILE) -> int:
+    """Write the sorted digests of ``titles`` (e.g. :func:`reserved_titles`), one per line."""
+    digests = sorted({title_digest(t) for t in titles})
+    path.write_text("".join(d + "\n" for d in digests))
+    return len(digests)
+
+
+# ---------------------------------------------------------------- the corpus as facts and links
 
 def corpus_texts() -> tuple[dict[str, str], set[str]]:
     """Title -> passage text of the bundled corpus, and the titles in its ``People`` topic."""
@@ -89,85 +390,287 @@ def corpus_texts() -> tuple[dict[str, str], set[str]]:
     return {d.metadata["title"]: d.page_content for d in docs}, people
 
 
-def _facts(texts: Mapping[str, str], people_titles: set[str]) -> tuple[dict[str, Person], list[tuple[str, str]]]:
-    people = {}
-    for title, text in texts.items():
-        span = lifespan(text) if title in people_titles else None
-        if span:
-            people[title] = Person(title, *span)
-    names = {display_name(t): t for t in sorted(people)}
+@dataclass
+class Facts:
+    attributes: dict[str, dict[str, Fact]]  # title -> attribute -> fact
+    links: list[tuple[Fact, str]]  # (relation fact in its article, title of the article it names)
+    excluded: int  # articles of the corpus left out as reserved
+
+
+def collect_facts(texts: Mapping[str, str], people_titles: set[str], digests: set[str] | None = None) -> Facts:
+    """Every attribute and relation of the usable (not excluded) articles."""
+    digests = excluded_digests() if digests is None else digests
+    usable = {t: x for t, x in texts.items() if title_digest(t) not in digests}
+    people_titles = {t for t, x in usable.items() if is_person(t, x, people_titles)}
+    attributes = {}
+    for title in sorted(usable):
+        found = article_facts(title, usable[title], title in people_titles)
+        if found:
+            attributes[title] = found
+    by_name: dict[str, list[str]] = {}
+    for title in usable:
+        by_name.setdefault(display_name(title), []).append(title)
+    names = {n: ts[0] for n, ts in by_name.items() if len(ts) == 1}
+    persons = {t for t in usable if t in people_titles and "birth year" in attributes.get(t, {})}
     links = []
-    for title, text in sorted(texts.items()):
-        found = creator(text)
-        if found and found[1] in names and names[found[1]] != title and title not in people:
-            links.append((title, names[found[1]]))
-    return people, links
+    for title in sorted(usable):
+        for candidate in _relation_candidates(title, usable[title]):
+            name = _longest_name(candidate, names)
+            if name is None or names[name] == title:
+                continue
+            target = names[name]
+            if candidate.attribute in _ROLE_VERB or candidate.attribute == "discoverer":
+                if target not in persons or title in people_titles:
+                    continue
+            elif target in people_titles or title in people_titles:
+                continue
+            fact = _resolve(candidate, usable[title], name)
+            if fact is not None:
+                links.append((fact, target))
+    return Facts(attributes, links, len(texts) - len(usable))
 
 
-def _split_of(people: Mapping[str, Person], links: list[tuple[str, str]]) -> dict[str, str]:
-    """Split per article; a work and its creator share the split of the creator."""
-    split = {title: _bucket(title) for title in people}
-    for work, person in links:
-        split[work] = split[person]
-    return split
+def _longest_name(candidate: Fact, names: Mapping[str, str]) -> str | None:
+    if candidate.attribute in _ROLE_VERB:
+        return candidate.target if candidate.target in names else None
+    words = candidate.target.split(" ")
+    for n in range(min(len(words), 8), 0, -1):
+        name = " ".join(words[:n]).rstrip(",;")
+        if name in names and _prefix_name(candidate.target, name):
+            return name
+    return None
 
 
-def _compare(rng: random.Random, pool: list[Person], size: int, used: set) -> QAItem | None:
-    attribute = rng.choice(("born", "died"))
-    pick = rng.choice(("first", "last"))
-    group = rng.sample(pool, size)
-    values = [getattr(p, attribute) for p in group]
-    names = [display_name(p.title) for p in group]
-    if len(set(values)) != size or len(set(names)) != size:
+def _bucket(key: str) -> str:
+    value = int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:8], 16) % 100
+    return "dev" if value < 15 else "test" if value < 30 else "train"
+
+
+def split_of(facts: Facts) -> dict[str, str]:
+    """Split per article: articles linked by any relation (union-find) share the split of their group."""
+    parent: dict[str, str] = {}
+
+    def find(title: str) -> str:
+        parent.setdefault(title, title)
+        while parent[title] != title:
+            parent[title] = parent[parent[title]]
+            title = parent[title]
+        return title
+
+    for fact, target in facts.links:
+        a, b = find(fact.title), find(target)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    titles = set(facts.attributes) | {f.title for f, _ in facts.links} | {t for _, t in facts.links}
+    return {t: _bucket(find(t)) for t in titles}
+
+
+# ---------------------------------------------------------------- questions
+
+_COMPARE = {  # attribute family -> (pair question for max, for min), fan-out (max, min), max word, min word
+    "birth year": (("Who was born later, {a} or {b}?", "Who was born first, {a} or {b}?"),
+                   ("Who among {l} was born latest?", "Who among {l} was born earliest?"), "later", "earlier"),
+    "death year": (("Who died later, {a} or {b}?", "Who died first, {a} or {b}?"),
+                   ("Who among {l} died latest?", "Who among {l} died earliest?"), "later", "earlier"),
+    "population": (("Which has the larger population, {a} or {b}?", "Which has the smaller population, {a} or {b}?"),
+                   ("Which of {l} has the largest population?", "Which of {l} has the smallest population?"),
+                   "larger", "smaller"),
+    "area": (("Which has the larger area, {a} or {b}?", "Which has the smaller area, {a} or {b}?"),
+             ("Which of {l} has the largest area?", "Which of {l} has the smallest area?"), "larger", "smaller"),
+    "elevation": (("Which has the higher elevation, {a} or {b}?", "Which has the lower elevation, {a} or {b}?"),
+                  ("Which of {l} has the highest elevation?", "Which of {l} has the lowest elevation?"),
+                  "higher", "lower"),
+    "length": (("Which is longer, {a} or {b}?", "Which is shorter, {a} or {b}?"),
+               ("Which of {l} is the longest?", "Which of {l} is the shortest?"), "longer", "shorter"),
+    "founding year": (("Which was founded later, {a} or {b}?", "Which was founded earlier, {a} or {b}?"),
+                      ("Which of {l} was founded most recently?", "Which of {l} was founded earliest?"),
+                      "later", "earlier"),
+    "work year": (("Which is more recent, {a} or {b}?", "Which is older, {a} or {b}?"),
+                  ("Which of {l} is the most recent?", "Which of {l} is the oldest?"), "later", "earlier"),
+}
+_MAX_WORDS = ("later", "latest", "larger", "largest", "higher", "highest", "longer", "longest", "more recent",
+              "most recent", "most recently")
+_MIN_WORDS = ("first", "earlier", "earliest", "smaller", "smallest", "lower", "lowest", "shorter", "shortest",
+              "older", "oldest")
+_SINGLE = {
+    "birth year": ("In what year was {e} born?", "When was {e} born?"),
+    "death year": ("In what year did {e} die?", "When did {e} die?"),
+    "population": ("What is the population of {e}?", "How many people live in {e}?"),
+    "area": ("What is the area of {e}?", "How large is the area of {e}?"),
+    "elevation": ("What is the elevation of {e}?", "At what elevation is {e}?"),
+    "length": ("How long is {e}?", "What is the length of {e}?"),
+    "founding year": ("In what year was {e} founded?", "When was {e} established?"),
+    "capital": ("What is the capital of {e}?", "Which city is the capital of {e}?"),
+    "capital of": ("Which country or region has {e} as its capital?", "{e} is the capital of which country or region?"),
+    "discoverer": ("Who discovered {e}?", "By whom was {e} discovered?"),
+}
+_QUERY_WORD = {"capital": "capital", "capital of": "country", "discoverer": "discoverer"}
+_BRIDGE_SECOND = {  # relation -> attributes of the named article asked by bridges
+    "capital": ("population", "area", "elevation", "founding year"),
+    "capital of": ("population", "area"),
+    "discoverer": ("birth year", "death year"),
+    **{role: ("birth year", "death year") for role in _ROLE_VERB},
+}
+_BRIDGE_FIRST = {  # relation -> how the question refers to the named article
+    "capital": "the capital of {e}",
+    "capital of": "the country or region whose capital is {e}",
+    "discoverer": "the discoverer of {e}",
+    **{role: f"the {role} of {{e}}" for role in _ROLE_VERB},
+}
+_BRIDGE_ASK = {
+    "birth year": "In what year was {x} born?",
+    "death year": "In what year did {x} die?",
+    "population": "What is the population of {x}?",
+    "area": "What is the area of {x}?",
+    "elevation": "What is the elevation of {x}?",
+    "founding year": "In what year was {x} founded?",
+}
+
+
+def family(attribute: str) -> str:
+    """Attributes compared with each other: all of a work's years are one family."""
+    return "work year" if attribute in _WORK_ATTRIBUTES else attribute
+
+
+def _single_question(fact: Fact, rng: random.Random) -> str:
+    if fact.attribute in _WORK_ATTRIBUTES:
+        verb = dict(_WORK_YEARS_BY_ATTRIBUTE)[fact.attribute]
+        return (f"In what year did {fact.entity} premiere?" if verb == "premiered"
+                else f"In what year was {fact.entity} {verb}?")
+    if fact.attribute in _ROLE_VERB:
+        if fact.attribute == "artist" and " painted by " in fact.statement:
+            return f"Who painted {fact.entity}?"
+        return _ROLE_QUESTION[fact.attribute].format(e=fact.entity)
+    return rng.choice(_SINGLE[fact.attribute]).format(e=fact.entity)
+
+
+_WORK_YEARS_BY_ATTRIBUTE = tuple((attribute, verb) for _, (attribute, verb) in _WORK_YEARS)
+
+
+def _query(fact: Fact) -> str:
+    if fact.attribute in _ROLE_VERB or fact.attribute in _QUERY_WORD:
+        return f"{fact.entity} {_QUERY_WORD.get(fact.attribute, fact.attribute)}"
+    word = "year" if fact.attribute in _WORK_ATTRIBUTES else fact.attribute
+    return f"{fact.entity} {word}"
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + f" or {names[-1]}"
+
+
+def _name_aliases(title: str, text: str | None) -> list[str]:
+    """A named article's display name, its title, and the full name its extract opens with."""
+    out = [display_name(title), title]
+    if text and ". " in text:
+        extract = text.split(". ", 1)[1]
+        match = re.match(r"([A-Z][^,()]{2,60}?) (?:was|is|\()", extract)
+        if match and len(match.group(1).split()) <= 6 and display_name(title).split()[-1] in match.group(1):
+            out.append(match.group(1).strip())
+    return list(dict.fromkeys(out))
+
+
+def _comparison(rng: random.Random, pools: Mapping[str, list[Fact]], fam: str, size: int, used: set,
+                texts: Mapping[str, str]) -> QAItem | None:
+    pool = pools.get(fam, [])
+    if len(pool) < size:
         return None
-    key = (attribute, pick, frozenset(p.title for p in group))
+    group = rng.sample(pool, size)
+    names = [f.entity for f in group]
+    numbers = sorted(f.number for f in group)
+    if len(set(names)) != size or len({f.title for f in group}) != size:
+        return None
+    years = fam in ("birth year", "death year", "founding year", "work year")
+    if any((b - a < 1) if years else (b < 1.2 * a) for a, b in zip(numbers, numbers[1:])):
+        return None  # values must differ clearly
+    pick_max = rng.random() < 0.5
+    key = (fam, pick_max, frozenset(f.title for f in group))
     if key in used:
         return None
     used.add(key)
-    best = (min if pick == "first" else max)(group, key=lambda p: getattr(p, attribute))
-    verb = {"born": "was born", "died": "died"}[attribute]
+    best = (max if pick_max else min)(group, key=lambda f: f.number)
+    pair, fan, max_word, min_word = _COMPARE[fam]
     if size == 2:
-        kind, question = "comparison", f"Who {verb} {pick}, {names[0]} or {names[1]}?"
+        kind, question = "comparison", pair[0 if pick_max else 1].format(a=names[0], b=names[1])
+        other = next(f for f in group if f is not best)
+        word = max_word if pick_max else min_word
+        reasoning = rng.choice((
+            " ".join(f.statement for f in group) + f" {best.value} is {word} than {other.value}, so the answer "
+            f"is {best.entity}.",
+            f"The passages give {best.value} for {best.entity} and {other.value} for {other.entity}; "
+            f"{best.value} is {word}, so the answer is {best.entity}.",
+            f"{best.entity}: {best.value}; {other.entity}: {other.value}. {best.value} is {word} than "
+            f"{other.value}, so {best.entity} is the answer.",
+        ))
     else:
-        listed = ", ".join(names[:-1]) + f" or {names[-1]}"
-        superlative = "earliest" if pick == "first" else "latest"
-        kind, question = "fan-out", f"Who among {listed} {verb} {superlative}?"
-    queries = [f"{n} {'birth' if attribute == 'born' else 'death'} year" for n in names]
+        kind, question = "fan-out", fan[0 if pick_max else 1].format(l=_listed(names))
+        values = ", ".join(f.value for f in group[:-1]) + f" and {group[-1].value}"
+        word = {"later": "latest", "earlier": "earliest", "larger": "largest", "smaller": "smallest",
+                "higher": "highest", "lower": "lowest", "longer": "longest", "shorter": "shortest"}[
+            max_word if pick_max else min_word]
+        reasoning = rng.choice((
+            f"The {word} of {values} is {best.value}, so the answer is {best.entity}.",
+            f"Looking up each one gives {values}; {best.value} ({best.entity}) is the {word}, "
+            f"so the answer is {best.entity}.",
+            "; ".join(f"{f.entity}: {f.value}" for f in group) + f". The {word} is {best.value}, so the answer "
+            f"is {best.entity}.",
+        ))
     return QAItem(
-        id="", question=question, golden_answers=[display_name(best.title)], kind=kind,
-        evidence_titles=[p.title for p in group], gold_queries=[queries],
+        id="", question=question, golden_answers=_name_aliases(best.title, texts.get(best.title)), kind=kind,
+        evidence_titles=[f.title for f in group], gold_queries=[[_query(f) for f in group]],
+        facts=[f.record() for f in group], reasoning=reasoning,
     )
 
 
-def _single(rng: random.Random, pool: list[Person], used: set) -> QAItem | None:
-    person = rng.choice(pool)
-    attribute = rng.choice(("born", "died"))
-    if (attribute, person.title) in used:
-        return None
-    used.add((attribute, person.title))
-    name = display_name(person.title)
-    question = f"In what year was {name} born?" if attribute == "born" else f"In what year did {name} die?"
+def _single(rng: random.Random, fact: Fact, texts: Mapping[str, str], target: str | None = None) -> QAItem:
+    question = _single_question(fact, rng)
+    if fact.number is not None:
+        answers = list(fact.aliases)
+    else:
+        answers = [fact.value] + [a for a in _name_aliases(target, texts.get(target)) if a != fact.value]
+    statement = ("t" + fact.statement[1:]) if fact.statement.startswith("The capital of ") else fact.statement
+    reasoning = rng.choice((
+        f"The passage says {statement}",
+        f"The article {fact.title} says: \"{fact.quote}\"; so the answer is {fact.value}.",
+        f"{fact.statement[:-1]}, so the answer is {fact.value}.",
+    ))
     return QAItem(
-        id="", question=question, golden_answers=[str(getattr(person, attribute))], kind="single-hop",
-        evidence_titles=[person.title], gold_queries=[[f"{name} {'birth' if attribute == 'born' else 'death'} year"]],
+        id="", question=question, golden_answers=answers, kind="single-hop", evidence_titles=[fact.title],
+        gold_queries=[[_query(fact)]], facts=[fact.record()], reasoning=reasoning,
     )
 
 
-def _bridge(work: str, person: Person, texts: Mapping[str, str]) -> QAItem:
-    what, _ = creator(texts[work])
-    name = display_name(work)
+def _bridge(rng: random.Random, relation: Fact, second: Fact) -> QAItem:
+    referred = _BRIDGE_FIRST[relation.attribute].format(e=relation.entity)
+    question = _BRIDGE_ASK[second.attribute].format(x=referred)
+    first_query = (relation.entity if relation.attribute in _ROLE_VERB or relation.attribute == "capital of"
+                   else _query(relation))
+    reasoning = rng.choice((
+        f"{second.entity}, {referred}, {second.statement[len(second.entity) + 1:]}",
+        f"{relation.statement} {second.statement} So the answer is {second.value}.",
+        f"First hop: {relation.statement} Second hop: {second.statement} The answer is {second.value}.",
+    ))
     return QAItem(
-        id="", question=f"In what year was the {_role(what)} of {name} born?",
-        golden_answers=[str(person.born)], kind="bridge", evidence_titles=[work, person.title],
-        gold_queries=[[name], [f"{display_name(person.title)} birth year"]],
+        id="", question=question, golden_answers=list(second.aliases), kind="bridge",
+        evidence_titles=[relation.title, second.title], gold_queries=[[first_query], [_query(second)]],
+        facts=[relation.record(), second.record()], reasoning=reasoning,
     )
+
+
+def _weights(kind: str) -> dict[str, float]:
+    base = {"birth year": 0.2, "death year": 0.15, "population": 0.2, "area": 0.12, "elevation": 0.05,
+            "length": 0.06, "founding year": 0.08, "work year": 0.14}
+    if kind == "single-hop":
+        base.update({"relation": 0.3})
+    return base
 
 
 def generate_split(split: str, counts: Mapping[str, int], *, seed: int = DEFAULT_SEED,
-                   corpus: tuple[Mapping[str, str], set[str]] | None = None) -> list[QAItem]:
+                   corpus: tuple[Mapping[str, str], set[str]] | None = None,
+                   facts: Facts | None = None) -> list[QAItem]:
     """Up to ``counts[kind]`` verified items of each kind from the articles of ``split``.
 
-    ``corpus`` is :func:`corpus_texts`'s ``(texts, people_titles)``, loaded when absent.
+    ``corpus`` is :func:`corpus_texts`'s ``(texts, people_titles)``, loaded when absent; ``facts``
+    is :func:`collect_facts` of it, computed when absent.
     """
     if split not in SPLITS:
         raise DataError(f"Unknown split {split!r}: use one of {', '.join(SPLITS)}.")
@@ -175,28 +678,67 @@ def generate_split(split: str, counts: Mapping[str, int], *, seed: int = DEFAULT
     if unknown:
         raise DataError(f"Unknown kinds {sorted(unknown)}: use {', '.join(KINDS)}.")
     texts, people_titles = corpus if corpus is not None else corpus_texts()
-    people, links = _facts(texts, people_titles)
-    split_of = _split_of(people, links)
-    pool = [people[t] for t in sorted(people) if split_of[t] == split]
+    facts = facts if facts is not None else collect_facts(texts, people_titles)
+    where = split_of(facts)
     rng = random.Random(f"{seed}-{split}")
+    pools: dict[str, list[Fact]] = {}
+    for title in sorted(facts.attributes):
+        if where.get(title) == split:
+            for fact in facts.attributes[title].values():
+                pools.setdefault(family(fact.attribute), []).append(fact)
+    links = [(f, t) for f, t in facts.links if where.get(f.title) == split]
+
     items: list[QAItem] = []
-    bridges = [(w, people[p]) for w, p in links if split_of[w] == split]
-    rng.shuffle(bridges)
-    items += [_bridge(w, p, texts) for w, p in bridges[: counts.get("bridge", 0)]]
-    makers = {
-        "comparison": lambda used: _compare(rng, pool, 2, used),
-        "fan-out": lambda used: _compare(rng, pool, rng.choice((3, 3, 4)), used),
-        "single-hop": lambda used: _single(rng, pool, used),
-    }
+    # bridges: each link with one (dev/test) or every (train) attribute of the named article
+    candidates = []
+    for relation, target in links:
+        seconds = [facts.attributes.get(target, {}).get(a) for a in _BRIDGE_SECOND[relation.attribute]]
+        seconds = [s for s in seconds if s is not None]
+        if seconds:
+            rng.shuffle(seconds)
+            candidates.append((relation, seconds))
+    rng.shuffle(candidates)
+    wanted = counts.get("bridge", 0)
+    bridges = []
+    for depth in range(4):  # first one item per link, then further attributes of the same links
+        for relation, seconds in candidates:
+            if depth < len(seconds) and len(bridges) < wanted:
+                bridges.append(_bridge(rng, relation, seconds[depth]))
+    items += bridges
+
+    limit = {k: int(PEOPLE_YEAR_SHARE * counts.get(k, 0)) for k in KINDS}
+    relations = list(links)
     for kind in ("comparison", "fan-out", "single-hop"):
-        used: set = set()
-        made: list[QAItem] = []
-        for _ in range(50 * counts.get(kind, 0)):
-            if len(made) >= counts.get(kind, 0):
+        wanted, made, used = counts.get(kind, 0), [], set()
+        people_years = 0
+        weights = _weights(kind)
+        families = sorted(weights)
+        for _ in range(60 * wanted):
+            if len(made) >= wanted:
                 break
-            item = makers[kind](used)
+            fam = rng.choices(families, [weights[f] for f in families])[0]
+            is_people = fam in ("birth year", "death year")
+            if is_people and people_years >= limit[kind]:
+                continue
+            if kind == "single-hop":
+                if fam == "relation":
+                    if not relations:
+                        continue
+                    fact, target = rng.choice(relations)
+                else:
+                    if not pools.get(fam):
+                        continue
+                    fact, target = rng.choice(pools[fam]), None
+                key = (fact.attribute, fact.title)
+                if key in used:
+                    continue
+                used.add(key)
+                item = _single(rng, fact, texts, target)
+            else:
+                item = _comparison(rng, pools, fam, 2 if kind == "comparison" else rng.choice((3, 3, 4)), used, texts)
             if item is not None:
                 made.append(item)
+                people_years += is_people
         items += made
     for number, item in enumerate(items, start=1):
         item.id = f"ragr1-{split}-{number:04d}"
@@ -207,70 +749,126 @@ def generate_split(split: str, counts: Mapping[str, int], *, seed: int = DEFAULT
 
 def generate_splits(*, seed: int = DEFAULT_SEED, dev_test_counts: Mapping[str, int] = SHIPPED_COUNTS,
                     train_counts: Mapping[str, int] | None = None) -> dict[str, list[QAItem]]:
-    """All three splits; dev and test as shipped, train ten times larger by default."""
+    """All three splits; dev and test as shipped, train as :data:`TRAIN_COUNTS` by default."""
     corpus = corpus_texts()
-    train_counts = train_counts or {k: 10 * v for k, v in dev_test_counts.items()}
+    facts = collect_facts(*corpus)
     return {
-        "train": generate_split("train", train_counts, seed=seed, corpus=corpus),
-        "dev": generate_split("dev", dev_test_counts, seed=seed, corpus=corpus),
-        "test": generate_split("test", dev_test_counts, seed=seed, corpus=corpus),
+        "train": generate_split("train", train_counts or TRAIN_COUNTS, seed=seed, corpus=corpus, facts=facts),
+        "dev": generate_split("dev", dev_test_counts, seed=seed, corpus=corpus, facts=facts),
+        "test": generate_split("test", dev_test_counts, seed=seed, corpus=corpus, facts=facts),
     }
 
+
+# ---------------------------------------------------------------- verification
 
 def _fail(item: QAItem, why: str) -> None:
     raise DataError(f"Generated item {item.id} does not verify against the corpus: {why}.")
 
 
+def _rederive(item: QAItem, record: Mapping[str, str], texts: Mapping[str, str]) -> Fact:
+    """The fact ``record`` read again from its article's text (raises if the text does not say it)."""
+    title = record.get("title")
+    if title not in texts:
+        _fail(item, f"evidence article {title!r} is not in the corpus")
+    text = texts[title]
+    for key in ("value", "quote"):
+        if record[key] not in text:
+            _fail(item, f"the {key} {record[key]!r} is not in the text of {title!r}")
+    if record["value"] not in record["quote"]:
+        _fail(item, f"the quote {record['quote']!r} does not contain the value {record['value']!r}")
+    attribute = record["attribute"]
+    if attribute in _RELATIONS:
+        for candidate in _relation_candidates(title, text):
+            if candidate.attribute == attribute:
+                fact = _resolve(candidate, text, record["value"])
+                if fact is not None:
+                    return fact
+        _fail(item, f"{title!r} does not give {record['value']!r} as its {attribute}")
+    found = article_facts(title, text, person=lifespan(text) is not None and attribute in ("birth year", "death year"))
+    fact = found.get(attribute)
+    if fact is None or fact.value != record["value"]:
+        _fail(item, f"{title!r} does not give {record['value']!r} as its {attribute}"
+                    + (" (no lifespan in its description)" if attribute.endswith("h year") and not lifespan(text) else ""))
+    return fact
+
+
+def _direction(question: str, names: Iterable[str]) -> str | None:
+    for name in names:
+        question = question.replace(name, " ")
+    lowered = question.lower()
+    high = any(re.search(rf"\b{w}\b", lowered) for w in _MAX_WORDS)
+    low = any(re.search(rf"\b{w}\b", lowered) for w in _MIN_WORDS)
+    return "max" if high and not low else "min" if low and not high else None
+
+
 def verify_item(item: QAItem, texts: Mapping[str, str]) -> None:
-    """Re-derive the gold answer of a generated item from the corpus text; raise DataError if it differs."""
+    """Re-derive the facts and gold answer of a generated item from the corpus text; raise DataError if they differ."""
+    digests = excluded_digests()
     for title in item.evidence_titles:
         if title not in texts:
             _fail(item, f"evidence article {title!r} is not in the corpus")
+        if title_digest(title) in digests:
+            _fail(item, f"evidence article {title!r} is reserved")
+    for record in item.facts:
+        if set(record) != set(FACT_KEYS) or not all(isinstance(v, str) for v in record.values()):
+            _fail(item, f"a fact must have exactly the string fields {', '.join(FACT_KEYS)}")
+    if [r["title"] for r in item.facts] != item.evidence_titles:
+        _fail(item, "there must be one fact per evidence article, in hop order")
+    facts = [_rederive(item, record, texts) for record in item.facts]
+    if not item.golden_answers:
+        _fail(item, "no gold answer")
+    answer = item.golden_answers[0]
     if item.kind == "bridge":
-        work, person = item.evidence_titles
-        found, span = creator(texts[work]), lifespan(texts[person])
-        if not found or found[1] != display_name(person):
-            _fail(item, f"{work!r} does not name {person!r} as its creator")
-        if not span or item.golden_answers != [str(span[0])]:
-            _fail(item, f"{person!r} was not born in {item.golden_answers}")
-        if display_name(work) not in item.question:
-            _fail(item, "the question does not name the work")
-        return
-    spans = {t: lifespan(texts[t]) for t in item.evidence_titles}
-    if None in spans.values():
-        _fail(item, "an evidence article has no lifespan in its description")
-    attribute = 0 if "born" in item.question else 1
-    for title in spans:
-        if display_name(title) not in item.question:
-            _fail(item, f"the question does not name {title!r}")
-    if item.kind == "single-hop":
-        expected = str(next(iter(spans.values()))[attribute])
+        if len(facts) != 2:
+            _fail(item, "a bridge needs two facts")
+        relation, second = facts
+        if relation.attribute not in _RELATIONS:
+            _fail(item, f"the first hop {relation.attribute!r} is not a relation")
+        if relation.value != display_name(second.title):
+            _fail(item, f"{relation.title!r} does not name {second.title!r} as its {relation.attribute}")
+        if second.attribute not in _BRIDGE_SECOND[relation.attribute]:
+            _fail(item, f"the second hop {second.attribute!r} does not follow a {relation.attribute!r}")
+        if relation.entity not in item.question:
+            _fail(item, "the question does not name the first entity")
+        expected = second.value
+    elif item.kind == "single-hop":
+        if len(facts) != 1:
+            _fail(item, "a single-hop item needs one fact")
+        expected = facts[0].value
+        if facts[0].entity not in item.question:
+            _fail(item, f"the question does not name {facts[0].entity!r}")
     elif item.kind in ("comparison", "fan-out"):
-        latest = " last" in item.question or "latest" in item.question
-        values = [span[attribute] for span in spans.values()]
-        if len(set(values)) != len(values):
-            _fail(item, "two entities share the compared year")
-        best = (max if latest else min)(spans, key=lambda t: spans[t][attribute])
-        expected = display_name(best)
+        if len(facts) < 2 or len({family(f.attribute) for f in facts}) != 1 or facts[0].number is None:
+            _fail(item, "a comparison needs two or more values of one numeric attribute")
+        for fact in facts:
+            if fact.entity not in item.question:
+                _fail(item, f"the question does not name {fact.title!r}")
+        numbers = [f.number for f in facts]
+        if len(set(numbers)) != len(numbers):
+            _fail(item, "two entities share the compared value")
+        direction = _direction(item.question, [f.entity for f in facts])
+        if direction is None:
+            _fail(item, "the question does not say which way to compare")
+        best = (max if direction == "max" else min)(facts, key=lambda f: f.number)
+        expected = best.entity
     else:
         _fail(item, f"unknown kind {item.kind!r}")
         return
-    if item.golden_answers != [expected]:
+    if answer != expected:
         _fail(item, f"the corpus gives {expected!r}, the item says {item.golden_answers}")
 
 
 def write_shipped(directory=None, *, seed: int = DEFAULT_SEED) -> dict[str, int]:
     """Regenerate the shipped ``ragr1-dev.jsonl`` and ``ragr1-test.jsonl``; returns item counts."""
-    from pathlib import Path
-
     from langchain_ragr1.data.loaders import SHIPPED_DIR, write_jsonl
 
     directory = Path(directory) if directory else SHIPPED_DIR
     directory.mkdir(parents=True, exist_ok=True)
     corpus = corpus_texts()
+    facts = collect_facts(*corpus)
     counts = {}
     for split in ("dev", "test"):
-        items = generate_split(split, SHIPPED_COUNTS, seed=seed, corpus=corpus)
+        items = generate_split(split, SHIPPED_COUNTS, seed=seed, corpus=corpus, facts=facts)
         write_jsonl(items, directory / f"ragr1-{split}.jsonl")
         counts[split] = len(items)
     return counts

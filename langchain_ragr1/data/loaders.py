@@ -4,8 +4,8 @@ Formats: RAG-R1 JSON (``[{"question", "golden_answers"}]``), FlashRAG JSONL
 (``{"id", "question", "golden_answers", ...}`` per line), Search-R1 parquet (``question``
 plus ``golden_answers`` or ``reward_model.ground_truth.target``) and the FanOutQA dev JSON of
 the ``fanoutqa`` package. Names: ``NAME:PATH`` for the paper's seven benchmarks, the shipped
-generated sets (``ragr1-dev``, ``ragr1-test``), ``ragr1-train`` (generated on the fly) and
-``fanoutqa``. Nothing is downloaded.
+generated sets (``ragr1-dev``, ``ragr1-test``; the first generator's ``ragr1-dev-v1``,
+``ragr1-test-v1``), ``ragr1-train`` (generated on the fly) and ``fanoutqa``. Nothing is downloaded.
 
 Every loader checks the whole file before anything runs: the file must be UTF-8 and hold at
 least one question, ids must be unique, ``kind`` must be one string; a :class:`DataError` names
@@ -29,7 +29,11 @@ BENCHMARKS: tuple[str, ...] = (
     "nq", "triviaqa", "popqa", "hotpotqa", "2wikimultihopqa", "musique", "bamboogle",
 )
 #: Sets that need no path: the shipped generated splits and the FanOutQA dev set.
-NAMED_SETS: tuple[str, ...] = ("ragr1-dev", "ragr1-test", "ragr1-train", "fanoutqa")
+NAMED_SETS: tuple[str, ...] = ("ragr1-dev", "ragr1-test", "ragr1-train", "ragr1-dev-v1", "ragr1-test-v1", "fanoutqa")
+#: The shipped files among :data:`NAMED_SETS` (``sets/NAME.jsonl``); ``-v1``: the first generator's sets.
+SHIPPED_SETS: tuple[str, ...] = ("ragr1-dev", "ragr1-test", "ragr1-dev-v1", "ragr1-test-v1")
+#: The fields of one entry of :attr:`QAItem.facts`, all strings.
+FACT_KEYS: tuple[str, ...] = ("title", "entity", "attribute", "value", "quote", "statement")
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "sets"  # package data: ships in the wheel
 
@@ -79,7 +83,12 @@ def _check_items(located: list[tuple[QAItem, str]], name: Any, example: str) -> 
 
 @dataclass
 class QAItem:
-    """One question with its gold answers; generated and FanOutQA items carry more."""
+    """One question with its gold answers; generated and FanOutQA items carry more.
+
+    ``facts`` (generated items): one dict per evidence article, in hop order, with the string
+    fields :data:`FACT_KEYS` (``value`` and ``quote`` are exact substrings of the article's text);
+    ``reasoning``: the deciding step in words, with the values.
+    """
 
     id: str
     question: str
@@ -88,6 +97,8 @@ class QAItem:
     evidence_titles: list[str] = field(default_factory=list)
     gold_queries: list[list[str]] = field(default_factory=list)
     source: str | None = None
+    facts: list[dict[str, str]] = field(default_factory=list)
+    reasoning: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The item as plain JSON-ready data."""
@@ -131,6 +142,18 @@ def item_from_record(record: Any, where: str, default_id: str, source: str | Non
         raise DataError(f"{where}: 'gold_queries' must be a list of lists of strings (one list per turn).")
     if not isinstance(titles, list):
         raise DataError(f"{where}: 'evidence_titles' must be a list of strings.")
+    facts = _plain(record.get("facts")) or []
+    if not isinstance(facts, list) or not all(
+        isinstance(f, dict) and all(isinstance(f.get(k), str) for k in FACT_KEYS)
+        and all(isinstance(v, str) for v in f.values()) for f in facts
+    ):
+        raise DataError(f"{where}: 'facts' must be a list of objects with the string fields "
+                        f"{', '.join(FACT_KEYS)} (one per evidence article), got {_short(facts)}; "
+                        f"fix it or leave 'facts' out.")
+    reasoning = _plain(record.get("reasoning"))
+    if reasoning is not None and not isinstance(reasoning, str):
+        raise DataError(f"{where}: 'reasoning' must be a string, got {type(reasoning).__name__}; "
+                        f"fix it or leave 'reasoning' out.")
     return QAItem(
         id=_id(record.get("id"), where, default_id),
         question=question.strip(),
@@ -139,6 +162,8 @@ def item_from_record(record: Any, where: str, default_id: str, source: str | Non
         evidence_titles=[str(t) for t in titles],
         gold_queries=[[str(q) for q in turn] for turn in queries],
         source=source,
+        facts=[dict(f) for f in facts],
+        reasoning=reasoning,
     )
 
 
@@ -330,7 +355,7 @@ def load_qa(spec: str, limit: int | None = None) -> list[QAItem]:
 
 
 def _load_spec(spec: str) -> list[QAItem]:
-    if spec in ("ragr1-dev", "ragr1-test"):
+    if spec in SHIPPED_SETS:
         path = SHIPPED_DIR / f"{spec}.jsonl"
         if not path.is_file():
             raise MissingResourceError(
