@@ -124,3 +124,15 @@ def test_items_without_facts_keep_the_generic_reasoning():
     (result,) = _run([plain], "multi")
     assert result["answer"] == "Augustin-Louis Cauchy"
     assert "died in" not in _think(_turns(result)[-1])
+
+
+def test_a_reasoning_that_states_the_chain_does_not_repeat_the_facts():
+    item = QAItem(id="b2", question=BRIDGE.question, golden_answers=BRIDGE.golden_answers, kind="bridge",
+                  evidence_titles=BRIDGE.evidence_titles, gold_queries=BRIDGE.gold_queries)
+    item.facts = BRIDGE.facts
+    item.reasoning = "La Dolce Vita was directed by Federico Fellini. Federico Fellini was born in 1920. So the answer is 1920."
+    (result,) = _run([item], "multi")
+    final = _think(_turns(result)[-1])
+    assert final.count("Federico Fellini was born in 1920") == 1
+    assert final.count("directed by Federico Fellini") == 1
+    assert "  " not in final and final == final.strip()

@@ -160,6 +160,8 @@ def test_unknown_key_is_rejected(tmp_path):
     ("num_train_epochs", 0, "num_train_epochs"),
     ("lora", {"r": 0}, "lora.r"),
     ("bf16", "yes", "bf16"),
+    ("max_train_seconds", 0, "max_train_seconds"),
+    ("max_train_seconds", "1h", "max_train_seconds"),
 ])
 def test_impossible_values_are_rejected(key, value, match):
     with pytest.raises(ConfigError, match=match):
@@ -188,6 +190,16 @@ def test_full_run_writes_checkpoints_loss_and_final(tiny_model_dir, sft_dataset_
     assert (out / "loss.png").stat().st_size > 0
     assert (out / "final" / "model.safetensors").is_file()
     assert (out / "final" / "tokenizer_config.json").is_file()
+
+
+def test_time_budget_stops_after_the_step_that_passes_it_and_saves(tiny_model_dir, sft_dataset_dir, tmp_path):
+    out = tmp_path / "budget"
+    summary = train_sft(_config(tiny_model_dir, sft_dataset_dir, out, max_steps=5, save_steps=100,
+                                max_train_seconds=1e-6), progress=False)
+    assert summary["global_step"] == 1 and summary["stopped_by_time_budget"] is True
+    assert (out / "checkpoint-1").is_dir() and (out / "final").is_dir()
+    unlimited = train_sft(_config(tiny_model_dir, sft_dataset_dir, tmp_path / "free", max_steps=2), progress=False)
+    assert unlimited["global_step"] == 2 and unlimited["stopped_by_time_budget"] is False
 
 
 def test_lora_run_saves_an_adapter(tiny_model_dir, sft_dataset_dir, tmp_path):

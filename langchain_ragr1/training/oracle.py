@@ -273,8 +273,10 @@ class OraclePolicy(Policy):
             if not plan:
                 think = rng.choice(_ANSWER_DIRECT).format(answer=answer, entities=entities)
             elif wanted and reasoning:
-                think = rng.choice(_ANSWER_FACTS).format(
-                    facts=_sentences(fact["statement"] for fact in wanted), reasoning=reasoning)
+                # A reasoning that already states a fact (a bridge's chain) does not get it twice.
+                stated = [f["statement"] for f in wanted if f["statement"].rstrip(".") not in reasoning]
+                think = rng.choice(_ANSWER_FACTS).format(facts=_sentences(stated), reasoning=reasoning)
+                think = " ".join(think.split())
             elif not self.grounded or all(t in info for t in item.evidence_titles):
                 think = rng.choice(_ANSWER_AFTER_SEARCH).format(answer=answer, found=found)
             else:

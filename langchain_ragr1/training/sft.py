@@ -104,6 +104,9 @@ class SFTRunConfig:
     gradient_checkpointing: bool = False
     warmup_ratio: float = 0.0
     lr_scheduler_type: str = "linear"
+    #: stop (and save) after the optimizer step that passes this many seconds of training in
+    #: this process; null: no limit. For comparisons at equal wall-clock, and runs that must fit.
+    max_train_seconds: float | None = None
     device: str = "auto"  # auto | cpu | cuda
     #: other trl.SFTConfig fields, verbatim (report_to, optim, weight_decay, ...); in YAML they sit
     #: at the top level beside the keys above
@@ -136,6 +139,10 @@ class SFTRunConfig:
                 raise bad(key, f"must be true or false, got {getattr(self, key)!r}")
         if not isinstance(self.warmup_ratio, (int, float)) or not (0 <= self.warmup_ratio < 1):
             raise bad("warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio!r}")
+        if self.max_train_seconds is not None and (
+                isinstance(self.max_train_seconds, bool) or not isinstance(self.max_train_seconds, (int, float))
+                or not math.isfinite(self.max_train_seconds) or self.max_train_seconds <= 0):
+            raise bad("max_train_seconds", f"must be a number of seconds > 0 or null, got {self.max_train_seconds!r}")
         if self.sample_format not in SAMPLE_FORMATS:
             raise bad("sample_format", f"must be {' or '.join(SAMPLE_FORMATS)}, got {self.sample_format!r}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -381,6 +388,33 @@ def load_sft_dataset(config: SFTRunConfig, tokenizer: Any) -> tuple[Any, dict[st
     return dataset.select_columns(keep), counts
 
 
+def time_budget_callback(seconds: float):
+    """A ``TrainerCallback`` that ends training (saving a checkpoint) after the optimizer step
+    at which ``seconds`` of training have passed; ``.stopped`` says whether it did."""
+    import time
+
+    from transformers import TrainerCallback
+
+    class TimeBudget(TrainerCallback):
+        def __init__(self) -> None:
+            self.start = None
+            self.stopped = False
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = time.monotonic()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.start is not None and time.monotonic() - self.start >= seconds:
+                logger.warning("Time budget of %g s reached at step %d: stopping and saving.",
+                               seconds, state.global_step)
+                self.stopped = True
+                control.should_training_stop = True
+                control.should_save = True
+            return control
+
+    return TimeBudget()
+
+
 def train_sft(config: SFTRunConfig, *, progress: bool = True) -> dict[str, Any]:
     """Train; returns ``{global_step, resumed_from, final_dir, loss_rows, train_runtime, ...}``
     (``data_counts``: what :func:`load_sft_dataset` counted, also in ``output_dir/data_counts.json``)."""
@@ -418,8 +452,9 @@ def train_sft(config: SFTRunConfig, *, progress: bool = True) -> dict[str, Any]:
 
     peft_config = config.lora.to_peft()
 
+    callbacks = [time_budget_callback(config.max_train_seconds)] if config.max_train_seconds else None
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config)
+                         peft_config=peft_config, callbacks=callbacks)
     last = last_complete_checkpoint(output_dir)
     if last:
         logger.warning("Resuming from %s", last)
@@ -440,6 +475,7 @@ def train_sft(config: SFTRunConfig, *, progress: bool = True) -> dict[str, Any]:
         "labelled_tokens_per_epoch": train["labelled_tokens"],
         "data_counts": data_counts,
         "train_runtime": result.metrics.get("train_runtime"),
+        "stopped_by_time_budget": bool(callbacks and callbacks[0].stopped),
         "train_loss": result.metrics.get("train_loss"),
         "loss_rows": rows,
     }
