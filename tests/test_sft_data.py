@@ -196,12 +196,18 @@ def test_make_sft_data_script(tmp_path, dev_items, default_model_dir):
     qa = tmp_path / "qa.jsonl"
     qa.write_text("".join(json.dumps(i.to_dict()) + "\n" for i in dev_items))
     out = tmp_path / "out"
-    code = script.main(["--data", str(qa), "--retriever", "bm25", "--corpus", str(corpus),
-                        "--tokenizer", str(default_model_dir), "--out", str(out), "--quiet"])
+    code = script.main(["--data", str(qa), "--retriever", "bm25", "--corpus", str(corpus), "--mode", "multi",
+                        "single", "--tokenizer", str(default_model_dir), "--out", str(out), "--quiet"])
     assert code == 0
     counts = json.loads((out / "counts.json").read_text())
-    assert counts["trajectories"]["kept"] == len(dev_items)
-    assert len((out / "trajectories.jsonl").read_text().splitlines()) == len(dev_items)
+    assert counts["trajectories"]["kept"] == 2 * len(dev_items)
+    assert {m: c["kept"] for m, c in counts["trajectories_by_mode"].items()} == {"multi": len(dev_items),
+                                                                              "single": len(dev_items)}
+    trajectories = [json.loads(line) for line in (out / "trajectories.jsonl").read_text().splitlines()]
+    assert sorted(t["mode"] for t in trajectories) == ["multi"] * len(dev_items) + ["single"] * len(dev_items)
+    accounting = counts["token_accounting"]
+    assert accounting["labelled_tokens_equal"] and accounting["trajectory"]["samples"] == 2 * len(dev_items)
+    assert accounting["turns"]["tokens"] > accounting["trajectory"]["tokens"]
     samples = len((out / "samples.jsonl").read_text().splitlines())
     assert counts["sft"]["samples"] == samples == counts["sft"]["kept"] + counts["sft"]["dropped_too_long"]
     from datasets import load_from_disk
@@ -317,7 +323,9 @@ def test_trajectory_sample_labels_every_valid_turn_and_nothing_else():
     assert parse_action(trajectory["segments"][3]["text"], "multi").kind == "invalid"
     sample = to_trajectory_sample(trajectory)
     assert sample["kinds"] == [2, 3] and sample["targets"] == [1, 5]
-    assert (sample["id"], sample["mode"]) == ("syn", "multi")
+    assert (sample["id"], sample["mode"]) == ("syn@multi", "multi")
+    # one question has a trajectory per mode: their samples keep distinct ids
+    assert to_trajectory_sample({**trajectory, "mode": "single"})["id"] == "syn@single"
     assert [s["kind"] for s in to_sft_samples(trajectory)] == [2, 3]
     input_ids, labels = sample_ids(sample, None)  # ids only: no tokenizer needed
     segments = trajectory["segments"]

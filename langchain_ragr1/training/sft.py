@@ -344,7 +344,13 @@ def load_sft_dataset(config: SFTRunConfig, tokenizer: Any) -> tuple[Any, dict[st
     require("datasets", "training")
     from datasets import load_from_disk
 
-    from langchain_ragr1.training.sft_data import build_sft_dataset, read_jsonl, to_samples, token_accounting
+    from langchain_ragr1.training.sft_data import (
+        build_sft_dataset,
+        read_jsonl,
+        to_samples,
+        token_accounting,
+        trajectory_key,
+    )
 
     source = config.check_dataset()
     trajectories = None
@@ -380,7 +386,7 @@ def load_sft_dataset(config: SFTRunConfig, tokenizer: Any) -> tuple[Any, dict[st
     if trajectories is not None:
         counts["accounting"] = token_accounting(trajectories, tokenizer, config.max_length)
         if config.sample_format == "trajectory" and "id" in dataset.column_names:
-            by_id = {str(t.get("id", "")): t for t in trajectories}
+            by_id = {trajectory_key(t): t for t in trajectories}
             chosen = [by_id[i] for i in dataset["id"] if i in by_id]
             if len(by_id) == len(trajectories) and len(chosen) == len(dataset):
                 counts["accounting_train"] = token_accounting(chosen, tokenizer, config.max_length)

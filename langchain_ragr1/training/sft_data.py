@@ -174,6 +174,11 @@ def to_sft_samples(trajectory: dict[str, Any]) -> list[dict[str, Any]]:
     } for index, kind in _target_kinds(segments, mode)]
 
 
+def trajectory_key(trajectory: dict[str, Any]) -> str:
+    """A trajectory's sample id: its question id and mode (a question has one trajectory per mode)."""
+    return f"{trajectory.get('id', '')}@{trajectory.get('mode', 'multi')}"
+
+
 def to_trajectory_sample(trajectory: dict[str, Any]) -> dict[str, Any] | None:
     """The whole ``trajectory`` as one sample: all its ``segments`` in, every valid model turn a target.
 
@@ -187,7 +192,7 @@ def to_trajectory_sample(trajectory: dict[str, Any]) -> dict[str, Any] | None:
     if not targets:
         return None
     return {
-        "id": str(trajectory.get("id", "")),
+        "id": trajectory_key(trajectory),
         "question": trajectory["question"],
         "mode": mode,
         "kinds": [kind for _, kind in targets],
