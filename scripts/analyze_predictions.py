@@ -1,6 +1,7 @@
 """Why answers are wrong: classify each episode of a ``ragr1 eval`` run from its predictions.
 
-    .venv/bin/python scripts/analyze_predictions.py runs/eval/new-test --data ragr1-test [--json]
+    .venv/bin/python scripts/analyze_predictions.py runs/eval/new-test --data ragr1-test \
+        [--limit 48 --sample stratified] [--json]
 
 For every mode and question kind it counts the wrong answers by the first failing step:
 
@@ -86,11 +87,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", help="a `ragr1 eval --out` folder")
     parser.add_argument("--data", required=True, help="the QA set it ran on (name or file)")
+    parser.add_argument("--limit", type=int, help="only the N questions `ragr1 eval --limit N` took")
+    parser.add_argument("--sample", choices=("first", "shuffle", "stratified"), default="first",
+                        help="how that eval picked them (its --sample)")
+    parser.add_argument("--sample-seed", type=int, default=0, help="its --sample-seed")
     parser.add_argument("--json", action="store_true", help="print the table as JSON")
     args = parser.parse_args(argv)
     from langchain_ragr1.data import load_qa
+    from langchain_ragr1.evaluation import select_items
 
-    items = {item.id: item for item in load_qa(args.data)}
+    picked = select_items(load_qa(args.data), args.limit, args.sample, args.sample_seed)
+    items = {item.id: item for item in picked}
     table = breakdown(read_records(Path(args.out)), items)
     if args.json:
         print(json.dumps(table, indent=2))

@@ -24,7 +24,7 @@ def test_the_shipped_adapter_is_small_and_float16():
     from safetensors import safe_open
 
     weights = models.DEFAULT_ADAPTER_DIR / "adapter_model.safetensors"
-    assert weights.stat().st_size < 8_000_000
+    assert weights.stat().st_size < 12_000_000  # LoRA r 16 on all 7 projections: 9.8 MB in float16
     with safe_open(str(weights), "pt") as handle:
         assert {str(handle.get_slice(k).get_dtype()) for k in handle.keys()} == {"F16"}
     config = json.loads((models.DEFAULT_ADAPTER_DIR / "adapter_config.json").read_text())
