@@ -224,7 +224,7 @@ def test_main_reports_config_errors_without_a_traceback(tmp_path, capsys):
     from langchain_ragr1.training import run_rl, run_sft
 
     assert run_sft.main(["--config", "sft_default", "--validate-only"]) == 0
-    assert json.loads(capsys.readouterr().out)["max_samples"] == 400
+    assert json.loads(capsys.readouterr().out)["max_samples"] == 480
     assert run_rl.main(["--config", str(rl_file(tmp_path, optim="adamw_nope")), "--validate-only"]) == 2
     assert "error: RL config: optim = 'adamw_nope' is rejected by trl.GRPOConfig" in capsys.readouterr().err
     assert run_sft.main(["--config", str(sft_file(tmp_path, report_too="tensorboard")), "--validate-only"]) == 2
