@@ -106,18 +106,6 @@ def make_teacher(args: argparse.Namespace, items: list, tokenizer, mode: str = "
                                               max_new_tokens=args.max_new_tokens)
 
 
-def _sum_counts(counts):
-    """One TrajectoryCounts adding up those of each mode."""
-    from langchain_ragr1.training.sft_data import TrajectoryCounts
-
-    total = TrajectoryCounts()
-    for c in counts:
-        for name in ("total", "kept", "rejected", "errors", "retried"):
-            setattr(total, name, getattr(total, name) + getattr(c, name))
-        total.error_messages += c.error_messages
-    return total
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from transformers import AutoTokenizer
@@ -134,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         token_accounting,
         write_jsonl,
     )
+    from langchain_ragr1.training.sft_data import TrajectoryCounts
 
     try:
         check_teacher_args(args)
@@ -153,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             kept, by_mode[mode] = make_trajectories(agent, items, retries=args.retries,
                                                     progress=not args.quiet)
             trajectories += kept
-        counts = by_mode[args.mode[0]] if len(by_mode) == 1 else _sum_counts(by_mode.values())
+        counts = sum(by_mode.values(), TrajectoryCounts())
         samples = [s for t in trajectories for s in to_sft_samples(t)]
         report: dict = {}
         dataset = build_sft_dataset(samples, tokenizer, args.max_length, report=report)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -72,6 +72,10 @@ class TrajectoryCounts:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def __add__(self, other: "TrajectoryCounts") -> "TrajectoryCounts":
+        """Counts of two runs together (e.g. one per mode): every field added."""
+        return TrajectoryCounts(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
 
 
 def _plain_segment(segment: Segment) -> dict[str, Any]:
