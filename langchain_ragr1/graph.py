@@ -162,7 +162,7 @@ def build_graph(
         question = normalize_question(raw_question)
         update: dict[str, Any] = {
             "question": question,
-            "segments": Replace([policy.render_prompt(make_prompt(question, settings.mode))]),
+            "segments": Replace([{**policy.render_prompt(make_prompt(question, settings.mode)), "question": question}]),
             "retrievals": Replace(),
             "results": Replace(),
             "steps": 0,

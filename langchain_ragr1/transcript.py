@@ -22,6 +22,8 @@ class Segment(TypedDict, total=False):
     text: str
     token_ids: list[int] | None
     logprobs: list[float] | None
+    #: On the prompt segment the graph builds: the (normalised) question it asks.
+    question: str
 
 
 def make_segment(

@@ -20,7 +20,7 @@ from langchain_ragr1.training.rl import grpo_args
 from langchain_ragr1.training.run_config import PACKAGED_CONFIGS_DIR, ConfigError, packaged_configs, resolve_config
 
 ROOT = Path(__file__).resolve().parents[1]
-SFT_NAMES = ["sft_cpu_lora", "sft_default", "sft_paper_7b"]
+SFT_NAMES = ["sft_cpu_lora", "sft_default", "sft_gemma_compare", "sft_paper_7b"]
 RL_NAMES = ["rl_cpu", "rl_paper_7b"]
 
 
@@ -178,7 +178,7 @@ def test_an_existing_file_wins_and_unknown_names_list_the_packaged_ones(tmp_path
     assert rl_config.load_config("rl_cpu").max_steps == 50  # a bare name: the packaged one
     with pytest.raises(ConfigError, match=r"'rl_cpux' not found \(did you mean 'rl_cpu'\?\).*rl_cpu, rl_paper_7b"):
         rl_config.load_config("rl_cpux")
-    with pytest.raises(ConfigError, match="not found.*sft_cpu_lora, sft_default, sft_paper_7b"):
+    with pytest.raises(ConfigError, match="not found.*sft_cpu_lora, sft_default, sft_gemma_compare, sft_paper_7b"):
         sft.load_config("rl_cpu")  # an RL config is not an SFT one
     with pytest.raises(ConfigError, match="not found"):
         sft.load_config(tmp_path / "elsewhere" / "sft_default.yaml")  # only training/configs/ falls back
@@ -229,3 +229,12 @@ def test_main_reports_config_errors_without_a_traceback(tmp_path, capsys):
     assert "error: RL config: optim = 'adamw_nope' is rejected by trl.GRPOConfig" in capsys.readouterr().err
     assert run_sft.main(["--config", str(sft_file(tmp_path, report_too="tensorboard")), "--validate-only"]) == 2
     assert "did you mean 'report_to'" in capsys.readouterr().err
+
+
+def test_one_config_error_for_the_whole_package():
+    import langchain_ragr1
+    from langchain_ragr1.training import rl_config, run_config, sft
+
+    assert run_config.ConfigError is langchain_ragr1.ConfigError is rl_config.ConfigError
+    with pytest.raises(langchain_ragr1.ConfigError, match="learning_rate"):
+        sft.SFTRunConfig(dataset="d", output_dir="o", learning_rate=-1).validate()

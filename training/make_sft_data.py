@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, help="use the first N questions (after --shuffle)")
     parser.add_argument("--shuffle", action="store_true",
                         help="shuffle the questions with --seed first (ragr1-train starts with its bridge items)")
-    parser.add_argument("--tokenizer", help="model folder whose tokenizer to use (default: bundled SmolLM2)")
+    parser.add_argument("--tokenizer", help="model folder (or gemma3-270m) whose tokenizer to use (default: bundled SmolLM2)")
     parser.add_argument("--max-length", type=int, default=2048, help="longest sample in tokens; longer ones are dropped")
     parser.add_argument("--no-search-fraction", type=float, default=0.1,
                         help="share of questions the oracle answers without searching (kind 1)")
@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from langchain_ragr1.data import load_qa
     from langchain_ragr1.defaults import make_retriever
     from langchain_ragr1.errors import RagR1Error
-    from langchain_ragr1.models import base_model_path, check_model_path
+    from langchain_ragr1.models import base_model_path, resolve_model_path
     from langchain_ragr1.training import (
         build_sft_dataset,
         make_trajectories,
@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.shuffle:
             random.Random(args.seed).shuffle(items)
         items = items[: args.limit] if args.limit else items
-        path = check_model_path(args.tokenizer) if args.tokenizer else base_model_path(
+        path = resolve_model_path(args.tokenizer, show_progress=not args.quiet) if args.tokenizer else base_model_path(
             show_progress=not args.quiet)
         tokenizer = AutoTokenizer.from_pretrained(path)
         retriever = make_retriever(args.retriever, k=args.k, store=args.store, corpus=args.corpus,

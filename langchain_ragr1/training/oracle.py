@@ -193,11 +193,15 @@ class OraclePolicy(Policy):
     # --- the plan -------------------------------------------------------------------------
 
     def item_for(self, segments: Sequence[Segment]) -> QAItem:
-        """The item whose question the prompt segment asks."""
-        found = _QUESTION_RE.findall(segments[0]["text"]) if segments else []
-        item = self.items.get(found[-1]) if found else None
+        """The item whose question the prompt segment asks: its ``question`` field (set by the
+        graph), else the ``Question: ...`` line of a prompt built elsewhere."""
+        question = segments[0].get("question") if segments else None
+        if question is None:
+            found = _QUESTION_RE.findall(segments[0]["text"]) if segments else []
+            question = found[-1] if found else None
+        item = self.items.get(normalize_question(question)) if question is not None else None
         if item is None:
-            raise KeyError(f"OraclePolicy has no item for the question {found[-1:]!r}.")
+            raise KeyError(f"OraclePolicy has no item for the question {question!r}.")
         return item
 
     def plan(self, item: QAItem) -> list[list[str]]:
