@@ -19,16 +19,14 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from langchain_ragr1.errors import RagR1Error
+# One ConfigError for the whole package: ``except langchain_ragr1.ConfigError`` catches
+# every SFT/RL config error too (re-exported here for the training modules).
+from langchain_ragr1.errors import ConfigError
 
 DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 #: The YAML configs shipped inside the package (``langchain_ragr1/training/configs/NAME.yaml``).
 PACKAGED_CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
-
-
-class ConfigError(RagR1Error, ValueError):
-    """A bad run configuration; the message names the key and what is allowed."""
 
 
 def is_int(value: Any) -> bool:
