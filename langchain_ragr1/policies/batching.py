@@ -19,12 +19,46 @@ from langchain_ragr1.transcript import Segment
 
 @dataclass
 class PolicyStats:
-    """Counters of the batcher: model calls, requests they answered, tokens kept."""
+    """Counters of the batcher: model calls, requests they answered, tokens kept, and where
+    the worker's time went: ``busy_s`` inside model calls, ``fill_wait_s`` holding a pending
+    request back for company (up to ``batch_wait_s`` each batch)."""
 
     generate_calls: int = 0
     requests: int = 0
     max_batch: int = 0
     generated_tokens: int = 0
+    busy_s: float = 0.0
+    fill_wait_s: float = 0.0
+
+
+@dataclass
+class GenerateCall:
+    """One batched model call, recorded so that a benchmark can replay it exactly
+    (:func:`langchain_ragr1.policies.profiling.replay_calls`)."""
+
+    #: The input ids of each row, unpadded.
+    prompts: list[list[int]]
+    #: Decode steps the call ran: the longest row's generated length, end/stop tokens included.
+    steps: int
+    #: Tokens each row kept (after the end token or stop string cut).
+    kept: list[int]
+    #: Wall seconds of the call, and of its prefill (up to the first token's logits).
+    seconds: float
+    prefill_s: float
+
+    @property
+    def padded_len(self) -> int:
+        return max(map(len, self.prompts))
+
+    @property
+    def prompt_pad_tokens(self) -> int:
+        """Padding positions the prefill computed."""
+        return self.padded_len * len(self.prompts) - sum(map(len, self.prompts))
+
+    @property
+    def decode_waste_tokens(self) -> int:
+        """Decode positions computed but not kept (rows that had finished, tokens past a stop)."""
+        return self.steps * len(self.prompts) - sum(self.kept)
 
 
 @dataclass
@@ -47,8 +81,11 @@ class RequestBatcher:
         run: Callable[[Hashable, list[Any]], list[Any]],
         max_batch_size: int,
         wait_s: float,
+        on_timing: Callable[[float, float], None] | None = None,
     ) -> None:
         self._run = run
+        #: Called with (seconds in run, seconds held back for company) after each batch.
+        self._on_timing = on_timing
         self._max = max_batch_size
         self._wait_s = wait_s
         self._pending: list[_Request] = []
@@ -70,14 +107,15 @@ class RequestBatcher:
             self._cond.notify_all()
         return future
 
-    def _next_batch(self) -> list[_Request] | None:
+    def _next_batch(self) -> tuple[list[_Request], float] | None:
         with self._cond:
             while not self._pending and not self._closed:
                 self._cond.wait()
             if self._closed:
                 return None
             key = self._pending[0].key
-            deadline = time.monotonic() + self._wait_s
+            held_from = time.monotonic()
+            deadline = held_from + self._wait_s
             while True:
                 batch = [r for r in self._pending if r.key == key][: self._max]
                 remaining = deadline - time.monotonic()
@@ -88,13 +126,15 @@ class RequestBatcher:
                 return None
             for request in batch:
                 self._pending.remove(request)
-            return batch
+            return batch, time.monotonic() - held_from
 
     def _loop(self) -> None:
-        while (batch := self._next_batch()) is not None:
+        while (next_batch := self._next_batch()) is not None:
+            batch, held_s = next_batch
             live = [r for r in batch if r.future.set_running_or_notify_cancel()]
             if not live:
                 continue
+            started = time.perf_counter()
             try:
                 results = self._run(live[0].key, [r.payload for r in live])
             except BaseException as exc:  # every caller of the batch gets the error
@@ -103,6 +143,8 @@ class RequestBatcher:
             else:
                 for request, result in zip(live, results):
                     request.future.set_result(result)
+            if self._on_timing is not None:
+                self._on_timing(time.perf_counter() - started, held_s)
 
     def close(self) -> None:
         """Fail the pending requests and stop the worker after its current batch."""

@@ -13,13 +13,16 @@ import math
 import numbers
 import threading
 from abc import abstractmethod
+from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Callable, Hashable, Sequence
 
 from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.policies.base import Generation, Policy, cut_generation
 from langchain_ragr1.policies.batching import (
+    GenerateCall,
     PolicyStats,
     RequestBatcher,
     overflow_result,
@@ -98,7 +101,8 @@ class TokenPolicy(Policy):
         self._tok_lock = threading.RLock()
         self._stats = PolicyStats()
         self._stats_lock = threading.Lock()
-        self._batcher = RequestBatcher(self._run_batch, max_batch_size, batch_wait_s)
+        self._calls: list[GenerateCall] | None = None
+        self._batcher = RequestBatcher(self._run_batch, max_batch_size, batch_wait_s, self._record_timing)
 
     # --- text <-> tokens ----------------------------------------------------------------
 
@@ -151,6 +155,29 @@ class TokenPolicy(Policy):
     ) -> Generation:
         """Like :meth:`generate`, awaiting the batcher without blocking the event loop."""
         return await asyncio.wrap_future(self._submit(segments, stop))
+
+    @contextmanager
+    def record_calls(self) -> Iterator[list[GenerateCall]]:
+        """Within the block, append every batched model call (prompts, steps, kept tokens,
+        timings) to the list it yields: what a replay of the same work needs."""
+        calls: list[GenerateCall] = []
+        with self._stats_lock:
+            self._calls = calls
+        try:
+            yield calls
+        finally:
+            with self._stats_lock:
+                self._calls = None
+
+    def _record_call(self, call: GenerateCall) -> None:
+        with self._stats_lock:
+            if self._calls is not None:
+                self._calls.append(call)
+
+    def _record_timing(self, busy_s: float, held_s: float) -> None:
+        with self._stats_lock:
+            self._stats.busy_s += busy_s
+            self._stats.fill_wait_s += held_s
 
     def close(self) -> None:
         """Stop the batching worker; pending requests fail, later calls raise."""

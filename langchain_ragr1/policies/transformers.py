@@ -6,6 +6,7 @@ are coalesced into one batched ``model.generate`` (see :mod:`langchain_ragr1.pol
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,23 @@ import torch
 
 from langchain_ragr1.models import resolve_model_path
 from langchain_ragr1.policies.base import Generation
-from langchain_ragr1.policies.batching import PolicyStats
+from langchain_ragr1.policies.batching import GenerateCall, PolicyStats
 from langchain_ragr1.policies.token import TokenPolicy, check_sampling
 
-__all__ = ["PolicyStats", "TransformersPolicy"]
+__all__ = ["PolicyStats", "TransformersPolicy", "FirstLogitsTimer"]
+
+
+class FirstLogitsTimer:
+    """A logits processor that changes nothing and notes when it is first called: the end
+    of ``generate``'s prefill (the forward pass over the prompts)."""
+
+    def __init__(self) -> None:
+        self.first: float | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.first is None:
+            self.first = time.perf_counter()
+        return scores
 
 
 class TransformersPolicy(TokenPolicy):
@@ -85,6 +99,8 @@ class TransformersPolicy(TokenPolicy):
             sampling: dict[str, Any] = {"do_sample": False}
         else:
             sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+        timer = FirstLogitsTimer()
+        started = time.perf_counter()
         with torch.inference_mode():
             out = self.model.generate(
                 input_ids=batch["input_ids"],
@@ -95,6 +111,7 @@ class TransformersPolicy(TokenPolicy):
                 pad_token_id=self.tokenizer.pad_token_id,
                 return_dict_in_generate=True,
                 output_logits=True,
+                logits_processor=[timer],
                 **sampling,
             )
             new = out.sequences[:, batch["input_ids"].shape[1] :]
@@ -110,4 +127,9 @@ class TransformersPolicy(TokenPolicy):
             for ids, lps, prompt in zip(new.tolist(), logprobs.tolist(), prompts)
         ]
         self._record(results)
+        self._record_call(GenerateCall(
+            prompts=[list(p) for p in prompts], steps=int(new.shape[1]),
+            kept=[len(g.token_ids or []) for g in results], seconds=time.perf_counter() - started,
+            prefill_s=(timer.first or time.perf_counter()) - started,
+        ))
         return results

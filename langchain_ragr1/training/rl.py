@@ -42,6 +42,13 @@ METRIC_KEYS = {
     "grad_norm": "grad_norm",
     "learning_rate": "learning_rate",
     "step_time": "step_time",
+    # where an optimizer step's time went (TimedGRPOTrainer): the graph rollouts, the no-grad
+    # log-prob passes (the reference model's, and the old policy's when TRL needs them), and the
+    # rest (the policy's loss forward and backward, rewards, optimizer); peak RSS of the process
+    "rollout_s": "timing/rollout_s",
+    "reference_s": "timing/reference_s",
+    "policy_s": "timing/policy_s",
+    "peak_rss_gb": "timing/peak_rss_gb",
 }
 
 
@@ -98,7 +105,9 @@ def _metrics_callback(output_dir: Path, echo: bool):
                 print(f"step {state.global_step}/{state.max_steps}: reward {get('reward'):.3f} "
                       f"EM {get('exact_match'):.3f} format {get('format_valid'):.3f} turns {get('turns'):.2f} "
                       f"tokens {get('response_tokens'):.1f} truncated {get('truncated'):.2f} "
-                      f"loss {logs.get('loss', float('nan')):.4f}", flush=True)
+                      f"loss {logs.get('loss', float('nan')):.4f} | {get('step_time'):.1f} s: rollout "
+                      f"{get('rollout_s'):.1f}, reference {get('reference_s'):.1f}, policy {get('policy_s'):.1f}; "
+                      f"peak RSS {get('peak_rss_gb'):.1f} GB", flush=True)
 
     return MetricsCallback()
 
@@ -161,6 +170,52 @@ def grpo_args(config: RLRunConfig, *, use_cpu: bool, progress: bool = True,
                             label="RL")
 
 
+def timed_trainer_class() -> type:
+    """``GRPOTrainer`` that also logs where each optimizer step's time goes (see METRIC_KEYS)."""
+    import resource
+    import time
+
+    import torch
+    from trl import GRPOTrainer
+
+    class TimedGRPOTrainer(GRPOTrainer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._phase_s = {"rollout": 0.0, "reference": 0.0, "step": 0.0}
+            inner = self.rollout_func
+            if inner is not None:
+                def timed_rollout(prompts: Any, trainer: Any) -> Any:
+                    started = time.perf_counter()
+                    try:
+                        return inner(prompts, trainer)
+                    finally:
+                        self._phase_s["rollout"] += time.perf_counter() - started
+                self.rollout_func = timed_rollout
+
+        def _get_per_token_logps_and_entropies(self, *args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            out = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+            if not torch.is_grad_enabled():  # the reference (or old-policy) pass, not the loss pass
+                self._phase_s["reference"] += time.perf_counter() - started
+            return out
+
+        def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> Any:
+            started = time.perf_counter()
+            out = super().training_step(model, inputs, num_items_in_batch)
+            phase = self._phase_s
+            phase["step"] += time.perf_counter() - started
+            if self._step % self.current_gradient_accumulation_steps == 0:  # an optimizer step ended
+                metrics = self._metrics["train"]
+                metrics["timing/rollout_s"].append(phase["rollout"])
+                metrics["timing/reference_s"].append(phase["reference"])
+                metrics["timing/policy_s"].append(phase["step"] - phase["rollout"] - phase["reference"])
+                metrics["timing/peak_rss_gb"].append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+                self._phase_s = dict.fromkeys(phase, 0.0)
+            return out
+
+    return TimedGRPOTrainer
+
+
 def build_trainer(config: RLRunConfig, *, model: Any, tokenizer: Any, retriever: Any, items: Sequence[Any],
                   reward_funcs: list[Callable] | None = None, reward_weights: list[float] | None = None,
                   progress: bool = True, echo: bool = False) -> tuple[Any, GraphRollout]:
@@ -172,7 +227,6 @@ def build_trainer(config: RLRunConfig, *, model: Any, tokenizer: Any, retriever:
 
     import torch
     require("trl", "training")
-    from trl import GRPOTrainer
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental
     use_cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
@@ -187,7 +241,7 @@ def build_trainer(config: RLRunConfig, *, model: Any, tokenizer: Any, retriever:
         max_completion_length=config.max_completion_length))
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    trainer = GRPOTrainer(
+    trainer = timed_trainer_class()(
         model=model,
         reward_funcs=reward_funcs,
         args=grpo_args(config, use_cpu=use_cpu, progress=progress, reward_weights=reward_weights),
