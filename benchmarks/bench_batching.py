@@ -28,6 +28,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 from langchain_ragr1 import BM25Retriever, RagR1Agent, TransformersPolicy, load_bundled_corpus  # noqa: E402
+from langchain_ragr1.policies.continuous import ContinuousTransformersPolicy  # noqa: E402
 from langchain_ragr1.policies.profiling import left_pad, profile_calls, replay_calls  # noqa: E402
 from langchain_ragr1.protocol import make_prompt  # noqa: E402
 
@@ -80,6 +81,7 @@ def main() -> None:
     parser.add_argument("--max-turns", type=int, default=2)
     parser.add_argument("--model", default="default", help="default (trained), base, or a model folder")
     parser.add_argument("--dtype", default="float32", help="model dtype (float32, bfloat16)")
+    parser.add_argument("--no-continuous", action="store_true", help="skip the continuous-batching policy")
     args = parser.parse_args()
 
     policy = TransformersPolicy.from_pretrained(args.model, dtype=args.dtype, max_new_tokens=args.new_tokens,
@@ -104,6 +106,16 @@ def main() -> None:
     first_turn_s = time.perf_counter() - started
     policy.close()
 
+    cont = None
+    if not args.no_continuous:  # the same model and episodes through continuous batching
+        cb_policy = ContinuousTransformersPolicy.from_pretrained(
+            args.model, dtype=args.dtype, max_new_tokens=args.new_tokens, temperature=0.0,
+            max_batch_size=len(QUESTIONS), seed=0)
+        cb_agent = RagR1Agent(cb_policy, retriever, max_turns=args.max_turns, k=3)
+        cb_agent.invoke(QUESTIONS[0])  # warm-up
+        cont = measure(cb_policy, lambda: cb_agent.batch(QUESTIONS, config={"max_concurrency": len(QUESTIONS)}))
+        cb_policy.close()
+
     print(f"{args.model} ({args.dtype}), {len(QUESTIONS)} episodes, max_turns {args.max_turns}, "
           f"{args.new_tokens} new tokens per turn, greedy, BM25 k 3")
     print(f"{'run':<34} | {'kept':>6} | {'seconds':>7} | {'tok/s':>6} | {'prefill':>7} | {'decode':>6} | "
@@ -116,6 +128,8 @@ def main() -> None:
     old = dict(kept_tokens=per_row * len(QUESTIONS), calls=1, mean_batch=len(QUESTIONS),
                prompt_tokens=sum(map(len, prompts)), prompt_pad_tokens=sum(len(ids[0]) - len(p) for p in prompts),
                decode_positions=per_row * len(QUESTIONS), decode_waste_tokens=0)
+    if cont is not None:
+        print(row("agent.batch, continuous batching", cont, cont["wall_s"], None, None))
     print(row("first-turn prompts only (old)", old, first_turn_s, None, None))
     seq_rate = seq["kept_tokens"] / seq["wall_s"]
     bat_rate = bat["kept_tokens"] / bat["wall_s"]
@@ -123,6 +137,12 @@ def main() -> None:
     print(f"batch / replayed limit: {bat_replay['replay_s'] / bat['wall_s']:.0%} (target >= 70%); "
           f"inside model calls only: {bat_replay['replay_s'] / bat['seconds']:.0%}")
     print(f"sequential / its replay: {seq_replay['replay_s'] / seq['wall_s']:.0%}")
+    limit_rate = bat["kept_tokens"] / bat_replay["replay_s"]
+    if cont is not None:
+        cont_rate = cont["kept_tokens"] / cont["wall_s"]
+        print(f"continuous batching / sequential throughput: {cont_rate / seq_rate:.2f}x (target >= 3x); "
+              f"/ replayed static limit: {cont_rate / limit_rate:.0%} (target >= 70%); "
+              f"/ static agent.batch: {cont_rate / bat_rate:.2f}x")
     print(f"batch / first-turn-only generate (old, not the same work): "
           f"{bat_rate / (per_row * len(QUESTIONS) / first_turn_s):.0%}")
     print(f"batcher: {bat['fill_wait_s']:.2f} s held back for company over {bat['calls']} calls")

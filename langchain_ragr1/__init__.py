@@ -37,6 +37,7 @@ except PackageNotFoundError:  # a source tree that was never installed
 # name -> module, imported on first access
 _LAZY = {
     "TransformersPolicy": "langchain_ragr1.policies.transformers",
+    "ContinuousTransformersPolicy": "langchain_ragr1.policies.continuous",
     "MiniLMEmbeddings": "langchain_ragr1.retrievers.embeddings",
     "BM25Retriever": "langchain_ragr1.retrievers.bm25",
     "SearchR1HTTPRetriever": "langchain_ragr1.retrievers.http",

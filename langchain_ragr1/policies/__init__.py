@@ -13,6 +13,7 @@ from langchain_ragr1.policies.langchain import LangChainPolicy
 
 _LAZY = {
     "TransformersPolicy": "langchain_ragr1.policies.transformers",
+    "ContinuousTransformersPolicy": "langchain_ragr1.policies.continuous",
     "VLLMPolicy": "langchain_ragr1.policies.vllm",
     "openai_server_policy": "langchain_ragr1.policies.openai_server",
 }

@@ -71,10 +71,15 @@ class _Request:
 class RequestBatcher:
     """Coalesces concurrent requests with equal keys into calls of ``run(key, payloads)``.
 
-    One daemon worker takes the oldest pending request, waits up to ``wait_s`` for more
-    with the same key (at most ``max_batch_size``), runs them together and resolves each
-    request's future with its result, or with the exception the call raised.
+    One daemon worker takes the oldest pending request, waits for more with the same key (at
+    most ``max_batch_size``) until ``wait_s`` pass without a new request, or ``HOLD_FACTOR x
+    wait_s`` in all, runs them together and resolves each request's future with its result, or
+    with the exception the call raised. The window slides with each arrival, so episodes that
+    reach their next turn a few milliseconds apart still share a call.
     """
+
+    #: The longest a request is held back for company, in units of ``wait_s``.
+    HOLD_FACTOR = 10
 
     def __init__(
         self,
@@ -89,6 +94,7 @@ class RequestBatcher:
         self._max = max_batch_size
         self._wait_s = wait_s
         self._pending: list[_Request] = []
+        self._last_arrival = 0.0
         self._cond = threading.Condition()
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -104,6 +110,7 @@ class RequestBatcher:
                 )
                 self._thread.start()
             self._pending.append(_Request(key, payload, future))
+            self._last_arrival = time.monotonic()
             self._cond.notify_all()
         return future
 
@@ -115,9 +122,10 @@ class RequestBatcher:
                 return None
             key = self._pending[0].key
             held_from = time.monotonic()
-            deadline = held_from + self._wait_s
+            latest = held_from + self.HOLD_FACTOR * self._wait_s
             while True:
                 batch = [r for r in self._pending if r.key == key][: self._max]
+                deadline = min(latest, max(held_from, self._last_arrival) + self._wait_s)
                 remaining = deadline - time.monotonic()
                 if len(batch) >= self._max or remaining <= 0 or self._closed:
                     break

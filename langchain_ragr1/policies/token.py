@@ -64,6 +64,16 @@ def check_sampling(**settings: Any) -> None:
             raise ConfigError(f"{name} must be {rule[1]}, got {value!r} ({type(value).__name__}).")
 
 
+def model_end_ids(model: Any, tokenizer: Any) -> tuple[int | None, ...]:
+    """The ids that end a turn of a transformers ``model``: its generation config's EOS id(s),
+    the tokenizer's EOS and pad ids (a missing pad token becomes the EOS token)."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    eos = model.generation_config.eos_token_id
+    eos = eos if isinstance(eos, (list, tuple)) else [eos]
+    return (*eos, tokenizer.eos_token_id, tokenizer.pad_token_id)
+
+
 class TokenPolicy(Policy):
     """Base of the batched token-level policies over a Hugging Face tokenizer.
 

@@ -15,7 +15,7 @@ import torch
 from langchain_ragr1.models import resolve_model_path
 from langchain_ragr1.policies.base import Generation
 from langchain_ragr1.policies.batching import GenerateCall, PolicyStats
-from langchain_ragr1.policies.token import TokenPolicy, check_sampling
+from langchain_ragr1.policies.token import TokenPolicy, check_sampling, model_end_ids
 
 __all__ = ["PolicyStats", "TransformersPolicy", "FirstLogitsTimer"]
 
@@ -53,10 +53,6 @@ class TransformersPolicy(TokenPolicy):
         max_batch_size: int = 8,
         batch_wait_s: float = 0.02,
     ) -> None:
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        eos = model.generation_config.eos_token_id
-        eos = eos if isinstance(eos, (list, tuple)) else [eos]
         self._setup(
             tokenizer,
             max_new_tokens=max_new_tokens,
@@ -64,7 +60,7 @@ class TransformersPolicy(TokenPolicy):
             top_p=top_p,
             max_batch_size=max_batch_size,
             batch_wait_s=batch_wait_s,
-            end_ids=(*eos, tokenizer.eos_token_id, tokenizer.pad_token_id),
+            end_ids=model_end_ids(model, tokenizer),
         )
         self.model = model.eval()
         self.max_len = getattr(model.config, "max_position_embeddings", None)

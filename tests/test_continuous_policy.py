@@ -1,0 +1,89 @@
+"""ContinuousTransformersPolicy: the same turns as TransformersPolicy, through continuous batching."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from langchain_core.documents import Document
+
+from langchain_ragr1 import RagR1Agent
+from langchain_ragr1.policies import TransformersPolicy
+from langchain_ragr1.policies.base import cut_generation
+from langchain_ragr1.policies.continuous import ContinuousTransformersPolicy
+from langchain_ragr1.protocol import make_prompt
+from langchain_ragr1.testing import MemoryRetriever
+from langchain_ragr1.transcript import make_segment
+
+from _threads import run_threads
+
+
+
+
+@pytest.fixture
+def pair(tiny_model, smollm2_tokenizer):
+    """A static-batch and a continuous policy on two copies of one tiny model, greedy, 16 tokens."""
+    static = TransformersPolicy(copy.deepcopy(tiny_model), smollm2_tokenizer, max_new_tokens=16, temperature=0,
+                                batch_wait_s=0.05)
+    continuous = ContinuousTransformersPolicy(tiny_model, smollm2_tokenizer, max_new_tokens=16, temperature=0,
+                                              max_context=256, seed=0)
+    yield static, continuous
+    static.close()
+    continuous.close()
+
+
+def _transcripts(policy, n):
+    base = [policy.render_prompt(make_prompt("Who wrote Hamlet"))]
+    return [base + [make_segment("env", "x", [100 + i] * (3 * i + 1))] for i in range(n)]
+
+
+def test_same_tokens_and_logprobs_as_the_static_batch(pair):
+    static, continuous = pair
+    transcripts = _transcripts(static, 4)
+    expected = run_threads(lambda i: static.generate(transcripts[i], stop=()), 4)
+    with continuous.record_calls() as calls:
+        got = run_threads(lambda i: continuous.generate(transcripts[i], stop=()), 4)
+    for want, have in zip(expected, got):
+        assert have.token_ids == want.token_ids and have.text == want.text
+        assert have.finish_reason == want.finish_reason
+        assert have.logprobs == pytest.approx(want.logprobs, abs=1e-4)
+    assert len(calls) == 4 and all(len(c.prompts) == 1 and c.kept[0] <= c.steps for c in calls)
+    assert continuous.stats.requests == 4 and continuous.stats.generated_tokens == sum(len(g.token_ids) for g in got)
+
+
+def test_turn_is_cut_after_the_first_stop_string(pair):
+    static, continuous = pair
+    transcript = _transcripts(static, 1)[0]
+    free = static.generate(transcript, stop=())
+    assert len(free.token_ids) >= 6
+    middle = len(free.text) // 2
+    stop = free.text[middle:middle + 3]  # a string the model writes mid-turn
+    assert stop.strip() and stop in free.text
+    want = cut_generation(free, (stop,), static.decode)  # the free turn, cut after the first stop
+    have = continuous.generate(transcript, stop=(stop,))
+    assert have.finish_reason == want.finish_reason == "stop"
+    assert have.token_ids == want.token_ids and have.text == want.text and stop in have.text
+    assert have.logprobs == pytest.approx(want.logprobs, abs=1e-4)
+
+
+def test_context_overflow_and_close(pair, smollm2_tokenizer):
+    _, continuous = pair
+    long = [make_segment("env", "x", [100] * 300)]
+    assert continuous.generate(long).finish_reason == "context_overflow"
+    continuous.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        continuous.generate(_transcripts(continuous, 1)[0])
+
+
+def test_agent_batch_through_continuous_batching(pair):
+    _, continuous = pair
+    retriever = MemoryRetriever(documents=[Document(page_content="Hamlet was written by William Shakespeare.",
+                                                    metadata={"title": "Hamlet"})])
+    agent = RagR1Agent(continuous, retriever, max_turns=2, k=1)
+    results = agent.batch(["Who wrote Hamlet?", "Who wrote Macbeth?", "Who painted the Mona Lisa?"])
+    for result in results:
+        segments = result["segments"]
+        assert segments[0]["role"] == "prompt" and segments[0]["question"].endswith("?")
+        for segment in segments:
+            assert continuous.decode(segment["token_ids"]) == segment["text"]
+    assert continuous.stats.requests >= 3
