@@ -87,3 +87,17 @@ def test_agent_batch_through_continuous_batching(pair):
         for segment in segments:
             assert continuous.decode(segment["token_ids"]) == segment["text"]
     assert continuous.stats.requests >= 3
+
+
+def test_sampling_turns_carry_logprobs(tiny_model, smollm2_tokenizer):
+    policy = ContinuousTransformersPolicy(tiny_model, smollm2_tokenizer, max_new_tokens=8, temperature=0.7,
+                                          max_context=256, seed=0)
+    try:
+        transcript = _transcripts(policy, 2)
+        turns = run_threads(lambda i: policy.generate(transcript[i]), 2)
+        for turn in turns:
+            assert 0 < len(turn.token_ids) <= 8 and len(turn.logprobs) == len(turn.token_ids)
+            assert all(lp <= 1e-6 for lp in turn.logprobs)
+            assert policy.decode(turn.token_ids) == turn.text
+    finally:
+        policy.close()
