@@ -54,7 +54,8 @@ def measure(policy: TransformersPolicy, fn) -> dict:
     after = policy.stats
     summary = profile_calls(calls)
     summary.update(wall_s=wall, idle_s=wall - (after.busy_s - before.busy_s),
-                   fill_wait_s=after.fill_wait_s - before.fill_wait_s, calls_list=calls)
+                   fill_wait_s=after.fill_wait_s - before.fill_wait_s, calls_list=calls,
+                   reused_prompt_tokens=after.reused_prompt_tokens - before.reused_prompt_tokens)
     return summary
 
 
@@ -143,6 +144,9 @@ def main() -> None:
         print(f"continuous batching / sequential throughput: {cont_rate / seq_rate:.2f}x (target >= 3x); "
               f"/ replayed static limit: {cont_rate / limit_rate:.0%} (target >= 70%); "
               f"/ static agent.batch: {cont_rate / bat_rate:.2f}x")
+        print(f"continuous batching: {cont['reused_prompt_tokens']} of {cont['prompt_tokens']} prompt tokens "
+              f"({cont['reused_prompt_tokens'] / max(1, cont['prompt_tokens']):.0%}) came from shared KV pages "
+              f"(the prompt's instruction, the transcript a previous turn computed), not prefilled")
     print(f"batch / first-turn-only generate (old, not the same work): "
           f"{bat_rate / (per_row * len(QUESTIONS) / first_turn_s):.0%}")
     print(f"batcher: {bat['fill_wait_s']:.2f} s held back for company over {bat['calls']} calls")

@@ -87,6 +87,8 @@ def test_agent_batch_through_continuous_batching(pair):
         for segment in segments:
             assert continuous.decode(segment["token_ids"]) == segment["text"]
     assert continuous.stats.requests >= 3
+    # every episode's prompt starts with the same instruction: its complete pages are shared
+    assert continuous.stats.reused_prompt_tokens >= 16 * 2
 
 
 def test_sampling_turns_carry_logprobs(tiny_model, smollm2_tokenizer):

@@ -29,6 +29,8 @@ class PolicyStats:
     generated_tokens: int = 0
     busy_s: float = 0.0
     fill_wait_s: float = 0.0
+    #: Prompt tokens whose KV pages were found in the cache instead of prefilled (continuous batching).
+    reused_prompt_tokens: int = 0
 
 
 @dataclass

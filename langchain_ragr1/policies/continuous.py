@@ -34,8 +34,6 @@ logger = logging.getLogger(__name__)
 
 #: Streamed tokens decoded to look for a stop string (the protocol's are 9 characters or fewer).
 _STOP_TAIL_TOKENS = 12
-
-
 @dataclass
 class _Live:
     future: Future
@@ -96,6 +94,8 @@ class ContinuousTransformersPolicy(TokenPolicy):
         )
         self._manager = model.init_continuous_batching(generation_config=generation,
                                                        continuous_batching_config=cb_config)
+        self._prefix = f"ragr1-{id(self):x}-"
+        self._cache_watched = False
         self._manager.start()
         self._ids = itertools.count()
         self._live: dict[str, _Live] = {}
@@ -127,8 +127,9 @@ class ContinuousTransformersPolicy(TokenPolicy):
             return overflow_result(len(prompt))
         if not self._running:
             raise RuntimeError("This policy is closed.")
+        self._watch_cache()
         future: Future = Future()
-        request_id = f"ragr1-{next(self._ids)}"
+        request_id = f"{self._prefix}{next(self._ids)}"
         stops = tuple(s for s in stop if s)
         with self._live_lock:
             self._live[request_id] = _Live(future, prompt, stops, room, time.perf_counter(), len(self._live) + 1)
@@ -160,6 +161,26 @@ class ContinuousTransformersPolicy(TokenPolicy):
             elif live.stop and self._stopped(live):
                 self._manager.cancel_request(output.request_id)
                 self._resolve(output.request_id)
+
+    def _watch_cache(self) -> None:
+        """Count the prompt tokens the paged cache shares (``stats.reused_prompt_tokens``): wrap its
+        prefix search once the manager's thread has built it (the first request never matches)."""
+        if self._cache_watched:
+            return
+        cache = getattr(getattr(self._manager, "batch_processor", None), "cache", None)
+        search = getattr(cache, "search_prefix_match", None)
+        if search is None:
+            return
+
+        def counted(request_id: str, prompt_ids: list[int]) -> int:
+            matched = search(request_id, prompt_ids)
+            if matched:
+                with self._stats_lock:
+                    self._stats.reused_prompt_tokens += matched
+            return matched
+
+        cache.search_prefix_match = counted
+        self._cache_watched = True
 
     def _stopped(self, live: _Live) -> bool:
         if any(t in self._end_ids for t in live.tokens[-1:]):
