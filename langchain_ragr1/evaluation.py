@@ -25,7 +25,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_ragr1.config import STRATEGIES
 from langchain_ragr1.data.loaders import QAItem
 from langchain_ragr1.errors import ConfigError
-from langchain_ragr1.protocol import exact_match, f1_score, parse_action
+from langchain_ragr1.protocol import exact_match, f1_score
 
 PREDICTIONS_FILE = "predictions.jsonl"
 METRICS_FILE = "metrics.json"
@@ -76,14 +76,6 @@ def _generated_tokens(result: dict) -> int | None:
     return sum(len(i) for i in ids) if ids and all(i is not None for i in ids) else None
 
 
-def _invalid_turns(result: dict, mode: str) -> int:
-    """Model turns that did not parse as an action, the final turn included (the graph's
-    ``invalid_turns`` counts only the turns it answered with the retry message)."""
-    protocol_mode = STRATEGIES[mode]["mode"]
-    texts = [s["text"] for s in result.get("segments") or [] if s.get("role") == "policy"]
-    return sum(parse_action(t, protocol_mode).kind == "invalid" for t in texts)
-
-
 def prediction_record(item: QAItem, mode: str, result: dict | BaseException, seconds: float) -> dict:
     """One line of ``predictions.jsonl``: the scores, counts and trace of one episode."""
     record: dict[str, Any] = {
@@ -106,7 +98,7 @@ def prediction_record(item: QAItem, mode: str, result: dict | BaseException, sec
         "f1": f1_score(answer, item.golden_answers),
         "turns": result["turns"],
         "steps": result["steps"],
-        "invalid_turns": _invalid_turns(result, mode),
+        "invalid_turns": result["invalid_turns"],  # the graph counts every turn that did not parse, the final one too
         "queries": result["queries"],
         "documents": [d.metadata.get("title") for d in result.get("documents") or []],
         "generated_tokens": _generated_tokens(result),

@@ -46,11 +46,6 @@ def transcript_text(segments: Sequence[Segment], include_prompt: bool = True) ->
     return "".join(s["text"] for s in segments if include_prompt or s["role"] != "prompt")
 
 
-def has_token_ids(segments: Sequence[Segment]) -> bool:
-    """True when every segment carries token ids (a token-level policy produced them)."""
-    return bool(segments) and all(s.get("token_ids") is not None for s in segments)
-
-
 def token_ids_and_mask(segments: Sequence[Segment]) -> tuple[list[int], list[int]]:
     """Concatenated token ids of all segments and the policy mask (1 = policy token)."""
     ids: list[int] = []

@@ -25,10 +25,6 @@ from langchain_ragr1.policies.base import Generation, Policy
 from langchain_ragr1.policies.token import TokenPolicy
 from langchain_ragr1.transcript import token_ids_and_mask
 
-#: Extra keys each episode passes to the reward functions (besides the dataset columns).
-EPISODE_KEYS = ("answer", "turns", "invalid_turns", "stop_reason", "format_ok", "truncated", "response_tokens")
-
-
 @dataclass
 class RolloutSettings:
     """How episodes are run and cut."""
