@@ -195,17 +195,14 @@ def build_graph(
         get_stream_writer()({"event": "turn", "step": state["steps"] + 1, "text": text,
                              "action": action.kind, "queries": list(action.queries),
                              "answer": action.answer, "final": final})
-        segment = make_segment("policy", text, generation.token_ids, generation.logprobs)
+        parsed = {"kind": action.kind, "queries": list(action.queries), "answer": action.answer,
+                  "reason": action.reason, "final": final}
+        # the segment keeps what was parsed: consumers read fields, never re-parse the text
+        segment = {**make_segment("policy", text, generation.token_ids, generation.logprobs), "action": parsed}
         update: dict[str, Any] = {
             "segments": [segment],
             "steps": state["steps"] + 1,
-            "action": {
-                "kind": action.kind,
-                "queries": list(action.queries),
-                "answer": action.answer,
-                "reason": action.reason,
-                "final": final,
-            },
+            "action": dict(parsed),
         }
         if action.kind == "invalid":  # counted on every turn, the final one included
             update["invalid_turns"] = state["invalid_turns"] + 1

@@ -24,6 +24,9 @@ class Segment(TypedDict, total=False):
     logprobs: list[float] | None
     #: On the prompt segment the graph builds: the (normalised) question it asks.
     question: str
+    #: On a policy segment the graph builds: the action parsed from it (kind, queries, answer,
+    #: reason, final), as the graph acted on it.
+    action: dict
 
 
 def make_segment(

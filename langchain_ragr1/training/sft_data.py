@@ -153,9 +153,10 @@ def _target_kinds(segments: Sequence[dict[str, Any]], mode: str) -> list[tuple[i
     for index, segment in enumerate(segments):
         if segment["role"] != "policy":
             continue
-        action = parse_action(segment["text"], mode)
-        if action.kind != "invalid":
-            targets.append((index, KINDS[(seen_policy, action.kind)]))
+        # the graph's parsed action; a transcript saved without it (older files) is parsed here
+        kind = (segment.get("action") or {}).get("kind") or parse_action(segment["text"], mode).kind
+        if kind != "invalid":
+            targets.append((index, KINDS[(seen_policy, kind)]))
         seen_policy = True  # an earlier invalid turn is context too: the next turn is kind 3/4
     return targets
 
