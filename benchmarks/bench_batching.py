@@ -83,6 +83,8 @@ def main() -> None:
     parser.add_argument("--model", default="default", help="default (trained), base, or a model folder")
     parser.add_argument("--dtype", default="float32", help="model dtype (float32, bfloat16)")
     parser.add_argument("--no-continuous", action="store_true", help="skip the continuous-batching policy")
+    parser.add_argument("--cb-max-batch-tokens", type=int, default=512,
+                        help="continuous batching: tokens per forward pass (prefill chunks + decode rows)")
     args = parser.parse_args()
 
     policy = TransformersPolicy.from_pretrained(args.model, dtype=args.dtype, max_new_tokens=args.new_tokens,
@@ -111,7 +113,7 @@ def main() -> None:
     if not args.no_continuous:  # the same model and episodes through continuous batching
         cb_policy = ContinuousTransformersPolicy.from_pretrained(
             args.model, dtype=args.dtype, max_new_tokens=args.new_tokens, temperature=0.0,
-            max_batch_size=len(QUESTIONS), seed=0)
+            max_batch_size=len(QUESTIONS), max_batch_tokens=args.cb_max_batch_tokens, seed=0)
         cb_agent = RagR1Agent(cb_policy, retriever, max_turns=args.max_turns, k=3)
         cb_agent.invoke(QUESTIONS[0])  # warm-up
         cont = measure(cb_policy, lambda: cb_agent.batch(QUESTIONS, config={"max_concurrency": len(QUESTIONS)}))

@@ -273,3 +273,18 @@ def test_kill_and_resume_continues_step_and_optimizer(tmp_path, tiny_model, smol
     assert adam_steps == {3}  # 1 restored + 2 new: the optimizer state continued
     rows = write_metrics(trainer.state.log_history, out)
     assert [r["step"] for r in rows] == [1, 2, 3] and (out / "metrics.png").is_file()
+
+
+def test_grpo_step_with_continuous_batching_rollouts(tmp_path, tiny_model, smollm2_tokenizer):
+    config = tiny_config(tmp_path, lora={"r": 4, "alpha": 8}, rollout_backend="continuous")
+    trainer, rollout = build_trainer(config, model=tiny_model, tokenizer=smollm2_tokenizer, retriever=retriever(),
+                                     items=[Item(i) for i in range(4)], reward_funcs=[alternating], progress=False)
+    assert rollout.settings.backend == "continuous"
+    trainer.train()
+    row = trainer.state.log_history[0]
+    assert trainer.state.global_step == 1 and row["timing/rollout_s"] > 0 and "reward" in row
+
+
+def test_rollout_backend_is_checked():
+    with pytest.raises(ConfigError, match="rollout_backend must be one of transformers, continuous"):
+        config_from_dict({"output_dir": "x", "rollout_backend": "vllm"}).validate()

@@ -238,7 +238,7 @@ def build_trainer(config: RLRunConfig, *, model: Any, tokenizer: Any, retriever:
     rollout = GraphRollout(retriever, RolloutSettings(
         mode=config.mode, k=config.k, max_turns=config.max_turns, max_new_tokens=config.max_new_tokens,
         temperature=config.temperature, top_p=config.top_p, max_batch_size=config.max_batch_size,
-        max_completion_length=config.max_completion_length))
+        max_completion_length=config.max_completion_length, backend=config.rollout_backend))
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     trainer = timed_trainer_class()(

@@ -29,6 +29,7 @@ from langchain_ragr1.training.run_config import (
 )
 
 RETRIEVERS = ("chroma", "bm25", "http")
+ROLLOUT_BACKENDS = ("transformers", "continuous")
 VLLM_MODES = ("colocate", "server")
 LABEL = "RL"
 TRL_CLASS = "GRPOConfig"
@@ -66,6 +67,9 @@ class RLRunConfig:
     top_p: float = 0.95
     max_completion_length: int = 4096  # policy + retrieved tokens of one episode; longer ones are cut and counted
     max_batch_size: int = 64  # transformers policy: concurrent turns per generate call
+    # rollouts without vLLM: transformers in static batches, or with continuous batching (turns join
+    # and leave the running batch; shared prefix pages of the KV cache are reused)
+    rollout_backend: str = "transformers"  # transformers | continuous
     # GRPO
     num_generations: int = 8
     per_device_train_batch_size: int = 8  # completions, not prompts
@@ -124,6 +128,8 @@ class RLRunConfig:
                 raise bad(key, f"must be an integer >= 1 or null, got {value!r}")
         if not is_int(self.seed):
             raise bad("seed", f"must be an integer, got {self.seed!r}")
+        if self.rollout_backend not in ROLLOUT_BACKENDS:
+            raise bad("rollout_backend", f"must be one of {', '.join(ROLLOUT_BACKENDS)}, got {self.rollout_backend!r}")
         if self.retriever not in RETRIEVERS:
             raise bad("retriever", f"must be one of {', '.join(RETRIEVERS)}, got {self.retriever!r}")
         if self.retriever == "http" and not self.retriever_url:

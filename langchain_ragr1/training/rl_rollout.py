@@ -37,6 +37,8 @@ class RolloutSettings:
     top_p: float = 0.95
     max_batch_size: int = 64
     max_completion_length: int = 4096
+    #: without vLLM: "transformers" (static batches) or "continuous" (continuous batching)
+    backend: str = "transformers"
 
 
 def episode_sample(result: dict, max_completion_length: int, eos_id: int | None) -> dict[str, Any]:
@@ -171,6 +173,7 @@ class GraphRollout:
 
         unwrap_model_for_generation = require("trl.models.utils", "training").unwrap_model_for_generation
 
+        from langchain_ragr1.policies.continuous import ContinuousTransformersPolicy
         from langchain_ragr1.policies.transformers import TransformersPolicy
 
         with unwrap_model_for_generation(
@@ -178,7 +181,16 @@ class GraphRollout:
             gather_deepspeed3_params=trainer.args.ds3_gather_for_generation,
         ) as model, torch.no_grad():
             was_training = model.training
-            policy = TransformersPolicy(model, trainer.processing_class, max_batch_size=s.max_batch_size, **sampling)
+            policy: Policy
+            if s.backend == "continuous":
+                # its manager seeds torch's global generator: with the run's seed and step, reproducibly
+                policy = ContinuousTransformersPolicy(
+                    model, trainer.processing_class, max_batch_size=s.max_batch_size,
+                    max_context=s.max_completion_length + 1024,
+                    seed=trainer.args.seed + trainer.state.global_step, **sampling)
+            else:
+                policy = TransformersPolicy(model, trainer.processing_class, max_batch_size=s.max_batch_size,
+                                            **sampling)
             try:
                 yield policy
             finally:
