@@ -288,3 +288,14 @@ def test_grpo_step_with_continuous_batching_rollouts(tmp_path, tiny_model, smoll
 def test_rollout_backend_is_checked():
     with pytest.raises(ConfigError, match="rollout_backend must be one of transformers, continuous"):
         config_from_dict({"output_dir": "x", "rollout_backend": "vllm"}).validate()
+
+
+def test_default_rewards_pickle_for_trls_async_worker():
+    import pickle
+
+    rewards, weights = default_rewards(0.5)
+    assert weights == [1.0, 0.5] and [r.__name__ for r in rewards] == ["exact_match", "format"]
+    for reward in rewards:
+        clone = pickle.loads(pickle.dumps(reward))
+        assert clone.__name__ == reward.__name__
+        assert clone([None], [None], answer=["Paris"], golden_answers=[["paris"]], format_ok=[True], id=["q"]) == [1.0]

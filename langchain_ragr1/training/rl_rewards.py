@@ -34,26 +34,39 @@ def format_score(*, format_ok: bool, **_: Any) -> float:
     return 1.0 if format_ok else 0.0
 
 
-def trl_reward(scorer: Scorer, name: str) -> Callable[..., list[float]]:
-    """TRL's batch reward ``f(prompts, completions, **columns) -> list[float]`` over ``scorer``."""
+class TRLReward:
+    """TRL's batch reward ``f(prompts, completions, **columns) -> list[float]`` over ``scorer``.
 
-    def reward(prompts: list, completions: list, **columns: Any) -> list[float]:
+    A callable class (TRL's own rewards are, too): it pickles whenever ``scorer`` is a
+    module-level function, so TRL's async rollout worker can take it to another process.
+    ``__name__`` is what TRL logs it as (``rewards/<name>/mean``).
+    """
+
+    def __init__(self, scorer: Scorer, name: str) -> None:
+        self.scorer = scorer
+        self.__name__ = name
+
+    def __call__(self, prompts: list, completions: list, **columns: Any) -> list[float]:
         n = len(completions)
         ids = columns.get("id") or [None] * n
         rows = {k: v for k, v in columns.items() if isinstance(v, list) and len(v) == n}
         scores = []
         for i in range(n):
             try:
-                scores.append(float(scorer(**{k: v[i] for k, v in rows.items()})))
+                scores.append(float(self.scorer(**{k: v[i] for k, v in rows.items()})))
             except Exception as exc:
                 raise RewardError(
-                    f"reward {name!r} failed on question id {ids[i]!r}: {type(exc).__name__}: {exc}"
+                    f"reward {self.__name__!r} failed on question id {ids[i]!r}: {type(exc).__name__}: {exc}"
                 ) from exc
         return scores
 
-    reward.__name__ = name
-    reward.__qualname__ = name
-    return reward
+    def __repr__(self) -> str:
+        return f"TRLReward({getattr(self.scorer, '__name__', self.scorer)!r}, name={self.__name__!r})"
+
+
+def trl_reward(scorer: Scorer, name: str) -> TRLReward:
+    """TRL's batch reward over ``scorer`` (see :class:`TRLReward`)."""
+    return TRLReward(scorer, name)
 
 
 def default_rewards(format_weight: float = 0.0) -> tuple[list[Callable], list[float]]:
