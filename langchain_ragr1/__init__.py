@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_ragr1.agent import RagR1Agent
 from langchain_ragr1.config import RagR1Config
@@ -54,6 +54,21 @@ _LAZY = {
     "openai_server_policy": "langchain_ragr1.policies.openai_server",
     "create_retrieval_app": "langchain_ragr1.server",
 }
+
+if TYPE_CHECKING:  # the lazy names, visible to type checkers and IDEs (imported on first use)
+    from langchain_ragr1.policies.transformers import TransformersPolicy
+    from langchain_ragr1.policies.continuous import ContinuousTransformersPolicy
+    from langchain_ragr1.retrievers.embeddings import MiniLMEmbeddings
+    from langchain_ragr1.retrievers.bm25 import BM25Retriever
+    from langchain_ragr1.retrievers.http import SearchR1HTTPRetriever
+    from langchain_ragr1.retrievers.chroma import build_chroma_store, open_chroma_store
+    from langchain_ragr1.corpus import load_bundled_corpus, load_corpus_file
+    from langchain_ragr1.defaults import default_agent, make_retriever
+    from langchain_ragr1.models import base_model_path, default_model_path
+    from langchain_ragr1.integrations import RagR1Retriever
+    from langchain_ragr1.policies.vllm import VLLMPolicy
+    from langchain_ragr1.policies.openai_server import openai_server_policy
+    from langchain_ragr1.server import create_retrieval_app
 
 __all__ = [
     "RagR1Agent",

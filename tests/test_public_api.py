@@ -26,3 +26,15 @@ def test_unknown_name_is_an_attribute_error():
 
     with pytest.raises(AttributeError):
         langchain_ragr1.NoSuchThing  # noqa: B018
+
+
+def test_lazy_names_are_visible_to_type_checkers():
+    import ast
+    from pathlib import Path
+
+    for module in (langchain_ragr1, langchain_ragr1.policies):
+        tree = ast.parse(Path(module.__file__).read_text())
+        checked = {alias.asname or alias.name
+                   for node in tree.body if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING"
+                   for stmt in node.body if isinstance(stmt, ast.ImportFrom) for alias in stmt.names}
+        assert set(module._LAZY) == checked, module.__name__

@@ -6,7 +6,7 @@ Heavy backends (torch, vLLM, OpenAI clients) are imported on first access only.
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_ragr1.policies.base import Generation, Policy
 from langchain_ragr1.policies.langchain import LangChainPolicy
@@ -17,6 +17,12 @@ _LAZY = {
     "VLLMPolicy": "langchain_ragr1.policies.vllm",
     "openai_server_policy": "langchain_ragr1.policies.openai_server",
 }
+
+if TYPE_CHECKING:  # the lazy names, visible to type checkers and IDEs (imported on first use)
+    from langchain_ragr1.policies.transformers import TransformersPolicy
+    from langchain_ragr1.policies.continuous import ContinuousTransformersPolicy
+    from langchain_ragr1.policies.vllm import VLLMPolicy
+    from langchain_ragr1.policies.openai_server import openai_server_policy
 
 __all__ = ["Generation", "Policy", "LangChainPolicy", *_LAZY]
 
