@@ -160,3 +160,31 @@ class VLLMPolicy(TokenPolicy):
         logprobs = [float(step[token].logprob) for step, token in zip(steps, ids)]
         reason = str(completion.finish_reason or "length")
         return self._finish(ids, logprobs, reason, stop, prompt_len, batch)
+
+
+class VLLMServerPolicy(TokenPolicy):
+    """Turns from a ``trl vllm-serve`` server through TRL's ``VLLMClient`` (the trainer's, weights synced)."""
+
+    def __init__(self, client: Any, tokenizer: Any, *, max_new_tokens: int, temperature: float, top_p: float,
+                 max_batch_size: int = 256, batch_wait_s: float = 0.01) -> None:
+        self._setup(tokenizer, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                    max_batch_size=max_batch_size, batch_wait_s=batch_wait_s,
+                    end_ids=(tokenizer.eos_token_id, tokenizer.pad_token_id))
+        self.client = client
+
+    def _request(self, prompt: list[int], stop: tuple[str, ...], room: int) -> tuple[tuple, list[int]]:
+        return (stop, room), prompt
+
+    def _run_batch(self, key: tuple, prompts: list[list[int]]) -> list[Generation]:
+        stop, room = key
+        out = self.client.generate(
+            prompts=prompts, n=1, temperature=self.temperature, top_p=self.top_p, max_tokens=room, logprobs=0,
+            generation_kwargs={"stop": list(stop), "include_stop_str_in_output": True},
+        )
+        results = [
+            self._finish(list(ids), [lp[0] if isinstance(lp, (list, tuple)) else lp for lp in lps],
+                         "length", stop, len(p), len(prompts))
+            for ids, lps, p in zip(out["completion_ids"], out["logprobs"], prompts)
+        ]
+        self._record(results)
+        return results
