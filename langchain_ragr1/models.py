@@ -158,6 +158,31 @@ def merge_adapter(base: str | Path, adapter: str | Path, out_dir: str | Path) ->
     return atomic_folder(Path(out_dir), write, _is_model_dir)
 
 
+def export_adapter(src: str | Path, dest: str | Path, *, dtype: str = "float16",
+                   base_model_name: str | None = None) -> Path:
+    """Copy the LoRA adapter in ``src`` (e.g. ``output_dir/final``) to ``dest``, weights cast to
+    ``dtype`` so that it ships small; ``base_model_name`` replaces the local base path in its config."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    src, dest = Path(src), Path(dest)
+    if not (src / "adapter_config.json").is_file() or not (src / "adapter_model.safetensors").is_file():
+        raise ConfigError(f"{src} holds no LoRA adapter (adapter_config.json + adapter_model.safetensors): "
+                          "export the final/ folder of a run with lora.enabled")
+    if dtype not in ("float16", "bfloat16", "float32"):
+        raise ConfigError(f"dtype must be float16, bfloat16 or float32, got {dtype!r}")
+    weights = {k: v.to(getattr(torch, dtype)).contiguous() for k, v in load_file(src / "adapter_model.safetensors").items()}
+    config = json.loads((src / "adapter_config.json").read_text(encoding="utf-8"))
+    if base_model_name:
+        config["base_model_name_or_path"] = base_model_name
+    dest.mkdir(parents=True, exist_ok=True)
+    save_file(weights, dest / "adapter_model.safetensors", metadata={"format": "pt"})
+    (dest / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return dest
+
+
 def _adapter_digest(adapter: Path) -> str:
     weights = adapter / "adapter_model.safetensors"
     if not weights.is_file():

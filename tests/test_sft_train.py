@@ -304,7 +304,7 @@ def test_export_and_merge_give_the_trained_model(tiny_model_dir, sft_dataset_dir
     from transformers import AutoModelForCausalLM
 
     from langchain_ragr1.models import merge_adapter
-    from langchain_ragr1.training.sft import export_adapter
+    from langchain_ragr1.models import export_adapter
 
     out = tmp_path / "lora"
     train_sft(_config(tiny_model_dir, sft_dataset_dir, out, max_steps=2, learning_rate=1e-2,

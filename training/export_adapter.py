@@ -22,7 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="recorded in adapter_config.json instead of the local base path")
     args = parser.parse_args(argv)
     from langchain_ragr1.errors import RagR1Error
-    from langchain_ragr1.training.sft import export_adapter
+    from langchain_ragr1.models import export_adapter
 
     try:
         out = export_adapter(args.src, args.dest, dtype=args.dtype, base_model_name=args.base_model_name)

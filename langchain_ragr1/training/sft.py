@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from langchain_ragr1.extras import require
+from langchain_ragr1.models import export_adapter  # noqa: F401  (lives beside merge_adapter; imported here as before)
 from langchain_ragr1.training.run_config import (
     ConfigError,
     LoraSettings,
@@ -492,28 +493,3 @@ def train_sft(config: SFTRunConfig, *, progress: bool = True) -> dict[str, Any]:
     if rows and len(finite) < len(rows):
         logger.warning("Non-finite loss in %d logged steps.", len(rows) - len(finite))
     return summary
-
-
-def export_adapter(src: str | Path, dest: str | Path, *, dtype: str = "float16",
-                   base_model_name: str | None = None) -> Path:
-    """Copy the LoRA adapter in ``src`` (e.g. ``output_dir/final``) to ``dest``, weights cast to
-    ``dtype`` so that it ships small; ``base_model_name`` replaces the local base path in its config."""
-    import json
-
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    src, dest = Path(src), Path(dest)
-    if not (src / "adapter_config.json").is_file() or not (src / "adapter_model.safetensors").is_file():
-        raise ConfigError(f"{src} holds no LoRA adapter (adapter_config.json + adapter_model.safetensors): "
-                          "export the final/ folder of a run with lora.enabled")
-    if dtype not in ("float16", "bfloat16", "float32"):
-        raise ConfigError(f"dtype must be float16, bfloat16 or float32, got {dtype!r}")
-    weights = {k: v.to(getattr(torch, dtype)).contiguous() for k, v in load_file(src / "adapter_model.safetensors").items()}
-    config = json.loads((src / "adapter_config.json").read_text(encoding="utf-8"))
-    if base_model_name:
-        config["base_model_name_or_path"] = base_model_name
-    dest.mkdir(parents=True, exist_ok=True)
-    save_file(weights, dest / "adapter_model.safetensors", metadata={"format": "pt"})
-    (dest / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return dest
