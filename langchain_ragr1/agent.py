@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields, replace
 from typing import Any, AsyncIterator, Iterator, Mapping, Union
 
 from langchain_core.language_models import BaseLanguageModel
@@ -12,7 +13,7 @@ from langchain_core.tools import BaseTool
 from langgraph.types import GraphOutput
 from pydantic import BaseModel
 
-from langchain_ragr1.config import OnRetrievalError, RagR1Config, settings_for
+from langchain_ragr1.config import RagR1Config, settings_for
 from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.graph import build_graph, episode_result, recursion_limit
 from langchain_ragr1.integrations import (
@@ -24,7 +25,6 @@ from langchain_ragr1.integrations import (
 )
 from langchain_ragr1.policies.base import Policy
 from langchain_ragr1.policies.langchain import LangChainPolicy
-from langchain_ragr1.protocol import DEFAULT_DOC_MAX_TOKENS, DEFAULT_MAX_QUERIES, Mode
 
 AgentInput = Union[str, Mapping[str, Any]]
 
@@ -63,6 +63,10 @@ def _join(left: AgentInput, right: AgentInput) -> AgentInput:
     return left + right  # type: ignore[operator]
 
 
+#: The settings RagR1Agent takes as keywords: RagR1Config's fields.
+CONFIG_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RagR1Config))
+
+
 class RagR1Agent(Runnable[AgentInput, dict]):
     """Answers questions by reasoning, searching with several queries at once, and answering.
 
@@ -89,29 +93,24 @@ class RagR1Agent(Runnable[AgentInput, dict]):
         self,
         llm: Policy | BaseLanguageModel,
         retriever: BaseRetriever,
+        config: RagR1Config | None = None,
         *,
-        mode: Mode = "multi",
-        k: int = 3,
-        max_turns: int = 4,
-        max_queries: int = DEFAULT_MAX_QUERIES,
-        doc_max_tokens: int = DEFAULT_DOC_MAX_TOKENS,
-        retrieval_timeout_s: float = 10.0,
-        retrieval_retries: int = 1,
-        on_retrieval_error: OnRetrievalError = "raise",
-        initial_search: bool = False,
         checkpointer: Any = None,
+        **settings: Any,
     ) -> None:
-        self.config = RagR1Config(
-            mode=mode,
-            k=k,
-            max_turns=max_turns,
-            max_queries=max_queries,
-            doc_max_tokens=doc_max_tokens,
-            retrieval_timeout_s=retrieval_timeout_s,
-            retrieval_retries=retrieval_retries,
-            on_retrieval_error=on_retrieval_error,
-            initial_search=initial_search,
-        )
+        """``config`` (a :class:`RagR1Config`, default ``RagR1Config()``) with ``settings`` (its
+        field names: ``mode``, ``k``, ``max_turns``, ``max_queries``, ``doc_max_tokens``,
+        ``retrieval_timeout_s``, ``retrieval_retries``, ``on_retrieval_error``, ``initial_search``)
+        applied on top with ``dataclasses.replace``, validated once."""
+        config = RagR1Config() if config is None else config
+        if not isinstance(config, RagR1Config):
+            raise ConfigError(f"config must be a RagR1Config, got {type(config).__name__}: pass settings as "
+                              f"keywords (mode=..., k=...) or RagR1Config(...).")
+        unknown = sorted(set(settings) - set(CONFIG_FIELDS))
+        if unknown:
+            raise ConfigError(f"RagR1Agent got unknown setting(s) {', '.join(map(repr, unknown))}: use "
+                              f"{', '.join(CONFIG_FIELDS)} (or checkpointer).")
+        self.config = replace(config, **settings) if settings else config
         self.policy = as_policy(llm)
         self.retriever = retriever
         self.graph = build_graph(self.policy, retriever, self.config, checkpointer=checkpointer)

@@ -69,9 +69,12 @@ def test_agent_and_per_call_settings_are_checked_the_same_way():
 
 
 def test_agent_defaults_match_the_config_defaults():
-    params = inspect.signature(RagR1Agent.__init__).parameters
-    for name, value in RagR1Config().to_dict().items():
-        assert params[name].default == value, name
+    # the agent no longer re-declares the settings: its defaults are RagR1Config's by construction
+    from langchain_ragr1.testing import MemoryRetriever, ScriptedPolicy
+
+    agent = RagR1Agent(ScriptedPolicy(["<answer> x </answer>"]), MemoryRetriever(documents=[]))
+    assert agent.config == RagR1Config()
+    assert "k" not in inspect.signature(RagR1Agent.__init__).parameters
 
 
 BAD_SAMPLING = [
@@ -226,3 +229,21 @@ def test_eval_checks_sampling_before_any_index_or_model(monkeypatch, tmp_path):
     monkeypatch.setattr(defaults, "default_policy", forbidden)
     with pytest.raises(ConfigError, match="temperature"):
         run_eval("ragr1-dev", ["multi"], tmp_path / "o", temperature=-1.0, limit=2)
+
+
+def test_agent_takes_a_config_and_keyword_overrides():
+    from langchain_ragr1 import RagR1Agent, RagR1Config
+    from langchain_ragr1.errors import ConfigError
+    from langchain_ragr1.testing import MemoryRetriever, ScriptedPolicy
+
+    policy, retriever = ScriptedPolicy(["<answer> x </answer>"]), MemoryRetriever(documents=[])
+    base = RagR1Config(k=5, doc_max_tokens=200)
+    agent = RagR1Agent(policy, retriever, base, max_turns=2)
+    assert agent.config == RagR1Config(k=5, doc_max_tokens=200, max_turns=2) and base.max_turns == 4
+    assert RagR1Agent(policy, retriever, k=2).config == RagR1Config(k=2)
+    with pytest.raises(ConfigError, match="unknown setting.*'top_k'.*use mode, k, max_turns"):
+        RagR1Agent(policy, retriever, top_k=3)
+    with pytest.raises(ConfigError, match="config must be a RagR1Config"):
+        RagR1Agent(policy, retriever, {"k": 3})
+    with pytest.raises(ConfigError, match="mode='multiple' is unknown"):
+        RagR1Agent(policy, retriever, base, mode="multiple")
