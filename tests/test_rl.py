@@ -299,3 +299,14 @@ def test_default_rewards_pickle_for_trls_async_worker():
         clone = pickle.loads(pickle.dumps(reward))
         assert clone.__name__ == reward.__name__
         assert clone([None], [None], answer=["Paris"], golden_answers=[["paris"]], format_ok=[True], id=["q"]) == [1.0]
+
+
+def test_rollout_settings_hold_the_whole_agent_config():
+    from langchain_ragr1.config import RagR1Config
+
+    settings = RolloutSettings(agent=RagR1Config(doc_max_tokens=120, k=5), max_turns=2)
+    assert settings.agent == RagR1Config(doc_max_tokens=120, k=5, max_turns=2)
+    assert (settings.mode, settings.k, settings.max_turns) == ("multi", 5, 2)
+    rollout = GraphRollout(retriever(), settings, policy=ScriptedPolicy(TURNS, token_level=True))
+    out = rollout(["What is the capital of France?"])
+    assert len(out["completion_ids"]) == 1 and rollout.totals["episodes"] == 1

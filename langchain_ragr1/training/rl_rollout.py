@@ -14,23 +14,27 @@ that was not cut, so TRL's ``completions/clipped_ratio`` is the truncation ratio
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Sequence
 
 from langchain_core.retrievers import BaseRetriever
 
+from langchain_ragr1.config import RagR1Config
 from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.extras import require
 from langchain_ragr1.policies.base import Policy
 from langchain_ragr1.transcript import token_ids_and_mask
 
+
 @dataclass
 class RolloutSettings:
-    """How episodes are run and cut."""
+    """How episodes are run and cut: the agent's whole :class:`RagR1Config` (``agent``), plus
+    sampling and cutting. ``mode``, ``k`` and ``max_turns``, when given, override ``agent``'s."""
 
-    mode: str = "multi"
-    k: int = 3
-    max_turns: int = 4
+    mode: str | None = None
+    k: int | None = None
+    max_turns: int | None = None
+    agent: RagR1Config = field(default_factory=RagR1Config)
     max_new_tokens: int = 500
     temperature: float = 1.0
     top_p: float = 0.95
@@ -38,6 +42,12 @@ class RolloutSettings:
     max_completion_length: int = 4096
     #: without vLLM: "transformers" (static batches) or "continuous" (continuous batching)
     backend: str = "transformers"
+
+    def __post_init__(self) -> None:
+        overrides = {k: v for k, v in (("mode", self.mode), ("k", self.k), ("max_turns", self.max_turns))
+                     if v is not None}
+        self.agent = replace(self.agent, **overrides)  # validated once, here
+        self.mode, self.k, self.max_turns = self.agent.mode, self.agent.k, self.agent.max_turns
 
 
 def episode_sample(result: dict, max_completion_length: int, eos_id: int | None) -> dict[str, Any]:
@@ -97,7 +107,7 @@ class GraphRollout:
         questions = [_question_text(p) for p in prompts]
         s = self.settings
         with self._policy(trainer) as policy:
-            agent = RagR1Agent(policy, self.retriever, mode=s.mode, k=s.k, max_turns=s.max_turns)
+            agent = RagR1Agent(policy, self.retriever, s.agent)
             results = agent.batch(questions, config={"max_concurrency": len(questions)})
         tokenizer = getattr(policy, "tokenizer", None)
         eos_id = getattr(tokenizer, "eos_token_id", None)
