@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from langchain_core.documents import Document
 
+from langchain_ragr1.config import RagR1Config
 from langchain_ragr1.protocol import INVALID_ACTION_TEXT
 from langchain_ragr1.testing import MemoryRetriever, ScriptedPolicy
 from langchain_ragr1.training.rl import (
@@ -19,7 +20,11 @@ from langchain_ragr1.training.rl import (
     solve_counts,
     write_metrics,
 )
-from langchain_ragr1.training.rl_config import RLRunConfig, config_from_dict, load_config
+from langchain_ragr1.training.rl_config import (
+    RLRunConfig,
+    config_from_dict,
+    load_config,
+)
 from langchain_ragr1.training.rl_rewards import RewardError, default_rewards, trl_reward
 from langchain_ragr1.training.rl_rollout import GraphRollout, RolloutSettings
 from langchain_ragr1.training.sft import ConfigError
@@ -37,7 +42,7 @@ def retriever() -> MemoryRetriever:
 
 def scripted_rollout(**settings) -> tuple[GraphRollout, ScriptedPolicy]:
     policy = ScriptedPolicy(TURNS, token_level=True)  # one id per character: chr() decodes
-    return GraphRollout(retriever(), RolloutSettings(max_turns=2, **settings), policy=policy), policy
+    return GraphRollout(retriever(), RolloutSettings(agent=RagR1Config(max_turns=2), **settings), policy=policy), policy
 
 
 def test_rollout_shapes_mask_and_decoding():
@@ -62,7 +67,7 @@ def test_rollout_shapes_mask_and_decoding():
 
 def test_rollout_runs_episodes_concurrently():
     policy = ScriptedPolicy(TURNS, token_level=True, delay_s=0.3)
-    rollout = GraphRollout(retriever(), RolloutSettings(max_turns=2), policy=policy)
+    rollout = GraphRollout(retriever(), RolloutSettings(agent=RagR1Config(max_turns=2)), policy=policy)
     import time
 
     start = time.perf_counter()
@@ -301,12 +306,14 @@ def test_default_rewards_pickle_for_trls_async_worker():
         assert clone([None], [None], answer=["Paris"], golden_answers=[["paris"]], format_ok=[True], id=["q"]) == [1.0]
 
 
-def test_rollout_settings_hold_the_whole_agent_config():
-    from langchain_ragr1.config import RagR1Config
-
-    settings = RolloutSettings(agent=RagR1Config(doc_max_tokens=120, k=5), max_turns=2)
-    assert settings.agent == RagR1Config(doc_max_tokens=120, k=5, max_turns=2)
-    assert (settings.mode, settings.k, settings.max_turns) == ("multi", 5, 2)
+def test_rollout_settings_hold_the_whole_agent_config(tmp_path, tiny_model, smollm2_tokenizer):
+    settings = RolloutSettings(agent=RagR1Config(doc_max_tokens=120, k=5, max_turns=2))
+    assert (settings.agent.mode, settings.agent.k, settings.agent.max_turns) == ("multi", 5, 2)
+    # build_trainer hands the run's agent settings to the rollout whole
+    config = tiny_config(tmp_path, k=2)
+    _, built = build_trainer(config, model=tiny_model, tokenizer=smollm2_tokenizer, retriever=retriever(),
+                             items=[Item(i) for i in range(4)], reward_funcs=[alternating], progress=False)
+    assert built.settings.agent == RagR1Config(mode="multi", k=2, max_turns=2)
     rollout = GraphRollout(retriever(), settings, policy=ScriptedPolicy(TURNS, token_level=True))
     out = rollout(["What is the capital of France?"])
     assert len(out["completion_ids"]) == 1 and rollout.totals["episodes"] == 1

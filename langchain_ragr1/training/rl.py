@@ -16,12 +16,13 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from langchain_ragr1.config import RagR1Config
 from langchain_ragr1.extras import require
 from langchain_ragr1.training.checkpoints import last_complete_checkpoint
 from langchain_ragr1.training.rl_config import ConfigError, RLRunConfig
 from langchain_ragr1.training.rl_rewards import default_rewards
-from langchain_ragr1.training.run_config import build_trl_config
 from langchain_ragr1.training.rl_rollout import GraphRollout, RolloutSettings
+from langchain_ragr1.training.run_config import build_trl_config
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +177,8 @@ def timed_trainer_class() -> type:
     import time
 
     import torch
-    from trl import GRPOTrainer
+
+    GRPOTrainer = require("trl", "training").GRPOTrainer
 
     class TimedGRPOTrainer(GRPOTrainer):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -236,7 +238,8 @@ def build_trainer(config: RLRunConfig, *, model: Any, tokenizer: Any, retriever:
         reward_funcs, reward_weights = default_rewards(config.format_weight)
     peft_config = config.lora.to_peft()
     rollout = GraphRollout(retriever, RolloutSettings(
-        mode=config.mode, k=config.k, max_turns=config.max_turns, max_new_tokens=config.max_new_tokens,
+        agent=RagR1Config(mode=config.mode, k=config.k, max_turns=config.max_turns),
+        max_new_tokens=config.max_new_tokens,
         temperature=config.temperature, top_p=config.top_p, max_batch_size=config.max_batch_size,
         max_completion_length=config.max_completion_length, backend=config.rollout_backend))
     output_dir = Path(config.output_dir)

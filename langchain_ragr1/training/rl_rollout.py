@@ -14,7 +14,7 @@ that was not cut, so TRL's ``completions/clipped_ratio`` is the truncation ratio
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 from langchain_core.retrievers import BaseRetriever
@@ -28,12 +28,9 @@ from langchain_ragr1.transcript import token_ids_and_mask
 
 @dataclass
 class RolloutSettings:
-    """How episodes are run and cut: the agent's whole :class:`RagR1Config` (``agent``), plus
-    sampling and cutting. ``mode``, ``k`` and ``max_turns``, when given, override ``agent``'s."""
+    """How episodes are run and cut: the agent's whole :class:`RagR1Config` (``agent``: mode,
+    k, max_turns, doc_max_tokens, ...), plus sampling and cutting."""
 
-    mode: str | None = None
-    k: int | None = None
-    max_turns: int | None = None
     agent: RagR1Config = field(default_factory=RagR1Config)
     max_new_tokens: int = 500
     temperature: float = 1.0
@@ -42,12 +39,6 @@ class RolloutSettings:
     max_completion_length: int = 4096
     #: without vLLM: "transformers" (static batches) or "continuous" (continuous batching)
     backend: str = "transformers"
-
-    def __post_init__(self) -> None:
-        overrides = {k: v for k, v in (("mode", self.mode), ("k", self.k), ("max_turns", self.max_turns))
-                     if v is not None}
-        self.agent = replace(self.agent, **overrides)  # validated once, here
-        self.mode, self.k, self.max_turns = self.agent.mode, self.agent.k, self.agent.max_turns
 
 
 def episode_sample(result: dict, max_completion_length: int, eos_id: int | None) -> dict[str, Any]:
