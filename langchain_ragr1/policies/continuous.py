@@ -19,14 +19,13 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from langchain_ragr1.models import resolve_model_path
 from langchain_ragr1.policies.base import Generation
-from langchain_ragr1.policies.batching import GenerateCall, overflow_result, prompt_token_ids
+from langchain_ragr1.policies.batching import GenerateCall
 from langchain_ragr1.policies.token import TokenPolicy, check_sampling, model_end_ids
 from langchain_ragr1.protocol import cut_at_stop
-from langchain_ragr1.transcript import Segment
 
 __all__ = ["ContinuousTransformersPolicy"]
 
@@ -120,20 +119,16 @@ class ContinuousTransformersPolicy(TokenPolicy):
 
     # --- requests ---------------------------------------------------------------------
 
-    def _submit(self, segments: Sequence[Segment], stop: Sequence[str]) -> Future:
-        prompt = prompt_token_ids(segments)
-        room = min(self.max_new_tokens, self.max_len - len(prompt))
-        if room <= 0:
-            return overflow_result(len(prompt))
+    def _enqueue(self, prompt: list[int], stop: tuple[str, ...], room: int) -> Future:
+        """One request to the manager (TokenPolicy._submit has built the prompt and its room)."""
         if not self._running:
             raise RuntimeError("This policy is closed.")
         self._watch_cache()
         future: Future = Future()
         request_id = f"{self._prefix}{next(self._ids)}"
-        stops = tuple(s for s in stop if s)
         with self._live_lock:
-            self._live[request_id] = _Live(future, prompt, stops, room, time.perf_counter(), len(self._live) + 1)
-        self._manager.add_request(prompt, request_id=request_id, max_new_tokens=room, streaming=bool(stops),
+            self._live[request_id] = _Live(future, prompt, stop, room, time.perf_counter(), len(self._live) + 1)
+        self._manager.add_request(prompt, request_id=request_id, max_new_tokens=room, streaming=bool(stop),
                                   record_timestamps=False)
         return future
 

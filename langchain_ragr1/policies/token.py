@@ -79,7 +79,8 @@ class TokenPolicy(Policy):
 
     Subclasses call :meth:`_setup` from ``__init__`` and implement :meth:`_request` (the
     batch key and payload of one turn) and :meth:`_run_batch` (a list of payloads ->
-    a list of :class:`Generation`, usually built with :meth:`_finish`).
+    a list of :class:`Generation`, usually built with :meth:`_finish`); an engine that
+    schedules turns itself overrides :meth:`_enqueue` instead.
     """
 
     tokenizer: Any
@@ -206,7 +207,11 @@ class TokenPolicy(Policy):
             room = min(room, self.max_len - len(prompt))
         if room <= 0:
             return overflow_result(len(prompt))
-        return self._batcher.submit(*self._request(prompt, tuple(s for s in stop if s), room))
+        return self._enqueue(prompt, tuple(s for s in stop if s), room)
+
+    def _enqueue(self, prompt: list[int], stop: tuple[str, ...], room: int) -> Future:
+        """Hand one turn (at most ``room`` new tokens) to the engine: here the request batcher."""
+        return self._batcher.submit(*self._request(prompt, stop, room))
 
     @abstractmethod
     def _request(self, prompt: list[int], stop: tuple[str, ...], room: int) -> tuple[Hashable, Any]:
