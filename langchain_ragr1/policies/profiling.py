@@ -17,6 +17,19 @@ from typing import Any, Sequence
 from langchain_ragr1.policies.batching import GenerateCall
 
 
+class FirstLogitsTimer:
+    """A logits processor that changes nothing and notes when it is first called: the end
+    of ``generate``'s prefill (the forward pass over the prompts)."""
+
+    def __init__(self) -> None:
+        self.first: float | None = None
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        if self.first is None:
+            self.first = time.perf_counter()
+        return scores
+
+
 @dataclass(frozen=True)
 class ReplayTiming:
     """Wall seconds of one replayed call and of its prefill."""
@@ -36,8 +49,6 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[list[list[i
 def replay_calls(model: Any, pad_id: int, calls: Sequence[GenerateCall]) -> list[ReplayTiming]:
     """Run each recorded call again as a bare greedy ``model.generate`` of ``call.steps`` tokens."""
     import torch
-
-    from langchain_ragr1.policies.transformers import FirstLogitsTimer
 
     timings = []
     for call in calls:

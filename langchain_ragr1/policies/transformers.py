@@ -15,22 +15,10 @@ import torch
 from langchain_ragr1.models import resolve_model_path
 from langchain_ragr1.policies.base import Generation
 from langchain_ragr1.policies.batching import GenerateCall, PolicyStats
+from langchain_ragr1.policies.profiling import FirstLogitsTimer, left_pad
 from langchain_ragr1.policies.token import TokenPolicy, check_sampling, model_end_ids
 
 __all__ = ["PolicyStats", "TransformersPolicy", "FirstLogitsTimer"]
-
-
-class FirstLogitsTimer:
-    """A logits processor that changes nothing and notes when it is first called: the end
-    of ``generate``'s prefill (the forward pass over the prompts)."""
-
-    def __init__(self) -> None:
-        self.first: float | None = None
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if self.first is None:
-            self.first = time.perf_counter()
-        return scores
 
 
 class TransformersPolicy(TokenPolicy):
@@ -87,10 +75,10 @@ class TransformersPolicy(TokenPolicy):
 
     def _run_batch(self, key: tuple, prompts: list[list[int]]) -> list[Generation]:
         stop, max_new_tokens, temperature, top_p = key
-        with self._tok_lock:
-            batch = self.tokenizer.pad(
-                {"input_ids": prompts}, padding_side="left", return_tensors="pt"
-            ).to(self.model.device)
+        # the same padding a replay of this call uses (policies.profiling.replay_calls)
+        ids, mask = left_pad(prompts, self.tokenizer.pad_token_id)
+        batch = {"input_ids": torch.tensor(ids, device=self.model.device),
+                 "attention_mask": torch.tensor(mask, device=self.model.device)}
         if temperature == 0:
             sampling: dict[str, Any] = {"do_sample": False}
         else:
