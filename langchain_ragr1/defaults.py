@@ -242,13 +242,11 @@ def default_agent(
 
     ``agent_kwargs`` (``mode``, ``k``, ``max_turns``, ...) go to :class:`RagR1Agent`.
     """
-    from dataclasses import fields
-
-    from langchain_ragr1.agent import RagR1Agent
+    from langchain_ragr1.agent import CONFIG_FIELDS, RagR1Agent
     from langchain_ragr1.config import RagR1Config
 
     # Fail on a bad setting before the model loads or the index builds.
-    names = {f.name for f in fields(RagR1Config)}
+    names = set(CONFIG_FIELDS)
     agent_settings = names | {"checkpointer"}
     if set(agent_kwargs) - agent_settings:
         raise _unknown("default_agent", set(agent_kwargs) - agent_settings,
