@@ -25,11 +25,10 @@ import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torch  # noqa: E402
-
 from langchain_ragr1 import BM25Retriever, RagR1Agent, TransformersPolicy, load_bundled_corpus  # noqa: E402
+from langchain_ragr1.policies.batching import GenerateCall  # noqa: E402
 from langchain_ragr1.policies.continuous import ContinuousTransformersPolicy  # noqa: E402
-from langchain_ragr1.policies.profiling import left_pad, profile_calls, replay_calls  # noqa: E402
+from langchain_ragr1.policies.profiling import profile_calls, replay_calls  # noqa: E402
 from langchain_ragr1.protocol import make_prompt  # noqa: E402
 
 QUESTIONS = [
@@ -100,13 +99,9 @@ def main() -> None:
     # The old baseline: one generate of the first-turn prompts only, forced to the same tokens per row.
     per_row = max(1, round(bat["kept_tokens"] / len(QUESTIONS)))
     prompts = [policy.render_prompt(make_prompt(q))["token_ids"] for q in QUESTIONS]
-    ids, mask = left_pad(prompts, policy.tokenizer.pad_token_id)
-    started = time.perf_counter()
-    with torch.inference_mode():
-        policy.model.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                              max_new_tokens=per_row, min_new_tokens=per_row, do_sample=False,
-                              pad_token_id=policy.tokenizer.pad_token_id)
-    first_turn_s = time.perf_counter() - started
+    first_turn = GenerateCall(prompts=prompts, steps=per_row, kept=[per_row] * len(prompts), seconds=0.0,
+                              prefill_s=0.0)
+    first_turn_s = replay_calls(policy.model, policy.tokenizer.pad_token_id, [first_turn])[0].seconds
     policy.close()
 
     cont = None
@@ -128,9 +123,7 @@ def main() -> None:
     print(row("agent.batch (8 concurrent)", bat, bat["wall_s"], bat["prefill_s"], bat["idle_s"]))
     print(row("  replay of its calls (the limit)", bat_replay, bat_replay["replay_s"],
               bat_replay["replay_prefill_s"], None))
-    old = dict(kept_tokens=per_row * len(QUESTIONS), calls=1, mean_batch=len(QUESTIONS),
-               prompt_tokens=sum(map(len, prompts)), prompt_pad_tokens=sum(len(ids[0]) - len(p) for p in prompts),
-               decode_positions=per_row * len(QUESTIONS), decode_waste_tokens=0)
+    old = profile_calls([first_turn])
     if cont is not None:
         print(row("agent.batch, continuous batching", cont, cont["wall_s"], None, None))
     print(row("first-turn prompts only (old)", old, first_turn_s, None, None))
