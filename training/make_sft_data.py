@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from langchain_ragr1.data import load_qa
     from langchain_ragr1.defaults import make_retriever
     from langchain_ragr1.errors import RagR1Error
-    from langchain_ragr1.models import base_model_path, resolve_model_path
+    from langchain_ragr1.models import resolve_model_path
     from langchain_ragr1.training import (
         build_sft_dataset,
         make_trajectories,
@@ -130,8 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.shuffle:
             random.Random(args.seed).shuffle(items)
         items = items[: args.limit] if args.limit else items
-        path = resolve_model_path(args.tokenizer, show_progress=not args.quiet) if args.tokenizer else base_model_path(
-            show_progress=not args.quiet)
+        path = resolve_model_path(args.tokenizer or "base", show_progress=not args.quiet)
         tokenizer = AutoTokenizer.from_pretrained(path)
         retriever = make_retriever(args.retriever, k=args.k, store=args.store, corpus=args.corpus,
                                    url=args.url, show_progress=not args.quiet)

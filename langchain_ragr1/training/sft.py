@@ -436,15 +436,14 @@ def train_sft(config: SFTRunConfig, *, progress: bool = True) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTTrainer
 
-    from langchain_ragr1.models import base_model_path, resolve_model_path
+    from langchain_ragr1.models import resolve_model_path
     from langchain_ragr1.training.checkpoints import last_complete_checkpoint
 
     use_cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
     output_dir = Path(config.output_dir)
     args = sft_args(config, use_cpu=use_cpu, progress=progress)  # TRL's own checks, before anything loads
-    # null: the untrained SmolLM2; a folder or an alias of models.MODEL_ALIASES ("gemma3-270m")
-    model_path = resolve_model_path(config.model, show_progress=progress) if config.model else base_model_path(
-        show_progress=progress)
+    # null: the untrained SmolLM2 ("base"); a folder or another alias of models.MODEL_ALIASES ("gemma3-270m")
+    model_path = resolve_model_path(config.model or "base", show_progress=progress)
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
