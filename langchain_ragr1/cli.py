@@ -98,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
 def _eval_parser(commands) -> None:
     from langchain_ragr1.config import STRATEGIES
     from langchain_ragr1.data import BENCHMARKS, NAMED_SETS
+    from langchain_ragr1.evaluation import SAMPLINGS
 
     ev = commands.add_parser("eval", help="evaluate modes on a QA set (metrics, predictions, report)",
                              formatter_class=_FORMATTER)
@@ -105,7 +106,7 @@ def _eval_parser(commands) -> None:
                     f"{', '.join(BENCHMARKS)}, or one of {', '.join(NAMED_SETS)}")
     ev.add_argument("--mode", nargs="+", choices=list(STRATEGIES), default=["multi"], help="strategies to run")
     ev.add_argument("--limit", type=int, default=None, help="evaluate only N questions (picked by --sample)")
-    ev.add_argument("--sample", choices=("first", "shuffle", "stratified"), default="first",
+    ev.add_argument("--sample", choices=SAMPLINGS, default="first",
                     help="which N questions --limit takes: the file's first, a seeded random N, or a seeded "
                          "random N keeping each question kind's share")
     ev.add_argument("--sample-seed", type=int, default=0, help="seed of --sample shuffle/stratified")

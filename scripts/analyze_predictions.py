@@ -84,11 +84,13 @@ def breakdown(records: Sequence[dict[str, Any]], items: dict[str, Any]) -> dict[
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from langchain_ragr1.evaluation import SAMPLINGS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", help="a `ragr1 eval --out` folder")
     parser.add_argument("--data", required=True, help="the QA set it ran on (name or file)")
     parser.add_argument("--limit", type=int, help="only the N questions `ragr1 eval --limit N` took")
-    parser.add_argument("--sample", choices=("first", "shuffle", "stratified"), default="first",
+    parser.add_argument("--sample", choices=SAMPLINGS, default="first",
                         help="how that eval picked them (its --sample)")
     parser.add_argument("--sample-seed", type=int, default=0, help="its --sample-seed")
     parser.add_argument("--json", action="store_true", help="print the table as JSON")
