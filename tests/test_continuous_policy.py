@@ -103,3 +103,19 @@ def test_sampling_turns_carry_logprobs(tiny_model, smollm2_tokenizer):
             assert policy.decode(turn.token_ids) == turn.text
     finally:
         policy.close()
+
+
+def test_an_end_token_ends_a_streamed_turn_like_the_static_batch(tiny_model, smollm2_tokenizer):
+    # the tiny model echoes token 100 of the transcript below: make it an end token
+    tiny_model.generation_config.eos_token_id = [smollm2_tokenizer.eos_token_id, 100]
+    static = TransformersPolicy(copy.deepcopy(tiny_model), smollm2_tokenizer, max_new_tokens=16, temperature=0)
+    continuous = ContinuousTransformersPolicy(tiny_model, smollm2_tokenizer, max_new_tokens=16, temperature=0,
+                                              max_context=256, seed=0)
+    try:
+        transcript = _transcripts(static, 1)[0]  # ends with env token 100
+        want, have = static.generate(transcript), continuous.generate(transcript)  # stop strings: streamed
+        assert have.finish_reason == want.finish_reason == "eos"
+        assert have.token_ids == want.token_ids and have.logprobs == pytest.approx(want.logprobs, abs=1e-4)
+    finally:
+        static.close()
+        continuous.close()

@@ -178,8 +178,8 @@ class ContinuousTransformersPolicy(TokenPolicy):
         self._cache_watched = True
 
     def _stopped(self, live: _Live) -> bool:
-        if any(t in self._end_ids for t in live.tokens[-1:]):
-            return True
+        """Whether the streamed tail holds a stop string (an end token finishes the request in the
+        manager itself: its output arrives FINISHED)."""
         return cut_at_stop(self.decode(live.tokens[-_STOP_TAIL_TOKENS:]), live.stop)[1]
 
     def _resolve(self, request_id: str, error: BaseException | None = None) -> None:
