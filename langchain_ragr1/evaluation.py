@@ -23,7 +23,7 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 
 from langchain_ragr1.config import STRATEGIES
-from langchain_ragr1.data.loaders import QAItem
+from langchain_ragr1.data.items import QAItem
 from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.protocol import exact_match, f1_score
 
@@ -363,7 +363,7 @@ def run_eval(
 ) -> dict[str, dict[str, Any]]:
     """What ``ragr1 eval`` does: load ``data``, build one policy and retriever, evaluate, report.
 
-    ``backend`` is ``"transformers"`` or ``"vllm"`` (see :func:`~langchain_ragr1.defaults.default_policy`).
+    ``backend`` is ``"transformers"`` or ``"vllm"`` (see :func:`~langchain_ragr1.policies.factory.default_policy`).
 
     ``progress_factory(total)`` returns the per-chunk progress callback. Writes
     ``metrics.json``, ``predictions.jsonl``, ``report.md`` and ``metrics.png`` into ``out``.
@@ -371,10 +371,10 @@ def run_eval(
     from langchain_ragr1.agent import RagR1Agent
     from langchain_ragr1.config import config_for
     from langchain_ragr1.data.loaders import load_qa
-    from langchain_ragr1.defaults import BACKENDS, default_policy, make_retriever
-    from langchain_ragr1.report import write_report
-
+    from langchain_ragr1.policies.factory import BACKENDS, default_policy
     from langchain_ragr1.policies.token import check_sampling
+    from langchain_ragr1.report import write_report
+    from langchain_ragr1.retrievers.factory import make_retriever
 
     modes = check_modes(modes)
     check_sampling(max_new_tokens=max_new_tokens, temperature=temperature)  # before any index or model

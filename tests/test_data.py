@@ -214,7 +214,7 @@ FACT = {"title": "Accra", "entity": "Accra", "attribute": "population", "value":
 
 
 def test_facts_and_reasoning_round_trip(tmp_path):
-    from langchain_ragr1.data.loaders import QAItem, write_jsonl
+    from langchain_ragr1.data.items import QAItem, write_jsonl
 
     item = QAItem(id="a", question="What is the population of Accra?", golden_answers=["284,124", "284124"],
                   kind="single-hop", evidence_titles=["Accra"], gold_queries=[["Accra population"]],

@@ -21,7 +21,7 @@ from langchain_ragr1.data.generate import (
     verify_item,
     write_shipped,
 )
-from langchain_ragr1.data.loaders import SHIPPED_DIR
+from langchain_ragr1.data.items import SHIPPED_DIR
 
 
 @pytest.fixture(scope="module")

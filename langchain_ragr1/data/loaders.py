@@ -18,11 +18,11 @@ import codecs
 import importlib.util
 import json
 import re
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from langchain_ragr1.errors import MissingResourceError, RagR1Error
+from langchain_ragr1.data.items import FACT_KEYS, SHIPPED_DIR, DataError, QAItem
+from langchain_ragr1.errors import MissingResourceError
 
 #: The seven benchmarks of the paper (``--data NAME:PATH``).
 BENCHMARKS: tuple[str, ...] = (
@@ -32,14 +32,7 @@ BENCHMARKS: tuple[str, ...] = (
 NAMED_SETS: tuple[str, ...] = ("ragr1-dev", "ragr1-test", "ragr1-train", "ragr1-dev-v1", "ragr1-test-v1", "fanoutqa")
 #: The shipped files among :data:`NAMED_SETS` (``sets/NAME.jsonl``); ``-v1``: the first generator's sets.
 SHIPPED_SETS: tuple[str, ...] = ("ragr1-dev", "ragr1-test", "ragr1-dev-v1", "ragr1-test-v1")
-#: The fields of one entry of :attr:`QAItem.facts`, all strings.
-FACT_KEYS: tuple[str, ...] = ("title", "entity", "attribute", "value", "quote", "statement")
 
-SHIPPED_DIR = Path(__file__).resolve().parent / "sets"  # package data: ships in the wheel
-
-
-class DataError(RagR1Error, ValueError):
-    """A QA file that cannot be read; the message names the file and line (or row)."""
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -79,30 +72,6 @@ def _check_items(located: list[tuple[QAItem, str]], name: Any, example: str) -> 
             )
         seen[item.id] = where
     return [item for item, _ in located]
-
-
-@dataclass
-class QAItem:
-    """One question with its gold answers; generated and FanOutQA items carry more.
-
-    ``facts`` (generated items): one dict per evidence article, in hop order, with the string
-    fields :data:`FACT_KEYS` (``value`` and ``quote`` are exact substrings of the article's text);
-    ``reasoning``: the deciding step in words, with the values.
-    """
-
-    id: str
-    question: str
-    golden_answers: list[str]
-    kind: str | None = None
-    evidence_titles: list[str] = field(default_factory=list)
-    gold_queries: list[list[str]] = field(default_factory=list)
-    source: str | None = None
-    facts: list[dict[str, str]] = field(default_factory=list)
-    reasoning: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The item as plain JSON-ready data."""
-        return asdict(self)
 
 
 def _answers(value: Any, where: str) -> list[str]:
@@ -385,11 +354,3 @@ def _load_spec(spec: str) -> list[QAItem]:
         f"{spec!r} is neither a QA file nor a known set: give a path, BENCHMARK:PATH with BENCHMARK one of "
         f"{', '.join(BENCHMARKS)}, or one of {', '.join(NAMED_SETS)}."
     )
-
-
-def write_jsonl(items: Iterable[QAItem], path: str | Path) -> None:
-    """Write items as JSONL (the FlashRAG layout, plus our generated fields)."""
-    with Path(path).open("w", encoding="utf-8") as handle:
-        for item in items:
-            record = {k: v for k, v in item.to_dict().items() if k != "source"}
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -32,7 +32,7 @@ import re
 import threading
 from typing import Any, Iterable, Sequence
 
-from langchain_ragr1.data.loaders import QAItem
+from langchain_ragr1.data.items import QAItem
 from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.policies.base import Generation, Policy
 from langchain_ragr1.policies.token import TokenPolicy

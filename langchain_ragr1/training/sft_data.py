@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from langchain_ragr1.data.loaders import QAItem
+from langchain_ragr1.data.items import QAItem
 from langchain_ragr1.errors import RagR1Error
 from langchain_ragr1.extras import require
 from langchain_ragr1.protocol import exact_match, parse_action
@@ -111,7 +111,7 @@ def make_trajectories(
             try:
                 result = agent.invoke(item.question)
                 break
-            except Exception as exc:  # a teacher or retriever failure must not end the run
+            except Exception as exc:  # noqa: BLE001 - a teacher or retriever failure is counted, not the end of the run
                 if attempt < retries:
                     counts.retried += 1
                 else:
