@@ -13,7 +13,7 @@ from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from langchain_ragr1.agent import RagR1Agent
+from langchain_ragr1.agent import RagR1Agent, default_agent
 from langchain_ragr1.config import RagR1Config
 from langchain_ragr1.errors import ConfigError, MissingResourceError, RagR1Error, RetrievalError
 from langchain_ragr1.graph import RagR1State, build_graph, episode_result
@@ -45,8 +45,7 @@ _LAZY = {
     "open_chroma_store": "langchain_ragr1.retrievers.chroma",
     "load_bundled_corpus": "langchain_ragr1.corpus",
     "load_corpus_file": "langchain_ragr1.corpus",
-    "default_agent": "langchain_ragr1.defaults",
-    "make_retriever": "langchain_ragr1.defaults",
+    "make_retriever": "langchain_ragr1.retrievers.factory",
     "default_model_path": "langchain_ragr1.models",
     "base_model_path": "langchain_ragr1.models",
     "RagR1Retriever": "langchain_ragr1.integrations",
@@ -56,22 +55,26 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # the lazy names, visible to type checkers and IDEs (imported on first use)
-    from langchain_ragr1.policies.transformers import TransformersPolicy
-    from langchain_ragr1.policies.continuous import ContinuousTransformersPolicy
-    from langchain_ragr1.retrievers.embeddings import MiniLMEmbeddings
-    from langchain_ragr1.retrievers.bm25 import BM25Retriever
-    from langchain_ragr1.retrievers.http import SearchR1HTTPRetriever
-    from langchain_ragr1.retrievers.chroma import build_chroma_store, open_chroma_store
-    from langchain_ragr1.corpus import load_bundled_corpus, load_corpus_file
-    from langchain_ragr1.defaults import default_agent, make_retriever
-    from langchain_ragr1.models import base_model_path, default_model_path
-    from langchain_ragr1.integrations import RagR1Retriever
-    from langchain_ragr1.policies.vllm import VLLMPolicy
-    from langchain_ragr1.policies.openai_server import openai_server_policy
-    from langchain_ragr1.server import create_retrieval_app
+    from langchain_ragr1.corpus import load_bundled_corpus as load_bundled_corpus
+    from langchain_ragr1.corpus import load_corpus_file as load_corpus_file
+    from langchain_ragr1.integrations import RagR1Retriever as RagR1Retriever
+    from langchain_ragr1.models import base_model_path as base_model_path
+    from langchain_ragr1.models import default_model_path as default_model_path
+    from langchain_ragr1.policies.continuous import ContinuousTransformersPolicy as ContinuousTransformersPolicy
+    from langchain_ragr1.policies.openai_server import openai_server_policy as openai_server_policy
+    from langchain_ragr1.policies.transformers import TransformersPolicy as TransformersPolicy
+    from langchain_ragr1.policies.vllm import VLLMPolicy as VLLMPolicy
+    from langchain_ragr1.retrievers.bm25 import BM25Retriever as BM25Retriever
+    from langchain_ragr1.retrievers.chroma import build_chroma_store as build_chroma_store
+    from langchain_ragr1.retrievers.chroma import open_chroma_store as open_chroma_store
+    from langchain_ragr1.retrievers.embeddings import MiniLMEmbeddings as MiniLMEmbeddings
+    from langchain_ragr1.retrievers.factory import make_retriever as make_retriever
+    from langchain_ragr1.retrievers.http import SearchR1HTTPRetriever as SearchR1HTTPRetriever
+    from langchain_ragr1.server import create_retrieval_app as create_retrieval_app
 
 __all__ = [
     "RagR1Agent",
+    "default_agent",
     "RagR1Config",
     "RagR1State",
     "build_graph",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from dataclasses import replace
 from typing import Any, AsyncIterator, Iterator, Mapping, Union
 
 from langchain_core.language_models import BaseLanguageModel
@@ -13,7 +13,7 @@ from langchain_core.tools import BaseTool
 from langgraph.types import GraphOutput
 from pydantic import BaseModel
 
-from langchain_ragr1.config import RagR1Config, settings_for
+from langchain_ragr1.config import CONFIG_FIELDS, RagR1Config, settings_for
 from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.graph import build_graph, episode_result, recursion_limit
 from langchain_ragr1.integrations import (
@@ -61,10 +61,6 @@ def _join(left: AgentInput, right: AgentInput) -> AgentInput:
     if isinstance(left, Mapping) and isinstance(right, Mapping):
         return {**left, **right}
     return left + right  # type: ignore[operator]
-
-
-#: The settings RagR1Agent takes as keywords: RagR1Config's fields.
-CONFIG_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RagR1Config))
 
 
 class RagR1Agent(Runnable[AgentInput, dict]):
@@ -117,14 +113,19 @@ class RagR1Agent(Runnable[AgentInput, dict]):
 
     @classmethod
     def from_default(cls, **kwargs: Any) -> "RagR1Agent":
-        """The bundled offline default: SmolLM2-135M-Instruct over the Wikipedia summaries.
+        """The bundled offline default: SmolLM2-135M-Instruct (with the shipped SFT adapter) over
+        the Wikipedia summaries, with Chroma.
 
         Converts the model and builds the Chroma index on first use (cached afterwards).
-        Keyword arguments go to :func:`langchain_ragr1.defaults.default_agent`.
+        Keyword arguments: those of :func:`langchain_ragr1.defaults.default_components`
+        (``model_path``, ``retriever``, ``store``, ``corpus``, ``url``, ``max_new_tokens``,
+        ``temperature``, ``show_progress``, ``backend``) and the agent's settings (``mode``,
+        ``k``, ...); every one is checked before the model loads.
         """
-        from langchain_ragr1.defaults import default_agent
+        from langchain_ragr1.defaults import default_components
 
-        return default_agent(**kwargs)
+        policy, retriever, settings = default_components(**kwargs)
+        return cls(policy, retriever, **settings)
 
     def _call_config(self, config: RunnableConfig | None) -> RunnableConfig | None:
         """``config`` with a recursion limit that fits a per-call ``max_turns``."""
@@ -277,3 +278,8 @@ class RagR1Agent(Runnable[AgentInput, dict]):
             self, input_key=input_key, output_key=output_key, documents_key=documents_key,
             name=name,
         )
+
+
+def default_agent(**kwargs: Any) -> RagR1Agent:
+    """:meth:`RagR1Agent.from_default` as a function (the bundled offline default agent)."""
+    return RagR1Agent.from_default(**kwargs)

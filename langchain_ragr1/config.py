@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal, Mapping
 
 from langchain_ragr1.errors import ConfigError
@@ -102,6 +102,10 @@ class RagR1Config:
 CONFIGURABLE_FIELDS: tuple[str, ...] = (
     "mode", "k", "max_turns", "max_queries", "doc_max_tokens", "on_retrieval_error", "initial_search",
 )
+
+
+#: The field names of :class:`RagR1Config`: the agent's settings.
+CONFIG_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RagR1Config))
 
 
 def settings_for(defaults: RagR1Config, config: Mapping[str, Any] | None) -> RagR1Config:

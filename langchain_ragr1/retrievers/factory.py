@@ -1,0 +1,141 @@
+"""Retrievers by name (``chroma``, ``bm25``, ``http``): the bundled corpus's Chroma and BM25 stores
+(built once into :func:`langchain_ragr1.paths.cache_dir`), a user's corpus file or store, or a
+Search-R1 ``/retrieve`` server."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from langchain_core.retrievers import BaseRetriever
+
+from langchain_ragr1.errors import ConfigError
+
+RetrieverKind = Literal["chroma", "bm25", "http"]
+RETRIEVER_KINDS: tuple[str, ...] = get_args(RetrieverKind)  # one list: the Literal
+
+_COMPLETE_MARKER = ".complete"
+
+logger = logging.getLogger(__name__)
+
+
+def default_store_path() -> Path:
+    """Where the bundled corpus's Chroma index lives."""
+    from langchain_ragr1.paths import cache_dir
+
+    return cache_dir() / "stores" / "wiki-summaries-minilm"
+
+
+def default_chroma_store(path: str | Path | None = None, *, show_progress: bool = True):
+    """The Chroma store of the bundled corpus, built on first use (resumable), then reopened."""
+    from langchain_ragr1.corpus import load_bundled_corpus
+    from langchain_ragr1.retrievers.chroma import build_chroma_store, open_chroma_store
+    from langchain_ragr1.retrievers.embeddings import MiniLMEmbeddings
+    from langchain_ragr1.retrievers.shipped import shipped_vectors
+
+    path = Path(path) if path else default_store_path()
+    if (path / _COMPLETE_MARKER).exists():
+        return open_chroma_store(path)
+    documents, embeddings = load_bundled_corpus(), MiniLMEmbeddings()
+    store = build_chroma_store(
+        documents, path, embeddings=embeddings, show_progress=show_progress,
+        vectors=shipped_vectors(documents, embeddings),
+    )  # build_chroma_store writes the .complete record (with its counts) when it finishes
+    return store
+
+
+def default_bm25_path() -> Path:
+    """Where the bundled corpus's BM25 index lives."""
+    from langchain_ragr1.paths import cache_dir
+
+    return cache_dir() / "stores" / "wiki-summaries-bm25"
+
+
+def default_bm25_retriever(path: str | Path | None = None, *, k: int = 3):
+    """BM25 over the bundled corpus: built and saved once (atomically), then loaded."""
+    from langchain_ragr1.corpus import load_bundled_corpus
+    from langchain_ragr1.paths import atomic_folder
+    from langchain_ragr1.retrievers.bm25 import BM25Retriever
+
+    path = Path(path) if path else default_bm25_path()
+    if (path / _COMPLETE_MARKER).exists():
+        return BM25Retriever.load(path, k=k)
+    retriever = BM25Retriever.from_documents(load_bundled_corpus(), k=k)
+
+    def write(tmp: Path) -> None:
+        retriever.save(tmp)
+        (tmp / _COMPLETE_MARKER).write_text("built from the bundled Wikipedia summaries\n")
+
+    atomic_folder(path, write, lambda folder: (folder / _COMPLETE_MARKER).exists(), replace_incomplete=True)
+    return retriever
+
+
+def check_retriever_kind(kind: Any, url: Any = None) -> None:
+    """A known retriever ``kind`` (with the ``url`` the http one needs), else a :class:`ConfigError`."""
+    if not isinstance(kind, str) or kind not in RETRIEVER_KINDS:
+        raise ConfigError(f"retriever={kind!r} is unknown: use one of {', '.join(RETRIEVER_KINDS)} "
+                          f"or a LangChain BaseRetriever.")
+    if kind == "http" and not url:
+        raise ConfigError("The http retriever needs --url, e.g. http://127.0.0.1:8000/retrieve.")
+
+
+def make_retriever(
+    kind: RetrieverKind = "chroma",
+    *,
+    k: int = 3,
+    store: str | Path | None = None,
+    corpus: str | Path | None = None,
+    url: str | None = None,
+    show_progress: bool = True,
+) -> BaseRetriever:
+    """A retriever of ``kind``: over ``store`` (Chroma folder or BM25 index), ``corpus``
+    (a file indexed on the fly), the bundled corpus, or a Search-R1 ``/retrieve`` ``url``.
+    """
+    check_retriever_kind(kind, url)
+    if kind == "http":
+        from langchain_ragr1.retrievers.http import SearchR1HTTPRetriever
+
+        return SearchR1HTTPRetriever(url=url, k=k)
+    if kind == "bm25":
+        from langchain_ragr1.corpus import load_corpus_file
+        from langchain_ragr1.retrievers.bm25 import BM25Retriever
+
+        if store:
+            retriever = BM25Retriever.load(store)
+            retriever.k = k
+            return retriever
+        if corpus:
+            return BM25Retriever.from_documents(load_corpus_file(corpus), k=k)
+        return default_bm25_retriever(k=k)
+    from langchain_ragr1.retrievers.chroma import (
+        build_chroma_store,
+        chroma_retriever,
+        open_chroma_store,
+    )
+
+    if corpus:
+        from langchain_ragr1.corpus import load_corpus_file
+
+        if not store:
+            raise ConfigError("Indexing a corpus file into Chroma needs a --store folder to write.")
+        vectorstore = build_chroma_store(load_corpus_file(corpus), store, show_progress=show_progress)
+    elif store:
+        vectorstore = open_chroma_store(store)
+    else:
+        from langchain_ragr1.retrievers.chroma import CorruptStoreError, discard_store
+
+        try:
+            vectorstore = default_chroma_store(show_progress=show_progress)
+        except CorruptStoreError as exc:
+            # The bundled store is only a cache of package data (corpus and shipped vectors): rebuild it.
+            logger.warning("The bundled Chroma store at %s is corrupt (%s): rebuilding it.", exc.path, exc.reason)
+            discard_store(exc.path)
+            try:
+                vectorstore = default_chroma_store(show_progress=show_progress)
+            except CorruptStoreError as again:
+                raise CorruptStoreError(exc.path, again.cause, (
+                    f"rebuilding it did not help; delete the folder {exc.path} (a cache: it is rebuilt on next "
+                    f"use) and check the disk (space, permissions)"
+                )) from again
+    return chroma_retriever(vectorstore, k=k)
