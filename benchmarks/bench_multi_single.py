@@ -21,8 +21,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from langchain_ragr1 import BM25Retriever, RagR1Agent, load_bundled_corpus  # noqa: E402
 from langchain_ragr1.config import config_for  # noqa: E402
 from langchain_ragr1.data import load_qa  # noqa: E402
-from langchain_ragr1.defaults import default_policy  # noqa: E402
 from langchain_ragr1.evaluation import evaluate  # noqa: E402
+from langchain_ragr1.policies.factory import default_policy  # noqa: E402
 
 MODES = ("multi", "single")
 

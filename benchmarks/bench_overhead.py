@@ -64,8 +64,8 @@ def main() -> None:
         policy = ScriptedPolicy(TURNS, token_level=True, delay_s=latency)
         agent = RagR1Agent(policy, retriever)
         assert agent.invoke(question)["answer"] == bare_episode(policy, retriever, question) == "done"
-        graph_s = median_seconds(lambda: agent.invoke(question), args.episodes)
-        bare_s = median_seconds(lambda: bare_episode(policy, retriever, question), args.episodes)
+        graph_s = median_seconds(lambda agent=agent: agent.invoke(question), args.episodes)
+        bare_s = median_seconds(lambda policy=policy: bare_episode(policy, retriever, question), args.episodes)
         print(f"{latency * 1000:>9.0f} ms | {bare_s * 1000:>7.1f} ms | {graph_s * 1000:>7.1f} ms | "
               f"{graph_s / bare_s:>9.3f}x | {(graph_s - bare_s) * 1000:.1f} ms/episode "
               f"({graph_s / bare_s - 1:+.1%}, target <= +5%)")

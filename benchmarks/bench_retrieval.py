@@ -21,9 +21,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from langchain_ragr1 import load_bundled_corpus  # noqa: E402
 from langchain_ragr1.data import load_qa  # noqa: E402
-from langchain_ragr1.defaults import _COMPLETE_MARKER, default_store_path  # noqa: E402
 from langchain_ragr1.retrievers.bm25 import BM25Retriever  # noqa: E402
 from langchain_ragr1.retrievers.chroma import build_chroma_store, chroma_retriever, open_chroma_store  # noqa: E402
+from langchain_ragr1.retrievers.factory import _COMPLETE_MARKER, default_store_path  # noqa: E402
 
 
 def timed(fn):

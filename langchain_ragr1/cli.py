@@ -19,9 +19,11 @@ from typing import Any, Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from langchain_ragr1.defaults import BACKENDS, RETRIEVER_KINDS
 from langchain_ragr1.errors import ConfigError, RagR1Error
+from langchain_ragr1.logs import log_to_stderr
+from langchain_ragr1.policies.factory import BACKENDS
 from langchain_ragr1.protocol import MODES, ProtocolError, normalize_question
+from langchain_ragr1.retrievers.factory import RETRIEVER_KINDS
 from langchain_ragr1.server_options import add_server_options
 
 _THINK_RE = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL)
@@ -219,7 +221,7 @@ def _seed(seed: int | None) -> None:
 
 
 def _ask(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from langchain_ragr1.defaults import default_agent
+    from langchain_ragr1.agent import default_agent
 
     normalize_question(args.question)  # fail before loading anything
     if not args.json:
@@ -348,6 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # any other process on a small machine) from spinning against each other.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = _parser().parse_args(argv)
+    log_to_stderr()  # the library's notices (one-time conversions, rebuilt caches) on stderr
     out = Console(soft_wrap=True, highlight=False)
     err = Console(stderr=True, soft_wrap=True, highlight=False)
     handlers = {"ask": _ask, "index": _index, "serve": _serve, "convert": _convert, "eval": _eval}

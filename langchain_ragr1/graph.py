@@ -16,9 +16,9 @@ from typing import Annotated, Any, Sequence
 
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
-from langchain_core.retrievers import BaseRetriever
 from langchain_core.outputs import Generation as LCGeneration
 from langchain_core.outputs import LLMResult
+from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langchain_core.runnables.config import (
     get_async_callback_manager_for_config,
@@ -45,7 +45,6 @@ from langchain_ragr1.protocol import (
 )
 from langchain_ragr1.retrieval import RetrievalRunner
 from langchain_ragr1.transcript import Segment, make_segment, transcript_text
-
 
 #: Floor of the cap on the characters of one model turn that the graph keeps and parses:
 #: ``max(MAX_TURN_CHARS, CHARS_PER_TOKEN_CAP * policy.max_new_tokens)``. A model that honours

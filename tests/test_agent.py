@@ -14,10 +14,10 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.retrievers import BaseRetriever
 from langgraph.graph import START, MessagesState, StateGraph
 
-from langchain_ragr1.testing import MemoryRetriever, ScriptedPolicy
 from langchain_ragr1 import ConfigError, RagR1Agent, RetrievalError
 from langchain_ragr1.policies.base import Generation
 from langchain_ragr1.protocol import INVALID_ACTION_TEXT, ProtocolError, make_prompt
+from langchain_ragr1.testing import MemoryRetriever, ScriptedPolicy
 from langchain_ragr1.transcript import token_ids_and_mask
 
 DOCS = [

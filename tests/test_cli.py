@@ -106,7 +106,7 @@ def fake_default(monkeypatch):
         agent_kwargs = {k: kwargs[k] for k in ("mode", "k", "max_turns")}
         return RagR1Agent(ScriptedPolicy(TURNS), MemoryRetriever(documents=DOCS), **agent_kwargs)
 
-    monkeypatch.setattr("langchain_ragr1.defaults.default_agent", default_agent)
+    monkeypatch.setattr("langchain_ragr1.agent.default_agent", default_agent)
     return seen
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+from _threads import run_threads
 from langchain_core.documents import Document
 
 from langchain_ragr1 import RagR1Agent
@@ -14,10 +15,6 @@ from langchain_ragr1.policies.continuous import ContinuousTransformersPolicy
 from langchain_ragr1.protocol import make_prompt
 from langchain_ragr1.testing import MemoryRetriever
 from langchain_ragr1.transcript import make_segment
-
-from _threads import run_threads
-
-
 
 
 @pytest.fixture

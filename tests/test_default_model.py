@@ -34,9 +34,9 @@ def test_the_shipped_adapter_is_small_and_float16():
 @pytest.mark.slow
 def test_default_agent_follows_the_protocol(default_model_dir):
     """The merged default model searches, reads and answers in protocol on a shipped test question."""
+    from langchain_ragr1.agent import default_agent
     from langchain_ragr1.corpus import load_bundled_corpus
     from langchain_ragr1.data import load_qa
-    from langchain_ragr1.defaults import default_agent
     from langchain_ragr1.retrievers.bm25 import BM25Retriever
 
     path = models.default_model_path(show_progress=False)

@@ -208,8 +208,8 @@ def test_questions_per_minute_from_the_chunks_wall_time(tmp_path):
 
 
 def test_unknown_backend_is_refused_before_anything_loads(tmp_path):
-    from langchain_ragr1.defaults import default_policy
     from langchain_ragr1.evaluation import run_eval
+    from langchain_ragr1.policies.factory import default_policy
 
     with pytest.raises(ConfigError, match="backend='vlm' is unknown: use one of transformers, continuous, vllm"):
         default_policy(backend="vlm")
@@ -220,8 +220,8 @@ def test_unknown_backend_is_refused_before_anything_loads(tmp_path):
 def test_vllm_backend_without_vllm_says_how_to_install():
     import importlib.util
 
-    from langchain_ragr1.defaults import default_policy
     from langchain_ragr1.errors import MissingResourceError
+    from langchain_ragr1.policies.factory import default_policy
 
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vLLM is installed here")

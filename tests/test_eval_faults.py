@@ -8,12 +8,14 @@ import json
 import pytest
 from langchain_core.documents import Document
 
-from langchain_ragr1 import RagR1Agent, defaults
+from langchain_ragr1 import RagR1Agent
 from langchain_ragr1.config import config_for
 from langchain_ragr1.data import DataError, QAItem
 from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.evaluation import evaluate, read_predictions, run_eval, write_kind_metrics
+from langchain_ragr1.policies import factory as policy_factory
 from langchain_ragr1.report import metrics_table
+from langchain_ragr1.retrievers import factory as retriever_factory
 from langchain_ragr1.testing import MemoryRetriever, ScriptedPolicy
 
 DOCS = [Document("Paris is the capital of France.", metadata={"title": "Paris"})]
@@ -99,8 +101,8 @@ def fake_models(monkeypatch):
         state["loads"] += 1
         return answers(["<search> capital of France </search>", "<answer> Paris </answer>"])
 
-    monkeypatch.setattr(defaults, "default_policy", policy)
-    monkeypatch.setattr(defaults, "make_retriever", lambda *a, **kw: state["retriever"])
+    monkeypatch.setattr(policy_factory, "default_policy", policy)
+    monkeypatch.setattr(retriever_factory, "make_retriever", lambda *a, **kw: state["retriever"])
     return state
 
 
@@ -164,7 +166,7 @@ def test_bad_qa_file_stops_eval_before_any_model_loads(tmp_path, fake_models, mo
     path = tmp_path / name
     path.write_bytes(content)
     built = []
-    monkeypatch.setattr(defaults, "make_retriever", lambda *a, **kw: built.append(1))
+    monkeypatch.setattr(retriever_factory, "make_retriever", lambda *a, **kw: built.append(1))
     with pytest.raises(DataError) as info:
         run_eval(str(path), ["multi"], tmp_path / "out")
     assert str(path) in str(info.value) and message in str(info.value)

@@ -15,6 +15,7 @@ from typing import Iterator
 
 import httpx
 import pytest
+from _serving import Served, free_port
 from fastapi.testclient import TestClient
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
@@ -25,8 +26,6 @@ from langchain_ragr1.retrievers.bm25 import BM25Retriever
 from langchain_ragr1.retrievers.http import SearchR1HTTPRetriever
 from langchain_ragr1.server import build_parser, create_retrieval_app, main, uvicorn_config
 from langchain_ragr1.testing import MemoryRetriever
-
-from _serving import Served, free_port
 
 DOCS = [
     Document(id="curie", page_content="A physicist and chemist, born in Warsaw in 1867.",
@@ -477,7 +476,7 @@ def test_the_documented_command_sets_connection_timeouts_and_limits(monkeypatch)
 
     configs: list = []
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, *a, **k: configs.append(self.config))
-    monkeypatch.setattr("langchain_ragr1.defaults.make_retriever",
+    monkeypatch.setattr("langchain_ragr1.retrievers.factory.make_retriever",
                         lambda *a, **k: MemoryRetriever(documents=DOCS))
     main(["--retriever", "bm25"])  # the defaults of `python -m langchain_ragr1.server` and `ragr1 serve`
     main(["--retriever", "bm25", "--keep-alive-timeout", "2", "--limit-concurrency", "64",
@@ -495,7 +494,7 @@ def test_the_documented_command_sets_connection_timeouts_and_limits(monkeypatch)
 
 
 def test_bad_server_options_are_usage_errors_before_the_index_loads(monkeypatch, capsys) -> None:
-    monkeypatch.setattr("langchain_ragr1.defaults.make_retriever",
+    monkeypatch.setattr("langchain_ragr1.retrievers.factory.make_retriever",
                         lambda *a, **k: pytest.fail("the retriever was built before the options were checked"))
     for option in (["--max-results", "0"], ["--body-timeout", "nan"], ["--limit-concurrency", "-1"]):
         with pytest.raises(SystemExit) as exited:

@@ -106,7 +106,7 @@ def test_good_sampling_settings_pass():
 
 
 def test_policy_settings_are_the_transformers_policy_ones():
-    from langchain_ragr1.defaults import _POLICY_SETTINGS  # noqa: PLC2701 - kept in step with the policy
+    from langchain_ragr1.policies.factory import _POLICY_SETTINGS  # noqa: PLC2701 - kept in step with the policy
 
     assert set(SAMPLING_SETTINGS) <= set(inspect.signature(TokenPolicy._setup).parameters)
     assert set(_POLICY_SETTINGS) == {"dtype", *SAMPLING_SETTINGS} - {"max_new_tokens", "temperature"}
@@ -121,16 +121,18 @@ def nothing_loads(monkeypatch):
 
     import langchain_ragr1.defaults as defaults
     import langchain_ragr1.models as models
+
     # Modules that bind these names at import must be imported before the patch, or they would
     # keep the bomb for the rest of the session.
     import langchain_ragr1.policies.transformers  # noqa: F401
     import langchain_ragr1.policies.vllm  # noqa: F401
+    import langchain_ragr1.retrievers.factory as retriever_factory
 
     monkeypatch.setattr(models, "resolve_model_path", bomb)
     monkeypatch.setattr(models, "base_model_path", bomb)
     monkeypatch.setattr(defaults, "make_retriever", bomb)
-    monkeypatch.setattr(defaults, "default_chroma_store", bomb)
-    monkeypatch.setattr(defaults, "default_bm25_retriever", bomb)
+    monkeypatch.setattr(retriever_factory, "default_chroma_store", bomb)
+    monkeypatch.setattr(retriever_factory, "default_bm25_retriever", bomb)
 
 
 DEFAULT_AGENT_BAD = [
@@ -153,14 +155,14 @@ DEFAULT_AGENT_BAD = [
 
 @pytest.mark.parametrize(("kwargs", "match"), DEFAULT_AGENT_BAD, ids=[repr(k) for k, _ in DEFAULT_AGENT_BAD])
 def test_default_agent_checks_every_setting_before_anything_loads(nothing_loads, kwargs, match):
-    from langchain_ragr1.defaults import default_agent
+    from langchain_ragr1.agent import default_agent
 
     with pytest.raises(ConfigError, match=match):
         default_agent(**kwargs)
 
 
 def test_default_agent_with_own_retriever_checks_sampling_before_the_model_loads(nothing_loads):
-    from langchain_ragr1.defaults import default_agent
+    from langchain_ragr1.agent import default_agent
 
     with pytest.raises(ConfigError, match=r"temperature must be a finite number >= 0"):
         default_agent(retriever=MemoryRetriever(documents=[]), temperature=-1)
@@ -174,7 +176,7 @@ def test_default_agent_with_own_retriever_checks_sampling_before_the_model_loads
     ({"tmperature": 0.5}, r"unknown setting\(s\) 'tmperature' \(did you mean 'temperature'\?\)"),
 ])
 def test_default_policy_checks_every_setting_before_the_model_loads(nothing_loads, kwargs, match):
-    from langchain_ragr1.defaults import default_policy
+    from langchain_ragr1.policies.factory import default_policy
 
     with pytest.raises(ConfigError, match=match):
         default_policy(**kwargs)
@@ -203,7 +205,7 @@ def test_a_bad_setting_fails_in_a_fraction_of_a_second_without_importing_torch()
     script = (
         "import sys, time\n"
         "from langchain_ragr1 import ConfigError\n"
-        "from langchain_ragr1.defaults import default_agent\n"
+        "from langchain_ragr1.agent import default_agent\n"
         "started = time.monotonic()\n"
         "try:\n"
         "    default_agent(temperature=-1)\n"
@@ -219,14 +221,16 @@ def test_a_bad_setting_fails_in_a_fraction_of_a_second_without_importing_torch()
 
 
 def test_eval_checks_sampling_before_any_index_or_model(monkeypatch, tmp_path):
-    from langchain_ragr1 import ConfigError, defaults
+    from langchain_ragr1 import ConfigError
     from langchain_ragr1.evaluation import run_eval
+    from langchain_ragr1.policies import factory as policy_factory
+    from langchain_ragr1.retrievers import factory as retriever_factory
 
     def forbidden(*args, **kwargs):
         raise AssertionError("an index or model was loaded before the bad setting was reported")
 
-    monkeypatch.setattr(defaults, "make_retriever", forbidden)
-    monkeypatch.setattr(defaults, "default_policy", forbidden)
+    monkeypatch.setattr(retriever_factory, "make_retriever", forbidden)
+    monkeypatch.setattr(policy_factory, "default_policy", forbidden)
     with pytest.raises(ConfigError, match="temperature"):
         run_eval("ragr1-dev", ["multi"], tmp_path / "o", temperature=-1.0, limit=2)
 

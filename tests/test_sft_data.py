@@ -126,7 +126,7 @@ def test_labels_fall_only_on_the_target_turn(dev_items, smollm2_tokenizer, retri
         labelled = [p for p, label in enumerate(row["labels"]) if label != IGNORE_INDEX]
         role, target_start, target_end = spans[-1]
         assert role == "policy" and labelled == list(range(target_start, target_end))
-        for role, begin, end in spans[:-1]:  # no prompt, earlier-turn or information token is labelled
+        for _role, begin, end in spans[:-1]:  # no prompt, earlier-turn or information token is labelled
             assert all(row["labels"][p] == IGNORE_INDEX for p in range(begin, end))
         assert [row["input_ids"][p] for p in labelled] == [row["labels"][p] for p in labelled]
         text = smollm2_tokenizer.decode([row["labels"][p] for p in labelled],
@@ -397,11 +397,11 @@ def test_whole_trajectory_loss_equals_the_four_kind_cut_per_token():
         for position, (token, loss) in whole.items():
             assert other[position][0] == token
             assert other[position][1] == pytest.approx(loss, abs=1e-5)
-    assert sum(loss for _, loss in whole.values()) == pytest.approx(sum(l for _, l in single.values()), abs=1e-4)
+    assert sum(loss for _, loss in whole.values()) == pytest.approx(sum(value for _, value in single.values()), abs=1e-4)
 
 
 def test_token_accounting_on_the_synthetic_trajectory():
-    P, S, E1, I, E2, A = SEGMENT_LENGTHS
+    P, S, E1, I, E2, A = SEGMENT_LENGTHS  # noqa: E741 - the segment names of the docstring
     counts = token_accounting([synthetic_trajectory()])
     assert counts["trajectories"] == 1 and counts["max_length"] is None
     assert counts["turns"] == {"samples": 2, "tokens": (P + S) + (P + S + E1 + I + E2 + A),  # 32 + 71
@@ -453,6 +453,6 @@ def test_oracle_trajectory_samples_label_the_union_of_their_turn_samples(dev_ite
         for sample in to_sft_samples(trajectory):
             ids, labels = sample_ids(sample, smollm2_tokenizer)
             assert ids == row["input_ids"][: len(ids)]  # a prefix of the trajectory
-            union.update({p: l for p, l in enumerate(labels) if l != IGNORE_INDEX})
-        assert {p: l for p, l in enumerate(row["labels"]) if l != IGNORE_INDEX} == union
+            union.update({p: label for p, label in enumerate(labels) if label != IGNORE_INDEX})
+        assert {p: label for p, label in enumerate(row["labels"]) if label != IGNORE_INDEX} == union
         assert row["kinds"] == [s["kind"] for s in to_sft_samples(trajectory)]

@@ -242,7 +242,7 @@ def test_collator_keeps_the_dataset_label_mask(sft_dataset_dir, smollm2_tokenize
         assert batch["labels"][i, :n].tolist() == row["labels"]
         assert (batch["labels"][i, n:] == -100).all() and (batch["attention_mask"][i, n:] == 0).all()
         assert (batch["input_ids"][i, n:] == smollm2_tokenizer.pad_token_id).all()
-        assert batch["labels"][i].ne(-100).sum().item() == sum(l != -100 for l in row["labels"]) > 0
+        assert batch["labels"][i].ne(-100).sum().item() == sum(label != -100 for label in row["labels"]) > 0
     assert width == max(len(r["input_ids"]) for r in rows)
     assert torch.equal(batch["input_ids"][0, : len(rows[0]["input_ids"])], torch.tensor(rows[0]["input_ids"]))
 
@@ -303,8 +303,7 @@ def test_export_and_merge_give_the_trained_model(tiny_model_dir, sft_dataset_dir
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from langchain_ragr1.models import merge_adapter
-    from langchain_ragr1.models import export_adapter
+    from langchain_ragr1.models import export_adapter, merge_adapter
 
     out = tmp_path / "lora"
     train_sft(_config(tiny_model_dir, sft_dataset_dir, out, max_steps=2, learning_rate=1e-2,
@@ -393,7 +392,7 @@ def test_trainer_batch_keeps_labels_on_every_policy_turn(tiny_model, tiny_model_
         n = int(batch["attention_mask"][row].sum())
         labels = by_ids[tuple(batch["input_ids"][row, :n].tolist())]
         assert batch["labels"][row, :n].tolist() == labels and (batch["labels"][row, n:] == -100).all()
-        labelled = [p for p, l in enumerate(labels) if l != -100]
+        labelled = [p for p, label in enumerate(labels) if label != -100]
         spans_seen = max(spans_seen, 1 + sum(b - a > 1 for a, b in zip(labelled, labelled[1:])))
     assert spans_seen == 2  # a trajectory with two labelled turns (search, answer) and a gap between
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from langchain_core.documents import Document
 
-from langchain_ragr1 import defaults
 from langchain_ragr1.corpus import document_contents, load_bundled_corpus
+from langchain_ragr1.retrievers import factory as retriever_factory
 from langchain_ragr1.retrievers.bm25 import BM25Retriever
 from langchain_ragr1.retrievers.embeddings import MiniLMEmbeddings
 from langchain_ragr1.retrievers.shipped import NAME, shipped_vectors, write_shipped_vectors
@@ -46,18 +46,18 @@ def _damage(path, data: bytes | str, docs):
      "sha256"),
     (lambda docs, d: _damage(d / f"{NAME}.json", "{not json", docs), "unreadable"),
 ])
-def test_vectors_that_do_not_belong_are_refused_with_a_notice(shipped, embeddings, capsys, change, why):
+def test_vectors_that_do_not_belong_are_refused_with_a_notice(shipped, embeddings, caplog, change, why):
     docs = change(list(DOCS), shipped)
     assert shipped_vectors(docs, embeddings, where=shipped) is None
-    assert why in capsys.readouterr().err
+    assert why in caplog.text
 
 
-def test_another_embedder_is_refused(shipped, capsys):
+def test_another_embedder_is_refused(shipped, caplog):
     assert shipped_vectors(DOCS, MiniLMEmbeddings(max_length=64), where=shipped) is None
-    assert "embedding model" in capsys.readouterr().err
+    assert "embedding model" in caplog.text
 
 
-def test_vectors_that_disagree_with_the_model_are_refused(shipped, embeddings, capsys):
+def test_vectors_that_disagree_with_the_model_are_refused(shipped, embeddings, caplog):
     manifest = json.loads((shipped / f"{NAME}.json").read_text())
     np.save(shipped / f"{NAME}.npy", np.ones((len(DOCS), manifest["dim"]), dtype=np.float16))
     from langchain_ragr1.retrievers.shipped import _file_digest
@@ -65,28 +65,28 @@ def test_vectors_that_disagree_with_the_model_are_refused(shipped, embeddings, c
     manifest["vectors_sha256"] = _file_digest(shipped / f"{NAME}.npy")
     (shipped / f"{NAME}.json").write_text(json.dumps(manifest))
     assert shipped_vectors(DOCS, embeddings, where=shipped) is None
-    assert "disagrees" in capsys.readouterr().err
+    assert "disagrees" in caplog.text
 
 
 @pytest.mark.slow
-def test_the_shipped_file_belongs_to_the_bundled_corpus_and_embedder(embeddings, capsys):
+def test_the_shipped_file_belongs_to_the_bundled_corpus_and_embedder(embeddings, caplog):
     """Fails when the corpus, the passage format or the embedder changes: rerun scripts/ship_embeddings.py."""
     vectors = shipped_vectors(load_bundled_corpus(), embeddings)
-    assert vectors is not None, capsys.readouterr().err
+    assert vectors is not None, caplog.text
     assert vectors.shape == (10_033, 384)
 
 
 def test_bundled_bm25_is_built_once_then_loaded(tmp_path, monkeypatch):
     monkeypatch.setenv("RAGR1_HOME", str(tmp_path))
-    first = defaults.make_retriever("bm25", k=2)
-    folder = defaults.default_bm25_path()
+    first = retriever_factory.make_retriever("bm25", k=2)
+    folder = retriever_factory.default_bm25_path()
     assert (folder / ".complete").is_file() and not list(folder.parent.glob(".*partial*"))
 
     def no_rebuild(*args, **kwargs):
         raise AssertionError("the bundled BM25 index was rebuilt")
 
     monkeypatch.setattr(BM25Retriever, "from_documents", no_rebuild)
-    again = defaults.make_retriever("bm25", k=2)
+    again = retriever_factory.make_retriever("bm25", k=2)
     query = "Marie Curie physicist"
     assert [d.id for d in again.invoke(query)] == [d.id for d in first.invoke(query)]
     assert again.k == 2 and len(again.documents) == 10_033
@@ -94,8 +94,8 @@ def test_bundled_bm25_is_built_once_then_loaded(tmp_path, monkeypatch):
 
 def test_an_unfinished_bm25_folder_is_rebuilt(tmp_path, monkeypatch):
     monkeypatch.setenv("RAGR1_HOME", str(tmp_path))
-    folder = defaults.default_bm25_path()
+    folder = retriever_factory.default_bm25_path()
     folder.mkdir(parents=True)
     (folder / "params.index.json").write_text("{}")  # a build killed before it was marked complete
-    retriever = defaults.make_retriever("bm25")
+    retriever = retriever_factory.make_retriever("bm25")
     assert (folder / ".complete").is_file() and len(retriever.documents) == 10_033

@@ -12,11 +12,11 @@ import pytest
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
-from langchain_ragr1 import defaults
 from langchain_ragr1.cli import main
 from langchain_ragr1.corpus import load_corpus_file
 from langchain_ragr1.errors import ConfigError, MissingResourceError
 from langchain_ragr1.retrievers import chroma
+from langchain_ragr1.retrievers import factory as retriever_factory
 from langchain_ragr1.retrievers.bm25 import BM25Retriever
 from langchain_ragr1.retrievers.chroma import (
     CorruptStoreError,
@@ -122,15 +122,15 @@ def tiny_bundled(tmp_path, monkeypatch, fake_minilm):
     monkeypatch.setenv("RAGR1_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(corpus_module, "load_bundled_corpus", lambda limit=None: _docs())
     monkeypatch.setattr(shipped_module, "shipped_vectors", lambda *a, **k: None)
-    return defaults.default_store_path()
+    return retriever_factory.default_store_path()
 
 
-def test_a_corrupt_bundled_store_is_rebuilt_with_a_notice(tiny_bundled, capsys):
-    defaults.make_retriever("chroma", show_progress=False)
+def test_a_corrupt_bundled_store_is_rebuilt_with_a_notice(tiny_bundled, caplog):
+    retriever_factory.make_retriever("chroma", show_progress=False)
     chroma._forget_client(tiny_bundled, live=True)
     _corrupt(tiny_bundled)
-    retriever = defaults.make_retriever("chroma", k=2, show_progress=False)
-    assert "The bundled Chroma store" in capsys.readouterr().err
+    retriever = retriever_factory.make_retriever("chroma", k=2, show_progress=False)
+    assert "The bundled Chroma store" in caplog.text
     assert len(retriever.invoke("Paris is a city.")) == 2
     assert (tiny_bundled / chroma.COMPLETE_MARKER).is_file()
     assert not list(tiny_bundled.parent.glob(".*discarded*"))
@@ -140,9 +140,9 @@ def test_a_bundled_store_that_stays_corrupt_says_delete_the_folder(tiny_bundled,
     def always_corrupt(*args, **kwargs):
         raise CorruptStoreError(tiny_bundled, RuntimeError("database disk image is malformed"))
 
-    monkeypatch.setattr(defaults, "default_chroma_store", always_corrupt)
+    monkeypatch.setattr(retriever_factory, "default_chroma_store", always_corrupt)
     with pytest.raises(CorruptStoreError, match=r"delete the folder .*rebuilt on next use"):
-        defaults.make_retriever("chroma", show_progress=False)
+        retriever_factory.make_retriever("chroma", show_progress=False)
 
 
 # --- a half-built store (item 6a) --------------------------------------------------------------------------------
@@ -179,14 +179,14 @@ def test_the_bundled_store_uses_the_same_completion_marker(tiny_bundled, monkeyp
 
     monkeypatch.setattr(chroma, "build_chroma_store", killed)
     with pytest.raises(KeyboardInterrupt):
-        defaults.make_retriever("chroma", show_progress=False)
+        retriever_factory.make_retriever("chroma", show_progress=False)
     assert not (tiny_bundled / chroma.COMPLETE_MARKER).exists()  # so the next use resumes the build
     with pytest.warns(PartialStoreWarning, match="2 of the 5 passages"):  # e.g. `ragr1 ask --store` on it
         open_chroma_store(tiny_bundled, embeddings=FakeEmbeddings())
     monkeypatch.setattr(chroma, "build_chroma_store", real_build)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        retriever = defaults.make_retriever("chroma", k=5, show_progress=False)
+        retriever = retriever_factory.make_retriever("chroma", k=5, show_progress=False)
         assert len(retriever.invoke("Oslo")) == 5
         open_chroma_store(tiny_bundled, embeddings=FakeEmbeddings())  # finished: no warning
 

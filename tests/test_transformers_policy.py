@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 import torch
+from _threads import run_threads
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
 from langchain_ragr1 import models
@@ -18,8 +18,6 @@ from langchain_ragr1.paths import CACHE_ENV
 from langchain_ragr1.policies import Generation, Policy, TransformersPolicy
 from langchain_ragr1.protocol import STOP_STRINGS, make_prompt
 from langchain_ragr1.transcript import make_segment
-
-from _threads import run_threads
 
 
 class ScriptedGenerate:

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import httpx
 import pytest
+from langchain_core.documents import Document
 
 from langchain_ragr1 import RagR1Agent
 from langchain_ragr1.errors import ConfigError, MissingResourceError
@@ -20,7 +21,6 @@ from langchain_ragr1.policies.openai_server import openai_server_llm, openai_ser
 from langchain_ragr1.policies.vllm import VLLMPolicy
 from langchain_ragr1.testing import MemoryRetriever
 from langchain_ragr1.transcript import make_segment, token_ids_and_mask
-from langchain_core.documents import Document
 
 
 @dataclass

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import QUESTIONS, check_policy_turns
+
 from langchain_ragr1 import RagR1Agent
 from langchain_ragr1.policies.openai_server import openai_server_policy
 

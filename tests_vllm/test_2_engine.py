@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from conftest import QUESTIONS, check_policy_turns
+
 from langchain_ragr1 import RagR1Agent
 from langchain_ragr1.policies.vllm import VLLMPolicy
 from langchain_ragr1.transcript import make_segment, token_ids_and_mask

@@ -23,8 +23,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from langchain_ragr1.defaults import RETRIEVER_KINDS  # light: no torch
     from langchain_ragr1.protocol import MODES
+    from langchain_ragr1.retrievers.factory import RETRIEVER_KINDS  # light: no torch
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="ragr1-train", help="a load_qa spec (default: %(default)s)")
@@ -50,10 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from langchain_ragr1.agent import RagR1Agent
     from langchain_ragr1.data import load_qa, write_jsonl
-    from langchain_ragr1.defaults import make_retriever
     from langchain_ragr1.errors import RagR1Error
     from langchain_ragr1.models import resolve_model_path
     from langchain_ragr1.policies.transformers import TransformersPolicy
+    from langchain_ragr1.retrievers.factory import make_retriever
     from langchain_ragr1.training.rl import select_rl_questions, solve_counts
 
     try:

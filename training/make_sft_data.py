@@ -37,8 +37,8 @@ TEACHERS = ("oracle", "openai", "transformers")
 
 
 def _parser() -> argparse.ArgumentParser:
-    from langchain_ragr1.defaults import RETRIEVER_KINDS
     from langchain_ragr1.protocol import MODES
+    from langchain_ragr1.retrievers.factory import RETRIEVER_KINDS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="ragr1-train", help="a QA set name or file (see load_qa)")
@@ -112,9 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from langchain_ragr1 import RagR1Agent
     from langchain_ragr1.data import load_qa
-    from langchain_ragr1.defaults import make_retriever
     from langchain_ragr1.errors import RagR1Error
     from langchain_ragr1.models import resolve_model_path
+    from langchain_ragr1.retrievers.factory import make_retriever
     from langchain_ragr1.training import (
         build_sft_dataset,
         make_trajectories,

@@ -19,10 +19,10 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # the lazy names, visible to type checkers and IDEs (imported on first use)
-    from langchain_ragr1.policies.transformers import TransformersPolicy
-    from langchain_ragr1.policies.continuous import ContinuousTransformersPolicy
-    from langchain_ragr1.policies.vllm import VLLMPolicy
-    from langchain_ragr1.policies.openai_server import openai_server_policy
+    from langchain_ragr1.policies.continuous import ContinuousTransformersPolicy as ContinuousTransformersPolicy
+    from langchain_ragr1.policies.openai_server import openai_server_policy as openai_server_policy
+    from langchain_ragr1.policies.transformers import TransformersPolicy as TransformersPolicy
+    from langchain_ragr1.policies.vllm import VLLMPolicy as VLLMPolicy
 
 __all__ = ["Generation", "Policy", "LangChainPolicy", *_LAZY]
 

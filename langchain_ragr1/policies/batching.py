@@ -147,7 +147,7 @@ class RequestBatcher:
             started = time.perf_counter()
             try:
                 results = self._run(live[0].key, [r.payload for r in live])
-            except BaseException as exc:  # every caller of the batch gets the error
+            except BaseException as exc:  # noqa: BLE001 - every caller of the batch gets the error, whatever it is
                 for request in live:
                     request.future.set_exception(exc)
             else:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
+import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -20,6 +20,8 @@ import numpy as np
 from langchain_core.documents import Document
 
 from langchain_ragr1.corpus import document_contents
+
+logger = logging.getLogger(__name__)
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "embeddings"
 NAME = "wiki-summaries-minilm"
@@ -90,7 +92,7 @@ def shipped_vectors(
 
     def refuse(why: str) -> None:
         if warn:
-            print(f"Shipped embeddings not used ({why}): embedding the corpus instead.", file=sys.stderr)
+            logger.warning("Shipped embeddings not used (%s): embedding the corpus instead.", why)
         return None
 
     manifest_path, array_path = where / f"{NAME}.json", where / f"{NAME}.npy"

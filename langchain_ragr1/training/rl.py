@@ -95,7 +95,7 @@ def _metrics_callback(output_dir: Path, echo: bool):
     from transformers import TrainerCallback
 
     class MetricsCallback(TrainerCallback):
-        """Rewrites metrics.csv at every log (a killed run keeps its curve) and prints one line per step."""
+        """Rewrites metrics.csv at every log (a killed run keeps its curve) and logs one line per step."""
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero or not logs or "reward" not in logs:
@@ -103,12 +103,12 @@ def _metrics_callback(output_dir: Path, echo: bool):
             write_metrics(state.log_history, output_dir, plot=False)
             if echo:
                 get = lambda k: logs.get(METRIC_KEYS[k], float("nan"))  # noqa: E731
-                print(f"step {state.global_step}/{state.max_steps}: reward {get('reward'):.3f} "
+                logger.info(f"step {state.global_step}/{state.max_steps}: reward {get('reward'):.3f} "
                       f"EM {get('exact_match'):.3f} format {get('format_valid'):.3f} turns {get('turns'):.2f} "
                       f"tokens {get('response_tokens'):.1f} truncated {get('truncated'):.2f} "
                       f"loss {logs.get('loss', float('nan')):.4f} | {get('step_time'):.1f} s: rollout "
                       f"{get('rollout_s'):.1f}, reference {get('reference_s'):.1f}, policy {get('policy_s'):.1f}; "
-                      f"peak RSS {get('peak_rss_gb'):.1f} GB", flush=True)
+                      f"peak RSS {get('peak_rss_gb'):.1f} GB")
 
     return MetricsCallback()
 
@@ -267,7 +267,7 @@ def train_rl(config: RLRunConfig, *, progress: bool = True, retriever: Any = Non
     items = load_questions(config)  # data errors before the model loads
     model_path = resolve_model_path(config.model, show_progress=progress)
     if retriever is None:
-        from langchain_ragr1.defaults import make_retriever
+        from langchain_ragr1.retrievers.factory import make_retriever
 
         retriever = make_retriever(config.retriever, k=config.k, store=config.retriever_store,
                                    url=config.retriever_url, show_progress=progress)
@@ -280,7 +280,6 @@ def train_rl(config: RLRunConfig, *, progress: bool = True, retriever: Any = Non
     last = last_complete_checkpoint(config.output_dir)
     if last:
         logger.warning("Resuming from %s", last)
-        print(f"resuming from {last}", flush=True)
     result = trainer.train(resume_from_checkpoint=last)
     output_dir = Path(config.output_dir)
     final_dir = output_dir / "final"

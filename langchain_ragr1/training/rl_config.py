@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from langchain_ragr1.defaults import RETRIEVER_KINDS
 from langchain_ragr1.protocol import MODES
+from langchain_ragr1.retrievers.factory import RETRIEVER_KINDS
 from langchain_ragr1.training.run_config import (
     ConfigError,
     LoraSettings,

@@ -18,9 +18,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: busy-
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import logging  # noqa: E402
 import sys  # noqa: E402
 from typing import Sequence  # noqa: E402
 
+from langchain_ragr1.logs import log_to_stderr  # noqa: E402
 from langchain_ragr1.training.run_config import config_help, print_packaged_configs  # noqa: E402
 
 LABEL = "RL"
@@ -39,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--list-configs", action="store_true", help="print the packaged configs and where they are")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     args = parser.parse_args(argv)
+    log_to_stderr(logging.WARNING if args.quiet else logging.INFO)
     if args.list_configs:
         return print_packaged_configs(LABEL)
 
