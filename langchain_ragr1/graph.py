@@ -33,15 +33,16 @@ from typing_extensions import TypedDict
 from langchain_ragr1.config import RagR1Config, settings_for
 from langchain_ragr1.corpus import document_contents
 from langchain_ragr1.errors import ConfigError, RetrievalError
-from langchain_ragr1.policies.base import Policy, cap_generation, cut_generation
+from langchain_ragr1.policies.base import Generation, Policy, cap_generation, cut_generation
 from langchain_ragr1.protocol import (
     INVALID_ACTION_TEXT,
     STOP_STRINGS,
     Action,
+    information_block,
     make_prompt,
     normalize_question,
     parse_action,
-    render_information,
+    render_documents,
 )
 from langchain_ragr1.retrieval import RetrievalRunner
 from langchain_ragr1.transcript import Segment, make_segment, transcript_text
@@ -124,44 +125,46 @@ def _latest_question(state: RagR1State) -> tuple[str, bool]:
     return state.get("question") or "", False
 
 
-def build_graph(
-    policy: Policy,
-    retriever: BaseRetriever,
-    config: RagR1Config | None = None,
-    *,
-    checkpointer: Any = None,
-    name: str = "ragr1",
-):
-    """Compile the RAG-R1 state machine for ``policy`` and ``retriever``.
+class RagR1Nodes:
+    """The nodes of the RAG-R1 graph over one policy and retriever, each a method that takes the
+    state (or a ``Send`` payload) and the call's ``RunnableConfig``; :func:`build_graph` wires them.
 
-    ``config`` holds the defaults; a call may override the fields in
+    ``defaults`` holds the settings; a call may override the fields in
     :data:`~langchain_ragr1.config.CONFIGURABLE_FIELDS` through ``config["configurable"]``.
-    Every node has a sync and an async path: ``ainvoke``/``astream`` use the policy's
-    ``agenerate`` and the retriever's ``ainvoke``.
     """
-    defaults = config or RagR1Config()
-    retrieve_one = RetrievalRunner(
-        retriever,
-        k=defaults.k,
-        timeout_s=defaults.retrieval_timeout_s,
-        retries=defaults.retrieval_retries,
-    )
-    # LangChain policies take the node's config, so callbacks (``stream_mode="messages"``,
-    # tracing, tags) reach the chat model even when it runs outside this thread's context.
-    policy_takes_config = "config" in inspect.signature(policy.generate).parameters
-    # Token-level policies are not LangChain models: the node reports each turn as an LLM run.
-    report_llm_run = not policy_takes_config
 
-    def env_segment(text: str) -> Segment:
-        return make_segment("env", text, policy.encode(text))
+    def __init__(self, policy: Policy, retriever: BaseRetriever, defaults: RagR1Config, *, name: str = "ragr1"):
+        self.policy = policy
+        self.defaults = defaults
+        self.name = name
+        self.retrieve_one = RetrievalRunner(
+            retriever, k=defaults.k, timeout_s=defaults.retrieval_timeout_s, retries=defaults.retrieval_retries,
+        )
+        # LangChain policies take the node's config, so callbacks (``stream_mode="messages"``,
+        # tracing, tags) reach the chat model even when it runs outside this thread's context.
+        self.policy_takes_config = "config" in inspect.signature(policy.generate).parameters
+        # Token-level policies are not LangChain models: the node reports each turn as an LLM run.
+        self.report_llm_run = not self.policy_takes_config
+        self.turn_limit = turn_char_limit(policy)
 
-    def prepare(state: RagR1State, config: RunnableConfig) -> dict:
-        settings = settings_for(defaults, config)
+    def settings(self, config: RunnableConfig | None) -> RagR1Config:
+        """The episode's settings: the defaults with the call's configurable overrides."""
+        return settings_for(self.defaults, config)
+
+    def env_segment(self, text: str, **fields: Any) -> Segment:
+        return {**make_segment("env", text, self.policy.encode(text)), **fields}  # type: ignore[typeddict-item]
+
+    # --- start ------------------------------------------------------------------------------
+
+    def prepare(self, state: RagR1State, config: RunnableConfig) -> dict:
+        """Start an episode: the question (from ``question`` or the latest human message) and its prompt."""
+        settings = self.settings(config)
         raw_question, from_messages = _latest_question(state)
         question = normalize_question(raw_question)
+        prompt = {**self.policy.render_prompt(make_prompt(question, settings.mode)), "question": question}
         update: dict[str, Any] = {
             "question": question,
-            "segments": Replace([{**policy.render_prompt(make_prompt(question, settings.mode)), "question": question}]),
+            "segments": Replace([prompt]),
             "retrievals": Replace(),
             "results": Replace(),
             "steps": 0,
@@ -175,34 +178,58 @@ def build_graph(
             update["messages"] = [HumanMessage(question)]
         return update
 
-    def start_route(state: RagR1State, config: RunnableConfig):
-        if settings_for(defaults, config).initial_search:  # naive RAG: the question is the first query
+    def start_route(self, state: RagR1State, config: RunnableConfig) -> str | list[Send]:
+        if self.settings(config).initial_search:  # naive RAG: the question is the first query
             return [Send("retrieve", RetrieveTask(query=state["question"], index=0, turn=1))]
         return "think"
 
-    def after_turn(state: RagR1State, generation, settings: RagR1Config) -> dict:
+    # --- think: one model turn, parsed once -------------------------------------------------
+
+    def cut(self, generation: Generation) -> Generation:
+        """Cut a turn after its first stop string (whatever the backend did with them), then bound
+        what is kept and parsed (a text-level LLM with no token cap can loop on a tag for megabytes)."""
+        generation = cut_generation(generation, STOP_STRINGS, self.policy.decode)
+        return cap_generation(generation, self.turn_limit, self.policy.decode)
+
+    def think(self, state: RagR1State, config: RunnableConfig) -> dict:
+        extra = {"config": config} if self.policy_takes_config else {}
+        run = _llm_run_start(self.policy, state["segments"], config) if self.report_llm_run else None
+        try:
+            generation = self.cut(self.policy.generate(state["segments"], stop=STOP_STRINGS, **extra))
+        except BaseException as exc:
+            if run is not None:
+                run.on_llm_error(exc)
+            raise
+        if run is not None:
+            run.on_llm_end(_llm_result(generation, state["segments"]))
+        return self.after_turn(state, generation, self.settings(config))
+
+    async def athink(self, state: RagR1State, config: RunnableConfig) -> dict:
+        extra = {"config": config} if self.policy_takes_config else {}
+        run = await _allm_run_start(self.policy, state["segments"], config) if self.report_llm_run else None
+        try:
+            generation = self.cut(await self.policy.agenerate(state["segments"], stop=STOP_STRINGS, **extra))
+        except BaseException as exc:
+            if run is not None:
+                await run.on_llm_error(exc)
+            raise
+        if run is not None:
+            await run.on_llm_end(_llm_result(generation, state["segments"]))
+        return self.after_turn(state, generation, self.settings(config))
+
+    def after_turn(self, state: RagR1State, generation: Generation, settings: RagR1Config) -> dict:
+        """The state update of one model turn: its segment with the parsed action, counts, the stop."""
         final = state["steps"] >= settings.max_turns
-        text = generation.text
-        metadata = generation.metadata or {}
-        cut_at = metadata.get("turn_cut_at_chars")
-        if cut_at is not None:  # a runaway turn: not parsed, whatever its first part holds
-            action = Action("invalid", reason=(
-                f"turn of {metadata.get('turn_chars')} characters, over the "
-                f"{cut_at}-character cap of one turn: cut there and not parsed"))
-        else:
-            action = parse_action(text, settings.mode, settings.max_queries)
-        get_stream_writer()({"event": "turn", "step": state["steps"] + 1, "text": text,
-                             "action": action.kind, "queries": list(action.queries),
-                             "answer": action.answer, "final": final})
+        action = _parse_turn(generation, settings)
         parsed = {"kind": action.kind, "queries": list(action.queries), "answer": action.answer,
                   "reason": action.reason, "final": final}
+        get_stream_writer()({"event": "turn", "step": state["steps"] + 1, "text": generation.text,
+                             "action": action.kind, "queries": parsed["queries"], "answer": action.answer,
+                             "final": final})
         # the segment keeps what was parsed: consumers read fields, never re-parse the text
-        segment = {**make_segment("policy", text, generation.token_ids, generation.logprobs), "action": parsed}
-        update: dict[str, Any] = {
-            "segments": [segment],
-            "steps": state["steps"] + 1,
-            "action": dict(parsed),
-        }
+        segment = {**make_segment("policy", generation.text, generation.token_ids, generation.logprobs),
+                   "action": parsed}
+        update: dict[str, Any] = {"segments": [segment], "steps": state["steps"] + 1, "action": dict(parsed)}
         if action.kind == "invalid":  # counted on every turn, the final one included
             update["invalid_turns"] = state["invalid_turns"] + 1
         if action.kind == "answer":
@@ -213,122 +240,111 @@ def build_graph(
         elif final:
             update["stop_reason"] = "turn_budget"
         elif action.kind == "invalid":
-            update["segments"].append(env_segment(INVALID_ACTION_TEXT))
+            update["segments"].append(self.env_segment(INVALID_ACTION_TEXT))
         return update
 
-    turn_limit = turn_char_limit(policy)
-
-    def cut(generation):
-        # Cut here whatever the backend did with the stop strings, then bound what is kept
-        # and parsed (a text-level LLM with no token cap can loop on a tag for megabytes).
-        generation = cut_generation(generation, STOP_STRINGS, policy.decode)
-        return cap_generation(generation, turn_limit, policy.decode)
-
-    def think_sync(state: RagR1State, config: RunnableConfig) -> dict:
-        settings = settings_for(defaults, config)
-        extra = {"config": config} if policy_takes_config else {}
-        run = _llm_run_start(policy, state["segments"], config) if report_llm_run else None
-        try:
-            generation = cut(policy.generate(state["segments"], stop=STOP_STRINGS, **extra))
-        except BaseException as exc:
-            if run is not None:
-                run.on_llm_error(exc)
-            raise
-        if run is not None:
-            run.on_llm_end(_llm_result(generation, state["segments"]))
-        return after_turn(state, generation, settings)
-
-    async def think_async(state: RagR1State, config: RunnableConfig) -> dict:
-        settings = settings_for(defaults, config)
-        extra = {"config": config} if policy_takes_config else {}
-        run = await _allm_run_start(policy, state["segments"], config) if report_llm_run else None
-        try:
-            generation = cut(await policy.agenerate(state["segments"], stop=STOP_STRINGS, **extra))
-        except BaseException as exc:
-            if run is not None:
-                await run.on_llm_error(exc)
-            raise
-        if run is not None:
-            await run.on_llm_end(_llm_result(generation, state["segments"]))
-        return after_turn(state, generation, settings)
-
-    def route(state: RagR1State):
-        action = state["action"]
+    def route(self, state: RagR1State) -> str | list[Send]:
+        """After a turn: finish, fan a search out as one ``Send`` per query, or think again."""
+        action = state["action"] or {}
         if state.get("stop_reason"):
             return "finish"
-        if action["kind"] == "search":
-            return [
-                Send("retrieve", RetrieveTask(query=q, index=i, turn=state["turns"] + 1))
-                for i, q in enumerate(action["queries"])
-            ]
+        if action.get("kind") == "search":
+            return [Send("retrieve", RetrieveTask(query=q, index=i, turn=state["turns"] + 1))
+                    for i, q in enumerate(action["queries"])]
         return "think"
 
-    def search_event(task: RetrieveTask) -> None:
-        get_stream_writer()({"event": "search", "turn": task.get("turn"), "index": task["index"],
-                             "query": task["query"]})
+    # --- retrieve: one query, in parallel with the turn's others ----------------------------
 
-    def retrieved(task: RetrieveTask, documents: list[Document], error: str | None) -> dict:
-        result = RetrievalResult(
-            index=task["index"], query=task["query"], documents=documents, error=error
-        )
-        return {"results": [result]}
-
-    def retrieve_sync(task: RetrieveTask, config: RunnableConfig) -> dict:
-        settings = settings_for(defaults, config)
-        search_event(task)
+    def retrieve(self, task: RetrieveTask, config: RunnableConfig) -> dict:
+        settings = self.settings(config)
+        _search_event(task)
         try:
-            documents, error = retrieve_one(task["query"], config, k=settings.k), None
+            documents, error = self.retrieve_one(task["query"], config, k=settings.k), None
         except RetrievalError as exc:
             if settings.on_retrieval_error == "raise":
                 raise
             documents, error = [], str(exc)
-        return retrieved(task, documents, error)
+        return _retrieved(task, documents, error)
 
-    async def retrieve_async(task: RetrieveTask, config: RunnableConfig) -> dict:
-        settings = settings_for(defaults, config)
-        search_event(task)
+    async def aretrieve(self, task: RetrieveTask, config: RunnableConfig) -> dict:
+        settings = self.settings(config)
+        _search_event(task)
         try:
-            documents, error = await retrieve_one.acall(task["query"], config, k=settings.k), None
+            documents, error = await self.retrieve_one.acall(task["query"], config, k=settings.k), None
         except RetrievalError as exc:
             if settings.on_retrieval_error == "raise":
                 raise
             documents, error = [], str(exc)
-        return retrieved(task, documents, error)
+        return _retrieved(task, documents, error)
 
-    def observe(state: RagR1State, config: RunnableConfig) -> dict:
-        settings = settings_for(defaults, config)
+    # --- observe: the turn's results joined in query order ----------------------------------
+
+    def observe(self, state: RagR1State, config: RunnableConfig) -> dict:
+        settings = self.settings(config)
         results = sorted(state["results"], key=lambda r: r["index"])
+        turn = state["turns"] + 1
         writer = get_stream_writer()
         for r in results:
-            titles = [d.metadata.get("title") for d in r["documents"]]
-            writer({"event": "results", "turn": state["turns"] + 1, "query": r["query"],
-                    "titles": titles, "error": r["error"]})
+            writer({"event": "results", "turn": turn, "query": r["query"],
+                    "titles": [d.metadata.get("title") for d in r["documents"]], "error": r["error"]})
         queries = [r["query"] for r in results]
-        contents = [[document_contents(d) for d in r["documents"]] for r in results]
-        information = render_information(
-            queries, contents, settings.mode, settings.doc_max_tokens, policy.truncate
-        )
-        return {
-            "segments": [env_segment(information)],
-            "turns": state["turns"] + 1,
-            "retrievals": [results],
-            "results": Replace(),
-        }
+        shown = [render_documents([document_contents(d) for d in r["documents"]], settings.doc_max_tokens,
+                                  self.policy.truncate) for r in results]
+        information = information_block(queries, shown, settings.mode)
+        # the segment keeps what it shows: the retrieval turn, its queries and each query's passages
+        segment = self.env_segment(information, retrieval={"turn": turn, "queries": queries, "documents": shown})
+        return {"segments": [segment], "turns": turn, "retrievals": [results], "results": Replace()}
 
-    def finish(state: RagR1State) -> dict:
+    def finish(self, state: RagR1State) -> dict:
         answer = state.get("answer")
         content = answer if answer is not None else "I could not find an answer."
-        return {"messages": [AIMessage(content, name=name)]}
+        return {"messages": [AIMessage(content, name=self.name)]}
 
+
+def _parse_turn(generation: Generation, settings: RagR1Config) -> Action:
+    metadata = generation.metadata or {}
+    cut_at = metadata.get("turn_cut_at_chars")
+    if cut_at is not None:  # a runaway turn: not parsed, whatever its first part holds
+        return Action("invalid", reason=(f"turn of {metadata.get('turn_chars')} characters, over the "
+                                         f"{cut_at}-character cap of one turn: cut there and not parsed"))
+    return parse_action(generation.text, settings.mode, settings.max_queries)
+
+
+def _search_event(task: RetrieveTask) -> None:
+    get_stream_writer()({"event": "search", "turn": task.get("turn"), "index": task["index"], "query": task["query"]})
+
+
+def _retrieved(task: RetrieveTask, documents: list[Document], error: str | None) -> dict:
+    return {"results": [RetrievalResult(index=task["index"], query=task["query"], documents=documents, error=error)]}
+
+
+def build_graph(
+    policy: Policy,
+    retriever: BaseRetriever,
+    config: RagR1Config | None = None,
+    *,
+    checkpointer: Any = None,
+    name: str = "ragr1",
+):
+    """Compile the RAG-R1 state machine for ``policy`` and ``retriever`` (the nodes of
+    :class:`RagR1Nodes`).
+
+    ``config`` holds the defaults; a call may override the fields in
+    :data:`~langchain_ragr1.config.CONFIGURABLE_FIELDS` through ``config["configurable"]``.
+    Every node has a sync and an async path: ``ainvoke``/``astream`` use the policy's
+    ``agenerate`` and the retriever's ``ainvoke``.
+    """
+    defaults = config or RagR1Config()
+    nodes = RagR1Nodes(policy, retriever, defaults, name=name)
     builder = StateGraph(RagR1State)
-    builder.add_node("prepare", prepare)
-    builder.add_node("think", RunnableLambda(think_sync, afunc=think_async, name="think"))
-    builder.add_node("retrieve", RunnableLambda(retrieve_sync, afunc=retrieve_async, name="retrieve"))
-    builder.add_node("observe", observe)
-    builder.add_node("finish", finish)
+    builder.add_node("prepare", nodes.prepare)
+    builder.add_node("think", RunnableLambda(nodes.think, afunc=nodes.athink, name="think"))
+    builder.add_node("retrieve", RunnableLambda(nodes.retrieve, afunc=nodes.aretrieve, name="retrieve"))
+    builder.add_node("observe", nodes.observe)
+    builder.add_node("finish", nodes.finish)
     builder.add_edge(START, "prepare")
-    builder.add_conditional_edges("prepare", start_route, ["retrieve", "think"])
-    builder.add_conditional_edges("think", route, ["retrieve", "think", "finish"])
+    builder.add_conditional_edges("prepare", nodes.start_route, ["retrieve", "think"])
+    builder.add_conditional_edges("think", nodes.route, ["retrieve", "think", "finish"])
     builder.add_edge("retrieve", "observe")
     builder.add_edge("observe", "think")
     builder.add_edge("finish", END)

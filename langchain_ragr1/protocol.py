@@ -256,14 +256,21 @@ def render_information(
     """
     if len(queries) != len(documents):
         raise ProtocolError("render_information needs one document list per query.")
-    rendered = [render_documents(docs, max_tokens, truncate) for docs in documents]
+    return information_block(queries, [render_documents(docs, max_tokens, truncate) for docs in documents], mode)
+
+
+def information_block(queries: Sequence[str], rendered: Sequence[str], mode: Mode = "multi") -> str:
+    """The ``<information>`` block of one retrieval turn from each query's rendered passages
+    (:func:`render_documents`); :func:`render_information` renders and joins in one call."""
+    if len(queries) != len(rendered):
+        raise ProtocolError("information_block needs one rendered passage list per query.")
     if mode == "single":  # Search-R1's block shows the documents only, not the query
         body = "\n".join(rendered)
     else:
         # The queries are neutralised like the documents: naive RAG sends the user's
         # question itself, which may hold "</information><answer>...".
         shown = [neutralize_tags(q) for q in queries]
-        body = json.dumps({"query": shown, "documents": rendered}, indent=2)
+        body = json.dumps({"query": shown, "documents": list(rendered)}, indent=2)
     return f"\n<information>\n{body}\n</information>\n"
 
 

@@ -27,6 +27,9 @@ class Segment(TypedDict, total=False):
     #: On a policy segment the graph builds: the action parsed from it (kind, queries, answer,
     #: reason, final), as the graph acted on it.
     action: dict
+    #: On an ``<information>`` segment the graph builds: the retrieval turn (1-based), its
+    #: queries and, per query, the passages as shown (rendered and truncated).
+    retrieval: dict
 
 
 def make_segment(

@@ -16,7 +16,7 @@ from langgraph.graph import START, MessagesState, StateGraph
 
 from langchain_ragr1 import ConfigError, RagR1Agent, RetrievalError
 from langchain_ragr1.policies.base import Generation
-from langchain_ragr1.protocol import INVALID_ACTION_TEXT, ProtocolError, make_prompt
+from langchain_ragr1.protocol import INVALID_ACTION_TEXT, ProtocolError, information_block, make_prompt
 from langchain_ragr1.testing import MemoryRetriever, ScriptedPolicy
 from langchain_ragr1.transcript import token_ids_and_mask
 
@@ -115,6 +115,20 @@ def test_invalid_turn_gets_the_protocol_text_and_another_try():
     assert result["answer"] == "Marie Curie" and result["invalid_turns"] == 1
     assert [s["role"] for s in result["segments"]] == ["prompt", "policy", "env", "policy"]
     assert result["segments"][2]["text"] == INVALID_ACTION_TEXT
+
+
+def test_segments_carry_what_the_graph_parsed_and_showed():
+    result = make_agent([SEARCH_TWO, ANSWER]).invoke(QUESTION)
+    prompt, search, information, answer = result["segments"]
+    assert prompt["question"] == QUESTION
+    assert search["action"]["kind"] == "search" and search["action"]["queries"] == result["queries"][0]
+    assert answer["action"] == {"kind": "answer", "queries": [], "answer": "Marie Curie", "reason": None,
+                                "final": False}
+    retrieval = information["retrieval"]
+    assert retrieval["turn"] == 1 and retrieval["queries"] == result["queries"][0]
+    assert len(retrieval["documents"]) == len(retrieval["queries"])
+    # the block's text is exactly what the carried fields render to
+    assert information["text"] == information_block(retrieval["queries"], retrieval["documents"], "multi")
 
 
 def test_token_level_mask_covers_exactly_the_policy_tokens():
