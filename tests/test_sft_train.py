@@ -121,7 +121,7 @@ def test_sample_format_defaults_to_trajectory_and_is_checked():
     assert load_config("sft_default").sample_format == "trajectory"  # the shipped adapter's run
     for name in ("sft_cpu_lora", "sft_paper_7b"):  # these keep the paper's cut
         assert load_config(name).sample_format == "turns"
-    with pytest.raises(ConfigError, match="sample_format must be trajectory or turns"):
+    with pytest.raises(ConfigError, match="sample_format must be .trajectory. or .turns."):
         config_from_dict({"dataset": "d", "output_dir": "o", "sample_format": "trajectories"})
 
 

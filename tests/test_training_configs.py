@@ -238,3 +238,18 @@ def test_one_config_error_for_the_whole_package():
     assert run_config.ConfigError is langchain_ragr1.ConfigError is rl_config.ConfigError
     with pytest.raises(langchain_ragr1.ConfigError, match="learning_rate"):
         sft.SFTRunConfig(dataset="d", output_dir="o", learning_rate=-1).validate()
+
+
+@pytest.mark.parametrize("kind", ["sft", "rl"])
+def test_every_key_is_checked_against_its_declared_type(kind):
+    """The configs are declared, not validated line by line: a value of the wrong type for any of
+    their keys is a ConfigError naming that key, before anything loads."""
+    module, cls = (sft, sft.SFTRunConfig) if kind == "sft" else (rl_config, rl_config.RLRunConfig)
+    base = {"dataset": "d", "output_dir": "o"} if kind == "sft" else {"output_dir": "o"}
+    keys = sorted(module.OWN_KEYS - {"lora"})
+    assert len(keys) >= 20
+    for key in keys:
+        with pytest.raises(ConfigError, match=rf"{kind.upper()} config: {key} .*got \[\[1\]\]"):
+            cls(**{**base, key: [[1]]}).validate()
+    with pytest.raises(ConfigError, match=rf"{kind.upper()} config: lora.r must be greater than or equal to 1, got 0"):
+        module.config_from_dict({**base, "lora": {"r": 0}})

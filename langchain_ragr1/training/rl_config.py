@@ -13,25 +13,35 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
-from langchain_ragr1.protocol import MODES
-from langchain_ragr1.retrievers.factory import RETRIEVER_KINDS
+from pydantic import Field
+
+from langchain_ragr1.protocol import Mode
+from langchain_ragr1.retrievers.factory import RetrieverKind
 from langchain_ragr1.training.run_config import (
     ConfigError,
+    Device,
     LoraSettings,
+    NonEmptyStr,
+    NonNegative,
+    PositiveInt,
+    UnitLeftOpen,
+    UnitOpen,
+    check_declared,
     check_trl_args,
     coerce_floats,
-    is_int,
-    is_num,
+    hint,
     lora_from,
     read_yaml,
     resolve_config,
     split_trl_keys,
 )
 
-ROLLOUT_BACKENDS = ("transformers", "continuous")
-VLLM_MODES = ("colocate", "server")
+RolloutBackend = Literal["transformers", "continuous"]
+ROLLOUT_BACKENDS: tuple[str, ...] = get_args(RolloutBackend)
+VLLMMode = Literal["colocate", "server"]
+VLLM_MODES: tuple[str, ...] = get_args(VLLMMode)
 LABEL = "RL"
 TRL_CLASS = "GRPOConfig"
 #: TRL fields that this config sets from one of its own keys: TRL name -> ours (either, not both).
@@ -49,49 +59,54 @@ def _rl_lora() -> LoraSettings:
 
 @dataclass
 class RLRunConfig:
-    """One GRPO run. ``model``: null or "default" (the shipped SFT model), "base", or a model folder."""
+    """One GRPO run. ``model``: null or "default" (the shipped SFT model), "base", or a model folder.
 
-    output_dir: str
+    Each field declares its type and range (checked by :meth:`validate`, errors name the key);
+    the checks between fields are written out in :meth:`validate`.
+    """
+
+    output_dir: NonEmptyStr
     model: str | None = None
-    data: str = "ragr1-train"  # a load_qa spec: named set, file (e.g. filter_rl_data.py output), BENCH:PATH
-    max_questions: int | None = None  # a seeded random subset of this size (None: all)
+    # a load_qa spec: named set, file (e.g. filter_rl_data.py output), BENCH:PATH
+    data: NonEmptyStr = field(default="ragr1-train", metadata=hint("a QA set: ragr1-train, a JSONL file, ..."))
+    max_questions: PositiveInt | None = None  # a seeded random subset of this size (None: all)
     # environment: the RAG-R1 graph
-    retriever: str = "bm25"  # chroma | bm25 | http
+    retriever: RetrieverKind = "bm25"
     retriever_store: str | None = None  # a Chroma folder / BM25 index (None: the bundled corpus)
     retriever_url: str | None = None  # for retriever: http (a Search-R1 /retrieve endpoint)
-    mode: str = "multi"  # multi | single
-    k: int = 3
-    max_turns: int = 4
+    mode: Mode = "multi"
+    k: PositiveInt = 3
+    max_turns: PositiveInt = 4
     # sampling
-    max_new_tokens: int = 500  # per model turn
-    temperature: float = 1.0
-    top_p: float = 0.95
-    max_completion_length: int = 4096  # policy + retrieved tokens of one episode; longer ones are cut and counted
-    max_batch_size: int = 64  # transformers policy: concurrent turns per generate call
+    max_new_tokens: PositiveInt = 500  # per model turn
+    temperature: Annotated[float, Field(gt=0, le=10)] = field(default=1.0, metadata=hint("GRPO needs sampling"))
+    top_p: UnitLeftOpen = 0.95
+    max_completion_length: PositiveInt = 4096  # policy + retrieved tokens of one episode; longer ones are cut and counted
+    max_batch_size: PositiveInt = 64  # transformers policy: concurrent turns per generate call
     # rollouts without vLLM: transformers in static batches, or with continuous batching (turns join
     # and leave the running batch; shared prefix pages of the KV cache are reused)
-    rollout_backend: str = "transformers"  # transformers | continuous
+    rollout_backend: RolloutBackend = "transformers"
     # GRPO
-    num_generations: int = 8
-    per_device_train_batch_size: int = 8  # completions, not prompts
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 1e-6
-    beta: float = 0.001  # KL coefficient
-    format_weight: float = 0.0  # weight of the format reward (exact match has weight 1)
-    max_steps: int = 500
-    save_steps: int = 50
-    save_total_limit: int | None = None
-    logging_steps: int = 1
+    num_generations: Annotated[int, Field(ge=2)] = field(default=8, metadata=hint("GRPO compares a group"))
+    per_device_train_batch_size: PositiveInt = 8  # completions, not prompts
+    gradient_accumulation_steps: PositiveInt = 1
+    learning_rate: UnitOpen = 1e-6
+    beta: NonNegative = 0.001  # KL coefficient
+    format_weight: NonNegative = 0.0  # weight of the format reward (exact match has weight 1)
+    max_steps: PositiveInt = 500
+    save_steps: PositiveInt = 50
+    save_total_limit: PositiveInt | None = None
+    logging_steps: PositiveInt = 1
     seed: int = 0
     lora: LoraSettings = field(default_factory=_rl_lora)
     bf16: bool = False
     gradient_checkpointing: bool = False
-    device: str = "auto"  # auto | cpu | cuda
+    device: Device = "auto"
     # vLLM rollouts (GPU): TRL's use_vllm, colocate or server (`trl vllm-serve`)
     use_vllm: bool = False
-    vllm_mode: str = "colocate"
+    vllm_mode: VLLMMode = "colocate"
     vllm_server_base_url: str | None = None
-    vllm_gpu_memory_utilization: float = 0.3
+    vllm_gpu_memory_utilization: UnitLeftOpen = 0.3
     #: other trl.GRPOConfig fields, verbatim (report_to, optim, loss_type, ...); in YAML they sit
     #: at the top level beside the keys above
     trl_args: dict[str, Any] = field(default_factory=dict)
@@ -102,62 +117,17 @@ class RLRunConfig:
 
     def validate(self) -> "RLRunConfig":
         """Check values (not the model path or data); raises :class:`ConfigError` naming the key."""
-        def bad(key: str, why: str) -> ConfigError:
-            return ConfigError(f"RL config: {key} {why}")
-
-
-        if not self.output_dir or not isinstance(self.output_dir, str):
-            raise bad("output_dir", "is required")
-        if not self.data or not isinstance(self.data, str):
-            raise bad("data", f"must be a QA set (ragr1-train, a JSONL file, ...), got {self.data!r}")
-        for key in ("k", "max_turns", "max_new_tokens", "max_completion_length", "max_batch_size",
-                    "per_device_train_batch_size", "gradient_accumulation_steps", "max_steps", "save_steps",
-                    "logging_steps"):
-            value = getattr(self, key)
-            if not is_int(value) or value < 1:
-                raise bad(key, f"must be an integer >= 1, got {value!r}")
-        if not is_int(self.num_generations) or self.num_generations < 2:
-            raise bad("num_generations", f"must be an integer >= 2 (GRPO compares a group), got {self.num_generations!r}")
+        check_declared(self, "RL config: ")
         if (self.per_device_train_batch_size * self.gradient_accumulation_steps) % self.num_generations:
-            raise bad("per_device_train_batch_size",
-                      f"({self.per_device_train_batch_size}) x gradient_accumulation_steps "
-                      f"({self.gradient_accumulation_steps}) must be a multiple of num_generations "
-                      f"({self.num_generations}): it counts completions, num_generations per prompt")
-        for key in ("max_questions", "save_total_limit"):
-            value = getattr(self, key)
-            if value is not None and (not is_int(value) or value < 1):
-                raise bad(key, f"must be an integer >= 1 or null, got {value!r}")
-        if not is_int(self.seed):
-            raise bad("seed", f"must be an integer, got {self.seed!r}")
-        if self.rollout_backend not in ROLLOUT_BACKENDS:
-            raise bad("rollout_backend", f"must be one of {', '.join(ROLLOUT_BACKENDS)}, got {self.rollout_backend!r}")
-        if self.retriever not in RETRIEVER_KINDS:
-            raise bad("retriever", f"must be one of {', '.join(RETRIEVER_KINDS)}, got {self.retriever!r}")
+            raise ConfigError(
+                f"RL config: per_device_train_batch_size ({self.per_device_train_batch_size}) x "
+                f"gradient_accumulation_steps ({self.gradient_accumulation_steps}) must be a multiple of "
+                f"num_generations ({self.num_generations}): it counts completions, num_generations per prompt")
         if self.retriever == "http" and not self.retriever_url:
-            raise bad("retriever_url", "is required with retriever: http (e.g. http://127.0.0.1:8000/retrieve)")
-        if self.mode not in MODES:
-            raise bad("mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if not is_num(self.temperature) or not (0 < self.temperature <= 10):
-            raise bad("temperature", f"must be in (0, 10] (GRPO needs sampling), got {self.temperature!r}")
-        if not is_num(self.top_p) or not (0 < self.top_p <= 1):
-            raise bad("top_p", f"must be in (0, 1], got {self.top_p!r}")
-        if not is_num(self.learning_rate) or not (0 < self.learning_rate < 1):
-            raise bad("learning_rate", f"must be a number in (0, 1), got {self.learning_rate!r}")
-        for key in ("beta", "format_weight"):
-            value = getattr(self, key)
-            if not is_num(value) or value < 0:
-                raise bad(key, f"must be a number >= 0, got {value!r}")
-        for key in ("bf16", "gradient_checkpointing", "use_vllm"):
-            if not isinstance(getattr(self, key), bool):
-                raise bad(key, f"must be true or false, got {getattr(self, key)!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise bad("device", f"must be auto, cpu or cuda, got {self.device!r}")
-        if self.vllm_mode not in VLLM_MODES:
-            raise bad("vllm_mode", f"must be colocate or server, got {self.vllm_mode!r}")
-        if not is_num(self.vllm_gpu_memory_utilization) or not (0 < self.vllm_gpu_memory_utilization <= 1):
-            raise bad("vllm_gpu_memory_utilization", f"must be in (0, 1], got {self.vllm_gpu_memory_utilization!r}")
+            raise ConfigError("RL config: retriever_url is required with retriever: http "
+                              "(e.g. http://127.0.0.1:8000/retrieve)")
         if self.use_vllm and self.device == "cpu":
-            raise bad("use_vllm", "needs a GPU (device: cpu was set); on a CPU use the transformers policy")
+            raise ConfigError("RL config: use_vllm needs a GPU (device: cpu was set); on a CPU use the transformers policy")
         self.lora.validate(LABEL)
         check_trl_args(self.trl_args, OWN_KEYS, LABEL, TRL_MANAGED)
         return self

@@ -14,10 +14,13 @@ that is neither ours nor TRL's fails with the closest allowed names.
 from __future__ import annotations
 
 import difflib
+import functools
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Annotated, Any, Iterable, Mapping
+
+from pydantic import Field, TypeAdapter, ValidationError
 
 # One ConfigError for the whole package: ``except langchain_ragr1.ConfigError`` catches
 # every SFT/RL config error too (re-exported here for the training modules).
@@ -29,39 +32,68 @@ DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "
 PACKAGED_CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
 
-def is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+# Declared value types of the run configs' fields (pydantic constraints, checked strictly: a
+# bool is not an int, "3" is not a number; YAML number strings such as "1e-5" are coerced first).
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegative = Annotated[float, Field(ge=0)]
+UnitOpen = Annotated[float, Field(gt=0, lt=1)]  # (0, 1)
+UnitLeftOpen = Annotated[float, Field(gt=0, le=1)]  # (0, 1]
+UnitRightOpen = Annotated[float, Field(ge=0, lt=1)]  # [0, 1)
+PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+Device = typing.Literal["auto", "cpu", "cuda"]
 
 
-def is_num(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def hint(text: str) -> dict[str, str]:
+    """Field metadata: why the field's constraint is what it is, shown with its error."""
+    return {"hint": text}
+
+
+@functools.cache
+def _declared(cls: type) -> tuple[tuple[str, TypeAdapter, bool, str | None], ...]:
+    hints = typing.get_type_hints(cls, include_extras=True)
+    out = []
+    for f in fields(cls):
+        if f.name == "trl_args" or is_dataclass(hints[f.name]):
+            continue  # TRL's fields are judged by TRL; nested settings check themselves
+        nullable = type(None) in typing.get_args(hints[f.name])
+        out.append((f.name, TypeAdapter(hints[f.name]), nullable, f.metadata.get("hint")))
+    return tuple(out)
+
+
+def check_declared(config: Any, where: str) -> None:
+    """Check every field of the dataclass ``config`` against its declared type and constraints;
+    a :class:`ConfigError` names the first bad one (``"<where><key> must be ..., got ..."``)."""
+    for name, adapter, nullable, why in _declared(type(config)):
+        value = getattr(config, name)
+        try:
+            adapter.validate_python(value, strict=True)
+        except ValidationError as exc:
+            message = exc.errors()[0]["msg"].replace("a valid boolean", "true or false")
+            message = "must be" + message[len("Input should be"):] if message.startswith("Input should be") \
+                else f"is invalid ({message})"
+            raise ConfigError(f"{where}{name} {message}{' or null' if nullable else ''}, got {value!r}"
+                              + (f" ({why})" if why else "")) from None
 
 
 @dataclass
 class LoraSettings:
     enabled: bool = True
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGET_MODULES))
+    r: PositiveInt = 16
+    alpha: PositiveInt = 32
+    dropout: UnitRightOpen = 0.05
+    target_modules: list[NonEmptyStr] = field(default_factory=lambda: list(DEFAULT_TARGET_MODULES))
 
     def validate(self, label: str) -> None:
         """Raise :class:`ConfigError` (``"<label> config: lora.<key> ..."``) on a bad value."""
-        def bad(key: str, why: str) -> ConfigError:
-            return ConfigError(f"{label} config: lora.{key} {why}")
-
         if not isinstance(self.enabled, bool):
-            raise bad("enabled", f"must be true or false, got {self.enabled!r}")
+            raise ConfigError(f"{label} config: lora.enabled must be true or false, got {self.enabled!r}")
         if not self.enabled:
             return
-        for key in ("r", "alpha"):
-            if not is_int(getattr(self, key)) or getattr(self, key) < 1:
-                raise bad(key, f"must be an integer >= 1, got {getattr(self, key)!r}")
-        if not is_num(self.dropout) or not (0 <= self.dropout < 1):
-            raise bad("dropout", f"must be in [0, 1), got {self.dropout!r}")
-        if (not isinstance(self.target_modules, list) or not self.target_modules
-                or not all(isinstance(m, str) and m for m in self.target_modules)):
-            raise bad("target_modules", f"must be a non-empty list of module names, got {self.target_modules!r}")
+        check_declared(self, f"{label} config: lora.")
+        if not self.target_modules:
+            raise ConfigError(f"{label} config: lora.target_modules must be a non-empty list of module names, "
+                              f"got {self.target_modules!r}")
 
     def to_peft(self):
         """The ``peft.LoraConfig`` for a causal LM, or None when disabled."""

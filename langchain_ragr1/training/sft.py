@@ -43,14 +43,23 @@ import logging
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import Field
 
 from langchain_ragr1.extras import require
 from langchain_ragr1.models import export_adapter  # noqa: F401  (lives beside merge_adapter; imported here as before)
 from langchain_ragr1.training.run_config import (
     ConfigError,
+    Device,
     LoraSettings,
+    NonEmptyStr,
+    PositiveInt,
+    PositiveSeconds,
+    UnitOpen,
+    UnitRightOpen,
     build_trl_config,
+    check_declared,
     check_trl_args,
     coerce_floats,
     lora_from,
@@ -65,7 +74,8 @@ logger = logging.getLogger(__name__)
 MAKE_DATA_HINT = ("build it first with training/make_sft_data.py --out DIR (it writes DIR/dataset and "
                   "DIR/trajectories.jsonl)")
 #: The sample formats a config may choose (see :mod:`.sft_data`).
-SAMPLE_FORMATS = ("trajectory", "turns")
+SampleFormat = Literal["trajectory", "turns"]
+SAMPLE_FORMATS: tuple[str, ...] = get_args(SampleFormat)
 TRAJECTORIES_FILE = "trajectories.jsonl"
 LABEL = "SFT"
 TRL_CLASS = "SFTConfig"
@@ -85,72 +95,42 @@ class SFTRunConfig:
     """One SFT run. ``model: null`` means the untrained bundled SmolLM2 (converted on first use);
     ``model: gemma3-270m`` the untrained Gemma-3-270M (the ``gemma`` extra), else a model folder."""
 
-    dataset: str
-    output_dir: str
+    dataset: NonEmptyStr
+    output_dir: NonEmptyStr
     model: str | None = None
     lora: LoraSettings = field(default_factory=LoraSettings)
-    learning_rate: float = 2e-4
-    num_train_epochs: float = 2.0
+    learning_rate: UnitOpen = 2e-4
+    num_train_epochs: Annotated[float, Field(gt=0)] = 2.0
     max_steps: int = -1  # -1: run num_train_epochs
-    per_device_train_batch_size: int = 1
-    gradient_accumulation_steps: int = 8
-    max_length: int = 2048
-    max_samples: int | None = None  # a seeded random subset of this many samples of sample_format (None: all)
+    per_device_train_batch_size: PositiveInt = 1
+    gradient_accumulation_steps: PositiveInt = 8
+    max_length: PositiveInt = 2048
+    max_samples: PositiveInt | None = None  # a seeded random subset of this many samples of sample_format (None: all)
     #: trajectory: one sequence per trajectory, labels on all its valid turns (built from
     #: trajectories.jsonl); turns: the paper's four-kind cut, one sample per turn (the saved dataset)
-    sample_format: str = "trajectory"
-    save_steps: int = 50
-    logging_steps: int = 1
+    sample_format: SampleFormat = "trajectory"
+    save_steps: PositiveInt = 50
+    logging_steps: PositiveInt = 1
     seed: int = 0
     bf16: bool = False
     gradient_checkpointing: bool = False
-    warmup_ratio: float = 0.0
+    warmup_ratio: UnitRightOpen = 0.0
     lr_scheduler_type: str = "linear"
     #: stop (and save) after the optimizer step that passes this many seconds of training in
     #: this process; null: no limit. For comparisons at equal wall-clock, and runs that must fit.
-    max_train_seconds: float | None = None
-    device: str = "auto"  # auto | cpu | cuda
+    max_train_seconds: PositiveSeconds | None = None
+    device: Device = "auto"
     #: other trl.SFTConfig fields, verbatim (report_to, optim, weight_decay, ...); in YAML they sit
     #: at the top level beside the keys above
     trl_args: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> "SFTRunConfig":
-        """Check values (not paths to the model); raises :class:`ConfigError`."""
-        def bad(key: str, why: str) -> ConfigError:
-            return ConfigError(f"SFT config: {key} {why}")
-
-        if not isinstance(self.learning_rate, (int, float)) or not (0 < self.learning_rate < 1):
-            raise bad("learning_rate", f"must be a number in (0, 1), got {self.learning_rate!r}")
-        if not isinstance(self.num_train_epochs, (int, float)) or self.num_train_epochs <= 0:
-            raise bad("num_train_epochs", f"must be > 0, got {self.num_train_epochs!r}")
-        for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "max_length",
-                    "save_steps", "logging_steps"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise bad(key, f"must be an integer >= 1, got {value!r}")
-        if not isinstance(self.max_steps, int) or isinstance(self.max_steps, bool) or (
-                self.max_steps < 1 and self.max_steps != -1):
-            raise bad("max_steps", f"must be an integer >= 1, or -1 for num_train_epochs; got {self.max_steps!r}")
-        if self.max_samples is not None and (
-                not isinstance(self.max_samples, int) or isinstance(self.max_samples, bool) or self.max_samples < 1):
-            raise bad("max_samples", f"must be an integer >= 1 or null, got {self.max_samples!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise bad("seed", f"must be an integer, got {self.seed!r}")
-        for key in ("bf16", "gradient_checkpointing"):
-            if not isinstance(getattr(self, key), bool):
-                raise bad(key, f"must be true or false, got {getattr(self, key)!r}")
-        if not isinstance(self.warmup_ratio, (int, float)) or not (0 <= self.warmup_ratio < 1):
-            raise bad("warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio!r}")
-        if self.max_train_seconds is not None and (
-                isinstance(self.max_train_seconds, bool) or not isinstance(self.max_train_seconds, (int, float))
-                or not math.isfinite(self.max_train_seconds) or self.max_train_seconds <= 0):
-            raise bad("max_train_seconds", f"must be a number of seconds > 0 or null, got {self.max_train_seconds!r}")
-        if self.sample_format not in SAMPLE_FORMATS:
-            raise bad("sample_format", f"must be {' or '.join(SAMPLE_FORMATS)}, got {self.sample_format!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise bad("device", f"must be auto, cpu or cuda, got {self.device!r}")
-        if not self.dataset or not self.output_dir:
-            raise bad("dataset/output_dir", "must both be set")
+        """Check values (not paths to the model); raises :class:`ConfigError` naming the key.
+        Each field declares its type and range; the one rule beyond a range is written out here."""
+        check_declared(self, "SFT config: ")
+        if self.max_steps < 1 and self.max_steps != -1:
+            raise ConfigError(f"SFT config: max_steps must be an integer >= 1, or -1 for num_train_epochs; "
+                              f"got {self.max_steps!r}")
         self.lora.validate(LABEL)
         check_trl_args(self.trl_args, OWN_KEYS, LABEL, TRL_MANAGED)
         return self
