@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from langchain_ragr1.training import build_sft_dataset, to_samples, write_jsonl
-from langchain_ragr1.training.sft import ConfigError, config_from_dict, load_config, train_sft
+from langchain_ragr1.training.sft import train_sft
+from langchain_ragr1.training.sft_config import ConfigError, config_from_dict, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from langchain_ragr1.training import rl_config, sft
+from langchain_ragr1.training import rl_config, sft, sft_config
 from langchain_ragr1.training.rl import grpo_args
 from langchain_ragr1.training.run_config import PACKAGED_CONFIGS_DIR, ConfigError, packaged_configs, resolve_config
 
@@ -41,7 +41,7 @@ def rl_file(tmp_path: Path, **keys) -> Path:
 # -- TRL pass-through ------------------------------------------------------------------------------
 
 def test_sft_trl_fields_reach_the_sft_config(tmp_path):
-    config = sft.load_config(sft_file(tmp_path, report_to="tensorboard", optim="adamw_torch", logging_steps=3,
+    config = sft_config.load_config(sft_file(tmp_path, report_to="tensorboard", optim="adamw_torch", logging_steps=3,
                                       weight_decay="1e-2"))  # YAML reads 1e-2 as a string
     assert config.trl_args == {"report_to": "tensorboard", "optim": "adamw_torch", "weight_decay": 0.01}
     assert config.logging_steps == 3  # our own key, validated by us
@@ -53,8 +53,8 @@ def test_sft_trl_fields_reach_the_sft_config(tmp_path):
     assert args.dataset_kwargs == {"skip_prepare_dataset": True} and args.use_cpu and not args.packing
     assert args.learning_rate == config.learning_rate and args.output_dir == str(tmp_path / "out")
     # --validate-only prints to_dict(): flat, and it loads back to the same config
-    assert sft.config_from_dict(config.to_dict()) == config
-    assert sft.sft_args(sft.load_config(sft_file(tmp_path))).report_to == []  # the default: no reporting
+    assert sft_config.config_from_dict(config.to_dict()) == config
+    assert sft.sft_args(sft_config.load_config(sft_file(tmp_path))).report_to == []  # the default: no reporting
 
 
 def test_rl_trl_fields_reach_the_grpo_config(tmp_path):
@@ -76,7 +76,7 @@ def test_rl_trl_fields_reach_the_grpo_config(tmp_path):
                                              ("learning_rat", "learning_rate")])
 def test_a_misspelt_key_names_the_file_the_key_and_the_closest_names(tmp_path, kind, key, suggestion):
     path = (sft_file if kind == "sft" else rl_file)(tmp_path, **{key: "x"})
-    load = sft.load_config if kind == "sft" else rl_config.load_config
+    load = sft_config.load_config if kind == "sft" else rl_config.load_config
     with pytest.raises(ConfigError) as info:
         load(path)
     message = str(info.value)
@@ -93,7 +93,7 @@ def test_a_misspelt_key_names_the_file_the_key_and_the_closest_names(tmp_path, k
 ])
 def test_a_value_trl_rejects_is_our_error_naming_the_key(tmp_path, kind, keys, match):
     if kind == "sft":
-        config = sft.load_config(sft_file(tmp_path, **keys))  # the names are fine: TRL judges the values
+        config = sft_config.load_config(sft_file(tmp_path, **keys))  # the names are fine: TRL judges the values
         build = lambda: sft.sft_args(config)  # noqa: E731
     else:
         config = rl_config.load_config(rl_file(tmp_path, **keys))
@@ -104,21 +104,21 @@ def test_a_value_trl_rejects_is_our_error_naming_the_key(tmp_path, kind, keys, m
 
 
 @pytest.mark.parametrize("load, data, match", [
-    (sft.config_from_dict, {"use_cpu": True}, "use_cpu is set by the run itself; set device"),
-    (sft.config_from_dict, {"packing": True}, "packing is set by the run itself"),
-    (sft.config_from_dict, {"warmup_steps": 10, "warmup_ratio": 0.1}, "warmup_steps .* and warmup_ratio .* keep one"),
+    (sft_config.config_from_dict, {"use_cpu": True}, "use_cpu is set by the run itself; set device"),
+    (sft_config.config_from_dict, {"packing": True}, "packing is set by the run itself"),
+    (sft_config.config_from_dict, {"warmup_steps": 10, "warmup_ratio": 0.1}, "warmup_steps .* and warmup_ratio .* keep one"),
     (rl_config.config_from_dict, {"reward_weights": [1, 1]}, "reward_weights is set by the run itself; set format_weight"),
     (rl_config.config_from_dict, {"activation_checkpointing": True, "gradient_checkpointing": False},
      "activation_checkpointing .* and gradient_checkpointing .* keep one"),
 ])
 def test_trl_fields_the_run_sets_itself_are_refused_clearly(load, data, match):
-    base = {"dataset": "d", "output_dir": "o"} if load is sft.config_from_dict else {"output_dir": "o"}
+    base = {"dataset": "d", "output_dir": "o"} if load is sft_config.config_from_dict else {"output_dir": "o"}
     with pytest.raises(ConfigError, match=match):
         load({**base, **data})
 
 
 def test_a_trl_name_for_one_of_our_settings_works_alone():
-    config = sft.config_from_dict({"dataset": "d", "output_dir": "o", "warmup_steps": 10})
+    config = sft_config.config_from_dict({"dataset": "d", "output_dir": "o", "warmup_steps": 10})
     assert sft.sft_args(config, use_cpu=True).warmup_steps == 10  # replaces warmup_ratio's 0.0
     config = rl_config.config_from_dict({"output_dir": "o", "activation_checkpointing": True})
     assert grpo_args(config, use_cpu=True).activation_checkpointing is True
@@ -129,7 +129,7 @@ def test_without_trl_a_trl_key_names_the_training_extra(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "trl", None)  # `import trl` now fails
     with pytest.raises(MissingExtraError, match=r'pip install "langchain-ragr1\[training\]"'):
-        sft.config_from_dict({"dataset": "d", "output_dir": "o", "report_to": "tensorboard"})
+        sft_config.config_from_dict({"dataset": "d", "output_dir": "o", "report_to": "tensorboard"})
     with pytest.raises(ConfigError, match="did you mean 'learning_rate'"):  # a typo of ours is still a typo
         rl_config.config_from_dict({"output_dir": "o", "learning_rat": 1e-5})
     assert rl_config.config_from_dict({"output_dir": "o"}).trl_args == {}  # our keys alone need no TRL
@@ -161,8 +161,8 @@ def test_every_packaged_config_resolves_by_name_and_by_repo_path_and_builds_its_
     for spec in (name, f"{name}.yaml", f"training/configs/{name}.yaml", ROOT / "training" / "configs" / f"{name}.yaml"):
         assert resolve_config(spec) == packaged, spec
     if name.startswith("sft"):
-        config = sft.load_config(f"training/configs/{name}.yaml")
-        assert config == sft.load_config(name)
+        config = sft_config.load_config(f"training/configs/{name}.yaml")
+        assert config == sft_config.load_config(name)
         sft.sft_args(config, use_cpu=True)
     else:
         config = rl_config.load_config(f"training/configs/{name}.yaml")
@@ -179,9 +179,9 @@ def test_an_existing_file_wins_and_unknown_names_list_the_packaged_ones(tmp_path
     with pytest.raises(ConfigError, match=r"'rl_cpux' not found \(did you mean 'rl_cpu'\?\).*rl_cpu, rl_paper_7b"):
         rl_config.load_config("rl_cpux")
     with pytest.raises(ConfigError, match="not found.*sft_cpu_lora, sft_default, sft_gemma_compare, sft_paper_7b"):
-        sft.load_config("rl_cpu")  # an RL config is not an SFT one
+        sft_config.load_config("rl_cpu")  # an RL config is not an SFT one
     with pytest.raises(ConfigError, match="not found"):
-        sft.load_config(tmp_path / "elsewhere" / "sft_default.yaml")  # only training/configs/ falls back
+        sft_config.load_config(tmp_path / "elsewhere" / "sft_default.yaml")  # only training/configs/ falls back
 
 
 # -- entry points ----------------------------------------------------------------------------------
@@ -233,18 +233,18 @@ def test_main_reports_config_errors_without_a_traceback(tmp_path, capsys):
 
 def test_one_config_error_for_the_whole_package():
     import langchain_ragr1
-    from langchain_ragr1.training import rl_config, run_config, sft
+    from langchain_ragr1.training import rl_config, run_config, sft_config
 
     assert run_config.ConfigError is langchain_ragr1.ConfigError is rl_config.ConfigError
     with pytest.raises(langchain_ragr1.ConfigError, match="learning_rate"):
-        sft.SFTRunConfig(dataset="d", output_dir="o", learning_rate=-1).validate()
+        sft_config.SFTRunConfig(dataset="d", output_dir="o", learning_rate=-1).validate()
 
 
 @pytest.mark.parametrize("kind", ["sft", "rl"])
 def test_every_key_is_checked_against_its_declared_type(kind):
     """The configs are declared, not validated line by line: a value of the wrong type for any of
     their keys is a ConfigError naming that key, before anything loads."""
-    module, cls = (sft, sft.SFTRunConfig) if kind == "sft" else (rl_config, rl_config.RLRunConfig)
+    module, cls = (sft, sft_config.SFTRunConfig) if kind == "sft" else (rl_config, rl_config.RLRunConfig)
     base = {"dataset": "d", "output_dir": "o"} if kind == "sft" else {"output_dir": "o"}
     keys = sorted(module.OWN_KEYS - {"lora"})
     assert len(keys) >= 20

@@ -11,7 +11,6 @@ plots them at the end and the final model or adapter lands in ``output_dir/final
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -19,113 +18,14 @@ from typing import Any, Callable, Sequence
 from langchain_ragr1.config import RagR1Config
 from langchain_ragr1.extras import require
 from langchain_ragr1.training.checkpoints import last_complete_checkpoint
-from langchain_ragr1.training.rl_config import ConfigError, RLRunConfig
+from langchain_ragr1.training.metrics import metrics_callback, write_metrics
+from langchain_ragr1.training.rl_config import RLRunConfig
+from langchain_ragr1.training.rl_questions import load_questions
 from langchain_ragr1.training.rl_rewards import default_rewards
 from langchain_ragr1.training.rl_rollout import GraphRollout, RolloutSettings
 from langchain_ragr1.training.run_config import build_trl_config
 
 logger = logging.getLogger(__name__)
-
-#: metrics.csv columns: our name -> TRL / GraphRollout log key.
-METRIC_KEYS = {
-    "reward": "reward",
-    "reward_std": "reward_std",
-    "exact_match": "rewards/exact_match/mean",
-    "format_valid": "rewards/format/mean",
-    "turns": "ragr1/turns",
-    "response_tokens": "completions/mean_length",
-    "env_tokens": "ragr1/env_tokens",
-    "truncated": "ragr1/truncated",
-    "truncated_total": "ragr1/truncated_total",
-    "answered": "ragr1/answered",
-    "loss": "loss",
-    "kl": "kl",
-    "grad_norm": "grad_norm",
-    "learning_rate": "learning_rate",
-    "step_time": "step_time",
-    # where an optimizer step's time went (TimedGRPOTrainer): the graph rollouts, the no-grad
-    # log-prob passes (the reference model's, and the old policy's when TRL needs them), and the
-    # rest (the policy's loss forward and backward, rewards, optimizer); peak RSS of the process
-    "rollout_s": "timing/rollout_s",
-    "reference_s": "timing/reference_s",
-    "policy_s": "timing/policy_s",
-    "peak_rss_gb": "timing/peak_rss_gb",
-}
-
-
-def metric_rows(log_history: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per logged training step (entries with a ``reward``)."""
-    return [{"step": e["step"], **{name: e.get(key, "") for name, key in METRIC_KEYS.items()}}
-            for e in log_history if "reward" in e and "step" in e]
-
-
-def write_metrics(log_history: Sequence[dict[str, Any]], output_dir: str | Path, *, plot: bool = True) -> list[dict]:
-    """``metrics.csv`` and (with ``plot``) ``metrics.png``: reward, EM, turns and response length per step."""
-    rows = metric_rows(log_history)
-    out = Path(output_dir)
-    with (out / "metrics.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["step", *METRIC_KEYS])
-        writer.writeheader()
-        writer.writerows(rows)
-    if plot and rows:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        panels = [("reward", "reward"), ("exact_match", "exact match"), ("turns", "retrieval turns"),
-                  ("response_tokens", "response tokens (policy)")]
-        fig, axes = plt.subplots(2, 2, figsize=(9, 6), sharex=True)
-        steps = [r["step"] for r in rows]
-        for ax, (key, label) in zip(axes.flat, panels):
-            values = [float(r[key]) if r[key] != "" else float("nan") for r in rows]
-            ax.plot(steps, values, marker="o" if len(rows) < 30 else None)
-            ax.set_ylabel(label)
-            ax.grid(alpha=0.3)
-        for ax in axes[1]:
-            ax.set_xlabel("optimizer step")
-        fig.suptitle("Stage 2 RL (GRPO, graph rollouts)")
-        fig.tight_layout()
-        fig.savefig(out / "metrics.png", dpi=100)
-        plt.close(fig)
-    return rows
-
-
-def _metrics_callback(output_dir: Path, echo: bool):
-    from transformers import TrainerCallback
-
-    class MetricsCallback(TrainerCallback):
-        """Rewrites metrics.csv at every log (a killed run keeps its curve) and logs one line per step."""
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not state.is_world_process_zero or not logs or "reward" not in logs:
-                return
-            write_metrics(state.log_history, output_dir, plot=False)
-            if echo:
-                get = lambda k: logs.get(METRIC_KEYS[k], float("nan"))  # noqa: E731
-                logger.info(f"step {state.global_step}/{state.max_steps}: reward {get('reward'):.3f} "
-                      f"EM {get('exact_match'):.3f} format {get('format_valid'):.3f} turns {get('turns'):.2f} "
-                      f"tokens {get('response_tokens'):.1f} truncated {get('truncated'):.2f} "
-                      f"loss {logs.get('loss', float('nan')):.4f} | {get('step_time'):.1f} s: rollout "
-                      f"{get('rollout_s'):.1f}, reference {get('reference_s'):.1f}, policy {get('policy_s'):.1f}; "
-                      f"peak RSS {get('peak_rss_gb'):.1f} GB")
-
-    return MetricsCallback()
-
-
-def load_questions(config: RLRunConfig) -> list:
-    """The run's questions (``config.data`` through ``load_qa``), a seeded subset if ``max_questions``."""
-    import random
-
-    from langchain_ragr1.data import load_qa
-
-    items = load_qa(config.data)
-    if not items:
-        raise ConfigError(f"RL config: data {config.data!r} has no questions (an empty filter_rl_data.py output?)")
-    if config.max_questions and config.max_questions < len(items):
-        items = random.Random(config.seed).sample(items, config.max_questions)
-    return items
-
 
 def make_dataset(items: Sequence[Any]):
     """A ``datasets.Dataset`` with ``prompt`` (the question), ``id``, ``golden_answers``."""
@@ -252,7 +152,7 @@ def build_trainer(config: RLRunConfig, *, model: Any, tokenizer: Any, retriever:
         processing_class=tokenizer,
         peft_config=peft_config,
         rollout_func=rollout,
-        callbacks=[_metrics_callback(output_dir, echo)],
+        callbacks=[metrics_callback(output_dir, echo)],
     )
     return trainer, rollout
 
@@ -300,40 +200,3 @@ def train_rl(config: RLRunConfig, *, progress: bool = True, retriever: Any = Non
         "metrics_png": str(output_dir / "metrics.png"),
         "metrics_rows": rows,
     }
-
-
-def solve_counts(agent: Any, items: Sequence[Any], attempts: int, *, chunk: int = 8,
-                 progress: bool = True) -> list[int]:
-    """How many of ``attempts`` episodes of ``agent`` answer each item exactly right (batched, concurrent)."""
-    from tqdm.auto import tqdm
-
-    from langchain_ragr1.protocol import exact_match
-
-    counts: list[int] = []
-    with tqdm(total=len(items), desc=f"sampling {attempts} attempts", unit="question", disable=not progress) as bar:
-        for start in range(0, len(items), chunk):
-            part = items[start:start + chunk]
-            questions = [it.question for it in part for _ in range(attempts)]
-            results = agent.batch(questions, config={"max_concurrency": len(questions)})
-            for i, item in enumerate(part):
-                episodes = results[i * attempts:(i + 1) * attempts]
-                counts.append(int(sum(exact_match(r.get("answer"), item.golden_answers) for r in episodes)))
-            bar.update(len(part))
-    return counts
-
-
-def select_rl_questions(items: Sequence[Any], counts: Sequence[int], attempts: int, *,
-                        keep_solved: float = 0.25, seed: int = 0) -> tuple[list, dict[str, int]]:
-    """The paper's RL filter: questions solved sometimes (0 < count < attempts), plus a seeded
-    ``keep_solved`` fraction of the always-solved ones; never-solved ones are dropped.
-    Returns the kept items (in input order) and the counts per group."""
-    import random
-
-    sometimes = [i for i, c in enumerate(counts) if 0 < c < attempts]
-    always = [i for i, c in enumerate(counts) if c >= attempts]
-    kept_always = random.Random(seed).sample(always, round(keep_solved * len(always)))
-    keep = sorted(sometimes + kept_always)
-    stats = {"questions": len(items), "never_solved": len(items) - len(sometimes) - len(always),
-             "sometimes_solved": len(sometimes), "always_solved": len(always),
-             "always_solved_kept": len(kept_always), "kept": len(keep)}
-    return [items[i] for i in keep], stats

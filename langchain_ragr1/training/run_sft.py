@@ -46,7 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--config is required (a YAML file or a packaged config's name; see --list-configs)")
 
     from langchain_ragr1.errors import RagR1Error
-    from langchain_ragr1.training.sft import load_config, sft_args, train_sft
+    from langchain_ragr1.training.sft import sft_args, train_sft
+    from langchain_ragr1.training.sft_config import load_config
 
     try:
         config = load_config(args.config, max_steps=args.max_steps, output_dir=args.output_dir,
