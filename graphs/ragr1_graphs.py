@@ -91,7 +91,7 @@ async def aload_agent(mode: str) -> RagR1Agent:
 class _PlaceholderPolicy(Policy):
     """Stands in for the model in graphs that are only inspected, never run."""
 
-    def generate(self, segments: Sequence[Any], *, stop: Sequence[str] = ()) -> Generation:
+    def generate(self, segments: Sequence[Any], *, stop: Sequence[str] = (), config: Any = None) -> Generation:
         raise RuntimeError("this ragr1 graph is for inspection only; runs get the real agent")
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,6 @@ from langchain_ragr1.protocol import MODES, ProtocolError, normalize_question
 from langchain_ragr1.retrievers.factory import RETRIEVER_KINDS
 from langchain_ragr1.server_options import add_server_options
 
-_THINK_RE = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL)
 _FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 
 
@@ -127,9 +125,9 @@ def _titles(documents) -> str:
     return "; ".join(map(str, titles))
 
 
-def print_turn(text: str, console: Console) -> None:
-    """The reasoning of one model turn (or what a model that ignores the protocol wrote)."""
-    thoughts = _THINK_RE.findall(text)
+def print_turn(text: str, thoughts: Sequence[str], console: Console) -> None:
+    """The reasoning of one model turn, as the graph parsed it (or what a model that ignores the
+    protocol wrote)."""
     for thought in thoughts:
         console.print(f"[dim]think:[/dim] {escape(thought.strip())}")
     if not thoughts:
@@ -151,7 +149,7 @@ def print_trace(result: dict, console: Console) -> None:
     for segment in result["segments"]:
         text = segment["text"]
         if segment["role"] == "policy":
-            print_turn(text, console)
+            print_turn(text, (segment.get("action") or {}).get("thoughts") or [], console)
         elif segment["role"] == "env" and "<information>" in text:
             for hit in next(retrievals, []):
                 console.print(f"[cyan]search:[/cyan] {escape(hit['query'])}")
@@ -163,16 +161,16 @@ def print_trace(result: dict, console: Console) -> None:
 
 def stream_episode(agent: Any, question: str, console: Console) -> dict:
     """Run one episode, printing each turn, search and retrieval as it happens; return the result."""
-    from langchain_ragr1.graph import episode_result
+    from langchain_ragr1.graph import RagR1State, episode_result
 
-    state: dict = {}
+    state: RagR1State = {}  # the last "values" event: the graph's state
     for mode, data in agent.stream(question, stream_mode=["custom", "values"]):
         if mode == "values":
             state = data
             continue
         event = data.get("event")
         if event == "turn":
-            print_turn(data["text"], console)
+            print_turn(data["text"], data.get("thoughts") or [], console)
             if data.get("action") == "invalid" and not data.get("final"):
                 console.print("[yellow]invalid action: the model is told to try again[/yellow]")
         elif event == "search":

@@ -11,8 +11,7 @@ final turn may only answer. The same compiled graph serves users, evaluation and
 
 from __future__ import annotations
 
-import inspect
-from typing import Annotated, Any, Sequence
+from typing import Annotated, Any, Mapping, Sequence
 
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
@@ -140,11 +139,10 @@ class RagR1Nodes:
         self.retrieve_one = RetrievalRunner(
             retriever, k=defaults.k, timeout_s=defaults.retrieval_timeout_s, retries=defaults.retrieval_retries,
         )
-        # LangChain policies take the node's config, so callbacks (``stream_mode="messages"``,
-        # tracing, tags) reach the chat model even when it runs outside this thread's context.
-        self.policy_takes_config = "config" in inspect.signature(policy.generate).parameters
-        # Token-level policies are not LangChain models: the node reports each turn as an LLM run.
-        self.report_llm_run = not self.policy_takes_config
+        # Every policy gets the node's config, so callbacks (``stream_mode="messages"``, tracing,
+        # tags) reach a chat model even when it runs outside this thread's context; the node
+        # reports the turns of the others (token-level policies) as LLM runs itself.
+        self.report_llm_run = not policy.reports_own_runs
         self.turn_limit = turn_char_limit(policy)
 
     def settings(self, config: RunnableConfig | None) -> RagR1Config:
@@ -192,10 +190,9 @@ class RagR1Nodes:
         return cap_generation(generation, self.turn_limit, self.policy.decode)
 
     def think(self, state: RagR1State, config: RunnableConfig) -> dict:
-        extra = {"config": config} if self.policy_takes_config else {}
         run = _llm_run_start(self.policy, state["segments"], config) if self.report_llm_run else None
         try:
-            generation = self.cut(self.policy.generate(state["segments"], stop=STOP_STRINGS, **extra))
+            generation = self.cut(self.policy.generate(state["segments"], stop=STOP_STRINGS, config=config))
         except BaseException as exc:
             if run is not None:
                 run.on_llm_error(exc)
@@ -205,10 +202,9 @@ class RagR1Nodes:
         return self.after_turn(state, generation, self.settings(config))
 
     async def athink(self, state: RagR1State, config: RunnableConfig) -> dict:
-        extra = {"config": config} if self.policy_takes_config else {}
         run = await _allm_run_start(self.policy, state["segments"], config) if self.report_llm_run else None
         try:
-            generation = self.cut(await self.policy.agenerate(state["segments"], stop=STOP_STRINGS, **extra))
+            generation = self.cut(await self.policy.agenerate(state["segments"], stop=STOP_STRINGS, config=config))
         except BaseException as exc:
             if run is not None:
                 await run.on_llm_error(exc)
@@ -222,10 +218,10 @@ class RagR1Nodes:
         final = state["steps"] >= settings.max_turns
         action = _parse_turn(generation, settings)
         parsed = {"kind": action.kind, "queries": list(action.queries), "answer": action.answer,
-                  "reason": action.reason, "final": final}
+                  "reason": action.reason, "thoughts": list(action.thoughts), "final": final}
         get_stream_writer()({"event": "turn", "step": state["steps"] + 1, "text": generation.text,
                              "action": action.kind, "queries": parsed["queries"], "answer": action.answer,
-                             "final": final})
+                             "thoughts": parsed["thoughts"], "final": final})
         # the segment keeps what was parsed: consumers read fields, never re-parse the text
         segment = {**make_segment("policy", generation.text, generation.token_ids, generation.logprobs),
                    "action": parsed}
@@ -374,10 +370,11 @@ async def _allm_run_start(policy: Policy, segments: Sequence[Segment], config: R
     return runs[0] if runs else None
 
 
-def _llm_result(generation, segments: Sequence[Segment]) -> LLMResult:
+def _llm_result(generation: Generation, segments: Sequence[Segment]) -> LLMResult:
     """The turn as LangChain's ``LLMResult``, with token counts when the policy gives ids."""
     context = [s.get("token_ids") for s in segments]
-    prompt_tokens = sum(map(len, context)) if all(ids is not None for ids in context) else None
+    prompt_tokens = sum(len(ids) for ids in context if ids is not None) if all(
+        ids is not None for ids in context) else None
     completion_tokens = len(generation.token_ids) if generation.token_ids is not None else None
     usage = {"completion_tokens": completion_tokens, "prompt_tokens": prompt_tokens}
     if completion_tokens is not None and prompt_tokens is not None:
@@ -394,7 +391,7 @@ def recursion_limit(config: RagR1Config) -> int:
     return max(25, 3 * (config.max_turns + 1) + 5)
 
 
-def episode_result(state: RagR1State) -> dict[str, Any]:
+def episode_result(state: Mapping[str, Any]) -> dict[str, Any]:
     """The public result of an episode, read from its final state."""
     segments: Sequence[Segment] = state.get("segments") or []
     retrievals = state.get("retrievals") or []

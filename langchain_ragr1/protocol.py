@@ -70,6 +70,7 @@ _QUOTES = {'"': '"', "\u201c": "\u201d"}
 #: quote left open runs to the end). Possessive all the way, it never backtracks: one pass.
 _QUERY_PART_RE = re.compile(r'(?:[^,"\u201c]++|"[^"]*+"?|\u201c[^\u201d]*+\u201d?)++')
 _CLOSED_THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL)
+_THINK_OPEN = "<think>"
 _THINK_CLOSE = "</think>"
 _ACTION_TAGS = ("search", "answer")
 
@@ -87,6 +88,8 @@ class Action:
     answer: str | None = None
     reason: str | None = None
     dropped_queries: tuple[str, ...] = field(default=())
+    #: the turn's ``<think>`` contents, in order (an unclosed one runs to the end of the turn)
+    thoughts: tuple[str, ...] = field(default=())
 
 
 def normalize_question(question: object) -> str:
@@ -154,6 +157,21 @@ def _strip_closed_think(text: str) -> str:
     return _CLOSED_THINK_RE.sub(" ", text[:end]) + text[end:]
 
 
+def reasoning(text: str) -> tuple[str, ...]:
+    """The contents of the ``<think>`` blocks of a turn, in order; an unclosed one runs to the
+    end. Linear (``str.find`` scans), like :func:`parse_action`."""
+    thoughts: list[str] = []
+    position = 0
+    while (start := text.find(_THINK_OPEN, position)) >= 0:
+        start += len(_THINK_OPEN)
+        end = text.find(_THINK_CLOSE, start)
+        thoughts.append(text[start:] if end < 0 else text[start:end])
+        if end < 0:
+            break
+        position = end + len(_THINK_CLOSE)
+    return tuple(thoughts)
+
+
 def _first_closed_action(visible: str) -> tuple[str, str] | None:
     """``(tag, content)`` of the first ``<search>...</search>`` or ``<answer>...</answer>``.
 
@@ -193,25 +211,27 @@ def parse_action(
     """
     if not isinstance(text, str):
         return Action("invalid", reason=f"model output is {type(text).__name__}, not text")
+    thoughts = reasoning(text)
     found = _first_closed_action(_strip_closed_think(text))
     if found is None:
-        return Action("invalid", reason="no closed <search> or <answer> tag")
+        return Action("invalid", reason="no closed <search> or <answer> tag", thoughts=thoughts)
     tag, content = found
     if _ANY_TAG_RE.search(content):
-        return Action("invalid", reason=f"nested protocol tag inside <{tag}>")
+        return Action("invalid", reason=f"nested protocol tag inside <{tag}>", thoughts=thoughts)
     if tag == "answer":
         answer = content.strip()
         if not answer:
-            return Action("invalid", reason="empty <answer>")
-        return Action("answer", answer=answer)
+            return Action("invalid", reason="empty <answer>", thoughts=thoughts)
+        return Action("answer", answer=answer, thoughts=thoughts)
     if mode == "single":
         queries = [content.strip()] if content.strip() else []
     else:
         queries = list(dict.fromkeys(split_queries(content)))
     if not queries:
-        return Action("invalid", reason="<search> without a query")
+        return Action("invalid", reason="<search> without a query", thoughts=thoughts)
     limit = max(1, max_queries)
-    return Action("search", queries=tuple(queries[:limit]), dropped_queries=tuple(queries[limit:]))
+    return Action("search", queries=tuple(queries[:limit]), dropped_queries=tuple(queries[limit:]),
+                  thoughts=thoughts)
 
 
 def neutralize_tags(text: str) -> str:
@@ -227,7 +247,7 @@ def _truncate_words(text: str, max_tokens: int) -> str:
 def render_documents(
     contents: Iterable[str],
     max_tokens: int = DEFAULT_DOC_MAX_TOKENS,
-    truncate: Callable[[str, int], str] | None = None,
+    truncate: Callable[[str, int], str | None] | None = None,
 ) -> str:
     """``Doc 1: ...\\nDoc 2: ...`` for one query's passages, neutralised and truncated.
 
@@ -247,7 +267,7 @@ def render_information(
     documents: Sequence[Sequence[str]],
     mode: Mode = "multi",
     max_tokens: int = DEFAULT_DOC_MAX_TOKENS,
-    truncate: Callable[[str, int], str] | None = None,
+    truncate: Callable[[str, int], str | None] | None = None,
 ) -> str:
     """The observation appended after a search turn, byte-exact with the spec.
 

@@ -38,7 +38,7 @@ class ScriptedPolicy(Policy):
     def encode(self, text: str) -> list[int] | None:
         return self._ids(text) if self.token_level else None
 
-    def generate(self, segments, *, stop=STOP_STRINGS) -> Generation:
+    def generate(self, segments, *, stop=STOP_STRINGS, config=None) -> Generation:
         with self._lock:
             self.calls.append(list(segments))
             index = len([s for s in segments if s["role"] == "policy"])

@@ -123,7 +123,8 @@ def test_segments_carry_what_the_graph_parsed_and_showed():
     assert prompt["question"] == QUESTION
     assert search["action"]["kind"] == "search" and search["action"]["queries"] == result["queries"][0]
     assert answer["action"] == {"kind": "answer", "queries": [], "answer": "Marie Curie", "reason": None,
-                                "final": False}
+                                "thoughts": ["1867 is before 1879."], "final": False}
+    assert search["action"]["thoughts"] == ["I need both birth years."]
     retrieval = information["retrieval"]
     assert retrieval["turn"] == 1 and retrieval["queries"] == result["queries"][0]
     assert len(retrieval["documents"]) == len(retrieval["queries"])
@@ -212,7 +213,7 @@ def test_single_query_mode_uses_search_r1_prompt_and_block():
 
 def test_context_overflow_ends_the_episode():
     class Full(ScriptedPolicy):
-        def generate(self, segments, *, stop=()):
+        def generate(self, segments, *, stop=(), config=None):
             return Generation(text="", token_ids=[], logprobs=[], finish_reason="context_overflow")
 
     agent = RagR1Agent(Full([""], token_level=True), MemoryRetriever(documents=DOCS))

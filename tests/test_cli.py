@@ -113,7 +113,8 @@ def fake_default(monkeypatch):
 def test_ask_streams_each_step_to_stdout_in_order(capsys, fake_default, monkeypatch):
     printed = []
     real_turn = cli.print_turn
-    monkeypatch.setattr(cli, "print_turn", lambda text, console: (printed.append(text), real_turn(text, console)))
+    monkeypatch.setattr(cli, "print_turn", lambda text, thoughts, console: (printed.append(text),
+                                                                          real_turn(text, thoughts, console)))
     code, out, err = run(capsys, "ask", "Who was born first, Marie Curie or Albert Einstein?", "--k", "1")
     assert code == 0
     lines = out.splitlines()

@@ -200,3 +200,12 @@ def test_f1_and_normalize():
     assert f1_score("Paris France", "Paris") == pytest.approx(2 / 3)
     assert f1_score("Berlin", ["Paris", "Berlin"]) == 1.0
     assert f1_score("x", "y") == 0.0
+
+
+def test_parse_action_keeps_the_turns_reasoning():
+    from langchain_ragr1.protocol import reasoning
+
+    action = parse_action("<think>a</think> x <think>b <search> not this </search></think><search> q </search>")
+    assert action.thoughts == ("a", "b <search> not this </search>") and action.queries == ("q",)
+    assert parse_action("<think>unclosed, no action").thoughts == ("unclosed, no action",)
+    assert reasoning("no tags") == () and reasoning("<think></think>") == ("",)

@@ -41,6 +41,17 @@ def scripted_rollout(**settings) -> tuple[GraphRollout, ScriptedPolicy]:
     return GraphRollout(retriever(), RolloutSettings(agent=RagR1Config(max_turns=2), **settings), policy=policy), policy
 
 
+def test_the_rollout_builds_its_agent_once_and_binds_each_calls_policy():
+    rollout, policy = scripted_rollout()
+    graph = rollout.agent.graph
+    first = rollout(["Capital of France?"] * 2, None)
+    second = rollout(["Capital of France?"] * 2, None)
+    assert rollout.agent.graph is graph and first["completion_ids"] == second["completion_ids"]
+    assert rollout.agent.config == rollout.settings.agent  # every setting of the run, not only mode/k/max_turns
+    with pytest.raises(RuntimeError, match="outside a rollout call"):
+        rollout.agent.invoke("Capital of France?")  # no policy is bound between calls
+
+
 def test_rollout_shapes_mask_and_decoding():
     rollout, _ = scripted_rollout()
     out = rollout(["What is the capital of France?"] * 2 + ["Capital of France?"] * 2, None)

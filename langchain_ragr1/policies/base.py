@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
+
+from langchain_core.runnables import RunnableConfig
 
 from langchain_ragr1.protocol import STOP_STRINGS, cut_at_stop
 from langchain_ragr1.transcript import Segment, make_segment
@@ -36,6 +38,10 @@ class Policy(ABC):
 
     #: Longest turn in new tokens (the paper uses 500).
     max_new_tokens: int = 500
+    #: Whether the policy reports its turns to the callbacks of the ``config`` it is given (a
+    #: LangChain model does: ``stream_mode="messages"``, tracing); otherwise the graph reports
+    #: each turn as an LLM run itself.
+    reports_own_runs: ClassVar[bool] = False
 
     def render_prompt(self, prompt: str) -> Segment:
         """The ``prompt`` segment for the user message ``prompt``."""
@@ -55,15 +61,21 @@ class Policy(ABC):
 
     @abstractmethod
     def generate(
-        self, segments: Sequence[Segment], *, stop: Sequence[str] = STOP_STRINGS
+        self, segments: Sequence[Segment], *, stop: Sequence[str] = STOP_STRINGS,
+        config: RunnableConfig | None = None,
     ) -> Generation:
-        """Continue the transcript ``segments`` with one model turn."""
+        """Continue the transcript ``segments`` with one model turn. ``config`` is the graph
+        node's ``RunnableConfig`` (callbacks, tags), for policies that pass it on."""
 
     async def agenerate(
-        self, segments: Sequence[Segment], *, stop: Sequence[str] = STOP_STRINGS, **kwargs: Any
+        self, segments: Sequence[Segment], *, stop: Sequence[str] = STOP_STRINGS,
+        config: RunnableConfig | None = None,
     ) -> Generation:
-        """Async :meth:`generate`; by default runs it in a worker thread (``kwargs`` pass through)."""
-        return await asyncio.to_thread(self.generate, segments, stop=stop, **kwargs)
+        """Async :meth:`generate`; by default runs it in a worker thread."""
+        return await asyncio.to_thread(self.generate, segments, stop=stop, config=config)
+
+    def close(self) -> None:  # noqa: B027 - an optional hook: most policies hold nothing
+        """Release what the policy holds (batching workers, engines); nothing by default."""
 
 
 def cut_generation(

@@ -34,6 +34,8 @@ class LangChainPolicy(Policy):
     token streaming, tracing) and tags reach the model.
     """
 
+    reports_own_runs = True  # the model's own callbacks see each turn
+
     def __init__(self, llm: BaseLanguageModel, *, use_stop: bool = True) -> None:
         if not isinstance(llm, BaseLanguageModel):
             raise TypeError(
@@ -80,6 +82,7 @@ class LangChainPolicy(Policy):
 
     @staticmethod
     def _generation(output: BaseMessage | str, stop: Sequence[str]) -> Generation:
+        text: str
         if isinstance(output, BaseMessage):
             text = output.text
             metadata = dict(getattr(output, "response_metadata", {}) or {})

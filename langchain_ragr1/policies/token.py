@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Callable, Hashable, Sequence
 
+from langchain_core.runnables import RunnableConfig
+
 from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.policies.base import Generation, Policy, cut_generation
 from langchain_ragr1.policies.batching import (
@@ -156,13 +158,16 @@ class TokenPolicy(Policy):
             return replace(self._stats)
 
     def generate(
-        self, segments: Sequence[Segment], *, stop: Sequence[str] = STOP_STRINGS
+        self, segments: Sequence[Segment], *, stop: Sequence[str] = STOP_STRINGS,
+        config: RunnableConfig | None = None,
     ) -> Generation:
-        """Continue the concatenated token ids of ``segments`` with one model turn."""
+        """Continue the concatenated token ids of ``segments`` with one model turn (``config``
+        is not needed: the graph reports the turn to its callbacks)."""
         return self._submit(segments, stop).result()
 
     async def agenerate(
-        self, segments: Sequence[Segment], *, stop: Sequence[str] = STOP_STRINGS
+        self, segments: Sequence[Segment], *, stop: Sequence[str] = STOP_STRINGS,
+        config: RunnableConfig | None = None,
     ) -> Generation:
         """Like :meth:`generate`, awaiting the batcher without blocking the event loop."""
         return await asyncio.wrap_future(self._submit(segments, stop))

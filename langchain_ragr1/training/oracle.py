@@ -26,11 +26,11 @@ every turn's token ids are ``tokenizer(text)`` of that turn alone (the same help
 from __future__ import annotations
 
 import hashlib
-import json
 import random
-import re
 import threading
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, cast
+
+from langchain_core.runnables import RunnableConfig
 
 from langchain_ragr1.data.items import QAItem
 from langchain_ragr1.errors import ConfigError
@@ -47,8 +47,6 @@ from langchain_ragr1.transcript import Segment
 #: What an ungrounded oracle answers (never a gold answer of the generated sets).
 UNGROUNDED_ANSWER = "unknown"
 
-_QUESTION_RE = re.compile(r"Question: (.*?)\n")
-_INFO_RE = re.compile(r"<information>\n(.*)\n</information>", re.DOTALL)
 
 _FIRST_SEARCH = (
     "To answer this I need to look up {queries}.",
@@ -108,21 +106,10 @@ def _strip_tags(text: str) -> str:
 
 
 def information_text(segments: Sequence[Segment]) -> str:
-    """The retrieved passages of all ``<information>`` blocks, JSON bodies decoded."""
-    texts = []
-    for segment in segments:
-        if segment["role"] != "env":
-            continue
-        match = _INFO_RE.search(segment["text"])
-        if match is None:
-            continue
-        body = match.group(1)
-        try:
-            decoded = json.loads(body)
-            texts.extend(decoded.get("documents") or [])
-        except (json.JSONDecodeError, AttributeError):
-            texts.append(body)
-    return "\n".join(texts)
+    """The retrieved passages of every ``<information>`` segment, as shown to the model (read
+    from the ``retrieval`` field the graph puts on them, not parsed back out of the text)."""
+    return "\n".join(text for segment in segments if segment["role"] == "env" and "retrieval" in segment
+                     for text in segment["retrieval"]["documents"])
 
 
 def item_facts(item: QAItem) -> list[dict[str, str]]:
@@ -176,30 +163,32 @@ class OraclePolicy(Policy):
     # --- text level unless a tokenizer is given; TokenPolicy's helpers need only
     # ``self.tokenizer`` and ``self._tok_lock`` -------------------------------------------
 
+    def _as_token_policy(self) -> TokenPolicy:
+        # what TokenPolicy's helpers below read of ``self``, this policy has (a cast, not a conversion)
+        return cast(TokenPolicy, self)
+
     def render_prompt(self, prompt: str) -> Segment:
         if self.tokenizer is None:
             return Policy.render_prompt(self, prompt)
-        return TokenPolicy.render_prompt(self, prompt)
+        return TokenPolicy.render_prompt(self._as_token_policy(), prompt)
 
     def encode(self, text: str) -> list[int] | None:
-        return None if self.tokenizer is None else TokenPolicy.encode(self, text)
+        return None if self.tokenizer is None else TokenPolicy.encode(self._as_token_policy(), text)
 
     def decode(self, token_ids: Sequence[int]) -> str | None:
-        return None if self.tokenizer is None else TokenPolicy.decode(self, token_ids)
+        return None if self.tokenizer is None else TokenPolicy.decode(self._as_token_policy(), token_ids)
 
     def truncate(self, text: str, max_tokens: int) -> str | None:
-        return None if self.tokenizer is None else TokenPolicy.truncate(self, text, max_tokens)
+        return None if self.tokenizer is None else TokenPolicy.truncate(self._as_token_policy(), text, max_tokens)
 
     # --- the plan -------------------------------------------------------------------------
 
     def item_for(self, segments: Sequence[Segment]) -> QAItem:
-        """The item whose question the prompt segment asks: its ``question`` field (set by the
-        graph), else the ``Question: ...`` line of a prompt built elsewhere."""
+        """The item whose question the prompt segment asks: its ``question`` field (set by the graph)."""
         question = segments[0].get("question") if segments else None
         if question is None:
-            found = _QUESTION_RE.findall(segments[0]["text"]) if segments else []
-            question = found[-1] if found else None
-        item = self.items.get(normalize_question(question)) if question is not None else None
+            raise KeyError("OraclePolicy needs the prompt segment the RAG-R1 graph builds (it carries the question).")
+        item = self.items.get(normalize_question(question))
         if item is None:
             raise KeyError(f"OraclePolicy has no item for the question {question!r}.")
         return item
@@ -289,7 +278,8 @@ class OraclePolicy(Policy):
             action = f"<answer> {answer} </answer>"
         return f"<think>{_strip_tags(think)}</think>{action}"
 
-    def generate(self, segments: Sequence[Segment], *, stop: Sequence[str] = STOP_STRINGS) -> Generation:
+    def generate(self, segments: Sequence[Segment], *, stop: Sequence[str] = STOP_STRINGS,
+                 config: RunnableConfig | None = None) -> Generation:
         text = self.turn_text(self.item_for(segments), segments)
         ids = self.encode(text)
         return Generation(text=text, token_ids=ids, logprobs=None, finish_reason="stop")

@@ -47,7 +47,7 @@ def grpo_args(config: RLRunConfig, *, use_cpu: bool, progress: bool = True,
     """The ``GRPOConfig`` of a run: our keys (vLLM settings when ``use_vllm``), then the TRL
     pass-through (``config.trl_args``: report_to, optim, ...). A value TRL rejects raises
     :class:`ConfigError` naming the key."""
-    vllm = {}
+    vllm: dict[str, Any] = {}
     if config.use_vllm:
         vllm = {"use_vllm": True, "vllm_mode": config.vllm_mode,
                 "vllm_gpu_memory_utilization": config.vllm_gpu_memory_utilization}
@@ -78,13 +78,13 @@ def timed_trainer_class() -> type:
 
     import torch
 
-    GRPOTrainer = require("trl", "training").GRPOTrainer
+    GRPOTrainer: Any = require("trl", "training").GRPOTrainer
 
     class TimedGRPOTrainer(GRPOTrainer):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._phase_s = {"rollout": 0.0, "reference": 0.0, "step": 0.0}
-            inner = self.rollout_func
+            inner = getattr(self, "rollout_func", None)
             if inner is not None:
                 def timed_rollout(prompts: Any, trainer: Any) -> Any:
                     started = time.perf_counter()

@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import RunnableConfig
 
 from langchain_ragr1.config import RagR1Config
 from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.extras import require
-from langchain_ragr1.policies.base import Policy
-from langchain_ragr1.transcript import token_ids_and_mask
+from langchain_ragr1.policies.base import Generation, Policy
+from langchain_ragr1.protocol import STOP_STRINGS
+from langchain_ragr1.transcript import Segment, token_ids_and_mask
 
 
 @dataclass
@@ -74,6 +76,48 @@ def episode_sample(result: dict, max_completion_length: int, eos_id: int | None)
     }
 
 
+class _TrainerPolicy(Policy):
+    """The rollout's policy slot: the graph is built once over it, and each call puts in the
+    policy over the trainer's current weights (``bind``)."""
+
+    def __init__(self, max_new_tokens: int) -> None:
+        self.max_new_tokens = max_new_tokens
+        self.inner: Policy | None = None
+
+    def _policy(self) -> Policy:
+        if self.inner is None:
+            raise RuntimeError("the rollout's policy is used outside a rollout call")
+        return self.inner
+
+    def render_prompt(self, prompt: str) -> Segment:
+        return self._policy().render_prompt(prompt)
+
+    def encode(self, text: str) -> list[int] | None:
+        return self._policy().encode(text)
+
+    def decode(self, token_ids: Sequence[int]) -> str | None:
+        return self._policy().decode(token_ids)
+
+    def truncate(self, text: str, max_tokens: int) -> str | None:
+        return self._policy().truncate(text, max_tokens)
+
+    def generate(self, segments: Sequence[Segment], *, stop: Sequence[str] = STOP_STRINGS,
+                 config: RunnableConfig | None = None) -> Generation:
+        return self._policy().generate(segments, stop=stop, config=config)
+
+    async def agenerate(self, segments: Sequence[Segment], *, stop: Sequence[str] = STOP_STRINGS,
+                        config: RunnableConfig | None = None) -> Generation:
+        return await self._policy().agenerate(segments, stop=stop, config=config)
+
+    @contextlib.contextmanager
+    def bind(self, policy: Policy) -> Iterator[Policy]:
+        self.inner = policy
+        try:
+            yield policy
+        finally:
+            self.inner = None
+
+
 class GraphRollout:
     """TRL ``rollout_func``: ``num_generations`` episodes per question through the RAG-R1 graph.
 
@@ -91,15 +135,17 @@ class GraphRollout:
         self.policy = policy
         self.totals = {"episodes": 0, "truncated": 0, "steps": 0}
         self.last: dict[str, float] = {}
-
-    def __call__(self, prompts: Sequence[Any], trainer: Any = None) -> dict[str, list]:
         from langchain_ragr1.agent import RagR1Agent
 
-        questions = [_question_text(p) for p in prompts]
+        # one agent (one compiled graph) per trainer; each call binds the policy of that step's weights
+        self._slot = _TrainerPolicy(self.settings.max_new_tokens)
+        self.agent = RagR1Agent(self._slot, retriever, self.settings.agent)
+
+    def __call__(self, prompts: Sequence[Any], trainer: Any = None) -> dict[str, list]:
+        questions: list[Any] = [_question_text(p) for p in prompts]
         s = self.settings
-        with self._policy(trainer) as policy:
-            agent = RagR1Agent(policy, self.retriever, s.agent)
-            results = agent.batch(questions, config={"max_concurrency": len(questions)})
+        with self._policy(trainer) as current, self._slot.bind(current) as policy:
+            results = self.agent.batch(questions, config={"max_concurrency": len(questions)})
         tokenizer = getattr(policy, "tokenizer", None)
         eos_id = getattr(tokenizer, "eos_token_id", None)
         samples = [episode_sample(r, s.max_completion_length, eos_id) for r in results]
@@ -133,7 +179,9 @@ class GraphRollout:
             return
         if trainer is None:
             raise ConfigError("GraphRollout needs a policy, or the trainer that calls it.")
-        sampling = {"max_new_tokens": s.max_new_tokens, "temperature": s.temperature, "top_p": s.top_p}
+        sampling: dict[str, Any] = {"max_new_tokens": s.max_new_tokens, "temperature": s.temperature,
+                                    "top_p": s.top_p}
+        policy: Policy
         if getattr(trainer, "use_vllm", False):
             policy = _vllm_policy(trainer, sampling)
             try:
@@ -153,7 +201,6 @@ class GraphRollout:
             gather_deepspeed3_params=trainer.args.ds3_gather_for_generation,
         ) as model, torch.no_grad():
             was_training = model.training
-            policy: Policy
             if s.backend == "continuous":
                 # its manager seeds torch's global generator: with the run's seed and step, reproducibly
                 policy = ContinuousTransformersPolicy(
