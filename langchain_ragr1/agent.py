@@ -186,7 +186,7 @@ class RagR1Agent(Runnable[AgentInput, dict]):
         ):
             yield part
 
-    async def astream_events(
+    async def astream_events(  # type: ignore[override]  # LangChain's overloads add v3 (an awaitable); ours streams
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
         """LangChain's event stream of one episode: the graph's node, LLM and retriever

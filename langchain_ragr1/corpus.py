@@ -148,7 +148,8 @@ def _from_record(record: object, where: str) -> Document:
 
 
 def _load_jsonl(path: Path) -> list[Document]:
-    docs, lines_of = [], {}
+    docs: list[Document] = []
+    lines_of: dict[str | None, int] = {}  # Document.id is optional; _record_id always gives one
     with path.open("rb") as lines:
         for n, raw in enumerate(lines, 1):
             try:

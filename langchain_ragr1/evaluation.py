@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -26,6 +26,9 @@ from langchain_ragr1.config import STRATEGIES
 from langchain_ragr1.data.items import QAItem
 from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.protocol import exact_match, f1_score
+
+if TYPE_CHECKING:
+    from langchain_ragr1.retrievers.factory import RetrieverKind
 
 PREDICTIONS_FILE = "predictions.jsonl"
 METRICS_FILE = "metrics.json"
@@ -349,7 +352,7 @@ def run_eval(
     sampling: str = "first",
     sample_seed: int = 0,
     model: str | Path | None = None,
-    retriever: str = "chroma",
+    retriever: RetrieverKind = "chroma",
     store: str | Path | None = None,
     corpus: str | Path | None = None,
     url: str | None = None,

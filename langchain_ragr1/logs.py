@@ -20,7 +20,7 @@ class _StderrHandler(logging.StreamHandler):
     def __init__(self, level: int = logging.NOTSET) -> None:
         logging.Handler.__init__(self, level)
 
-    @property  # type: ignore[override]
+    @property
     def stream(self):
         return sys.stderr
 

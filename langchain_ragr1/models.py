@@ -70,7 +70,7 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, *, show_progress: b
             tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
             model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
             # The GGUF quantizer refuses save_pretrained; the weights are already plain fp32.
-            model.hf_quantizer = None
+            model.hf_quantizer = None  # type: ignore[assignment]  # undeclared in transformers: typed as nn.Module.__getattr__
             if hasattr(model.config, "quantization_config"):
                 del model.config.quantization_config
             steps.update()

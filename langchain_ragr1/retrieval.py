@@ -88,7 +88,7 @@ class _Call:
     __slots__ = ("fn", "state", "started_at", "value", "error", "started", "finished", "listeners")
 
     def __init__(self, fn: Callable[[], Any]) -> None:
-        self.fn = fn
+        self.fn: Callable[[], Any] | None = fn  # dropped once it has run
         self.state = "queued"
         self.started_at = 0.0
         self.value: Any = None
@@ -195,6 +195,7 @@ class _Lane:
             call.finished.set()
             call.notify()
             if spawn:
+                assert nxt is not None  # spawn is set only for a next call
                 self._spawn(nxt)
 
     def _work(self, call: _Call | None) -> None:
@@ -220,6 +221,7 @@ class _Lane:
         call.started.set()
         call.notify()
         try:
+            assert call.fn is not None  # an assigned call runs once, and fn goes only after that
             call.value = call.fn()
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
             call.error = exc

@@ -25,7 +25,8 @@ import logging
 import math
 import re
 import uuid
-from typing import Annotated, Any, Optional, Union
+from collections.abc import MutableMapping
+from typing import TYPE_CHECKING, Annotated, Any, Optional, Union
 
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
@@ -122,7 +123,7 @@ def _integral_float_to_int(value: Any) -> Any:
 StrictTopK = Annotated[int, Field(strict=True), BeforeValidator(_integral_float_to_int)]
 
 
-def _request_id(scope: dict) -> str:
+def _request_id(scope: MutableMapping[str, Any]) -> str:
     rid = scope.get(_REQUEST_ID_KEY)
     if rid is None:  # a request that did not go through the guard (should not happen)
         rid = scope[_REQUEST_ID_KEY] = uuid.uuid4().hex
@@ -334,7 +335,8 @@ def create_retrieval_app(
         if not query.strip():
             return []
         # Sync invoke in the threadpool: the default async path of BaseRetriever drops ``k``.
-        docs = await run_in_threadpool(retriever.invoke, query, **({"k": topk} if pass_k else {}))
+        extra: dict[str, Any] = {"k": topk} if pass_k else {}
+        docs = await run_in_threadpool(retriever.invoke, query, **extra)
         return list(docs)[:topk]
 
     error_responses: dict[Union[int, str], dict[str, Any]] = {
@@ -369,7 +371,10 @@ def _h11_protocol(header_timeout_s: float) -> type:
     """uvicorn's h11 protocol, closing a connection that has not sent a complete request line
     and headers within ``header_timeout_s`` of connecting or of its last response (uvicorn
     has no header timeout: a client sending headers slowly would hold its connection forever)."""
-    H11Protocol = require("uvicorn.protocols.http.h11_impl", "server").H11Protocol
+    if TYPE_CHECKING:
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+    else:  # a missing uvicorn is a MissingExtraError naming the extra
+        H11Protocol = require("uvicorn.protocols.http.h11_impl", "server").H11Protocol
 
     class H11WithHeaderTimeout(H11Protocol):
         _ragr1_timer: Optional[asyncio.TimerHandle] = None
@@ -450,15 +455,15 @@ def serve(args: argparse.Namespace, usage_error) -> None:
     from langchain_ragr1.retrievers.factory import make_retriever
 
     try:  # every limit is checked before the index loads
-        app_limits = dict(max_queries=_positive_int("--max-queries", args.max_queries),
-                          max_topk=_positive_int("--max-topk", args.max_topk),
-                          max_results=_positive_int("--max-results", args.max_results),
-                          max_body_bytes=_positive_int("--max-body-bytes", args.max_body_bytes),
-                          body_timeout_s=_positive_seconds("--body-timeout", args.body_timeout))
-        connection = dict(header_timeout_s=_positive_seconds("--header-timeout", args.header_timeout),
-                          timeout_keep_alive=_positive_int("--keep-alive-timeout", args.keep_alive_timeout),
-                          limit_concurrency=_positive_int("--limit-concurrency", args.limit_concurrency),
-                          max_header_bytes=_positive_int("--max-header-bytes", args.max_header_bytes))
+        app_limits: dict[str, Any] = dict(max_queries=_positive_int("--max-queries", args.max_queries),
+                                          max_topk=_positive_int("--max-topk", args.max_topk),
+                                          max_results=_positive_int("--max-results", args.max_results),
+                                          max_body_bytes=_positive_int("--max-body-bytes", args.max_body_bytes),
+                                          body_timeout_s=_positive_seconds("--body-timeout", args.body_timeout))
+        connection: dict[str, Any] = dict(header_timeout_s=_positive_seconds("--header-timeout", args.header_timeout),
+                                          timeout_keep_alive=_positive_int("--keep-alive-timeout", args.keep_alive_timeout),
+                                          limit_concurrency=_positive_int("--limit-concurrency", args.limit_concurrency),
+                                          max_header_bytes=_positive_int("--max-header-bytes", args.max_header_bytes))
     except ValueError as exc:
         usage_error(str(exc))
 

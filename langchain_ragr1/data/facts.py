@@ -227,6 +227,7 @@ def _lifespan_facts(title: str, text: str) -> list[Fact]:
         return []
     desc = description(text)
     match = _LIFESPAN_RE.search(desc)
+    assert match is not None  # lifespan() found it in the same description
     quote = desc if len(desc) <= 100 else _quote(desc, match.start(), match.end())
     entity = display_name(title)
     born, died = match.group(1), match.group(2)
@@ -278,6 +279,7 @@ def resolve(fact: Fact, text: str, name: str) -> Fact | None:
     """The relation ``fact`` completed for the article named ``name``; None if the text does not say so."""
     if fact.attribute in ROLE_VERB:
         return fact if fact.target == name else None
+    assert fact.target is not None  # relation_candidates gives every relation a target
     if not prefix_name(fact.target, name):
         return None
     regex = {"capital": _ITS_CAPITAL_RE, "capital of": _CAPITAL_OF_RE, "discoverer": _DISCOVERED_RE}[fact.attribute]

@@ -31,7 +31,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, NoReturn
 
 from langchain_ragr1.data.facts import (
     RELATIONS,
@@ -145,6 +145,7 @@ def collect_facts(texts: Mapping[str, str], people_titles: set[str], digests: se
 def _longest_name(candidate: Fact, names: Mapping[str, str]) -> str | None:
     if candidate.attribute in ROLE_VERB:
         return candidate.target if candidate.target in names else None
+    assert candidate.target is not None  # relation_candidates gives every relation a target
     words = candidate.target.split(" ")
     for n in range(min(len(words), 8), 0, -1):
         name = " ".join(words[:n]).rstrip(",;")
@@ -281,6 +282,12 @@ def _name_aliases(title: str, text: str | None) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def _number(fact: Fact) -> float:
+    """An attribute fact's value as a number (every fact of :func:`article_facts` has one)."""
+    assert fact.number is not None, f"{fact.title!r}: {fact.attribute} is not numeric"
+    return fact.number
+
+
 def _comparison(rng: random.Random, pools: Mapping[str, list[Fact]], fam: str, size: int, used: set,
                 texts: Mapping[str, str]) -> QAItem | None:
     pool = pools.get(fam, [])
@@ -288,7 +295,7 @@ def _comparison(rng: random.Random, pools: Mapping[str, list[Fact]], fam: str, s
         return None
     group = rng.sample(pool, size)
     names = [f.entity for f in group]
-    numbers = sorted(f.number for f in group)
+    numbers = sorted(_number(f) for f in group)
     if len(set(names)) != size or len({f.title for f in group}) != size:
         return None
     years = fam in ("birth year", "death year", "founding year", "work year")
@@ -299,7 +306,7 @@ def _comparison(rng: random.Random, pools: Mapping[str, list[Fact]], fam: str, s
     if key in used:
         return None
     used.add(key)
-    best = (max if pick_max else min)(group, key=lambda f: f.number)
+    best = (max if pick_max else min)(group, key=_number)
     pair, fan, max_word, min_word = _COMPARE[fam]
     if size == 2:
         kind, question = "comparison", pair[0 if pick_max else 1].format(a=names[0], b=names[1])
@@ -338,6 +345,7 @@ def _single(rng: random.Random, fact: Fact, texts: Mapping[str, str], target: st
     if fact.number is not None:
         answers = list(fact.aliases)
     else:
+        assert target is not None  # a relation (no number) comes with the title of the article it names
         answers = [fact.value] + [a for a in _name_aliases(target, texts.get(target)) if a != fact.value]
     statement = ("t" + fact.statement[1:]) if fact.statement.startswith("The capital of ") else fact.statement
     reasoning = rng.choice((
@@ -403,15 +411,15 @@ def generate_split(split: str, counts: Mapping[str, int], *, seed: int = DEFAULT
     items: list[QAItem] = []
     # bridges: each link with one (dev/test) or every (train) attribute of the named article
     candidates = []
-    for relation, target in links:
-        seconds = [facts.attributes.get(target, {}).get(a) for a in _BRIDGE_SECOND[relation.attribute]]
-        seconds = [s for s in seconds if s is not None]
+    for relation, named in links:
+        found = [facts.attributes.get(named, {}).get(a) for a in _BRIDGE_SECOND[relation.attribute]]
+        seconds = [s for s in found if s is not None]
         if seconds:
             rng.shuffle(seconds)
             candidates.append((relation, seconds))
     rng.shuffle(candidates)
     wanted = counts.get("bridge", 0)
-    bridges = []
+    bridges: list[QAItem] = []
     for depth in range(4):  # first one item per link, then further attributes of the same links
         for relation, seconds in candidates:
             if depth < len(seconds) and len(bridges) < wanted:
@@ -421,7 +429,9 @@ def generate_split(split: str, counts: Mapping[str, int], *, seed: int = DEFAULT
     limit = {k: int(PEOPLE_YEAR_SHARE * counts.get(k, 0)) for k in KINDS}
     relations = list(links)
     for kind in ("comparison", "fan-out", "single-hop"):
-        wanted, made, used = counts.get(kind, 0), [], set()
+        wanted = counts.get(kind, 0)
+        made: list[QAItem] = []
+        used: set[tuple] = set()
         people_years = 0
         weights = _weights(kind)
         families = sorted(weights)
@@ -432,7 +442,9 @@ def generate_split(split: str, counts: Mapping[str, int], *, seed: int = DEFAULT
             is_people = fam in ("birth year", "death year")
             if is_people and people_years >= limit[kind]:
                 continue
+            item: QAItem | None
             if kind == "single-hop":
+                target: str | None
                 if fam == "relation":
                     if not relations:
                         continue
@@ -473,14 +485,14 @@ def generate_splits(*, seed: int = DEFAULT_SEED, dev_test_counts: Mapping[str, i
 
 # ---------------------------------------------------------------- verification
 
-def _fail(item: QAItem, why: str) -> None:
+def _fail(item: QAItem, why: str) -> NoReturn:
     raise DataError(f"Generated item {item.id} does not verify against the corpus: {why}.")
 
 
 def _rederive(item: QAItem, record: Mapping[str, str], texts: Mapping[str, str]) -> Fact:
     """The fact ``record`` read again from its article's text (raises if the text does not say it)."""
     title = record.get("title")
-    if title not in texts:
+    if title is None or title not in texts:
         _fail(item, f"evidence article {title!r} is not in the corpus")
     text = texts[title]
     for key in ("value", "quote"):
@@ -561,7 +573,7 @@ def verify_item(item: QAItem, texts: Mapping[str, str]) -> None:
         direction = _direction(item.question, [f.entity for f in facts])
         if direction is None:
             _fail(item, "the question does not say which way to compare")
-        best = (max if direction == "max" else min)(facts, key=lambda f: f.number)
+        best = (max if direction == "max" else min)(facts, key=_number)
         expected = best.entity
     else:
         _fail(item, f"unknown kind {item.kind!r}")

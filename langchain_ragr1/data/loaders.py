@@ -215,22 +215,29 @@ def load_json(path: str | Path, source: str | None = None) -> list[QAItem]:
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")
 
 
+def _skip_space(text: str, i: int) -> int:
+    """The index of the first non-whitespace character of ``text`` from ``i`` on."""
+    match = _JSON_SPACE.match(text, i)
+    assert match is not None  # the pattern matches the empty string anywhere
+    return match.end()
+
+
 def _array_item_lines(text: str) -> list[int]:
     """The line each element of the (valid) JSON array ``text`` starts on."""
     decoder = json.JSONDecoder()
     lines: list[int] = []
     try:
-        i = _JSON_SPACE.match(text, 0).end() + 1  # past "["
-        i = _JSON_SPACE.match(text, i).end()
+        i = _skip_space(text, 0) + 1  # past "["
+        i = _skip_space(text, i)
         line, counted = 1, 0
         while i < len(text) and text[i] != "]":
             line += text.count("\n", counted, i)
             counted = i
             lines.append(line)
             _, i = decoder.raw_decode(text, i)
-            i = _JSON_SPACE.match(text, i).end()
+            i = _skip_space(text, i)
             if text[i : i + 1] == ",":
-                i = _JSON_SPACE.match(text, i + 1).end()
+                i = _skip_space(text, i + 1)
     except (json.JSONDecodeError, IndexError):
         return []
     return lines
@@ -299,7 +306,8 @@ def fanout_item(record: dict, where: str) -> QAItem:
 def fanoutqa_path() -> Path:
     """The FanOutQA dev set inside the installed ``fanoutqa`` package (not imported)."""
     spec = importlib.util.find_spec("fanoutqa")
-    path = Path(spec.submodule_search_locations[0]) / "data" / "fanout-final-dev.json" if spec else None
+    locations = spec.submodule_search_locations if spec else None
+    path = Path(locations[0]) / "data" / "fanout-final-dev.json" if locations else None
     if path is None or not path.is_file():
         raise MissingResourceError("The FanOutQA dev set is missing: run `pip install --no-deps fanoutqa`.")
     return path

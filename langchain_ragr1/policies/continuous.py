@@ -164,7 +164,7 @@ class ContinuousTransformersPolicy(TokenPolicy):
             return
         cache = getattr(getattr(self._manager, "batch_processor", None), "cache", None)
         search = getattr(cache, "search_prefix_match", None)
-        if search is None:
+        if cache is None or search is None:
             return
 
         def counted(request_id: str, prompt_ids: list[int]) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseLanguageModel
+from pydantic import SecretStr
 
 from langchain_ragr1.errors import ConfigError, MissingResourceError
 from langchain_ragr1.policies.langchain import LangChainPolicy
@@ -44,7 +45,7 @@ def openai_server_llm(
     if not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"base_url must be an http(s) URL such as http://127.0.0.1:8000/v1, got {base_url!r}.")
     extra_body = {"include_stop_str_in_output": True} if include_stop_str else None
-    common = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens, "max_retries": max_retries}
+    common: dict[str, Any] = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens, "max_retries": max_retries}
     if flavour == "chat":
         try:
             from langchain_openai import ChatOpenAI
@@ -53,7 +54,7 @@ def openai_server_llm(
                 f'flavour="chat" needs langchain-openai ({exc}): pip install "langchain-ragr1[openai]".'
             ) from exc
         return ChatOpenAI(
-            base_url=base_url.rstrip("/"), api_key=api_key, model=model, timeout=timeout,
+            base_url=base_url.rstrip("/"), api_key=SecretStr(api_key), model=model, timeout=timeout,
             extra_body=extra_body, **common, **kwargs,
         )
     try:

@@ -117,7 +117,7 @@ class VLLMPolicy(TokenPolicy):
         (its engine-core processes otherwise outlive the caller's work)."""
         super().close()
         core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
-        if self._owns_engine and hasattr(core, "shutdown"):
+        if self._owns_engine and core is not None and hasattr(core, "shutdown"):
             self._owns_engine = False
             core.shutdown()
 

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import chromadb
+import numpy as np
+from chromadb.api import CreateCollectionConfiguration
 from chromadb.errors import InternalError, NotFoundError
 from langchain_chroma import Chroma
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
@@ -24,7 +26,7 @@ from langchain_ragr1.corpus import document_contents, document_ids
 from langchain_ragr1.errors import ConfigError, MissingResourceError
 from langchain_ragr1.retrievers.embeddings import MiniLMEmbeddings
 
-_CONFIGURATION = {"hnsw": {"space": "cosine"}}
+_CONFIGURATION: CreateCollectionConfiguration = {"hnsw": {"space": "cosine"}}
 
 COMPLETE_MARKER = ".complete"
 """Written into a store's folder when :func:`build_chroma_store` finishes (JSON: collection, counts)."""
@@ -171,7 +173,7 @@ def build_chroma_store(
     embeddings: Embeddings | None = None,
     batch_size: int = 256,
     show_progress: bool = True,
-    vectors: Sequence[Sequence[float]] | None = None,
+    vectors: Sequence[Sequence[float]] | np.ndarray | None = None,
 ) -> Chroma:
     """Embed ``documents`` (title + text) into a persistent Chroma collection at ``path``.
 
@@ -206,6 +208,7 @@ def build_chroma_store(
             for start in range(0, len(ids), batch_size):
                 batch_ids = ids[start : start + batch_size]
                 got = collection.get(ids=batch_ids, include=["documents", "metadatas"])
+                assert got["documents"] is not None and got["metadatas"] is not None  # both are in include
                 stored = dict(zip(got["ids"], zip(got["documents"], got["metadatas"], strict=True), strict=True))
                 todo = []
                 for i, doc_id in enumerate(batch_ids, start):
@@ -218,12 +221,13 @@ def build_chroma_store(
                     todo.append(i)
                 if todo:
                     docs = [documents[i] for i in todo]
+                    rows = (
+                        [list(map(float, vectors[i])) for i in todo] if vectors is not None
+                        else embeddings.embed_documents([document_contents(d) for d in docs])
+                    )
                     collection.upsert(
                         ids=[ids[i] for i in todo],
-                        embeddings=(
-                            [list(map(float, vectors[i])) for i in todo] if vectors is not None
-                            else embeddings.embed_documents([document_contents(d) for d in docs])
-                        ),
+                        embeddings=rows,  # type: ignore[arg-type]  # chromadb's hint is an invariant List[Sequence[float]]
                         documents=[d.page_content for d in docs],
                         metadatas=[_scalar_metadata(d, ids[i]) for d, i in zip(docs, todo, strict=True)],
                     )

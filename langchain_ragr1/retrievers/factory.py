@@ -96,6 +96,7 @@ def make_retriever(
     if kind == "http":
         from langchain_ragr1.retrievers.http import SearchR1HTTPRetriever
 
+        assert url is not None  # check_retriever_kind refuses http without a url
         return SearchR1HTTPRetriever(url=url, k=k)
     if kind == "bm25":
         from langchain_ragr1.corpus import load_corpus_file

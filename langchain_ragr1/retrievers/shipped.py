@@ -90,7 +90,7 @@ def shipped_vectors(
     """The shipped float32 vectors of ``documents``, or ``None`` (with a notice on stderr) when
     they are missing or do not belong to these passages and this embedder."""
 
-    def refuse(why: str) -> None:
+    def refuse(why: str) -> np.ndarray | None:  # always None, typed as the result it is returned as
         if warn:
             logger.warning("Shipped embeddings not used (%s): embedding the corpus instead.", why)
         return None

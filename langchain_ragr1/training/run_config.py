@@ -14,7 +14,6 @@ that is neither ours nor TRL's fails with the closest allowed names.
 from __future__ import annotations
 
 import difflib
-import functools
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -49,8 +48,13 @@ def hint(text: str) -> dict[str, str]:
     return {"hint": text}
 
 
-@functools.cache
+_DECLARED: dict[type, tuple[tuple[str, TypeAdapter, bool, str | None], ...]] = {}
+
+
 def _declared(cls: type) -> tuple[tuple[str, TypeAdapter, bool, str | None], ...]:
+    """(name, adapter, nullable, hint) of each field of ``cls`` checked by :func:`check_declared` (cached)."""
+    if cls in _DECLARED:
+        return _DECLARED[cls]
     hints = typing.get_type_hints(cls, include_extras=True)
     out = []
     for f in fields(cls):
@@ -58,7 +62,8 @@ def _declared(cls: type) -> tuple[tuple[str, TypeAdapter, bool, str | None], ...
             continue  # TRL's fields are judged by TRL; nested settings check themselves
         nullable = type(None) in typing.get_args(hints[f.name])
         out.append((f.name, TypeAdapter(hints[f.name]), nullable, f.metadata.get("hint")))
-    return tuple(out)
+    _DECLARED[cls] = tuple(out)
+    return _DECLARED[cls]
 
 
 def check_declared(config: Any, where: str) -> None:

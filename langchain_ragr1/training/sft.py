@@ -179,7 +179,7 @@ def time_budget_callback(seconds: float):
 
     class TimeBudget(TrainerCallback):
         def __init__(self) -> None:
-            self.start = None
+            self.start: float | None = None
             self.stopped = False
 
         def on_train_begin(self, args, state, control, **kwargs):

@@ -38,7 +38,7 @@ from typing import Any, Iterable, Sequence
 from langchain_ragr1.data.items import QAItem
 from langchain_ragr1.errors import RagR1Error
 from langchain_ragr1.extras import require
-from langchain_ragr1.protocol import exact_match, parse_action
+from langchain_ragr1.protocol import Mode, exact_match, parse_action
 from langchain_ragr1.transcript import Segment
 
 logger = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def make_trajectories(
     return kept, counts
 
 
-def _target_kinds(segments: Sequence[dict[str, Any]], mode: str) -> list[tuple[int, int]]:
+def _target_kinds(segments: Sequence[dict[str, Any]], mode: Mode) -> list[tuple[int, int]]:
     """``(segment index, kind)`` of every valid model turn, in order; invalid turns are skipped."""
     targets = []
     seen_policy = False
@@ -277,7 +277,8 @@ def build_sft_dataset(
 
     rows: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": [], "kinds": [], "id": []}
     formats: set[str] = set()
-    total, too_long, labelled, kinds = 0, 0, 0, Counter()
+    total, too_long, labelled = 0, 0, 0
+    kinds: Counter[int] = Counter()
     for sample in samples:
         total += 1
         formats.add(sample_format_of(sample))
