@@ -26,7 +26,7 @@ import math
 import re
 import uuid
 from collections.abc import MutableMapping
-from typing import TYPE_CHECKING, Annotated, Any, Optional, Union
+from typing import TYPE_CHECKING, Annotated, Any, Optional, Union, cast
 
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
@@ -275,8 +275,52 @@ def create_retrieval_app(
     body_timeout_s = _positive_seconds("body_timeout_s", body_timeout_s)
     pass_k = accepts_k(retriever)
     name = type(retriever).__name__
+    RetrieveRequest = _request_model(max_queries, max_topk, max_results)
+    app = FastAPI(title="RAG-R1 retrieval server", description=__doc__)
+    app.add_middleware(_RequestGuard, max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s)
+    _add_error_handlers(app)
+    error_responses = _error_responses(max_body_bytes, body_timeout_s, max_results)
 
-    class RetrieveRequest(BaseModel):
+    async def _one(query: str, topk: int) -> list[Document]:
+        if not query.strip():
+            return []
+        # Sync invoke in the threadpool: the default async path of BaseRetriever drops ``k``.
+        extra: dict[str, Any] = {"k": topk} if pass_k else {}
+        docs = await run_in_threadpool(retriever.invoke, query, **extra)
+        return list(docs)[:topk]
+
+    @app.post("/retrieve", response_model=RetrieveResponse, responses=error_responses)
+    async def retrieve(body: RetrieveRequest, request: Request) -> JSONResponse:  # type: ignore[valid-type]
+        # (a class made per app, with its limits: the annotation FastAPI reads; its fields are _RetrieveBody's)
+        body = cast(_RetrieveBody, body)
+        try:
+            hits = await asyncio.gather(*(_one(q, body.topk) for q in body.queries))
+            result = [[_document_json(d, body.return_scores) for d in docs] for docs in hits]
+            return JSONResponse({"result": result})
+        except Exception as exc:  # noqa: BLE001 - logged with the request id, a generic 500 to the client
+            logger.error("request %s: %s failed on %d queries (topk=%d)", _request_id(request.scope), name,
+                         len(body.queries), body.topk, exc_info=exc)
+            return _server_error(request)
+
+    @app.get("/health", responses={408: error_responses[408], 413: error_responses[413]})
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "retriever": name}
+
+    return app
+
+
+class _RetrieveBody(BaseModel):
+    """The fields of a ``/retrieve`` body; :func:`_request_model` adds a server's limits."""
+
+    queries: list[StrictStr]
+    topk: StrictTopK = 3
+    return_scores: StrictBool = False
+
+
+def _request_model(max_queries: int, max_topk: int, max_results: int) -> type[_RetrieveBody]:
+    """The ``/retrieve`` body with this server's limits (in its OpenAPI schema too)."""
+
+    class RetrieveRequest(_RetrieveBody):
         model_config = ConfigDict(title="RetrieveRequest")
 
         queries: list[StrictStr] = Field(
@@ -301,18 +345,21 @@ def create_retrieval_app(
                 )
             return self
 
-    app = FastAPI(title="RAG-R1 retrieval server", description=__doc__)
-    app.add_middleware(_RequestGuard, max_body_bytes=max_body_bytes, body_timeout_s=body_timeout_s)
+    return RetrieveRequest
 
-    def server_error(request: Request, what: str = "The retriever failed") -> JSONResponse:
-        rid = _request_id(request.scope)
-        return JSONResponse(
-            status_code=500,
-            content={"detail": f"{what} on this request (request id {rid}); the server's log has the details.",
-                     "request_id": rid},
-            headers={REQUEST_ID_HEADER: rid},
-        )
 
+def _server_error(request: Request, what: str = "The retriever failed") -> JSONResponse:
+    rid = _request_id(request.scope)
+    return JSONResponse(
+        status_code=500,
+        content={"detail": f"{what} on this request (request id {rid}); the server's log has the details.",
+                 "request_id": rid},
+        headers={REQUEST_ID_HEADER: rid},
+    )
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every malformed body a 422 in FastAPI's documented shape; anything unexpected a generic 500."""
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": [_error_json(e) for e in exc.errors()]})
@@ -329,17 +376,12 @@ def create_retrieval_app(
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.error("request %s: unexpected error", _request_id(request.scope), exc_info=exc)
-        return server_error(request, "The server failed")
+        return _server_error(request, "The server failed")
 
-    async def _one(query: str, topk: int) -> list[Document]:
-        if not query.strip():
-            return []
-        # Sync invoke in the threadpool: the default async path of BaseRetriever drops ``k``.
-        extra: dict[str, Any] = {"k": topk} if pass_k else {}
-        docs = await run_in_threadpool(retriever.invoke, query, **extra)
-        return list(docs)[:topk]
 
-    error_responses: dict[Union[int, str], dict[str, Any]] = {
+def _error_responses(max_body_bytes: int, body_timeout_s: float, max_results: int) -> dict[Union[int, str], dict[str, Any]]:
+    """The error answers of ``/retrieve`` for the OpenAPI schema."""
+    return {
         408: {"model": ErrorMessage, "description": f"The body was not received within {body_timeout_s:g} s"},
         413: {"model": ErrorMessage, "description": f"The body is over {max_body_bytes} bytes"},
         422: {"model": HTTPValidationError,
@@ -348,23 +390,6 @@ def create_retrieval_app(
               "headers": {REQUEST_ID_HEADER: {"description": "the request id of the log entry",
                                               "schema": {"type": "string"}}}},
     }
-
-    @app.post("/retrieve", response_model=RetrieveResponse, responses=error_responses)
-    async def retrieve(body: RetrieveRequest, request: Request) -> JSONResponse:
-        try:
-            hits = await asyncio.gather(*(_one(q, body.topk) for q in body.queries))
-            result = [[_document_json(d, body.return_scores) for d in docs] for docs in hits]
-            return JSONResponse({"result": result})
-        except Exception as exc:  # noqa: BLE001 - logged with the request id, a generic 500 to the client
-            logger.error("request %s: %s failed on %d queries (topk=%d)", _request_id(request.scope), name,
-                         len(body.queries), body.topk, exc_info=exc)
-            return server_error(request)
-
-    @app.get("/health", responses={408: error_responses[408], 413: error_responses[413]})
-    async def health() -> dict[str, str]:
-        return {"status": "ok", "retriever": name}
-
-    return app
 
 
 def _h11_protocol(header_timeout_s: float) -> type:

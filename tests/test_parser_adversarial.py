@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -118,7 +119,10 @@ turns = st.one_of(_structured, _structured, _structured, st.text(max_size=60))
 @settings(max_examples=4000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(turns, st.sampled_from(["multi", "single"]), st.integers(min_value=0, max_value=4))
 def test_linear_parser_matches_the_previous_implementation(text, mode, max_queries):
-    assert parse_action(text, mode, max_queries) == _reference_parse_action(text, mode, max_queries)
+    action = parse_action(text, mode, max_queries)
+    assert replace(action, thoughts=()) == _reference_parse_action(text, mode, max_queries)
+    # the reasoning it keeps is what the CLI's regex used to find
+    assert action.thoughts == tuple(re.findall(r"<think>(.*?)(?:</think>|\Z)", text, re.DOTALL))
 
 
 @settings(max_examples=1500, deadline=None)
@@ -142,7 +146,7 @@ def test_reference_cases_still_hold():
     }
     for text, (kind, value) in cases.items():
         action = parse_action(text)
-        assert action == _reference_parse_action(text), text
+        assert replace(action, thoughts=()) == _reference_parse_action(text), text
         assert action.kind == kind, text
         if kind == "search":
             assert action.queries == value

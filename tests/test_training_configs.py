@@ -244,7 +244,7 @@ def test_one_config_error_for_the_whole_package():
 def test_every_key_is_checked_against_its_declared_type(kind):
     """The configs are declared, not validated line by line: a value of the wrong type for any of
     their keys is a ConfigError naming that key, before anything loads."""
-    module, cls = (sft, sft_config.SFTRunConfig) if kind == "sft" else (rl_config, rl_config.RLRunConfig)
+    module, cls = (sft_config, sft_config.SFTRunConfig) if kind == "sft" else (rl_config, rl_config.RLRunConfig)
     base = {"dataset": "d", "output_dir": "o"} if kind == "sft" else {"output_dir": "o"}
     keys = sorted(module.OWN_KEYS - {"lora"})
     assert len(keys) >= 20

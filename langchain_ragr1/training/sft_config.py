@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any
 
 from pydantic import Field
 
@@ -32,12 +32,10 @@ from langchain_ragr1.training.run_config import (
     resolve_config,
     split_trl_keys,
 )
+from langchain_ragr1.training.sft_data import SampleFormat
 
 MAKE_DATA_HINT = ("build it first with training/make_sft_data.py --out DIR (it writes DIR/dataset and "
                   "DIR/trajectories.jsonl)")
-#: The sample formats a config may choose (see :mod:`.sft_data`).
-SampleFormat = Literal["trajectory", "turns"]
-SAMPLE_FORMATS: tuple[str, ...] = get_args(SampleFormat)
 TRAJECTORIES_FILE = "trajectories.jsonl"
 LABEL = "SFT"
 TRL_CLASS = "SFTConfig"

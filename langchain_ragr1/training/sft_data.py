@@ -33,7 +33,7 @@ import logging
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Literal, Sequence, get_args
 
 from langchain_ragr1.data.items import QAItem
 from langchain_ragr1.errors import RagR1Error
@@ -52,7 +52,8 @@ KINDS: dict[tuple[bool, str], int] = {
 }
 IGNORE_INDEX = -100
 #: The sample formats of :func:`to_samples`: whole trajectories, or the four-kind cut per turn.
-SAMPLE_FORMATS = ("trajectory", "turns")
+SampleFormat = Literal["trajectory", "turns"]
+SAMPLE_FORMATS: tuple[str, ...] = get_args(SampleFormat)
 
 
 class EmptySFTDataError(RagR1Error, ValueError):
