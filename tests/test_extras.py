@@ -36,8 +36,8 @@ def test_require_names_the_pip_install_of_each_extra(missing, extra):
 
 
 def test_training_without_trl_names_the_training_extra(missing, tmp_path):
-    from langchain_ragr1.training.rl import grpo_args
-    from langchain_ragr1.training.rl_config import RLRunConfig
+    from langchain_ragr1.tuning.rl import grpo_args
+    from langchain_ragr1.tuning.rl_config import RLRunConfig
 
     missing.add("trl")
     with pytest.raises(MissingExtraError, match=r'langchain-ragr1\[training\]'):
@@ -45,7 +45,7 @@ def test_training_without_trl_names_the_training_extra(missing, tmp_path):
 
 
 def test_sft_dataset_without_datasets_names_the_training_extra(missing, tmp_path):
-    from langchain_ragr1.training.sft_data import build_sft_dataset
+    from langchain_ragr1.tuning.sft_data import build_sft_dataset
 
     missing.add("datasets")
     with pytest.raises(MissingExtraError, match=r'langchain-ragr1\[training\]'):

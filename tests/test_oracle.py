@@ -10,8 +10,8 @@ from langchain_ragr1 import RagR1Agent
 from langchain_ragr1.data import QAItem
 from langchain_ragr1.protocol import parse_action
 from langchain_ragr1.testing import MemoryRetriever
-from langchain_ragr1.training import OraclePolicy, make_trajectories
-from langchain_ragr1.training.oracle import UNGROUNDED_ANSWER
+from langchain_ragr1.tuning import OraclePolicy, make_trajectories
+from langchain_ragr1.tuning.oracle import UNGROUNDED_ANSWER
 
 DOCS = [
     Document(page_content="English writer (1797–1851). Mary Shelley wrote Frankenstein.",

@@ -31,7 +31,7 @@ def test_data_the_package_needs_is_package_data():
     wanted = {
         "langchain_ragr1": ["py.typed", "embeddings/wiki-summaries-minilm.npy", "embeddings/wiki-summaries-minilm.json",
                             "adapters/smollm2-ragr1-sft/adapter_model.safetensors"],
-        "langchain_ragr1.training": ["configs/rl_cpu.yaml", "configs/sft_default.yaml"],
+        "langchain_ragr1.tuning": ["configs/rl_cpu.yaml", "configs/sft_default.yaml"],
     }
     for package, files in wanted.items():
         folder = package_dir.joinpath(*package.split(".")[1:])

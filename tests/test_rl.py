@@ -12,18 +12,18 @@ from langchain_core.documents import Document
 from langchain_ragr1.config import RagR1Config
 from langchain_ragr1.protocol import INVALID_ACTION_TEXT
 from langchain_ragr1.testing import MemoryRetriever, ScriptedPolicy
-from langchain_ragr1.training.checkpoints import last_complete_checkpoint
-from langchain_ragr1.training.metrics import write_metrics
-from langchain_ragr1.training.rl import build_trainer, grpo_args
-from langchain_ragr1.training.rl_config import (
+from langchain_ragr1.tuning.checkpoints import last_complete_checkpoint
+from langchain_ragr1.tuning.metrics import write_metrics
+from langchain_ragr1.tuning.rl import build_trainer, grpo_args
+from langchain_ragr1.tuning.rl_config import (
     RLRunConfig,
     config_from_dict,
     load_config,
 )
-from langchain_ragr1.training.rl_questions import select_rl_questions, solve_counts
-from langchain_ragr1.training.rl_rewards import RewardError, default_rewards, trl_reward
-from langchain_ragr1.training.rl_rollout import GraphRollout, RolloutSettings
-from langchain_ragr1.training.run_config import ConfigError
+from langchain_ragr1.tuning.rl_questions import select_rl_questions, solve_counts
+from langchain_ragr1.tuning.rl_rewards import RewardError, default_rewards, trl_reward
+from langchain_ragr1.tuning.rl_rollout import GraphRollout, RolloutSettings
+from langchain_ragr1.tuning.run_config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [Document(page_content="Paris is the capital of France."),
@@ -146,7 +146,7 @@ def test_cli_rejects_a_bad_config_before_loading_anything(tmp_path):
 
 
 def test_empty_data_is_a_config_error(tmp_path):
-    from langchain_ragr1.training.rl_questions import load_questions
+    from langchain_ragr1.tuning.rl_questions import load_questions
 
     (tmp_path / "empty.jsonl").write_text("")
     from langchain_ragr1.errors import RagR1Error

@@ -16,7 +16,7 @@ from langchain_ragr1.data import QAItem, load_qa
 from langchain_ragr1.protocol import exact_match, parse_action
 from langchain_ragr1.retrievers.bm25 import BM25Retriever
 from langchain_ragr1.testing import MemoryRetriever, ScriptedPolicy
-from langchain_ragr1.training import (
+from langchain_ragr1.tuning import (
     EmptySFTDataError,
     OraclePolicy,
     build_sft_dataset,
@@ -26,7 +26,7 @@ from langchain_ragr1.training import (
     to_trajectory_sample,
     token_accounting,
 )
-from langchain_ragr1.training.sft_data import IGNORE_INDEX, sample_ids
+from langchain_ragr1.tuning.sft_data import IGNORE_INDEX, sample_ids
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from langchain_ragr1.training import build_sft_dataset, to_samples, write_jsonl
-from langchain_ragr1.training.sft import train_sft
-from langchain_ragr1.training.sft_config import ConfigError, config_from_dict, load_config
+from langchain_ragr1.tuning import build_sft_dataset, to_samples, write_jsonl
+from langchain_ragr1.tuning.sft import train_sft
+from langchain_ragr1.tuning.sft_config import ConfigError, config_from_dict, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -140,7 +140,7 @@ def test_sample_format_chooses_the_source(sft_out_dir, sft_dataset_dir, tmp_path
     with pytest.raises(ConfigError, match="trajectory needs trajectories.jsonl.*set sample_format: turns"):
         source(sft_dataset_dir, "trajectory")  # a saved turns dataset only
     saved = tmp_path / "saved"  # a dataset saved in trajectory format serves trajectory runs only
-    from langchain_ragr1.training.sft_data import read_jsonl
+    from langchain_ragr1.tuning.sft_data import read_jsonl
 
     build_sft_dataset(to_samples(read_jsonl(jsonl), "trajectory"), None, 256).save_to_disk(str(saved / "dataset"))
     assert source(saved, "trajectory") == saved / "dataset"
@@ -274,7 +274,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_model_dir, sft_datas
 
     import yaml
 
-    from langchain_ragr1.training.checkpoints import last_complete_checkpoint
+    from langchain_ragr1.tuning.checkpoints import last_complete_checkpoint
 
     out = tmp_path / "killed"
     config = _config(tiny_model_dir, sft_dataset_dir, out, max_steps=500, save_steps=2).to_dict()
@@ -331,8 +331,8 @@ def test_trajectory_yaml_runs_end_to_end_and_counts_tokens(tiny_model_dir, sft_o
     """A YAML with sample_format: trajectory through run_sft's main, on make_sft_data's --out folder."""
     import yaml
 
-    from langchain_ragr1.training.run_sft import main
-    from langchain_ragr1.training.sft_data import read_jsonl, token_accounting
+    from langchain_ragr1.tuning.run_sft import main
+    from langchain_ragr1.tuning.sft_data import read_jsonl, token_accounting
 
     out = tmp_path / "traj"
     config = _config(tiny_model_dir, sft_out_dir, out, sample_format="trajectory").to_dict()
@@ -377,7 +377,7 @@ def test_trainer_batch_keeps_labels_on_every_policy_turn(tiny_model, tiny_model_
     import torch.nn.functional as F
     from trl import SFTTrainer
 
-    from langchain_ragr1.training.sft import load_sft_dataset, sft_args
+    from langchain_ragr1.tuning.sft import load_sft_dataset, sft_args
 
     config = _config(tiny_model_dir, sft_out_dir, sft_out_dir / "unused", sample_format="trajectory",
                      per_device_train_batch_size=3)

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from langchain_ragr1.training import rl_config, sft, sft_config
-from langchain_ragr1.training.rl import grpo_args
-from langchain_ragr1.training.run_config import PACKAGED_CONFIGS_DIR, ConfigError, packaged_configs, resolve_config
+from langchain_ragr1.tuning import rl_config, sft, sft_config
+from langchain_ragr1.tuning.rl import grpo_args
+from langchain_ragr1.tuning.run_config import PACKAGED_CONFIGS_DIR, ConfigError, packaged_configs, resolve_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SFT_NAMES = ["sft_cpu_lora", "sft_default", "sft_gemma_compare", "sft_paper_7b"]
@@ -147,7 +147,7 @@ def test_configs_ship_in_the_package_once():
 def test_pyproject_package_data_covers_the_configs():
     tomllib = pytest.importorskip("tomllib")
     package_data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["package-data"]
-    patterns = package_data["langchain_ragr1.training"]
+    patterns = package_data["langchain_ragr1.tuning"]
     for path in packaged_configs().values():
         relative = path.relative_to(ROOT / "langchain_ragr1" / "training").as_posix()
         assert any(fnmatch(relative, pattern) for pattern in patterns), relative
@@ -191,7 +191,7 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           env={**os.environ, "PYTHONWARNINGS": "default"})
 
 
-@pytest.mark.parametrize("module", ["langchain_ragr1.training.run_sft", "langchain_ragr1.training.run_rl"])
+@pytest.mark.parametrize("module", ["langchain_ragr1.tuning.run_sft", "langchain_ragr1.tuning.run_rl"])
 def test_python_m_help_exits_0(module, tmp_path):
     proc = run("-m", module, "--help", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -203,17 +203,17 @@ def test_the_repo_script_is_the_same_main(tmp_path):
     proc = run(str(ROOT / "training" / "run_sft.py"), "--list-configs", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert [line.split("\t")[0] for line in proc.stdout.splitlines()] == SFT_NAMES
-    from langchain_ragr1.training import run_rl, run_sft
+    from langchain_ragr1.tuning import run_rl, run_sft
 
     scripts = {name: (ROOT / "training" / f"{name}.py").read_text() for name in ("run_sft", "run_rl")}
-    assert "from langchain_ragr1.training.run_sft import main" in scripts["run_sft"]
-    assert "from langchain_ragr1.training.run_rl import main" in scripts["run_rl"]
+    assert "from langchain_ragr1.tuning.run_sft import main" in scripts["run_sft"]
+    assert "from langchain_ragr1.tuning.run_rl import main" in scripts["run_rl"]
     assert callable(run_sft.main) and callable(run_rl.main)
 
 
 def test_python_m_validate_only_takes_a_packaged_name_and_trl_keys(tmp_path):
     path = rl_file(tmp_path, report_to="tensorboard", optim="adamw_torch_fused")
-    proc = run("-m", "langchain_ragr1.training.run_rl", "--config", str(path), "--validate-only", cwd=tmp_path)
+    proc = run("-m", "langchain_ragr1.tuning.run_rl", "--config", str(path), "--validate-only", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     printed = json.loads(proc.stdout)
     assert printed["report_to"] == "tensorboard" and printed["optim"] == "adamw_torch_fused"
@@ -221,7 +221,7 @@ def test_python_m_validate_only_takes_a_packaged_name_and_trl_keys(tmp_path):
 
 
 def test_main_reports_config_errors_without_a_traceback(tmp_path, capsys):
-    from langchain_ragr1.training import run_rl, run_sft
+    from langchain_ragr1.tuning import run_rl, run_sft
 
     assert run_sft.main(["--config", "sft_default", "--validate-only"]) == 0
     assert json.loads(capsys.readouterr().out)["max_samples"] == 480
@@ -233,7 +233,7 @@ def test_main_reports_config_errors_without_a_traceback(tmp_path, capsys):
 
 def test_one_config_error_for_the_whole_package():
     import langchain_ragr1
-    from langchain_ragr1.training import rl_config, run_config, sft_config
+    from langchain_ragr1.tuning import rl_config, run_config, sft_config
 
     assert run_config.ConfigError is langchain_ragr1.ConfigError is rl_config.ConfigError
     with pytest.raises(langchain_ragr1.ConfigError, match="learning_rate"):

@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from langchain_ragr1.models import resolve_model_path
     from langchain_ragr1.policies.transformers import TransformersPolicy
     from langchain_ragr1.retrievers.factory import make_retriever
-    from langchain_ragr1.training.rl_questions import select_rl_questions, solve_counts
+    from langchain_ragr1.tuning.rl_questions import select_rl_questions, solve_counts
 
     try:
         items = load_qa(args.data)

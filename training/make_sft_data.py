@@ -88,7 +88,7 @@ def check_teacher_args(args: argparse.Namespace) -> None:
 
 def make_teacher(args: argparse.Namespace, items: list, tokenizer, mode: str = "multi"):
     """The teacher policy named by ``--teacher`` (options checked by :func:`check_teacher_args`)."""
-    from langchain_ragr1.training import OraclePolicy
+    from langchain_ragr1.tuning import OraclePolicy
 
     if args.teacher == "oracle":
         return OraclePolicy(items, tokenizer, mode=mode, seed=args.seed,
@@ -115,14 +115,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from langchain_ragr1.errors import RagR1Error
     from langchain_ragr1.models import resolve_model_path
     from langchain_ragr1.retrievers.factory import make_retriever
-    from langchain_ragr1.training import (
+    from langchain_ragr1.tuning import (
         build_sft_dataset,
         make_trajectories,
         to_sft_samples,
         token_accounting,
         write_jsonl,
     )
-    from langchain_ragr1.training.sft_data import TrajectoryCounts
+    from langchain_ragr1.tuning.sft_data import TrajectoryCounts
 
     try:
         check_teacher_args(args)

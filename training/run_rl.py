@@ -3,8 +3,8 @@
     python training/run_rl.py [--config training/configs/rl_cpu.yaml] [--max-steps N] \
         [--output-dir DIR] [--data SPEC] [--model DIR] [--validate-only] [--quiet]
 
-The same command as ``python -m langchain_ragr1.training.run_rl`` (one implementation:
-``langchain_ragr1/training/run_rl.py``); ``--config`` also takes a packaged config's name
+The same command as ``python -m langchain_ragr1.tuning.run_rl`` (one implementation:
+``langchain_ragr1/tuning/run_rl.py``); ``--config`` also takes a packaged config's name
 (``rl_cpu``, the default; see ``--list-configs``).
 """
 
@@ -15,7 +15,7 @@ import sys
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads
 
-from langchain_ragr1.training.run_rl import main  # noqa: E402
+from langchain_ragr1.tuning.run_rl import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

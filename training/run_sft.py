@@ -3,8 +3,8 @@
     python training/run_sft.py --config training/configs/sft_cpu_lora.yaml [--max-steps N] \
         [--output-dir DIR] [--dataset DIR] [--model DIR] [--validate-only] [--quiet]
 
-The same command as ``python -m langchain_ragr1.training.run_sft`` (one implementation:
-``langchain_ragr1/training/run_sft.py``); ``--config`` also takes a packaged config's name
+The same command as ``python -m langchain_ragr1.tuning.run_sft`` (one implementation:
+``langchain_ragr1/tuning/run_sft.py``); ``--config`` also takes a packaged config's name
 (``sft_cpu_lora``, see ``--list-configs``).
 """
 
@@ -15,7 +15,7 @@ import sys
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads
 
-from langchain_ragr1.training.run_sft import main  # noqa: E402
+from langchain_ragr1.tuning.run_sft import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

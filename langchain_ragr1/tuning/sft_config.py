@@ -3,7 +3,7 @@ model loads (a :class:`ConfigError` names the bad key), and where its samples co
 
 Besides its own keys a config takes any field of ``trl.SFTConfig`` at the top level
 (``report_to: tensorboard``, ``optim``, ...): they are kept in ``trl_args`` and passed to the
-``SFTConfig`` that :func:`langchain_ragr1.training.sft.sft_args` builds.
+``SFTConfig`` that :func:`langchain_ragr1.tuning.sft.sft_args` builds.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from langchain_ragr1.training.run_config import (
+from langchain_ragr1.tuning.run_config import (
     ConfigError,
     Device,
     LoraSettings,
@@ -32,7 +32,7 @@ from langchain_ragr1.training.run_config import (
     resolve_config,
     split_trl_keys,
 )
-from langchain_ragr1.training.sft_data import SampleFormat
+from langchain_ragr1.tuning.sft_data import SampleFormat
 
 MAKE_DATA_HINT = ("build it first with training/make_sft_data.py --out DIR (it writes DIR/dataset and "
                   "DIR/trajectories.jsonl)")

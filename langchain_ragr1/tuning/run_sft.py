@@ -1,6 +1,6 @@
 """Stage 1 SFT: train on the dataset written by training/make_sft_data.py.
 
-    python -m langchain_ragr1.training.run_sft --config sft_cpu_lora [--max-steps N] \
+    python -m langchain_ragr1.tuning.run_sft --config sft_cpu_lora [--max-steps N] \
         [--output-dir DIR] [--dataset DIR] [--model DIR] [--validate-only] [--quiet]
     python training/run_sft.py --config training/configs/sft_cpu_lora.yaml ...   # a checkout: the same
 
@@ -22,7 +22,7 @@ import sys  # noqa: E402
 from typing import Sequence  # noqa: E402
 
 from langchain_ragr1.logs import log_to_stderr  # noqa: E402
-from langchain_ragr1.training.run_config import config_help, print_packaged_configs  # noqa: E402
+from langchain_ragr1.tuning.run_config import config_help, print_packaged_configs  # noqa: E402
 
 LABEL = "SFT"
 
@@ -46,8 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--config is required (a YAML file or a packaged config's name; see --list-configs)")
 
     from langchain_ragr1.errors import RagR1Error
-    from langchain_ragr1.training.sft import sft_args, train_sft
-    from langchain_ragr1.training.sft_config import load_config
+    from langchain_ragr1.tuning.sft import sft_args, train_sft
+    from langchain_ragr1.tuning.sft_config import load_config
 
     try:
         config = load_config(args.config, max_steps=args.max_steps, output_dir=args.output_dir,

@@ -27,7 +27,7 @@ from langchain_ragr1.errors import ConfigError
 
 DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
-#: The YAML configs shipped inside the package (``langchain_ragr1/training/configs/NAME.yaml``).
+#: The YAML configs shipped inside the package (``langchain_ragr1/tuning/configs/NAME.yaml``).
 PACKAGED_CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
 

@@ -17,13 +17,13 @@ from typing import Any, Callable, Sequence
 
 from langchain_ragr1.config import RagR1Config
 from langchain_ragr1.extras import require
-from langchain_ragr1.training.checkpoints import last_complete_checkpoint
-from langchain_ragr1.training.metrics import metrics_callback, write_metrics
-from langchain_ragr1.training.rl_config import RLRunConfig
-from langchain_ragr1.training.rl_questions import load_questions
-from langchain_ragr1.training.rl_rewards import default_rewards
-from langchain_ragr1.training.rl_rollout import GraphRollout, RolloutSettings
-from langchain_ragr1.training.run_config import build_trl_config
+from langchain_ragr1.tuning.checkpoints import last_complete_checkpoint
+from langchain_ragr1.tuning.metrics import metrics_callback, write_metrics
+from langchain_ragr1.tuning.rl_config import RLRunConfig
+from langchain_ragr1.tuning.rl_questions import load_questions
+from langchain_ragr1.tuning.rl_rewards import default_rewards
+from langchain_ragr1.tuning.rl_rollout import GraphRollout, RolloutSettings
+from langchain_ragr1.tuning.run_config import build_trl_config
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from langchain_ragr1.training.rl_config import ConfigError, RLRunConfig
+from langchain_ragr1.tuning.rl_config import ConfigError, RLRunConfig
 
 
 def load_questions(config: RLRunConfig) -> list:

@@ -1,7 +1,7 @@
 """Stage 1 (format-learning SFT) data: a teacher policy, rejection-sampled trajectories, samples."""
 
-from langchain_ragr1.training.oracle import OraclePolicy
-from langchain_ragr1.training.sft_data import (
+from langchain_ragr1.tuning.oracle import OraclePolicy
+from langchain_ragr1.tuning.sft_data import (
     KINDS,
     SAMPLE_FORMATS,
     EmptySFTDataError,
@@ -33,11 +33,11 @@ __all__ = [
 ]
 
 # Stage 2 RL (GRPO with graph rollouts); the trainer module imports TRL lazily.
-from langchain_ragr1.training.checkpoints import last_complete_checkpoint  # noqa: E402
-from langchain_ragr1.training.rl import train_rl  # noqa: E402
-from langchain_ragr1.training.rl_config import RLRunConfig  # noqa: E402
-from langchain_ragr1.training.rl_rewards import RewardError, exact_match_score, format_score, trl_reward  # noqa: E402
-from langchain_ragr1.training.rl_rollout import GraphRollout, RolloutSettings, episode_sample  # noqa: E402
+from langchain_ragr1.tuning.checkpoints import last_complete_checkpoint  # noqa: E402
+from langchain_ragr1.tuning.rl import train_rl  # noqa: E402
+from langchain_ragr1.tuning.rl_config import RLRunConfig  # noqa: E402
+from langchain_ragr1.tuning.rl_rewards import RewardError, exact_match_score, format_score, trl_reward  # noqa: E402
+from langchain_ragr1.tuning.rl_rollout import GraphRollout, RolloutSettings, episode_sample  # noqa: E402
 
 __all__ += [
     "GraphRollout",

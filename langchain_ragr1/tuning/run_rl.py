@@ -1,6 +1,6 @@
 """Stage 2 RL: GRPO with the RAG-R1 graph as the rollout environment.
 
-    python -m langchain_ragr1.training.run_rl [--config rl_cpu] [--max-steps N] \
+    python -m langchain_ragr1.tuning.run_rl [--config rl_cpu] [--max-steps N] \
         [--output-dir DIR] [--data SPEC] [--model DIR] [--validate-only] [--quiet]
     python training/run_rl.py [--config training/configs/rl_cpu.yaml] ...   # a checkout: the same
 
@@ -23,7 +23,7 @@ import sys  # noqa: E402
 from typing import Sequence  # noqa: E402
 
 from langchain_ragr1.logs import log_to_stderr  # noqa: E402
-from langchain_ragr1.training.run_config import config_help, print_packaged_configs  # noqa: E402
+from langchain_ragr1.tuning.run_config import config_help, print_packaged_configs  # noqa: E402
 
 LABEL = "RL"
 DEFAULT_CONFIG = "rl_cpu"
@@ -46,14 +46,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return print_packaged_configs(LABEL)
 
     from langchain_ragr1.errors import RagR1Error
-    from langchain_ragr1.training.rl_config import load_config
+    from langchain_ragr1.tuning.rl_config import load_config
 
     try:
         config = load_config(args.config, max_steps=args.max_steps, output_dir=args.output_dir,
                              data=args.data, model=args.model)
-        from langchain_ragr1.training.rl import grpo_args, train_rl
-        from langchain_ragr1.training.rl_rewards import default_rewards
-        from langchain_ragr1.training.run_config import uses_cpu
+        from langchain_ragr1.tuning.rl import grpo_args, train_rl
+        from langchain_ragr1.tuning.rl_rewards import default_rewards
+        from langchain_ragr1.tuning.run_config import uses_cpu
 
         # TRL's checks of the values before any model loads (--validate-only: on any machine)
         use_cpu = True if args.validate_only else uses_cpu(config.device)

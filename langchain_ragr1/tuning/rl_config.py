@@ -19,7 +19,7 @@ from pydantic import Field
 
 from langchain_ragr1.protocol import Mode
 from langchain_ragr1.retrievers.factory import RetrieverKind
-from langchain_ragr1.training.run_config import (
+from langchain_ragr1.tuning.run_config import (
     ConfigError,
     Device,
     LoraSettings,

@@ -5,7 +5,7 @@ labels on all its valid model turns; built at the start of the run from the
 ``trajectories.jsonl`` that ``make_sft_data.py`` writes beside ``dataset/``) or ``turns``
 (the paper's four-kind cut, one sample per turn; the saved ``dataset/`` as it is).
 :func:`load_sft_dataset` makes either and writes what an epoch costs both ways
-(:func:`~langchain_ragr1.training.sft_data.token_accounting`) to ``output_dir/data_counts.json``.
+(:func:`~langchain_ragr1.tuning.sft_data.token_accounting`) to ``output_dir/data_counts.json``.
 
 The dataset already carries ``input_ids`` and ``labels`` (-100 everywhere except the target
 turn or turns), so TRL's dataset preparation is skipped (``skip_prepare_dataset``) and its
@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from langchain_ragr1.extras import require
-from langchain_ragr1.training.metrics import write_loss_curve
-from langchain_ragr1.training.run_config import ConfigError, build_trl_config, uses_cpu
-from langchain_ragr1.training.sft_config import (
+from langchain_ragr1.tuning.metrics import write_loss_curve
+from langchain_ragr1.tuning.run_config import ConfigError, build_trl_config, uses_cpu
+from langchain_ragr1.tuning.sft_config import (
     LABEL,
     MAKE_DATA_HINT,
     TRL_CLASS,
@@ -108,19 +108,19 @@ def load_sft_dataset(config: SFTRunConfig, tokenizer: Any) -> tuple[Any, dict[st
     """The training dataset of a run (``input_ids``, ``labels``) and its counts.
 
     Samples of ``config.sample_format`` from :meth:`SFTRunConfig.check_dataset`'s source: a
-    ``trajectories.jsonl`` is cut (:func:`~langchain_ragr1.training.sft_data.to_samples`) and
+    ``trajectories.jsonl`` is cut (:func:`~langchain_ragr1.tuning.sft_data.to_samples`) and
     tokenised from the segments' ids; a saved dataset is used as it is. Samples longer than
     ``max_length`` are dropped, never cut; then ``max_samples`` takes a seeded subset of the
     samples. The counts (``data_counts.json``): ``sample_format``, ``source``, ``built`` (what
     was dropped), ``train`` (samples, tokens and labelled tokens of one epoch of the subset,
     ``optimizer_steps_per_epoch``) and, where the trajectories are known, ``accounting``: an
-    epoch of all trajectories both ways (:func:`~langchain_ragr1.training.sft_data.token_accounting`),
+    epoch of all trajectories both ways (:func:`~langchain_ragr1.tuning.sft_data.token_accounting`),
     and ``accounting_train`` for the trajectories a ``trajectory`` subset took.
     """
     require("datasets", "training")
     from datasets import load_from_disk
 
-    from langchain_ragr1.training.sft_data import (
+    from langchain_ragr1.tuning.sft_data import (
         build_sft_dataset,
         read_jsonl,
         to_samples,
@@ -211,7 +211,7 @@ def train_sft(config: SFTRunConfig, *, progress: bool = True) -> dict[str, Any]:
     from trl import SFTTrainer
 
     from langchain_ragr1.models import resolve_model_path
-    from langchain_ragr1.training.checkpoints import last_complete_checkpoint
+    from langchain_ragr1.tuning.checkpoints import last_complete_checkpoint
 
     use_cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
     output_dir = Path(config.output_dir)
