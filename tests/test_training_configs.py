@@ -140,7 +140,7 @@ def test_without_trl_a_trl_key_names_the_training_extra(monkeypatch):
 def test_configs_ship_in_the_package_once():
     assert sorted(packaged_configs()) == sorted(SFT_NAMES + RL_NAMES)
     assert sorted(packaged_configs("SFT")) == SFT_NAMES and sorted(packaged_configs("RL")) == RL_NAMES
-    assert PACKAGED_CONFIGS_DIR == ROOT / "langchain_ragr1" / "training" / "configs"
+    assert PACKAGED_CONFIGS_DIR == ROOT / "langchain_ragr1" / "tuning" / "configs"
     assert not list((ROOT / "training" / "configs").glob("*.y*ml"))  # no second copy in the checkout
 
 
@@ -149,7 +149,7 @@ def test_pyproject_package_data_covers_the_configs():
     package_data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["package-data"]
     patterns = package_data["langchain_ragr1.tuning"]
     for path in packaged_configs().values():
-        relative = path.relative_to(ROOT / "langchain_ragr1" / "training").as_posix()
+        relative = path.relative_to(ROOT / "langchain_ragr1" / "tuning").as_posix()
         assert any(fnmatch(relative, pattern) for pattern in patterns), relative
 
 
