@@ -30,12 +30,10 @@ from langchain_ragr1.tuning.run_config import (
     UnitOpen,
     check_declared,
     check_trl_args,
-    coerce_floats,
+    config_from_values,
     hint,
-    lora_from,
     read_yaml,
     resolve_config,
-    split_trl_keys,
 )
 
 RolloutBackend = Literal["transformers", "continuous"]
@@ -144,21 +142,11 @@ OWN_KEYS = frozenset(f.name for f in fields(RLRunConfig)) - {"trl_args"}
 
 
 def config_from_dict(values: dict[str, Any], /, *, source: str | None = None, **overrides: Any) -> RLRunConfig:
-    """Build and validate a config; ``overrides`` that are None are ignored. A key that is not
-    ours but a field of ``trl.GRPOConfig`` goes to ``trl_args``; ``source`` (the file) is named
-    in key errors."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"RL config: expected a mapping, got {type(values).__name__}")
-    data = dict(values)
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    trl_args = split_trl_keys(data, OWN_KEYS, TRL_CLASS, LABEL, source=source,
-                              aliases=TRL_ALIASES, managed=TRL_MANAGED)
-    if not data.get("output_dir"):
-        raise ConfigError("RL config: output_dir is required")
-    lora = lora_from(data.pop("lora", None), _rl_lora(), LABEL)
-    coerce_floats(data, ("learning_rate", "beta", "temperature", "top_p", "format_weight",
-                         "vllm_gpu_memory_utilization"), LABEL)
-    return RLRunConfig(lora=lora, trl_args=trl_args, **data).validate()
+    """Build and validate a config (:func:`~.run_config.config_from_values`); a key that is not
+    ours but a field of ``trl.GRPOConfig`` goes to ``trl_args``."""
+    return config_from_values(RLRunConfig, values, label=LABEL, trl_class=TRL_CLASS, own=OWN_KEYS,
+                              aliases=TRL_ALIASES, managed=TRL_MANAGED, required={"output_dir": ""},
+                              default_lora=_rl_lora(), source=source, overrides=overrides)
 
 
 def load_config(path: str | Path, **overrides: Any) -> RLRunConfig:

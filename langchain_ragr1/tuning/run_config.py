@@ -13,6 +13,7 @@ that is neither ours nor TRL's fails with the closest allowed names.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -329,3 +330,47 @@ def uses_cpu(device: str) -> bool:
     import torch
 
     return not torch.cuda.is_available()
+
+
+def float_fields(cls: type) -> tuple[str, ...]:
+    """The fields of the dataclass ``cls`` declared as numbers (``float``, constrained or optional):
+    the keys whose YAML strings such as ``"1e-5"`` are read as numbers."""
+    hints = typing.get_type_hints(cls)
+    return tuple(f.name for f in fields(cls) if hints[f.name] is float or float in typing.get_args(hints[f.name]))
+
+
+def config_from_values(cls: type, values: Any, *, label: str, trl_class: str, own: Iterable[str],
+                       aliases: Mapping[str, str], managed: Mapping[str, str], required: Mapping[str, str],
+                       default_lora: LoraSettings, source: str | None, overrides: Mapping[str, Any]) -> Any:
+    """Build and validate a run config of ``cls`` from YAML ``values``: ``overrides`` that are None
+    are ignored, a key that is not ours but a field of ``trl.<trl_class>`` goes to ``trl_args``,
+    each of ``required`` (key -> what to do) must be set, ``lora`` is read with ``default_lora``
+    and number strings become numbers; ``source`` (the file) is named in key errors."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{label} config: expected a mapping, got {type(values).__name__}")
+    data = dict(values)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    trl_args = split_trl_keys(data, own, trl_class, label, source=source, aliases=aliases, managed=managed)
+    for key, todo in required.items():
+        if not data.get(key):
+            raise ConfigError(f"{label} config: {key} is required" + (f"; {todo}" if todo else ""))
+    lora = lora_from(data.pop("lora", None), default_lora, label)
+    coerce_floats(data, float_fields(cls), label)
+    return cls(lora=lora, trl_args=trl_args, **data).validate()
+
+
+def run_parser(doc: str, label: str, trl_class: str, *, default_config: str | None, data_option: tuple[str, str],
+               model_help: str, quiet_help: str) -> argparse.ArgumentParser:
+    """The command line of ``run_sft``/``run_rl``: the config, its overrides, --validate-only, --list-configs, --quiet."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--config", default=default_config, help=config_help(label) + (
+        " (default: %(default)s)" if default_config else " (required)"))
+    parser.add_argument("--max-steps", type=int, help="override max_steps (optimizer steps)")
+    parser.add_argument("--output-dir", help="override output_dir")
+    parser.add_argument(data_option[0], help=data_option[1])
+    parser.add_argument("--model", help=model_help)
+    parser.add_argument("--validate-only", action="store_true",
+                        help=f"check the config (and the trl.{trl_class} it makes), print it and exit; loads no model")
+    parser.add_argument("--list-configs", action="store_true", help="print the packaged configs and where they are")
+    parser.add_argument("--quiet", action="store_true", help=quiet_help)
+    return parser

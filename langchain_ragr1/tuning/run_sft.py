@@ -15,29 +15,21 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: busy-waiting OpenMP threads slow CPUs
 
-import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 from typing import Sequence  # noqa: E402
 
 from langchain_ragr1.logs import log_to_stderr  # noqa: E402
-from langchain_ragr1.tuning.run_config import config_help, print_packaged_configs  # noqa: E402
+from langchain_ragr1.tuning.run_config import print_packaged_configs, run_parser  # noqa: E402
 
 LABEL = "SFT"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", help=config_help(LABEL) + " (required)")
-    parser.add_argument("--max-steps", type=int, help="override max_steps (optimizer steps)")
-    parser.add_argument("--output-dir", help="override output_dir")
-    parser.add_argument("--dataset", help="override dataset (make_sft_data.py's --out folder or its dataset/)")
-    parser.add_argument("--model", help="override model (a transformers model folder)")
-    parser.add_argument("--validate-only", action="store_true",
-                        help="check the config (and the trl.SFTConfig it makes), print it and exit; loads no model")
-    parser.add_argument("--list-configs", action="store_true", help="print the packaged configs and where they are")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser = run_parser(__doc__ or "", LABEL, "SFTConfig", default_config=None,
+                        data_option=("--dataset", "override dataset (make_sft_data.py's --out folder or its dataset/)"),
+                        model_help="override model (a transformers model folder)", quiet_help="no progress bar")
     args = parser.parse_args(argv)
     log_to_stderr(logging.WARNING if args.quiet else logging.INFO)
     if args.list_configs:

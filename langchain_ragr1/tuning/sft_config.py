@@ -26,11 +26,9 @@ from langchain_ragr1.tuning.run_config import (
     UnitRightOpen,
     check_declared,
     check_trl_args,
-    coerce_floats,
-    lora_from,
+    config_from_values,
     read_yaml,
     resolve_config,
-    split_trl_keys,
 )
 from langchain_ragr1.tuning.sft_data import SampleFormat
 
@@ -166,22 +164,12 @@ OWN_KEYS = frozenset(f.name for f in fields(SFTRunConfig)) - {"trl_args"}
 
 
 def config_from_dict(data: dict[str, Any], /, *, source: str | None = None, **overrides: Any) -> SFTRunConfig:
-    """Build and validate a config; ``overrides`` that are None are ignored. A key that is not
-    ours but a field of ``trl.SFTConfig`` goes to ``trl_args``; ``source`` (the file) is named
-    in key errors."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"SFT config: expected a mapping, got {type(data).__name__}")
-    data = dict(data)
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    trl_args = split_trl_keys(data, OWN_KEYS, TRL_CLASS, LABEL, source=source,
-                              aliases=TRL_ALIASES, managed=TRL_MANAGED)
-    for key in ("dataset", "output_dir"):
-        if not data.get(key):
-            raise ConfigError(f"SFT config: {key} is required"
-                              + (f"; {MAKE_DATA_HINT}" if key == "dataset" else ""))
-    lora = lora_from(data.pop("lora", None), LoraSettings(), LABEL)
-    coerce_floats(data, ("learning_rate", "warmup_ratio", "num_train_epochs"), LABEL)
-    return SFTRunConfig(lora=lora, trl_args=trl_args, **data).validate()
+    """Build and validate a config (:func:`~.run_config.config_from_values`); a key that is not
+    ours but a field of ``trl.SFTConfig`` goes to ``trl_args``."""
+    return config_from_values(SFTRunConfig, data, label=LABEL, trl_class=TRL_CLASS, own=OWN_KEYS,
+                              aliases=TRL_ALIASES, managed=TRL_MANAGED,
+                              required={"dataset": MAKE_DATA_HINT, "output_dir": ""},
+                              default_lora=LoraSettings(), source=source, overrides=overrides)
 
 
 def load_config(path: str | Path, **overrides: Any) -> SFTRunConfig:
