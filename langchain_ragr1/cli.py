@@ -150,7 +150,7 @@ def print_trace(result: dict, console: Console) -> None:
         text = segment["text"]
         if segment["role"] == "policy":
             print_turn(text, (segment.get("action") or {}).get("thoughts") or [], console)
-        elif segment["role"] == "env" and "<information>" in text:
+        elif segment["role"] == "env" and "retrieval" in segment:
             for hit in next(retrievals, []):
                 console.print(f"[cyan]search:[/cyan] {escape(hit['query'])}")
                 console.print(f"   [dim]retrieved:[/dim] {escape(_titles(hit['documents']))}")

@@ -11,6 +11,7 @@ final turn may only answer. The same compiled graph serves users, evaluation and
 
 from __future__ import annotations
 
+import inspect
 from typing import Annotated, Any, Mapping, Sequence
 
 from langchain_core.documents import Document
@@ -41,6 +42,7 @@ from langchain_ragr1.protocol import (
     make_prompt,
     normalize_question,
     parse_action,
+    reasoning,
     render_documents,
 )
 from langchain_ragr1.retrieval import RetrievalRunner
@@ -142,7 +144,8 @@ class RagR1Nodes:
         # Every policy gets the node's config, so callbacks (``stream_mode="messages"``, tracing,
         # tags) reach a chat model even when it runs outside this thread's context; the node
         # reports the turns of the others (token-level policies) as LLM runs itself.
-        self.report_llm_run = not policy.reports_own_runs
+        self.report_llm_run = not getattr(policy, "reports_own_runs", False)
+        _check_policy_interface(policy)
         self.turn_limit = turn_char_limit(policy)
 
     def settings(self, config: RunnableConfig | None) -> RagR1Config:
@@ -297,12 +300,25 @@ class RagR1Nodes:
         return {"messages": [AIMessage(content, name=self.name)]}
 
 
+def _check_policy_interface(policy: Policy) -> None:
+    """A policy written for the interface before ``config`` joined ``generate``'s signature fails
+    here, with what to change, instead of with a TypeError on its first turn."""
+    for method in ("generate", "agenerate"):
+        parameters = inspect.signature(getattr(policy, method)).parameters
+        if "config" not in parameters and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+            raise ConfigError(
+                f"{type(policy).__name__}.{method} takes no 'config': the graph calls "
+                f"{method}(segments, *, stop=..., config=...) with the node's RunnableConfig; add "
+                f"'config: RunnableConfig | None = None' to its signature (a policy may ignore it).")
+
+
 def _parse_turn(generation: Generation, settings: RagR1Config) -> Action:
     metadata = generation.metadata or {}
     cut_at = metadata.get("turn_cut_at_chars")
     if cut_at is not None:  # a runaway turn: not parsed, whatever its first part holds
         return Action("invalid", reason=(f"turn of {metadata.get('turn_chars')} characters, over the "
-                                         f"{cut_at}-character cap of one turn: cut there and not parsed"))
+                                         f"{cut_at}-character cap of one turn: cut there and not parsed"),
+                      thoughts=reasoning(generation.text))
     return parse_action(generation.text, settings.mode, settings.max_queries)
 
 

@@ -492,7 +492,8 @@ def serve(args: argparse.Namespace, usage_error) -> None:
     except ValueError as exc:
         usage_error(str(exc))
 
-    if not logging.getLogger().handlers:  # retriever failures are logged here, with their request id
+    # retriever failures are logged, with their request id: here unless `ragr1 serve` already shows the package's records
+    if not logging.getLogger().handlers and not logging.getLogger("langchain_ragr1").handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s:    %(name)s: %(message)s")
     retriever = make_retriever(args.retriever, store=args.store, corpus=args.corpus)
     app = create_retrieval_app(retriever, **app_limits)

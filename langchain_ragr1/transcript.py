@@ -25,7 +25,7 @@ class Segment(TypedDict, total=False):
     #: On the prompt segment the graph builds: the (normalised) question it asks.
     question: str
     #: On a policy segment the graph builds: the action parsed from it (kind, queries, answer,
-    #: reason, final), as the graph acted on it.
+    #: reason, thoughts, final), as the graph acted on it.
     action: dict
     #: On an ``<information>`` segment the graph builds: the retrieval turn (1-based), its
     #: queries and, per query, the passages as shown (rendered and truncated).

@@ -15,7 +15,7 @@ from langchain_core.retrievers import BaseRetriever
 from langgraph.graph import START, MessagesState, StateGraph
 
 from langchain_ragr1 import ConfigError, RagR1Agent, RetrievalError
-from langchain_ragr1.policies.base import Generation
+from langchain_ragr1.policies.base import Generation, Policy
 from langchain_ragr1.protocol import INVALID_ACTION_TEXT, ProtocolError, information_block, make_prompt
 from langchain_ragr1.testing import MemoryRetriever, ScriptedPolicy
 from langchain_ragr1.transcript import token_ids_and_mask
@@ -280,3 +280,12 @@ def test_retriever_that_already_gave_up_is_not_retried_again():
     with pytest.raises(RetrievalError, match="server down"):
         agent.invoke(QUESTION)
     assert retriever.calls == ["Paris"]
+
+
+def test_a_policy_without_config_in_its_signature_is_told_what_to_change():
+    class OldStyle(Policy):
+        def generate(self, segments, *, stop=()):
+            return Generation(text=ANSWER)
+
+    with pytest.raises(ConfigError, match=r"OldStyle.generate takes no 'config'.*add 'config: RunnableConfig"):
+        RagR1Agent(OldStyle(), MemoryRetriever(documents=DOCS))

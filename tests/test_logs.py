@@ -17,7 +17,7 @@ def test_log_to_stderr_shows_package_records_once_on_the_current_stderr(capsys):
 def test_quiet_level_drops_info_but_keeps_warnings(capsys):
     log_to_stderr(logging.WARNING)
     try:
-        logging.getLogger(f"{PACKAGE_LOGGER}.training.rl").info("step 1/2: reward 0.5")
+        logging.getLogger(f"{PACKAGE_LOGGER}.tuning.metrics").info("step 1/2: reward 0.5")
         logging.getLogger(f"{PACKAGE_LOGGER}.retrievers.factory").warning("rebuilding the store")
         err = capsys.readouterr().err
         assert "step 1/2" not in err and "rebuilding the store" in err

@@ -136,3 +136,14 @@ def test_a_reasoning_that_states_the_chain_does_not_repeat_the_facts():
     assert final.count("Federico Fellini was born in 1920") == 1
     assert final.count("directed by Federico Fellini") == 1
     assert "  " not in final and final == final.strip()
+
+
+def test_the_oracle_refuses_an_information_block_without_its_fields():
+    from langchain_ragr1.transcript import make_segment
+    from langchain_ragr1.tuning.oracle import information_text
+
+    shown = {**make_segment("env", "\n<information>\nDoc 1: x\n</information>\n"),
+             "retrieval": {"turn": 1, "queries": ["q"], "documents": ["Doc 1: x"]}}
+    assert information_text([make_segment("prompt", "p"), shown]) == "Doc 1: x"
+    with pytest.raises(ValueError, match="'retrieval' field"):
+        information_text([make_segment("env", "\n<information>\nDoc 1: x\n</information>\n")])

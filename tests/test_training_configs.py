@@ -253,3 +253,10 @@ def test_every_key_is_checked_against_its_declared_type(kind):
             cls(**{**base, key: [[1]]}).validate()
     with pytest.raises(ConfigError, match=rf"{kind.upper()} config: lora.r must be greater than or equal to 1, got 0"):
         module.config_from_dict({**base, "lora": {"r": 0}})
+
+
+def test_a_path_for_a_string_key_is_kept_as_its_string(tmp_path):
+    config = rl_config.config_from_dict({"output_dir": tmp_path / "out", "retriever_store": tmp_path / "store"})
+    assert config.output_dir == str(tmp_path / "out") and config.retriever_store == str(tmp_path / "store")
+    sft = sft_config.config_from_dict({"dataset": tmp_path / "d", "output_dir": tmp_path / "o"})
+    assert sft.dataset == str(tmp_path / "d")

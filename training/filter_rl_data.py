@@ -23,7 +23,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from langchain_ragr1.logs import log_to_stderr
     from langchain_ragr1.protocol import MODES
+
+    log_to_stderr()  # the package's notices (a one-time model conversion) on stderr
     from langchain_ragr1.retrievers.factory import RETRIEVER_KINDS  # light: no torch
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

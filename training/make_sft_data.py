@@ -108,6 +108,9 @@ def make_teacher(args: argparse.Namespace, items: list, tokenizer, mode: str = "
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from langchain_ragr1.logs import log_to_stderr
+
+    log_to_stderr()  # the package's notices (a one-time model conversion, skipped questions) on stderr
     from transformers import AutoTokenizer
 
     from langchain_ragr1 import RagR1Agent

@@ -1,6 +1,7 @@
 """Deterministic QA over the bundled Wikipedia summaries, verified against the corpus text (v2).
 
-Facts are read from the passages (``"{description}. {extract}"``) by conservative patterns:
+Facts are read from the passages (``"{description}. {extract}"``) by conservative patterns
+(:mod:`langchain_ragr1.data.facts`):
 
 - numeric attributes: a person's birth and death year (``"Romanian sculptor (1876–1957)"``,
   ``People`` articles), a population (``"a population of 284,124"``), an area (``"an area of

@@ -108,8 +108,17 @@ def _strip_tags(text: str) -> str:
 def information_text(segments: Sequence[Segment]) -> str:
     """The retrieved passages of every ``<information>`` segment, as shown to the model (read
     from the ``retrieval`` field the graph puts on them, not parsed back out of the text)."""
-    return "\n".join(text for segment in segments if segment["role"] == "env" and "retrieval" in segment
-                     for text in segment["retrieval"]["documents"])
+    texts: list[str] = []
+    for segment in segments:
+        if segment["role"] != "env":
+            continue
+        if "retrieval" not in segment:
+            if "<information>" in segment["text"]:  # built outside the graph: its passages would be missed
+                raise ValueError("OraclePolicy reads the passages from the 'retrieval' field that the RAG-R1 "
+                                 "graph puts on <information> segments; this transcript's have none.")
+            continue
+        texts.extend(segment["retrieval"]["documents"])
+    return "\n".join(texts)
 
 
 def item_facts(item: QAItem) -> list[dict[str, str]]:

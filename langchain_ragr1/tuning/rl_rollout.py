@@ -84,6 +84,10 @@ class _TrainerPolicy(Policy):
         self.max_new_tokens = max_new_tokens
         self.inner: Policy | None = None
 
+    @property
+    def temperature(self) -> float | None:  # what the graph reports with each turn's LLM run
+        return getattr(self.inner, "temperature", None)
+
     def _policy(self) -> Policy:
         if self.inner is None:
             raise RuntimeError("the rollout's policy is used outside a rollout call")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -69,9 +70,13 @@ def _declared(cls: type) -> tuple[tuple[str, TypeAdapter, bool, str | None], ...
 
 def check_declared(config: Any, where: str) -> None:
     """Check every field of the dataclass ``config`` against its declared type and constraints;
-    a :class:`ConfigError` names the first bad one (``"<where><key> must be ..., got ..."``)."""
+    a :class:`ConfigError` names the first bad one (``"<where><key> must be ..., got ..."``).
+    A path (``os.PathLike``) given for a string field is kept as its string."""
     for name, adapter, nullable, why in _declared(type(config)):
         value = getattr(config, name)
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+            setattr(config, name, value)
         try:
             adapter.validate_python(value, strict=True)
         except ValidationError as exc:
@@ -88,7 +93,8 @@ class LoraSettings:
     r: PositiveInt = 16
     alpha: PositiveInt = 32
     dropout: UnitRightOpen = 0.05
-    target_modules: list[NonEmptyStr] = field(default_factory=lambda: list(DEFAULT_TARGET_MODULES))
+    target_modules: Annotated[list[NonEmptyStr], Field(min_length=1)] = field(
+        default_factory=lambda: list(DEFAULT_TARGET_MODULES))
 
     def validate(self, label: str) -> None:
         """Raise :class:`ConfigError` (``"<label> config: lora.<key> ..."``) on a bad value."""
@@ -97,9 +103,6 @@ class LoraSettings:
         if not self.enabled:
             return
         check_declared(self, f"{label} config: lora.")
-        if not self.target_modules:
-            raise ConfigError(f"{label} config: lora.target_modules must be a non-empty list of module names, "
-                              f"got {self.target_modules!r}")
 
     def to_peft(self):
         """The ``peft.LoraConfig`` for a causal LM, or None when disabled."""

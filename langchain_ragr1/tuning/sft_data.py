@@ -154,7 +154,7 @@ def _target_kinds(segments: Sequence[dict[str, Any]], mode: Mode) -> list[tuple[
     for index, segment in enumerate(segments):
         if segment["role"] != "policy":
             continue
-        # the graph's parsed action; a transcript saved without it (older files) is parsed here
+        # the graph's parsed action; a saved trajectory (trajectories.jsonl keeps role, text and ids) is parsed here
         kind = (segment.get("action") or {}).get("kind") or parse_action(segment["text"], mode).kind
         if kind != "invalid":
             targets.append((index, KINDS[(seen_policy, kind)]))
