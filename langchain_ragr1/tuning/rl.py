@@ -29,8 +29,7 @@ logger = logging.getLogger(__name__)
 
 def make_dataset(items: Sequence[Any]):
     """A ``datasets.Dataset`` with ``prompt`` (the question), ``id``, ``golden_answers``."""
-    require("datasets", "training")
-    from datasets import Dataset
+    Dataset = require("datasets", "training").Dataset
 
     return Dataset.from_list([{"prompt": it.question, "id": str(it.id), "golden_answers": list(it.golden_answers)}
                               for it in items])

@@ -117,8 +117,7 @@ def load_sft_dataset(config: SFTRunConfig, tokenizer: Any) -> tuple[Any, dict[st
     epoch of all trajectories both ways (:func:`~langchain_ragr1.tuning.sft_data.token_accounting`),
     and ``accounting_train`` for the trajectories a ``trajectory`` subset took.
     """
-    require("datasets", "training")
-    from datasets import load_from_disk
+    load_from_disk = require("datasets", "training").load_from_disk
 
     from langchain_ragr1.tuning.sft_data import (
         build_sft_dataset,
@@ -205,10 +204,9 @@ def train_sft(config: SFTRunConfig, *, progress: bool = True) -> dict[str, Any]:
 
     import torch
 
-    require("trl", "training")
+    SFTTrainer = require("trl", "training").SFTTrainer
     require("datasets", "training")
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTTrainer
 
     from langchain_ragr1.models import resolve_model_path
     from langchain_ragr1.tuning.checkpoints import last_complete_checkpoint

@@ -273,8 +273,7 @@ def build_sft_dataset(
     ``tokens`` and ``labelled_tokens`` (sums over the kept samples: what one epoch processes
     and trains on). Raises :class:`EmptySFTDataError` with those counts when nothing is left.
     """
-    require("datasets", "training")
-    from datasets import Dataset
+    Dataset = require("datasets", "training").Dataset
 
     rows: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": [], "kinds": [], "id": []}
     formats: set[str] = set()
