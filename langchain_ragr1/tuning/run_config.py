@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import os
+import sys
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Annotated, Any, Iterable, Mapping
+from typing import Annotated, Any, Callable, Iterable, Mapping
 
 from pydantic import Field, TypeAdapter, ValidationError
 
@@ -377,3 +379,25 @@ def run_parser(doc: str, label: str, trl_class: str, *, default_config: str | No
     parser.add_argument("--list-configs", action="store_true", help="print the packaged configs and where they are")
     parser.add_argument("--quiet", action="store_true", help=quiet_help)
     return parser
+
+
+def run_command(check: Callable[[], Any], train: Callable[[Any], dict[str, Any]], *, validate_only: bool,
+                rows_key: str) -> int:
+    """The body of ``run_sft``/``run_rl``: ``check()`` loads and checks the config (nothing that
+    needs the model); ``--validate-only`` prints it, else ``train(config)`` runs and its summary is
+    printed without its per-step ``rows_key``. A :class:`RagR1Error` (bad config, missing model,
+    data or extra) is one line on stderr and exit status 2, not a traceback."""
+    from langchain_ragr1.errors import RagR1Error
+
+    try:
+        config = check()
+        if validate_only:
+            print(json.dumps(config.to_dict(), indent=2))
+            return 0
+        summary = train(config)
+    except RagR1Error as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    summary.pop(rows_key)
+    print(json.dumps(summary, indent=2))
+    return 0

@@ -16,13 +16,12 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: busy-waiting OpenMP threads slow CPUs
 
-import json  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
-from typing import Sequence  # noqa: E402
+from typing import Any, Sequence  # noqa: E402
 
 from langchain_ragr1.logs import log_to_stderr  # noqa: E402
-from langchain_ragr1.tuning.run_config import print_packaged_configs, run_parser  # noqa: E402
+from langchain_ragr1.tuning.run_config import print_packaged_configs, run_command, run_parser  # noqa: E402
 
 LABEL = "RL"
 DEFAULT_CONFIG = "rl_cpu"
@@ -38,29 +37,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list_configs:
         return print_packaged_configs(LABEL)
 
-    from langchain_ragr1.errors import RagR1Error
     from langchain_ragr1.tuning.rl_config import load_config
 
-    try:
+    def check() -> Any:
         config = load_config(args.config, max_steps=args.max_steps, output_dir=args.output_dir,
                              data=args.data, model=args.model)
-        from langchain_ragr1.tuning.rl import grpo_args, train_rl
+        from langchain_ragr1.tuning.rl import grpo_args
         from langchain_ragr1.tuning.rl_rewards import default_rewards
         from langchain_ragr1.tuning.run_config import uses_cpu
 
         # TRL's checks of the values before any model loads (--validate-only: on any machine)
         use_cpu = True if args.validate_only else uses_cpu(config.device)
         grpo_args(config, use_cpu=use_cpu, reward_weights=default_rewards(config.format_weight)[1])
-        if args.validate_only:
-            print(json.dumps(config.to_dict(), indent=2))
-            return 0
-        summary = train_rl(config, progress=not args.quiet)
-    except RagR1Error as exc:  # bad config, missing model, data or extra: a message, not a traceback
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    summary.pop("metrics_rows")
-    print(json.dumps(summary, indent=2))
-    return 0
+        return config
+
+    def train(config: Any) -> dict[str, Any]:
+        from langchain_ragr1.tuning.rl import train_rl
+
+        return train_rl(config, progress=not args.quiet)
+
+    return run_command(check, train, validate_only=args.validate_only, rows_key="metrics_rows")
 
 
 if __name__ == "__main__":

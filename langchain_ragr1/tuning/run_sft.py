@@ -15,13 +15,12 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: busy-waiting OpenMP threads slow CPUs
 
-import json  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
-from typing import Sequence  # noqa: E402
+from typing import Any, Sequence  # noqa: E402
 
 from langchain_ragr1.logs import log_to_stderr  # noqa: E402
-from langchain_ragr1.tuning.run_config import print_packaged_configs, run_parser  # noqa: E402
+from langchain_ragr1.tuning.run_config import print_packaged_configs, run_command, run_parser  # noqa: E402
 
 LABEL = "SFT"
 
@@ -37,25 +36,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.config:
         parser.error("--config is required (a YAML file or a packaged config's name; see --list-configs)")
 
-    from langchain_ragr1.errors import RagR1Error
     from langchain_ragr1.tuning.sft import sft_args, train_sft
     from langchain_ragr1.tuning.sft_config import load_config
 
-    try:
+    def check() -> Any:
         config = load_config(args.config, max_steps=args.max_steps, output_dir=args.output_dir,
                              dataset=args.dataset, model=args.model)
         if args.validate_only:
             sft_args(config, use_cpu=True)  # TRL's checks of the values (on any machine)
-            print(json.dumps(config.to_dict(), indent=2))
-            return 0
+        return config
+
+    def train(config: Any) -> dict[str, Any]:
         config.check_dataset()
-        summary = train_sft(config, progress=not args.quiet)
-    except RagR1Error as exc:  # bad config, missing model, data or extra: a message, not a traceback
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    summary.pop("loss_rows")
-    print(json.dumps(summary, indent=2))
-    return 0
+        return train_sft(config, progress=not args.quiet)
+
+    return run_command(check, train, validate_only=args.validate_only, rows_key="loss_rows")
 
 
 if __name__ == "__main__":
