@@ -36,12 +36,12 @@ def test_require_names_the_pip_install_of_each_extra(missing, extra):
 
 
 def test_training_without_trl_names_the_training_extra(missing, tmp_path):
-    from langchain_ragr1.tuning.rl import grpo_args
-    from langchain_ragr1.tuning.rl_config import RLRunConfig
+    from langchain_ragr1.tuning import run_rl, run_sft
 
     missing.add("trl")
-    with pytest.raises(MissingExtraError, match=r'langchain-ragr1\[training\]'):
-        grpo_args(RLRunConfig(output_dir=str(tmp_path)), use_cpu=True)
+    for module in (run_rl, run_sft):
+        with pytest.raises(MissingExtraError, match=r'langchain-ragr1\[training\]'):
+            module.parse({"output_dir": str(tmp_path)})
 
 
 def test_sft_dataset_without_datasets_names_the_training_extra(missing, tmp_path):

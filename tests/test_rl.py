@@ -10,20 +10,16 @@ import pytest
 from langchain_core.documents import Document
 
 from langchain_ragr1.config import RagR1Config
+from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.protocol import INVALID_ACTION_TEXT
 from langchain_ragr1.testing import MemoryRetriever, ScriptedPolicy
 from langchain_ragr1.tuning.checkpoints import last_complete_checkpoint
 from langchain_ragr1.tuning.metrics import write_metrics
-from langchain_ragr1.tuning.rl import build_trainer, grpo_args
-from langchain_ragr1.tuning.rl_config import (
-    RLRunConfig,
-    config_from_dict,
-    load_config,
-)
+from langchain_ragr1.tuning.rl import build_trainer
 from langchain_ragr1.tuning.rl_questions import select_rl_questions, solve_counts
 from langchain_ragr1.tuning.rl_rewards import RewardError, default_rewards, trl_reward
 from langchain_ragr1.tuning.rl_rollout import GraphRollout, RolloutSettings
-from langchain_ragr1.tuning.run_config import ConfigError
+from langchain_ragr1.tuning.run_rl import parse
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [Document(page_content="Paris is the capital of France."),
@@ -92,9 +88,8 @@ def test_rollout_truncates_and_counts():
 
 
 def test_rewards_score_the_answer_not_the_text_and_name_the_failing_question():
-    rewards, weights = default_rewards(0.5)
-    em, fmt = rewards
-    assert [em.__name__, fmt.__name__] == ["exact_match", "format"] and weights == [1.0, 0.5]
+    em, fmt = default_rewards()
+    assert [em.__name__, fmt.__name__] == ["exact_match", "format"]
     columns = {"id": ["a", "b", "c"], "golden_answers": [["Beijing"], ["Paris"], ["Paris"]],
                "answer": [None, "paris", "Lyon"], "format_ok": [False, True, True]}
     completions = ["... <answer> Beijing </answer>", "x", "Paris"]  # text would mislead; the answer decides
@@ -109,31 +104,16 @@ def test_rewards_score_the_answer_not_the_text_and_name_the_failing_question():
                                       **{**columns, "answer": ["x", "y", ""]})
 
 
-@pytest.mark.parametrize("data, match", [
-    ({"output_dir": "o", "learning_rte": 1e-5}, "unknown key.*learning_rte"),
-    ({"output_dir": "o", "lora": {"rank": 8}}, "unknown key.*rank.*lora"),
-    ({"learning_rate": 1e-5}, "output_dir is required"),
-    ({"output_dir": "o", "num_generations": 4, "per_device_train_batch_size": 6}, "per_device_train_batch_size"),
-    ({"output_dir": "o", "num_generations": 1}, "num_generations"),
-    ({"output_dir": "o", "retriever": "faiss"}, "retriever must be .chroma., .bm25. or .http., got .faiss."),
-    ({"output_dir": "o", "retriever": "http"}, "retriever_url"),
-    ({"output_dir": "o", "temperature": 0}, "temperature"),
-    ({"output_dir": "o", "learning_rate": "fast"}, "learning_rate must be a number, got .fast."),
-    ({"output_dir": "o", "vllm_mode": "remote"}, "vllm_mode"),
-    ({"output_dir": "o", "max_steps": 0}, "max_steps"),
-])
-def test_config_errors_name_the_key(data, match):
-    with pytest.raises(ConfigError, match=match):
-        config_from_dict(data)
-
-
-def test_shipped_configs_validate_and_overrides_apply():
-    cpu = load_config(ROOT / "training/configs/rl_cpu.yaml", max_steps=3, output_dir="elsewhere")
-    assert cpu.model is None and cpu.retriever == "chroma" and (cpu.max_steps, cpu.output_dir) == (3, "elsewhere")
-    assert cpu.prompts_per_step == 1 and cpu.lora.r == 8 and cpu.beta == 0.001
-    paper = load_config(ROOT / "training/configs/rl_paper_7b.yaml")
-    assert paper.use_vllm and not paper.lora.enabled and paper.max_turns == 4
-    assert config_from_dict({"output_dir": "o", "learning_rate": "1e-5"}).learning_rate == 1e-5
+def test_shipped_configs_parse_and_flags_override():
+    script, args, model, agent = parse(argv=["--config", str(ROOT / "training/configs/rl_cpu.yaml"), "--max_steps", "3",
+                                             "--output_dir", "elsewhere"])
+    assert model.model_name_or_path is None and script.retriever == "chroma"
+    assert (args.max_steps, args.output_dir) == (3, "elsewhere")
+    assert args.per_device_train_batch_size * args.gradient_accumulation_steps // args.num_generations == 1
+    assert model.lora_r == 8 and args.beta == 0.001 and agent.max_turns == 2
+    _, paper, paper_model, paper_agent = parse(argv=["--config", "rl_paper_7b", "--use_cpu", "true"])
+    assert paper.use_vllm and not paper_model.use_peft and paper_agent.max_turns == 4
+    assert parse({"output_dir": "o", "use_cpu": True, "learning_rate": "1e-5"})[1].learning_rate == 1e-5
 
 
 def test_cli_rejects_a_bad_config_before_loading_anything(tmp_path):
@@ -152,7 +132,7 @@ def test_empty_data_is_a_config_error(tmp_path):
     from langchain_ragr1.errors import RagR1Error
 
     with pytest.raises(RagR1Error, match="no questions"):  # the loader's DataError names the file
-        load_questions(config_from_dict({"output_dir": "o", "data": str(tmp_path / "empty.jsonl")}))
+        load_questions(parse({"output_dir": "o", "use_cpu": True, "data": str(tmp_path / "empty.jsonl")})[0], 0)
 
 
 def test_half_written_checkpoint_is_skipped(tmp_path):
@@ -165,14 +145,13 @@ def test_half_written_checkpoint_is_skipped(tmp_path):
     assert last_complete_checkpoint(tmp_path / "missing") is None
 
 
-def test_vllm_settings_reach_grpo_config():
-    config = config_from_dict({"output_dir": "o", "use_vllm": True, "vllm_mode": "server",
-                               "vllm_server_base_url": "http://gpu-host:8000", "vllm_gpu_memory_utilization": 0.5})
-    args = grpo_args(config, use_cpu=True, reward_weights=[1.0, 0.0])
+def test_vllm_settings_are_grpo_configs_own():
+    _, args, _, _ = parse({"output_dir": "o", "use_vllm": True, "vllm_mode": "server", "use_cpu": True,
+                           "vllm_server_base_url": "http://gpu-host:8000", "vllm_gpu_memory_utilization": 0.5})
     assert (args.use_vllm, args.vllm_mode, args.vllm_server_base_url) == (True, "server", "http://gpu-host:8000")
-    assert args.vllm_gpu_memory_utilization == 0.5 and args.beta == 0.001 and args.reward_weights == [1.0, 0.0]
-    assert not args.activation_checkpointing and args.save_steps == config.save_steps
-    plain = grpo_args(config_from_dict({"output_dir": "o"}), use_cpu=True)
+    assert args.vllm_gpu_memory_utilization == 0.5 and args.reward_weights == [1.0, 0.0]
+    assert not args.activation_checkpointing  # ours (TRL's default is on)
+    plain = parse({"output_dir": "o", "use_cpu": True})[1]
     assert not plain.use_vllm and plain.num_generations == 8 and plain.per_device_train_batch_size == 8
 
 
@@ -206,17 +185,18 @@ def alternating(prompts, completions, **_):
     return [float(i % 2) for i in range(len(completions))]
 
 
-def tiny_config(tmp_path, **overrides) -> RLRunConfig:
+def tiny_config(tmp_path, **overrides) -> tuple:
     settings = dict(output_dir=str(tmp_path / "run"), num_generations=2, per_device_train_batch_size=4,
                     max_turns=2, max_new_tokens=8, max_completion_length=96, learning_rate=1e-3, beta=0.0,
-                    max_steps=1, save_steps=1, lora=False, device="cpu", temperature=1.0)
-    return config_from_dict({**settings, **overrides})
+                    max_steps=1, save_steps=1, use_peft=False, use_cpu=True, temperature=1.0, bf16=False)
+    return parse({**settings, **overrides})
 
 
 def test_grpo_step_gives_retrieved_tokens_no_gradient(tmp_path, tiny_model, smollm2_tokenizer):
-    config = tiny_config(tmp_path, beta=0.001, lora={"r": 4, "alpha": 8})  # LoRA: the reference is the base
-    trainer, rollout = build_trainer(config, model=tiny_model, tokenizer=smollm2_tokenizer, retriever=retriever(),
-                                     items=[Item(i) for i in range(4)], reward_funcs=[alternating], progress=False)
+    config = tiny_config(tmp_path, reward_weights=[1.0], beta=0.001, use_peft=True, lora_r=4,
+                         lora_alpha=8)  # LoRA: the reference is the base
+    trainer, rollout = build_trainer(*config, model=tiny_model, tokenizer=smollm2_tokenizer, retriever=retriever(),
+                                     items=[Item(i) for i in range(4)], reward_funcs=[alternating])
     captured: dict = {"logps": []}
     forward, compute_loss = trainer.model.forward, trainer.compute_loss
 
@@ -256,9 +236,9 @@ def test_grpo_step_gives_retrieved_tokens_no_gradient(tmp_path, tiny_model, smol
 
 
 def test_beta_zero_skips_the_reference_pass(tmp_path, tiny_model, smollm2_tokenizer):
-    config = tiny_config(tmp_path, beta=0.0, lora={"r": 4, "alpha": 8})
-    trainer, _ = build_trainer(config, model=tiny_model, tokenizer=smollm2_tokenizer, retriever=retriever(),
-                               items=[Item(i) for i in range(4)], reward_funcs=[alternating], progress=False)
+    config = tiny_config(tmp_path, reward_weights=[1.0], beta=0.0, use_peft=True, lora_r=4, lora_alpha=8)
+    trainer, _ = build_trainer(*config, model=tiny_model, tokenizer=smollm2_tokenizer, retriever=retriever(),
+                               items=[Item(i) for i in range(4)], reward_funcs=[alternating])
     trainer.train()
     row = trainer.state.log_history[0]
     assert row["timing/reference_s"] == 0.0 and row["timing/rollout_s"] > 0
@@ -267,18 +247,18 @@ def test_beta_zero_skips_the_reference_pass(tmp_path, tiny_model, smollm2_tokeni
 def test_kill_and_resume_continues_step_and_optimizer(tmp_path, tiny_model, smollm2_tokenizer):
     items = [Item(i) for i in range(4)]
     config = tiny_config(tmp_path, max_steps=2)
-    trainer, _ = build_trainer(config, model=tiny_model, tokenizer=smollm2_tokenizer, retriever=retriever(),
-                               items=items, progress=False)
+    trainer, _ = build_trainer(*config, model=tiny_model, tokenizer=smollm2_tokenizer, retriever=retriever(),
+                               items=items)
     trainer.train()
-    out = Path(config.output_dir)
+    out = Path(config[1].output_dir)
     assert (out / "metrics.csv").read_text().count("\n") == 3  # header + 2 steps, written while training
     (out / "checkpoint-2" / "trainer_state.json").unlink()  # as if killed while writing checkpoint-2
     last = last_complete_checkpoint(out)
     assert last == str(out / "checkpoint-1")
 
     config = tiny_config(tmp_path, max_steps=3)
-    trainer, rollout = build_trainer(config, model=tiny_model, tokenizer=smollm2_tokenizer, retriever=retriever(),
-                                     items=items, progress=False)
+    trainer, rollout = build_trainer(*config, model=tiny_model, tokenizer=smollm2_tokenizer, retriever=retriever(),
+                                     items=items)
     trainer.train(resume_from_checkpoint=last)
     assert trainer.state.global_step == 3 and rollout.totals["steps"] == 2  # steps 2 and 3 only
     adam_steps = {int(s["step"]) for s in trainer.optimizer.state_dict()["state"].values()}
@@ -288,9 +268,9 @@ def test_kill_and_resume_continues_step_and_optimizer(tmp_path, tiny_model, smol
 
 
 def test_grpo_step_with_continuous_batching_rollouts(tmp_path, tiny_model, smollm2_tokenizer):
-    config = tiny_config(tmp_path, lora={"r": 4, "alpha": 8}, rollout_backend="continuous")
-    trainer, rollout = build_trainer(config, model=tiny_model, tokenizer=smollm2_tokenizer, retriever=retriever(),
-                                     items=[Item(i) for i in range(4)], reward_funcs=[alternating], progress=False)
+    config = tiny_config(tmp_path, reward_weights=[1.0], use_peft=True, lora_r=4, lora_alpha=8, rollout_backend="continuous")
+    trainer, rollout = build_trainer(*config, model=tiny_model, tokenizer=smollm2_tokenizer, retriever=retriever(),
+                                     items=[Item(i) for i in range(4)], reward_funcs=[alternating])
     assert rollout.settings.backend == "continuous"
     trainer.train()
     row = trainer.state.log_history[0]
@@ -298,15 +278,15 @@ def test_grpo_step_with_continuous_batching_rollouts(tmp_path, tiny_model, smoll
 
 
 def test_rollout_backend_is_checked():
-    with pytest.raises(ConfigError, match="rollout_backend must be .transformers. or .continuous., got .vllm."):
-        config_from_dict({"output_dir": "x", "rollout_backend": "vllm"}).validate()
+    with pytest.raises(ConfigError, match="rollout_backend must be one of transformers, continuous; got 'vllm'"):
+        parse({"output_dir": "x", "rollout_backend": "vllm"})
 
 
 def test_default_rewards_pickle_for_trls_async_worker():
     import pickle
 
-    rewards, weights = default_rewards(0.5)
-    assert weights == [1.0, 0.5] and [r.__name__ for r in rewards] == ["exact_match", "format"]
+    rewards = default_rewards()
+    assert [r.__name__ for r in rewards] == ["exact_match", "format"]
     for reward in rewards:
         clone = pickle.loads(pickle.dumps(reward))
         assert clone.__name__ == reward.__name__
@@ -317,9 +297,9 @@ def test_rollout_settings_hold_the_whole_agent_config(tmp_path, tiny_model, smol
     settings = RolloutSettings(agent=RagR1Config(doc_max_tokens=120, k=5, max_turns=2))
     assert (settings.agent.mode, settings.agent.k, settings.agent.max_turns) == ("multi", 5, 2)
     # build_trainer hands the run's agent settings to the rollout whole
-    config = tiny_config(tmp_path, k=2)
-    _, built = build_trainer(config, model=tiny_model, tokenizer=smollm2_tokenizer, retriever=retriever(),
-                             items=[Item(i) for i in range(4)], reward_funcs=[alternating], progress=False)
+    config = tiny_config(tmp_path, reward_weights=[1.0], k=2)
+    _, built = build_trainer(*config, model=tiny_model, tokenizer=smollm2_tokenizer, retriever=retriever(),
+                             items=[Item(i) for i in range(4)], reward_funcs=[alternating])
     assert built.settings.agent == RagR1Config(mode="multi", k=2, max_turns=2)
     rollout = GraphRollout(retriever(), settings, policy=ScriptedPolicy(TURNS, token_level=True))
     out = rollout(["What is the capital of France?"])

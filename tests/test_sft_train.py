@@ -10,21 +10,17 @@ import math
 from pathlib import Path
 
 import pytest
+from _recipe import segment
 
+from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.tuning import build_sft_dataset, to_samples, write_jsonl
-from langchain_ragr1.tuning.sft import train_sft
-from langchain_ragr1.tuning.sft_config import ConfigError, config_from_dict, load_config
+from langchain_ragr1.tuning.run_sft import parse
+from langchain_ragr1.tuning.sft import check_dataset, train_sft
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _seg(tokenizer, role, text):
-    if role == "prompt":
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=True,
-                                            add_generation_prompt=True, return_dict=False)
-    else:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return {"role": role, "text": text, "token_ids": list(ids)}
+_seg = segment  # a segment with token ids as a token-level teacher writes it (tests/_recipe.py)
 
 
 def _samples(tokenizer):
@@ -96,40 +92,44 @@ def tiny_model_dir(tmp_path, tiny_model, smollm2_tokenizer):
     return path
 
 
-def _config(model_dir, dataset_dir, out, **extra):
-    base = {"model": str(model_dir), "dataset": str(dataset_dir), "output_dir": str(out),
-            "lora": False, "learning_rate": 1e-3, "max_steps": 2, "per_device_train_batch_size": 2,
+def _values(model_dir, dataset_dir, out, **extra):
+    base = {"model_name_or_path": str(model_dir), "dataset": str(dataset_dir), "output_dir": str(out),
+            "use_peft": False, "learning_rate": 1e-3, "max_steps": 2, "per_device_train_batch_size": 2,
             "gradient_accumulation_steps": 1, "max_length": 256, "save_steps": 1, "logging_steps": 1,
-            "device": "cpu", "sample_format": "turns"}
-    base.update(extra)
-    return config_from_dict(base)
+            "use_cpu": True, "sample_format": "turns", "bf16": False}
+    return {**base, **extra}
+
+
+def _config(model_dir, dataset_dir, out, **extra):
+    """The parsed (SFTScriptArguments, SFTConfig, ModelConfig) of a tiny run."""
+    return parse(_values(model_dir, dataset_dir, out, **extra))
 
 
 # -- config validation (nothing loads) ---------------------------------------------------------
 
 def test_shipped_configs_validate_without_loading():
-    cpu = load_config(ROOT / "training/configs/sft_cpu_lora.yaml")
-    assert cpu.model is None and cpu.lora.enabled and cpu.lora.r == 16
-    assert set(cpu.lora.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
-    assert (cpu.learning_rate, cpu.max_length, cpu.per_device_train_batch_size,
-            cpu.gradient_accumulation_steps, cpu.num_train_epochs, cpu.save_steps) == (2e-4, 2048, 1, 8, 2, 50)
-    paper = load_config(ROOT / "training/configs/sft_paper_7b.yaml")  # the model path does not exist
-    assert not paper.lora.enabled and paper.bf16 and paper.num_train_epochs == 5 and paper.learning_rate == 1e-5
+    script, args, model = parse(argv=["--config", str(ROOT / "training/configs/sft_cpu_lora.yaml")])
+    assert model.model_name_or_path is None and model.use_peft and model.lora_r == 16
+    assert set(model.lora_target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert (args.learning_rate, args.max_length, args.per_device_train_batch_size,
+            args.gradient_accumulation_steps, args.num_train_epochs, args.save_steps) == (2e-4, 2048, 1, 8, 2, 50)
+    # the model path does not exist: nothing is loaded
+    _, paper, paper_model = parse(argv=["--config", str(ROOT / "training/configs/sft_paper_7b.yaml")])
+    assert not paper_model.use_peft and paper.bf16 and paper.num_train_epochs == 5 and paper.learning_rate == 1e-5
 
 
 def test_sample_format_defaults_to_trajectory_and_is_checked():
-    assert config_from_dict({"dataset": "d", "output_dir": "o"}).sample_format == "trajectory"
-    assert load_config("sft_default").sample_format == "trajectory"  # the shipped adapter's run
+    assert parse({"dataset": "d", "output_dir": "o"})[0].sample_format == "trajectory"
+    assert parse(argv=["--config", "sft_default"])[0].sample_format == "trajectory"  # the shipped adapter's run
     for name in ("sft_cpu_lora", "sft_paper_7b"):  # these keep the paper's cut
-        assert load_config(name).sample_format == "turns"
-    with pytest.raises(ConfigError, match="sample_format must be .trajectory. or .turns."):
-        config_from_dict({"dataset": "d", "output_dir": "o", "sample_format": "trajectories"})
+        assert parse(argv=["--config", name])[0].sample_format == "turns"
+    with pytest.raises(ConfigError, match="sample_format must be one of trajectory, turns; got 'trajectories'"):
+        parse({"dataset": "d", "output_dir": "o", "sample_format": "trajectories"})
 
 
 def test_sample_format_chooses_the_source(sft_out_dir, sft_dataset_dir, tmp_path):
     def source(dataset, sample_format):
-        return config_from_dict({"dataset": str(dataset), "output_dir": "o",
-                                 "sample_format": sample_format}).check_dataset()
+        return check_dataset(parse({"dataset": str(dataset), "output_dir": "o", "sample_format": sample_format})[0])
 
     jsonl = sft_out_dir / "trajectories.jsonl"
     assert source(sft_out_dir, "trajectory") == jsonl
@@ -137,52 +137,57 @@ def test_sample_format_chooses_the_source(sft_out_dir, sft_dataset_dir, tmp_path
     assert source(jsonl, "trajectory") == jsonl
     assert source(sft_out_dir, "turns") == sft_out_dir / "dataset"
     assert source(jsonl, "turns") == jsonl  # cut into turns at the start of the run
-    with pytest.raises(ConfigError, match="trajectory needs trajectories.jsonl.*set sample_format: turns"):
+    with pytest.raises(ConfigError, match="trajectory needs trajectories.jsonl.*set sample_format turns"):
         source(sft_dataset_dir, "trajectory")  # a saved turns dataset only
     saved = tmp_path / "saved"  # a dataset saved in trajectory format serves trajectory runs only
     from langchain_ragr1.tuning.sft_data import read_jsonl
 
     build_sft_dataset(to_samples(read_jsonl(jsonl), "trajectory"), None, 256).save_to_disk(str(saved / "dataset"))
     assert source(saved, "trajectory") == saved / "dataset"
-    with pytest.raises(ConfigError, match="holds trajectory samples; set sample_format: trajectory"):
+    with pytest.raises(ConfigError, match="holds trajectory samples; set sample_format trajectory"):
         source(saved, "turns")
 
 
 def test_unknown_key_is_rejected(tmp_path):
-    with pytest.raises(ConfigError, match="unknown key.*learning_rat.*did you mean 'learning_rate'"):
-        config_from_dict({"dataset": "d", "output_dir": "o", "learning_rat": 1e-4})
-    with pytest.raises(ConfigError, match="unknown key.*rank.*lora"):
-        config_from_dict({"dataset": "d", "output_dir": "o", "lora": {"rank": 8}})
+    with pytest.raises(ConfigError, match="unknown key 'learning_rat' .did you mean 'learning_rate'"):
+        parse({"dataset": "d", "output_dir": "o", "learning_rat": 1e-4})
+    with pytest.raises(ConfigError, match="unknown key 'lora'.*did you mean 'lora_r'"):
+        parse({"dataset": "d", "output_dir": "o", "lora": {"r": 8}})  # the old nested form: TRL's flat lora_* keys
 
 
 @pytest.mark.parametrize("key,value,match", [
-    ("learning_rate", -1e-4, "learning_rate"),
-    ("per_device_train_batch_size", 0, "per_device_train_batch_size"),
-    ("max_steps", 0, "max_steps"),
-    ("num_train_epochs", 0, "num_train_epochs"),
-    ("lora", {"r": 0}, "lora.r"),
-    ("bf16", "yes", "bf16"),
-    ("max_train_seconds", 0, "max_train_seconds"),
-    ("max_train_seconds", "1h", "max_train_seconds"),
+    ("per_device_train_batch_size", "two", "per_device_train_batch_size must be an integer, got 'two'"),
+    ("bf16", "maybe", "bf16 must be true or false, got 'maybe'"),
+    ("lr_scheduler_type", "wavy", "lr_scheduler_type must be one of linear, cosine"),
+    ("lora_r", 1.5, "lora_r must be an integer"),
+    ("max_train_seconds", 0, "SFTScriptArguments rejected the settings: max_train_seconds must be a finite number"),
+    ("max_train_seconds", "1h", "max_train_seconds must be a number"),
+    ("max_samples", 0, "max_samples must be a positive integer"),
+    ("packing", True, None),
 ])
 def test_impossible_values_are_rejected(key, value, match):
+    if key == "packing":
+        from langchain_ragr1.tuning.sft import check_sft
+
+        with pytest.raises(ConfigError, match="packing must stay false"):
+            check_sft(parse({"dataset": "d", "output_dir": "o", key: value}))
+        return
     with pytest.raises(ConfigError, match=match):
-        config_from_dict({"dataset": "d", "output_dir": "o", key: value})
+        parse({"dataset": "d", "output_dir": "o", key: value})
 
 
 def test_missing_dataset_names_the_data_script(tmp_path):
-    config = config_from_dict({"dataset": str(tmp_path / "nope"), "output_dir": str(tmp_path / "o")})
     with pytest.raises(ConfigError, match="training/make_sft_data.py"):
-        train_sft(config)  # fails before any model loads
+        train_sft(*parse({"dataset": str(tmp_path / "nope"), "output_dir": str(tmp_path / "o")}))  # before any model loads
     with pytest.raises(ConfigError, match="dataset is required.*make_sft_data.py"):
-        config_from_dict({"output_dir": "o"})
+        parse({"output_dir": "o"})
 
 
 # -- real runs on the tiny model ---------------------------------------------------------------
 
 def test_full_run_writes_checkpoints_loss_and_final(tiny_model_dir, sft_dataset_dir, tmp_path):
     out = tmp_path / "run"
-    summary = train_sft(_config(tiny_model_dir, sft_dataset_dir, out), progress=False)
+    summary = train_sft(*_config(tiny_model_dir, sft_dataset_dir, out), progress=False)
     assert summary["global_step"] == 2 and summary["resumed_from"] is None
     assert (out / "checkpoint-1").is_dir() and (out / "checkpoint-2").is_dir()
     with (out / "loss.csv").open() as handle:
@@ -196,19 +201,19 @@ def test_full_run_writes_checkpoints_loss_and_final(tiny_model_dir, sft_dataset_
 
 def test_time_budget_stops_after_the_step_that_passes_it_and_saves(tiny_model_dir, sft_dataset_dir, tmp_path):
     out = tmp_path / "budget"
-    summary = train_sft(_config(tiny_model_dir, sft_dataset_dir, out, max_steps=5, save_steps=100,
+    summary = train_sft(*_config(tiny_model_dir, sft_dataset_dir, out, max_steps=5, save_steps=100,
                                 max_train_seconds=1e-6), progress=False)
     assert summary["global_step"] == 1 and summary["stopped_by_time_budget"] is True
     assert (out / "checkpoint-1").is_dir() and (out / "final").is_dir()
-    unlimited = train_sft(_config(tiny_model_dir, sft_dataset_dir, tmp_path / "free", max_steps=2), progress=False)
+    unlimited = train_sft(*_config(tiny_model_dir, sft_dataset_dir, tmp_path / "free", max_steps=2), progress=False)
     assert unlimited["global_step"] == 2 and unlimited["stopped_by_time_budget"] is False
 
 
 def test_lora_run_saves_an_adapter(tiny_model_dir, sft_dataset_dir, tmp_path):
     out = tmp_path / "lora"
     config = _config(tiny_model_dir, sft_dataset_dir, out, max_steps=1,
-                     lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]})
-    summary = train_sft(config, progress=False)
+                     use_peft=True, lora_r=4, lora_alpha=8, lora_target_modules=["q_proj", "v_proj"])
+    summary = train_sft(*config, progress=False)
     assert summary["global_step"] == 1
     final = out / "final"
     assert (final / "adapter_config.json").is_file() and (final / "adapter_model.safetensors").is_file()
@@ -218,9 +223,9 @@ def test_lora_run_saves_an_adapter(tiny_model_dir, sft_dataset_dir, tmp_path):
 
 def test_resume_continues_from_the_last_checkpoint(tiny_model_dir, sft_dataset_dir, tmp_path):
     out = tmp_path / "resume"
-    first = train_sft(_config(tiny_model_dir, sft_dataset_dir, out, max_steps=1), progress=False)
+    first = train_sft(*_config(tiny_model_dir, sft_dataset_dir, out, max_steps=1), progress=False)
     assert first["global_step"] == 1 and (out / "checkpoint-1").is_dir()
-    second = train_sft(_config(tiny_model_dir, sft_dataset_dir, out, max_steps=2), progress=False)
+    second = train_sft(*_config(tiny_model_dir, sft_dataset_dir, out, max_steps=2), progress=False)
     assert second["resumed_from"] is not None and Path(second["resumed_from"]).name == "checkpoint-1"
     assert second["global_step"] == 2
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
@@ -251,16 +256,16 @@ def test_collator_keeps_the_dataset_label_mask(sft_dataset_dir, smollm2_tokenize
 def test_max_samples_takes_a_seeded_subset(tiny_model_dir, sft_dataset_dir, tmp_path):
     with pytest.raises(ConfigError, match="max_samples"):
         _config(tiny_model_dir, sft_dataset_dir, tmp_path, max_samples=0)
-    summary = train_sft(_config(tiny_model_dir, sft_dataset_dir, tmp_path / "sub", max_samples=2,
+    summary = train_sft(*_config(tiny_model_dir, sft_dataset_dir, tmp_path / "sub", max_samples=2,
                                 max_steps=1), progress=False)
     assert summary["samples"] == 2
 
 
 def test_a_checkpoint_cut_short_is_skipped_on_resume(tiny_model_dir, sft_dataset_dir, tmp_path):
     out = tmp_path / "cut"
-    train_sft(_config(tiny_model_dir, sft_dataset_dir, out, max_steps=2), progress=False)
+    train_sft(*_config(tiny_model_dir, sft_dataset_dir, out, max_steps=2), progress=False)
     (out / "checkpoint-2" / "trainer_state.json").unlink()  # as if killed while saving step 2
-    summary = train_sft(_config(tiny_model_dir, sft_dataset_dir, out, max_steps=3), progress=False)
+    summary = train_sft(*_config(tiny_model_dir, sft_dataset_dir, out, max_steps=3), progress=False)
     assert Path(summary["resumed_from"]).name == "checkpoint-1" and summary["global_step"] == 3
 
 
@@ -277,7 +282,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_model_dir, sft_datas
     from langchain_ragr1.tuning.checkpoints import last_complete_checkpoint
 
     out = tmp_path / "killed"
-    config = _config(tiny_model_dir, sft_dataset_dir, out, max_steps=500, save_steps=2).to_dict()
+    config = _values(tiny_model_dir, sft_dataset_dir, out, max_steps=500, save_steps=2)
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
     proc = subprocess.Popen([sys.executable, str(ROOT / "training" / "run_sft.py"), "--config", str(path), "--quiet"],
@@ -293,7 +298,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_model_dir, sft_datas
     last = last_complete_checkpoint(out)
     step = int(Path(last).name.split("-")[1])
     assert step < 500
-    summary = train_sft(config_from_dict({**config, "max_steps": step + 1}), progress=False)
+    summary = train_sft(*parse({**config, "max_steps": step + 1}), progress=False)
     assert summary["resumed_from"] == last and summary["global_step"] == step + 1
 
 
@@ -307,8 +312,8 @@ def test_export_and_merge_give_the_trained_model(tiny_model_dir, sft_dataset_dir
     from langchain_ragr1.models import export_adapter, merge_adapter
 
     out = tmp_path / "lora"
-    train_sft(_config(tiny_model_dir, sft_dataset_dir, out, max_steps=2, learning_rate=1e-2,
-                      lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}), progress=False)
+    train_sft(*_config(tiny_model_dir, sft_dataset_dir, out, max_steps=2, learning_rate=1e-2,
+                      use_peft=True, lora_r=4, lora_alpha=8, lora_target_modules=["q_proj", "v_proj"]), progress=False)
     shipped = export_adapter(out / "final", tmp_path / "shipped", base_model_name="tiny")
     assert {v.dtype for v in load_file(shipped / "adapter_model.safetensors").values()} == {torch.float16}
     assert json.loads((shipped / "adapter_config.json").read_text())["base_model_name_or_path"] == "tiny"
@@ -335,7 +340,7 @@ def test_trajectory_yaml_runs_end_to_end_and_counts_tokens(tiny_model_dir, sft_o
     from langchain_ragr1.tuning.sft_data import read_jsonl, token_accounting
 
     out = tmp_path / "traj"
-    config = _config(tiny_model_dir, sft_out_dir, out, sample_format="trajectory").to_dict()
+    config = _values(tiny_model_dir, sft_out_dir, out, sample_format="trajectory")
     path = tmp_path / "traj.yaml"
     path.write_text(yaml.safe_dump(config))
     assert "sample_format: trajectory" in path.read_text()
@@ -358,10 +363,10 @@ def test_trajectory_yaml_runs_end_to_end_and_counts_tokens(tiny_model_dir, sft_o
 
 
 def test_turns_run_counts_tokens_too_and_max_samples_counts_trajectories(tiny_model_dir, sft_out_dir, tmp_path):
-    turns = train_sft(_config(tiny_model_dir, sft_out_dir, tmp_path / "turns", max_steps=1), progress=False)
+    turns = train_sft(*_config(tiny_model_dir, sft_out_dir, tmp_path / "turns", max_steps=1), progress=False)
     assert turns["sample_format"] == "turns" and turns["samples"] == 5  # the saved dataset/
     assert turns["data_counts"]["accounting"]["turns"]["tokens"] == turns["tokens_per_epoch"]
-    whole = train_sft(_config(tiny_model_dir, sft_out_dir, tmp_path / "whole", max_steps=1,
+    whole = train_sft(*_config(tiny_model_dir, sft_out_dir, tmp_path / "whole", max_steps=1,
                               sample_format="trajectory", max_samples=2), progress=False)
     assert whole["samples"] == 2  # trajectories, a seeded subset
     subset = whole["data_counts"]["accounting_train"]
@@ -377,12 +382,12 @@ def test_trainer_batch_keeps_labels_on_every_policy_turn(tiny_model, tiny_model_
     import torch.nn.functional as F
     from trl import SFTTrainer
 
-    from langchain_ragr1.tuning.sft import load_sft_dataset, sft_args
+    from langchain_ragr1.tuning.sft import load_sft_dataset
 
-    config = _config(tiny_model_dir, sft_out_dir, sft_out_dir / "unused", sample_format="trajectory",
-                     per_device_train_batch_size=3)
-    dataset, _ = load_sft_dataset(config, smollm2_tokenizer)
-    trainer = SFTTrainer(model=tiny_model, args=sft_args(config, use_cpu=True), train_dataset=dataset,
+    script, args, _ = _config(tiny_model_dir, sft_out_dir, sft_out_dir / "unused", sample_format="trajectory",
+                              per_device_train_batch_size=3)
+    dataset, _ = load_sft_dataset(script, args, smollm2_tokenizer, check_dataset(script))
+    trainer = SFTTrainer(model=tiny_model, args=args, train_dataset=dataset,
                          processing_class=smollm2_tokenizer)
     assert not trainer.args.completion_only_loss and not trainer.args.assistant_only_loss
     batch = next(iter(trainer.get_train_dataloader()))

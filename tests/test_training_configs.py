@@ -1,7 +1,8 @@
-"""Training run configs: TRL's own fields pass through to SFTConfig / GRPOConfig, key and value
-errors name the key (and the file, and the closest names), the configs ship inside the package
-(by name, by the repository's documented path, as package data), and the ``python -m`` entry
-points share one main() with the ``training/`` scripts. Nothing trains here."""
+"""The training scripts' command line in TRL's own style: ``TrlParser`` over TRL's dataclasses
+(SFTConfig / GRPOConfig, ModelConfig) plus our script arguments; every field a flag and a YAML
+key (``--config`` + overriding flags); each bad key or value an error naming the key, the file
+and what to do, before anything loads; the configs ship inside the package; the shipped recipes
+reproduce the numbers today's scripts gave before the rewrite."""
 
 from __future__ import annotations
 
@@ -15,13 +16,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from langchain_ragr1.tuning import rl_config, sft, sft_config
-from langchain_ragr1.tuning.rl import grpo_args
-from langchain_ragr1.tuning.run_config import PACKAGED_CONFIGS_DIR, ConfigError, packaged_configs, resolve_config
+from langchain_ragr1.errors import ConfigError
+from langchain_ragr1.tuning import run_rl, run_sft
+from langchain_ragr1.tuning.args import PACKAGED_CONFIGS_DIR, packaged_configs, resolve_config
+from langchain_ragr1.tuning.rl import check_rl
+from langchain_ragr1.tuning.sft import check_sft
 
 ROOT = Path(__file__).resolve().parents[1]
 SFT_NAMES = ["sft_cpu_lora", "sft_default", "sft_gemma_compare", "sft_paper_7b"]
 RL_NAMES = ["rl_cpu", "rl_paper_7b"]
+SFT_MIN = {"dataset": "d", "output_dir": "o", "use_cpu": True}
+RL_MIN = {"output_dir": "o", "use_cpu": True}
 
 
 def write(tmp_path: Path, data: dict, name: str = "run.yaml") -> Path:
@@ -30,109 +35,123 @@ def write(tmp_path: Path, data: dict, name: str = "run.yaml") -> Path:
     return path
 
 
-def sft_file(tmp_path: Path, **keys) -> Path:
-    return write(tmp_path, {"dataset": "d", "output_dir": str(tmp_path / "out"), "device": "cpu", **keys})
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300, cwd=cwd,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
-def rl_file(tmp_path: Path, **keys) -> Path:
-    return write(tmp_path, {"output_dir": str(tmp_path / "out"), "device": "cpu", **keys})
+# -- TRL's flags and YAML keys ---------------------------------------------------------------------
 
-
-# -- TRL pass-through ------------------------------------------------------------------------------
-
-def test_sft_trl_fields_reach_the_sft_config(tmp_path):
-    config = sft_config.load_config(sft_file(tmp_path, report_to="tensorboard", optim="adamw_torch", logging_steps=3,
-                                      weight_decay="1e-2"))  # YAML reads 1e-2 as a string
-    assert config.trl_args == {"report_to": "tensorboard", "optim": "adamw_torch", "weight_decay": 0.01}
-    assert config.logging_steps == 3  # our own key, validated by us
-    args = sft.sft_args(config)
-    assert type(args).__name__ == "SFTConfig"
-    assert args.report_to == ["tensorboard"] and args.optim == "adamw_torch" and args.logging_steps == 3
-    assert args.weight_decay == 0.01
-    # what the run sets itself stays
-    assert args.dataset_kwargs == {"skip_prepare_dataset": True} and args.use_cpu and not args.packing
-    assert args.learning_rate == config.learning_rate and args.output_dir == str(tmp_path / "out")
-    # --validate-only prints to_dict(): flat, and it loads back to the same config
-    assert sft_config.config_from_dict(config.to_dict()) == config
-    assert sft.sft_args(sft_config.load_config(sft_file(tmp_path))).report_to == []  # the default: no reporting
-
-
-def test_rl_trl_fields_reach_the_grpo_config(tmp_path):
-    config = rl_config.load_config(rl_file(tmp_path, report_to="tensorboard", optim="adamw_torch", logging_steps=3,
-                                           loss_type="grpo", num_iterations=2))
-    assert config.trl_args == {"report_to": "tensorboard", "optim": "adamw_torch", "loss_type": "grpo",
-                               "num_iterations": 2}
-    args = grpo_args(config, use_cpu=True, reward_weights=[1.0, 0.0])
-    assert type(args).__name__ == "GRPOConfig"
-    assert args.report_to == ["tensorboard"] and args.optim == "adamw_torch" and args.logging_steps == 3
-    assert (args.loss_type, args.num_iterations) == ("grpo", 2)
-    assert args.reward_weights == [1.0, 0.0] and args.beta == config.beta and args.num_generations == 8
-    assert rl_config.config_from_dict(config.to_dict()) == config
-    assert grpo_args(rl_config.load_config(rl_file(tmp_path)), use_cpu=True).report_to == []
-
-
-@pytest.mark.parametrize("kind", ["sft", "rl"])
-@pytest.mark.parametrize("key, suggestion", [("report_too", "report_to"), ("optimm", "optim"),
-                                             ("learning_rat", "learning_rate")])
-def test_a_misspelt_key_names_the_file_the_key_and_the_closest_names(tmp_path, kind, key, suggestion):
-    path = (sft_file if kind == "sft" else rl_file)(tmp_path, **{key: "x"})
-    load = sft_config.load_config if kind == "sft" else rl_config.load_config
-    with pytest.raises(ConfigError) as info:
-        load(path)
-    message = str(info.value)
-    assert str(path) in message and f"unknown key(s) '{key}'" in message
-    assert f"did you mean '{suggestion}'" in message
-    assert ("trl.SFTConfig" if kind == "sft" else "trl.GRPOConfig") in message
-
-
-@pytest.mark.parametrize("kind, keys, match", [
-    ("sft", {"optim": "adamw_nope"}, r"optim = 'adamw_nope' is rejected by trl\.SFTConfig.*not a valid"),
-    ("sft", {"lr_scheduler_type": "cosine_nope"}, r"lr_scheduler_type = 'cosine_nope' is rejected by trl\.SFTConfig"),
-    ("rl", {"optim": "adamw_nope"}, r"optim = 'adamw_nope' is rejected by trl\.GRPOConfig.*not a valid"),
-    ("rl", {"generation_batch_size": 3}, r"generation_batch_size = 3 is rejected by trl\.GRPOConfig.*divisible"),
+@pytest.mark.parametrize("script, flags", [
+    ("run_sft.py", ["--learning_rate", "--gradient_accumulation_steps", "--use_peft", "--lora_r", "--dataset",
+                    "--sample_format", "--max_train_seconds", "--model_name_or_path", "--config", "--validate-only"]),
+    ("run_rl.py", ["--learning_rate", "--gradient_accumulation_steps", "--use_peft", "--lora_r", "--num_generations",
+                   "--beta", "--use_vllm", "--reward_weights", "--retriever", "--max_new_tokens", "--mode", "--k",
+                   "--max_turns", "--doc_max_tokens", "--config"]),
 ])
-def test_a_value_trl_rejects_is_our_error_naming_the_key(tmp_path, kind, keys, match):
-    if kind == "sft":
-        config = sft_config.load_config(sft_file(tmp_path, **keys))  # the names are fine: TRL judges the values
-        build = lambda: sft.sft_args(config)  # noqa: E731
-    else:
-        config = rl_config.load_config(rl_file(tmp_path, **keys))
-        build = lambda: grpo_args(config, use_cpu=True)  # noqa: E731
-    with pytest.raises(ConfigError, match=match) as info:
-        build()
-    assert info.value.__cause__ is not None  # TRL's own error stays attached
+def test_help_lists_trls_own_flags(script, flags, tmp_path):
+    proc = run(str(ROOT / "training" / script), "--help", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    listed = {word.rstrip(",") for line in proc.stdout.splitlines() for word in line.split() if word.startswith("--")}
+    assert set(flags) <= listed, set(flags) - listed
 
 
-@pytest.mark.parametrize("load, data, match", [
-    (sft_config.config_from_dict, {"use_cpu": True}, "use_cpu is set by the run itself; set device"),
-    (sft_config.config_from_dict, {"packing": True}, "packing is set by the run itself"),
-    (sft_config.config_from_dict, {"warmup_steps": 10, "warmup_ratio": 0.1}, "warmup_steps .* and warmup_ratio .* keep one"),
-    (rl_config.config_from_dict, {"reward_weights": [1, 1]}, "reward_weights is set by the run itself; set format_weight"),
-    (rl_config.config_from_dict, {"activation_checkpointing": True, "gradient_checkpointing": False},
-     "activation_checkpointing .* and gradient_checkpointing .* keep one"),
+def test_flags_override_the_config_file_and_the_file_overrides_the_defaults(tmp_path):
+    path = write(tmp_path, {**RL_MIN, "learning_rate": 5e-5, "num_generations": 4, "per_device_train_batch_size": 4,
+                            "k": 5, "use_peft": True, "lora_r": 8})
+    script, args, model, agent = run_rl.parse(argv=["--config", str(path), "--learning_rate", "1e-4", "--k", "2",
+                                                    "--lora-r", "4", "--max-steps", "3"])
+    assert (args.learning_rate, args.max_steps, args.num_generations) == (1e-4, 3, 4)
+    assert (model.use_peft, model.lora_r, agent.k) == (True, 4, 2)
+    assert args.report_to == [] or args.report_to == "none" or args.report_to == ["none"]  # ours: nothing reported
+    assert args.reward_weights == [1.0, 0.0] and script.retriever == "bm25"
+
+
+def test_the_agent_config_is_built_once_and_whole():
+    *_, agent = run_rl.parse({**RL_MIN, "mode": "single", "doc_max_tokens": 120, "retrieval_retries": 0,
+                              "initial_search": True})
+    from langchain_ragr1.config import RagR1Config
+
+    assert agent == RagR1Config(mode="single", doc_max_tokens=120, retrieval_retries=0, initial_search=True)
+
+
+def test_validate_only_prints_each_dataclass_and_loads_nothing(tmp_path, capsys):
+    assert run_sft.main(["--config", "sft_default", "--validate-only", "--learning_rate", "1e-4"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed) == {"SFTScriptArguments", "SFTConfig", "ModelConfig"}
+    assert printed["SFTScriptArguments"]["max_samples"] == 480 and printed["SFTConfig"]["learning_rate"] == 1e-4
+    assert printed["ModelConfig"]["lora_r"] == 16 and printed["SFTConfig"]["dataset_kwargs"]["skip_prepare_dataset"]
+    assert run_rl.main(["--validate-only"]) == 0  # the packaged rl_cpu
+    assert set(json.loads(capsys.readouterr().out)) == {"RLScriptArguments", "GRPOConfig", "ModelConfig", "RagR1Config"}
+
+
+# -- errors: one per case, each naming the key (and file) and what to do -----------------------------
+
+@pytest.mark.parametrize("keys, match", [
+    ({"learning_rat": 1e-4}, r"config '.*run.yaml': unknown key 'learning_rat' \(did you mean 'learning_rate'\?\)"),
+    ({"lora": {"r": 8}}, r"unknown key 'lora' .*lora_r.*trl.ModelConfig"),
+    ({"lora_r": "eight"}, r"config '.*run.yaml': lora_r must be an integer, got 'eight'"),
+    ({"optim": "adamw_nope"}, r"optim must be one of adamw_torch, adamw_torch_fused, .*got 'adamw_nope'"),
+    ({"mode": "parallel"}, r"mode must be one of multi, single; got 'parallel'"),
+    ({"retriever": "elastic"}, r"retriever must be one of .*bm25.*got 'elastic'"),
+    ({"k": 0}, r"config '.*run.yaml': RagR1Config rejected the settings: k must be a positive integer, got 0"),
+    ({"retriever": "http"}, r"RLScriptArguments rejected the settings: retriever_url is required with retriever: http"),
+    ({"num_generations": 3, "per_device_train_batch_size": 2}, r"trl.GRPOConfig rejected the settings: .*num_generations"),
+    ({"learning_rate": "fast"}, r"learning_rate must be a number, got 'fast'"),
 ])
-def test_trl_fields_the_run_sets_itself_are_refused_clearly(load, data, match):
-    base = {"dataset": "d", "output_dir": "o"} if load is sft_config.config_from_dict else {"output_dir": "o"}
+def test_a_bad_yaml_key_or_value_names_the_file_and_the_key(keys, match, tmp_path):
+    path = write(tmp_path, {**RL_MIN, **keys})
     with pytest.raises(ConfigError, match=match):
-        load({**base, **data})
+        run_rl.parse(argv=["--config", str(path)])
 
 
-def test_a_trl_name_for_one_of_our_settings_works_alone():
-    config = sft_config.config_from_dict({"dataset": "d", "output_dir": "o", "warmup_steps": 10})
-    assert sft.sft_args(config, use_cpu=True).warmup_steps == 10  # replaces warmup_ratio's 0.0
-    config = rl_config.config_from_dict({"output_dir": "o", "activation_checkpointing": True})
-    assert grpo_args(config, use_cpu=True).activation_checkpointing is True
+@pytest.mark.parametrize("argv, match", [
+    (["--learnig_rate", "1e-4"], r"unknown argument\(s\) '--learnig_rate' \(did you mean '--learning_rate'"),
+    (["--k", "0"], r"rl_cpu.yaml' with the command line's flags: RagR1Config rejected the settings: k must be"),
+    (["--config", "rl_cpux"], r"'rl_cpux' not found \(did you mean 'rl_cpu'\?\).*rl_cpu, rl_paper_7b"),
+])
+def test_a_bad_flag_names_it(argv, match):
+    with pytest.raises(ConfigError, match=match):
+        run_rl.parse(argv=argv if "--config" in argv else ["--config", "rl_cpu", *argv])
 
 
-def test_without_trl_a_trl_key_names_the_training_extra(monkeypatch):
-    from langchain_ragr1.extras import MissingExtraError
+def test_a_bad_flag_value_is_argparses_error_naming_the_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_rl.parse(argv=["--learning_rate", "fast"])
+    assert exit_info.value.code == 2 and "argument --learning_rate/--learning-rate: invalid float value: 'fast'" \
+        in capsys.readouterr().err
 
-    monkeypatch.setitem(sys.modules, "trl", None)  # `import trl` now fails
-    with pytest.raises(MissingExtraError, match=r'pip install "langchain-ragr1\[training\]"'):
-        sft_config.config_from_dict({"dataset": "d", "output_dir": "o", "report_to": "tensorboard"})
-    with pytest.raises(ConfigError, match="did you mean 'learning_rate'"):  # a typo of ours is still a typo
-        rl_config.config_from_dict({"output_dir": "o", "learning_rat": 1e-5})
-    assert rl_config.config_from_dict({"output_dir": "o"}).trl_args == {}  # our keys alone need no TRL
+
+@pytest.mark.parametrize("text, match", [
+    ("learning_rate: [1\n", "is not valid YAML"),
+    ("- a list\n", "expected a mapping of keys, got list"),
+])
+def test_a_broken_yaml_file_is_named(text, match, tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"config '.*broken.yaml'.*{match}"):
+        run_sft.parse(argv=["--config", str(path)])
+
+
+@pytest.mark.parametrize("check, parse, values, match", [
+    (check_rl, run_rl.parse, {**RL_MIN, "temperature": 0}, "temperature must be > 0"),
+    (check_rl, run_rl.parse, {"output_dir": "o", "use_cpu": True, "use_vllm": True}, "use_vllm needs a GPU"),
+    (check_rl, run_rl.parse, {**RL_MIN, "reward_weights": [1.0]}, "one weight per reward .exact_match, format."),
+    (check_sft, run_sft.parse, {**SFT_MIN, "packing": True}, "packing must stay false"),
+    (check_sft, run_sft.parse, {**SFT_MIN, "dataset_kwargs": {}}, "dataset_kwargs must keep skip_prepare_dataset"),
+])
+def test_rules_across_the_dataclasses_are_checked_before_anything_loads(check, parse, values, match):
+    with pytest.raises(ConfigError, match=match):
+        check(parse(values))
+
+
+def test_main_reports_errors_as_one_line_and_exit_2(tmp_path, capsys):
+    assert run_rl.main(["--config", str(write(tmp_path, {**RL_MIN, "optim": "adamw_nope"})), "--validate-only"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: RL config") and "optim must be one of" in err and "Traceback" not in err
+    assert run_sft.main(["--config", str(write(tmp_path, {**SFT_MIN, "report_too": "tensorboard"})),
+                         "--validate-only"]) == 2
+    assert "did you mean 'report_to'" in capsys.readouterr().err
 
 
 # -- packaged configs ------------------------------------------------------------------------------
@@ -154,109 +173,34 @@ def test_pyproject_package_data_covers_the_configs():
 
 
 @pytest.mark.parametrize("name", SFT_NAMES + RL_NAMES)
-def test_every_packaged_config_resolves_by_name_and_by_repo_path_and_builds_its_trl_args(name, tmp_path,
-                                                                                         monkeypatch):
+def test_every_packaged_config_resolves_by_name_and_by_repo_path_and_parses(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # not the checkout: as after `pip install langchain-ragr1[training]`
     packaged = PACKAGED_CONFIGS_DIR / f"{name}.yaml"
     for spec in (name, f"{name}.yaml", f"training/configs/{name}.yaml", ROOT / "training" / "configs" / f"{name}.yaml"):
         assert resolve_config(spec) == packaged, spec
-    if name.startswith("sft"):
-        config = sft_config.load_config(f"training/configs/{name}.yaml")
-        assert config == sft_config.load_config(name)
-        sft.sft_args(config, use_cpu=True)
-    else:
-        config = rl_config.load_config(f"training/configs/{name}.yaml")
-        assert config == rl_config.load_config(name)
-        grpo_args(config, use_cpu=True)
+    module, check = (run_sft, check_sft) if name.startswith("sft") else (run_rl, check_rl)
+    # the GPU configs on this CPU: TRL refuses bf16 without a GPU unless use_cpu is set
+    parsed = module.parse(argv=["--config", f"training/configs/{name}.yaml", "--use_cpu", "true",
+                                *(["--use_vllm", "false"] if name == "rl_paper_7b" else [])])
+    check(parsed)
+    assert parsed == module.parse(argv=["--config", name, "--use_cpu", "true",
+                                        *(["--use_vllm", "false"] if name == "rl_paper_7b" else [])])
 
 
-def test_an_existing_file_wins_and_unknown_names_list_the_packaged_ones(tmp_path, monkeypatch):
+def test_an_existing_file_wins_over_a_packaged_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    rl_file(tmp_path, max_steps=7)
-    (tmp_path / "run.yaml").rename(tmp_path / "rl_cpu.yaml")
-    assert rl_config.load_config("rl_cpu.yaml").max_steps == 7  # ./rl_cpu.yaml, not the packaged one
-    assert rl_config.load_config("rl_cpu").max_steps == 50  # a bare name: the packaged one
-    with pytest.raises(ConfigError, match=r"'rl_cpux' not found \(did you mean 'rl_cpu'\?\).*rl_cpu, rl_paper_7b"):
-        rl_config.load_config("rl_cpux")
+    write(tmp_path, {**RL_MIN, "max_steps": 7}, name="rl_cpu.yaml")
+    assert run_rl.parse(argv=["--config", "rl_cpu.yaml"])[1].max_steps == 7  # ./rl_cpu.yaml, not the packaged one
+    assert run_rl.parse(argv=["--config", "rl_cpu"])[1].max_steps == 50  # a bare name: the packaged one
     with pytest.raises(ConfigError, match="not found.*sft_cpu_lora, sft_default, sft_gemma_compare, sft_paper_7b"):
-        sft_config.load_config("rl_cpu")  # an RL config is not an SFT one
-    with pytest.raises(ConfigError, match="not found"):
-        sft_config.load_config(tmp_path / "elsewhere" / "sft_default.yaml")  # only training/configs/ falls back
+        run_sft.parse(argv=["--config", "rl_cpu"])  # an RL config is not an SFT one
 
 
-# -- entry points ----------------------------------------------------------------------------------
-
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=180, cwd=cwd,
-                          env={**os.environ, "PYTHONWARNINGS": "default"})
-
-
-@pytest.mark.parametrize("module", ["langchain_ragr1.tuning.run_sft", "langchain_ragr1.tuning.run_rl"])
-def test_python_m_help_exits_0(module, tmp_path):
-    proc = run("-m", module, "--help", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert "--config" in proc.stdout and "--validate-only" in proc.stdout and "--list-configs" in proc.stdout
-    assert "found in sys.modules" not in proc.stderr  # runpy: not a module the package imports first
-
-
-def test_the_repo_script_is_the_same_main(tmp_path):
+def test_list_configs_and_the_repo_scripts_are_the_package_mains(tmp_path):
     proc = run(str(ROOT / "training" / "run_sft.py"), "--list-configs", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert [line.split("\t")[0] for line in proc.stdout.splitlines()] == SFT_NAMES
-    from langchain_ragr1.tuning import run_rl, run_sft
-
-    scripts = {name: (ROOT / "training" / f"{name}.py").read_text() for name in ("run_sft", "run_rl")}
-    assert "from langchain_ragr1.tuning.run_sft import main" in scripts["run_sft"]
-    assert "from langchain_ragr1.tuning.run_rl import main" in scripts["run_rl"]
-    assert callable(run_sft.main) and callable(run_rl.main)
-
-
-def test_python_m_validate_only_takes_a_packaged_name_and_trl_keys(tmp_path):
-    path = rl_file(tmp_path, report_to="tensorboard", optim="adamw_torch_fused")
-    proc = run("-m", "langchain_ragr1.tuning.run_rl", "--config", str(path), "--validate-only", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    printed = json.loads(proc.stdout)
-    assert printed["report_to"] == "tensorboard" and printed["optim"] == "adamw_torch_fused"
-    assert "trl_args" not in printed
-
-
-def test_main_reports_config_errors_without_a_traceback(tmp_path, capsys):
-    from langchain_ragr1.tuning import run_rl, run_sft
-
-    assert run_sft.main(["--config", "sft_default", "--validate-only"]) == 0
-    assert json.loads(capsys.readouterr().out)["max_samples"] == 480
-    assert run_rl.main(["--config", str(rl_file(tmp_path, optim="adamw_nope")), "--validate-only"]) == 2
-    assert "error: RL config: optim = 'adamw_nope' is rejected by trl.GRPOConfig" in capsys.readouterr().err
-    assert run_sft.main(["--config", str(sft_file(tmp_path, report_too="tensorboard")), "--validate-only"]) == 2
-    assert "did you mean 'report_to'" in capsys.readouterr().err
-
-
-def test_one_config_error_for_the_whole_package():
-    import langchain_ragr1
-    from langchain_ragr1.tuning import rl_config, run_config, sft_config
-
-    assert run_config.ConfigError is langchain_ragr1.ConfigError is rl_config.ConfigError
-    with pytest.raises(langchain_ragr1.ConfigError, match="learning_rate"):
-        sft_config.SFTRunConfig(dataset="d", output_dir="o", learning_rate=-1).validate()
-
-
-@pytest.mark.parametrize("kind", ["sft", "rl"])
-def test_every_key_is_checked_against_its_declared_type(kind):
-    """The configs are declared, not validated line by line: a value of the wrong type for any of
-    their keys is a ConfigError naming that key, before anything loads."""
-    module, cls = (sft_config, sft_config.SFTRunConfig) if kind == "sft" else (rl_config, rl_config.RLRunConfig)
-    base = {"dataset": "d", "output_dir": "o"} if kind == "sft" else {"output_dir": "o"}
-    keys = sorted(module.OWN_KEYS - {"lora"})
-    assert len(keys) >= 20
-    for key in keys:
-        with pytest.raises(ConfigError, match=rf"{kind.upper()} config: {key} .*got \[\[1\]\]"):
-            cls(**{**base, key: [[1]]}).validate()
-    with pytest.raises(ConfigError, match=rf"{kind.upper()} config: lora.r must be greater than or equal to 1, got 0"):
-        module.config_from_dict({**base, "lora": {"r": 0}})
-
-
-def test_a_path_for_a_string_key_is_kept_as_its_string(tmp_path):
-    config = rl_config.config_from_dict({"output_dir": tmp_path / "out", "retriever_store": tmp_path / "store"})
-    assert config.output_dir == str(tmp_path / "out") and config.retriever_store == str(tmp_path / "store")
-    sft = sft_config.config_from_dict({"dataset": tmp_path / "d", "output_dir": tmp_path / "o"})
-    assert sft.dataset == str(tmp_path / "d")
+    for name in ("run_sft", "run_rl"):
+        assert f"from langchain_ragr1.tuning.{name} import main" in (ROOT / "training" / f"{name}.py").read_text()
+    proc = run("-m", "langchain_ragr1.tuning.run_rl", "--list-configs", cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.startswith("rl_cpu\t"), proc.stderr

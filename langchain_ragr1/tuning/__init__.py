@@ -33,15 +33,16 @@ __all__ = [
 ]
 
 # Stage 2 RL (GRPO with graph rollouts); the trainer module imports TRL lazily.
+from langchain_ragr1.tuning.args import RLScriptArguments, SFTScriptArguments  # noqa: E402
 from langchain_ragr1.tuning.checkpoints import last_complete_checkpoint  # noqa: E402
 from langchain_ragr1.tuning.rl import train_rl  # noqa: E402
-from langchain_ragr1.tuning.rl_config import RLRunConfig  # noqa: E402
 from langchain_ragr1.tuning.rl_rewards import RewardError, exact_match_score, format_score, trl_reward  # noqa: E402
 from langchain_ragr1.tuning.rl_rollout import GraphRollout, RolloutSettings, episode_sample  # noqa: E402
 
 __all__ += [
     "GraphRollout",
-    "RLRunConfig",
+    "RLScriptArguments",
+    "SFTScriptArguments",
     "RewardError",
     "RolloutSettings",
     "episode_sample",

@@ -16,16 +16,17 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from langchain_ragr1.config import RagR1Config
+from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.extras import require
+from langchain_ragr1.tuning.args import RLScriptArguments
 from langchain_ragr1.tuning.checkpoints import last_complete_checkpoint
 from langchain_ragr1.tuning.metrics import metrics_callback, write_metrics
-from langchain_ragr1.tuning.rl_config import RLRunConfig
 from langchain_ragr1.tuning.rl_questions import load_questions
 from langchain_ragr1.tuning.rl_rewards import default_rewards
 from langchain_ragr1.tuning.rl_rollout import GraphRollout, RolloutSettings
-from langchain_ragr1.tuning.run_config import build_trl_config
 
 logger = logging.getLogger(__name__)
+
 
 def make_dataset(items: Sequence[Any]):
     """A ``datasets.Dataset`` with ``prompt`` (the question), ``id``, ``golden_answers``."""
@@ -35,39 +36,18 @@ def make_dataset(items: Sequence[Any]):
                               for it in items])
 
 
-#: Our keys that reach GRPOConfig under the same name.
-GRPO_SAME_NAME = ("output_dir", "learning_rate", "beta", "num_generations", "per_device_train_batch_size",
-                  "gradient_accumulation_steps", "max_completion_length", "temperature", "top_p", "max_steps",
-                  "save_steps", "save_total_limit", "logging_steps", "seed", "bf16")
-
-
-def grpo_args(config: RLRunConfig, *, use_cpu: bool, progress: bool = True,
-              reward_weights: list[float] | None = None) -> Any:
-    """The ``GRPOConfig`` of a run: our keys (vLLM settings when ``use_vllm``), then the TRL
-    pass-through (``config.trl_args``: report_to, optim, ...). A value TRL rejects raises
-    :class:`ConfigError` naming the key."""
-    vllm: dict[str, Any] = {}
-    if config.use_vllm:
-        vllm = {"use_vllm": True, "vllm_mode": config.vllm_mode,
-                "vllm_gpu_memory_utilization": config.vllm_gpu_memory_utilization}
-        if config.vllm_server_base_url:
-            vllm["vllm_server_base_url"] = config.vllm_server_base_url
-    defaults = {  # ours, that a config may change (report_to: tensorboard, ...)
-        "save_strategy": "steps",
-        "report_to": [],
-        "disable_tqdm": not progress,
-        "dataloader_num_workers": 0,
-    }
-    ours = {
-        **{key: getattr(config, key) for key in GRPO_SAME_NAME},
-        "reward_weights": reward_weights,
-        "use_cpu": use_cpu,
-        "activation_checkpointing": config.gradient_checkpointing,  # TRL's default is on
-        **vllm,
-    }
-    return build_trl_config("GRPOConfig", {**defaults, **ours, **config.trl_args},
-                            user_keys=[*config.trl_args, *GRPO_SAME_NAME, *vllm, "activation_checkpointing"],
-                            label="RL")
+def check_rl(parsed: tuple[Any, ...]) -> None:
+    """What crosses the parsed ``(RLScriptArguments, trl.GRPOConfig, trl.ModelConfig, RagR1Config)``
+    (nothing loads): the rollout samples, vLLM needs a GPU, one weight per default reward."""
+    _, args, _, _ = parsed
+    if args.temperature <= 0:
+        raise ConfigError(f"RL: temperature must be > 0 (GRPO compares sampled episodes), got {args.temperature}")
+    if args.use_vllm and args.use_cpu:
+        raise ConfigError("RL: use_vllm needs a GPU (use_cpu is set); on a CPU use the transformers rollouts")
+    names = [f.__name__ for f in default_rewards()]
+    if args.reward_weights is not None and len(args.reward_weights) != len(names):
+        raise ConfigError(f"RL: reward_weights needs one weight per reward ({', '.join(names)}), "
+                          f"got {args.reward_weights}")
 
 
 def timed_trainer_class() -> type:
@@ -117,70 +97,57 @@ def timed_trainer_class() -> type:
     return TimedGRPOTrainer
 
 
-def build_trainer(config: RLRunConfig, *, model: Any, tokenizer: Any, retriever: Any, items: Sequence[Any],
-                  reward_funcs: list[Callable] | None = None, reward_weights: list[float] | None = None,
-                  progress: bool = True, echo: bool = False) -> tuple[Any, GraphRollout]:
-    """A ready ``GRPOTrainer`` (LoRA from ``config.lora``) and its :class:`GraphRollout`.
-
-    ``reward_funcs`` (TRL batch functions) replace the default exact-match + format rewards.
-    """
+def build_trainer(script: RLScriptArguments, args: Any, model_args: Any, agent: RagR1Config, *, model: Any,
+                  tokenizer: Any, retriever: Any, items: Sequence[Any], reward_funcs: list[Callable] | None = None,
+                  echo: bool = False) -> tuple[Any, GraphRollout]:
+    """A ready ``GRPOTrainer`` over the parsed run (``args``: its ``trl.GRPOConfig``, LoRA from
+    ``model_args`` through TRL's ``get_peft_config``) and its :class:`GraphRollout`, whose agent
+    is ``agent`` whole. ``reward_funcs`` (TRL batch functions) replace exact match + format."""
     import os
 
-    import torch
-    require("trl", "training")
-
+    trl = require("trl", "training")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental
-    use_cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if reward_funcs is None:
-        reward_funcs, reward_weights = default_rewards(config.format_weight)
-    peft_config = config.lora.to_peft()
-    rollout = GraphRollout(retriever, RolloutSettings(
-        agent=RagR1Config(mode=config.mode, k=config.k, max_turns=config.max_turns),
-        max_new_tokens=config.max_new_tokens,
-        temperature=config.temperature, top_p=config.top_p, max_batch_size=config.max_batch_size,
-        max_completion_length=config.max_completion_length, backend=config.rollout_backend))
-    output_dir = Path(config.output_dir)
+    rollout = GraphRollout(retriever, RolloutSettings(agent=agent, max_new_tokens=script.max_new_tokens,
+                                                      max_batch_size=script.max_batch_size,
+                                                      backend=script.rollout_backend))
+    output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     trainer = timed_trainer_class()(
         model=model,
-        reward_funcs=reward_funcs,
-        args=grpo_args(config, use_cpu=use_cpu, progress=progress, reward_weights=reward_weights),
+        reward_funcs=reward_funcs or default_rewards(),
+        args=args,
         train_dataset=make_dataset(items),
         processing_class=tokenizer,
-        peft_config=peft_config,
+        peft_config=trl.get_peft_config(model_args),
         rollout_func=rollout,
         callbacks=[metrics_callback(output_dir, echo)],
     )
     return trainer, rollout
 
 
-def train_rl(config: RLRunConfig, *, progress: bool = True, retriever: Any = None) -> dict[str, Any]:
-    """Train; returns ``{global_step, resumed_from, final_dir, metrics_rows, truncated, ...}``."""
-    config.validate()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def train_rl(script: RLScriptArguments, args: Any, model_args: Any, agent: RagR1Config, *, progress: bool = True,
+             retriever: Any = None) -> dict[str, Any]:
+    """Train from the parsed ``(RLScriptArguments, trl.GRPOConfig, trl.ModelConfig, RagR1Config)``;
+    returns ``{global_step, resumed_from, final_dir, metrics_rows, truncated, ...}``."""
+    check_rl((script, args, model_args, agent))
+    from langchain_ragr1.tuning.sft import load_model
 
-    from langchain_ragr1.models import resolve_model_path
-
-    items = load_questions(config)  # data errors before the model loads
-    model_path = resolve_model_path(config.model, show_progress=progress)
+    items = load_questions(script, args.seed)  # data errors before the model loads
     if retriever is None:
         from langchain_ragr1.retrievers.factory import make_retriever
 
-        retriever = make_retriever(config.retriever, k=config.k, store=config.retriever_store,
-                                   url=config.retriever_url, show_progress=progress)
-    import torch
-
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16 if config.bf16 else torch.float32)
-    trainer, rollout = build_trainer(config, model=model, tokenizer=tokenizer, retriever=retriever, items=items,
-                                     progress=progress, echo=progress)
-    last = last_complete_checkpoint(config.output_dir)
+        retriever = make_retriever(script.retriever, k=agent.k, store=script.retriever_store,
+                                   url=script.retriever_url, show_progress=progress)
+    model_path, model, tokenizer = load_model(model_args, "default")
+    trainer, rollout = build_trainer(script, args, model_args, agent, model=model, tokenizer=tokenizer,
+                                     retriever=retriever, items=items, echo=progress)
+    last = args.resume_from_checkpoint or last_complete_checkpoint(args.output_dir)
     if last:
         logger.warning("Resuming from %s", last)
     result = trainer.train(resume_from_checkpoint=last)
-    output_dir = Path(config.output_dir)
+    output_dir = Path(args.output_dir)
     final_dir = output_dir / "final"
     trainer.save_model(str(final_dir))
     tokenizer.save_pretrained(str(final_dir))
@@ -189,9 +156,9 @@ def train_rl(config: RLRunConfig, *, progress: bool = True, retriever: Any = Non
         "global_step": trainer.state.global_step,
         "resumed_from": last,
         "final_dir": str(final_dir),
-        "model": str(model_path),
+        "model": model_path,
         "questions": len(items),
-        "prompts_per_step": config.prompts_per_step,
+        "prompts_per_step": args.per_device_train_batch_size * args.gradient_accumulation_steps // args.num_generations,
         "episodes": rollout.totals["episodes"],
         "truncated": rollout.totals["truncated"],
         "train_runtime": result.metrics.get("train_runtime"),

@@ -5,20 +5,20 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from langchain_ragr1.tuning.rl_config import ConfigError, RLRunConfig
+from langchain_ragr1.errors import ConfigError
 
 
-def load_questions(config: RLRunConfig) -> list:
-    """The run's questions (``config.data`` through ``load_qa``), a seeded subset if ``max_questions``."""
+def load_questions(script: Any, seed: int) -> list:
+    """The run's questions (``script.data`` through ``load_qa``), a ``seed``-ed subset if ``script.max_questions``."""
     import random
 
     from langchain_ragr1.data import load_qa
 
-    items = load_qa(config.data)
+    items = load_qa(script.data)
     if not items:
-        raise ConfigError(f"RL config: data {config.data!r} has no questions (an empty filter_rl_data.py output?)")
-    if config.max_questions and config.max_questions < len(items):
-        items = random.Random(config.seed).sample(items, config.max_questions)
+        raise ConfigError(f"RL: data {script.data!r} has no questions (an empty filter_rl_data.py output?)")
+    if script.max_questions and script.max_questions < len(items):
+        items = random.Random(seed).sample(items, script.max_questions)
     return items
 
 

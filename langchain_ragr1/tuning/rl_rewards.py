@@ -69,7 +69,7 @@ def trl_reward(scorer: Scorer, name: str) -> TRLReward:
     return TRLReward(scorer, name)
 
 
-def default_rewards(format_weight: float = 0.0) -> tuple[list[Callable], list[float]]:
-    """The paper's exact-match reward and the (by default weightless, still logged) format reward."""
-    return ([trl_reward(exact_match_score, "exact_match"), trl_reward(format_score, "format")],
-            [1.0, float(format_weight)])
+def default_rewards() -> list[Callable]:
+    """The paper's exact-match reward and the format reward, in this order; their weights are
+    ``GRPOConfig.reward_weights`` (the project's default ``[1.0, 0.0]``: the format is logged only)."""
+    return [trl_reward(exact_match_score, "exact_match"), trl_reward(format_score, "format")]

@@ -30,21 +30,23 @@ from langchain_ragr1.transcript import Segment, token_ids_and_mask
 
 @dataclass
 class RolloutSettings:
-    """How episodes are run and cut: the agent's whole :class:`RagR1Config` (``agent``: mode,
-    k, max_turns, doc_max_tokens, ...), plus sampling and cutting."""
+    """How episodes are run: the agent's whole :class:`RagR1Config` (``agent``: mode, k,
+    max_turns, doc_max_tokens, ...), the tokens of one model turn and the batching. Sampling
+    (temperature, top_p) and ``max_completion_length`` are the trainer's ``GRPOConfig``
+    (``trainer.args``), read at each call; ``max_completion_length`` here is only for calls
+    without a trainer (a fixed policy)."""
 
     agent: RagR1Config = field(default_factory=RagR1Config)
     max_new_tokens: int = 500
-    temperature: float = 1.0
-    top_p: float = 0.95
     max_batch_size: int = 64
-    max_completion_length: int = 4096
     #: without vLLM: "transformers" (static batches) or "continuous" (continuous batching)
     backend: str = "transformers"
+    max_completion_length: int | None = None
 
 
-def episode_sample(result: dict, max_completion_length: int, eos_id: int | None) -> dict[str, Any]:
-    """One agent result as TRL's per-completion fields plus the episode keys for the rewards."""
+def episode_sample(result: dict, max_completion_length: int | None, eos_id: int | None) -> dict[str, Any]:
+    """One agent result as TRL's per-completion fields plus the episode keys for the rewards
+    (cut at ``max_completion_length`` tokens; None: not cut)."""
     segments = result["segments"]
     if not segments or segments[0]["role"] != "prompt":
         raise ValueError("An episode transcript must start with its prompt segment.")
@@ -55,10 +57,11 @@ def episode_sample(result: dict, max_completion_length: int, eos_id: int | None)
         lps = segment.get("logprobs")
         n = len(segment.get("token_ids") or [])
         logprobs.extend(lps if segment["role"] == "policy" and lps is not None and len(lps) == n else [0.0] * n)
-    truncated = len(ids) > max_completion_length or result.get("stop_reason") == "context_overflow"
-    if len(ids) > max_completion_length:
-        ids, mask, logprobs = ids[:max_completion_length], mask[:max_completion_length], logprobs[:max_completion_length]
-    elif not truncated and eos_id is not None and len(ids) < max_completion_length:
+    limit = len(ids) if max_completion_length is None else max_completion_length
+    truncated = len(ids) > limit or result.get("stop_reason") == "context_overflow"
+    if len(ids) > limit:
+        ids, mask, logprobs = ids[:limit], mask[:limit], logprobs[:limit]
+    elif not truncated and eos_id is not None and (max_completion_length is None or len(ids) < limit):
         ids, mask, logprobs = ids + [eos_id], mask + [0], logprobs + [0.0]  # a closing EOS, not trained on
     format_ok = result.get("answer") is not None and not result.get("invalid_turns") and not truncated
     return {
@@ -152,7 +155,8 @@ class GraphRollout:
             results = self.agent.batch(questions, config={"max_concurrency": len(questions)})
         tokenizer = getattr(policy, "tokenizer", None)
         eos_id = getattr(tokenizer, "eos_token_id", None)
-        samples = [episode_sample(r, s.max_completion_length, eos_id) for r in results]
+        limit = trainer.args.max_completion_length if trainer is not None else s.max_completion_length
+        samples = [episode_sample(r, limit, eos_id) for r in results]
         self._record(samples, trainer)
         return {key: [sample[key] for sample in samples] for key in samples[0]}
 
@@ -183,8 +187,8 @@ class GraphRollout:
             return
         if trainer is None:
             raise ConfigError("GraphRollout needs a policy, or the trainer that calls it.")
-        sampling: dict[str, Any] = {"max_new_tokens": s.max_new_tokens, "temperature": s.temperature,
-                                    "top_p": s.top_p}
+        sampling: dict[str, Any] = {"max_new_tokens": s.max_new_tokens, "temperature": trainer.args.temperature,
+                                    "top_p": trainer.args.top_p}
         policy: Policy
         if getattr(trainer, "use_vllm", False):
             policy = _vllm_policy(trainer, sampling)
@@ -209,7 +213,7 @@ class GraphRollout:
                 # its manager seeds torch's global generator: with the run's seed and step, reproducibly
                 policy = ContinuousTransformersPolicy(
                     model, trainer.processing_class, max_batch_size=s.max_batch_size,
-                    max_context=s.max_completion_length + 1024,
+                    max_context=trainer.args.max_completion_length + 1024,
                     seed=trainer.args.seed + trainer.state.global_step, **sampling)
             else:
                 policy = TransformersPolicy(model, trainer.processing_class, max_batch_size=s.max_batch_size,

@@ -1,12 +1,15 @@
-"""Stage 1 SFT: train on the dataset written by training/make_sft_data.py.
+"""Stage 1 SFT: train on the trajectories written by training/make_sft_data.py, with TRL's SFTTrainer.
 
-    python -m langchain_ragr1.tuning.run_sft --config sft_cpu_lora [--max-steps N] \
-        [--output-dir DIR] [--dataset DIR] [--model DIR] [--validate-only] [--quiet]
-    python training/run_sft.py --config training/configs/sft_cpu_lora.yaml ...   # a checkout: the same
+    python -m langchain_ragr1.tuning.run_sft --config sft_default [--learning_rate 1e-4] [--max_steps N] ...
+    python training/run_sft.py --config training/configs/sft_default.yaml ...   # a checkout: the same
+    accelerate launch training/run_sft.py --config sft_default ...              # several processes
 
-``--config`` takes a YAML file or a packaged config's name (``--list-configs``). Resumes
-from the last ``checkpoint-<step>`` in the output folder; writes ``loss.csv``, ``loss.png``
-and ``final/`` (the LoRA adapter or full model, with the tokenizer).
+Every field of ``SFTScriptArguments`` (``--dataset``, ``--sample_format``, ...), ``trl.SFTConfig``
+and ``trl.ModelConfig`` (``--model_name_or_path``, ``--use_peft --lora_r 16``) is a flag and a
+YAML key, as in ``trl sft``; ``--config`` takes a YAML file or a packaged config's name
+(``--list-configs``) and flags override it. Resumes from the last ``checkpoint-<step>`` in the
+output folder; writes ``loss.csv``, ``loss.png`` and ``final/`` (the LoRA adapter or full model,
+with the tokenizer).
 """
 
 from __future__ import annotations
@@ -15,42 +18,33 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: busy-waiting OpenMP threads slow CPUs
 
-import logging  # noqa: E402
 import sys  # noqa: E402
-from typing import Any, Sequence  # noqa: E402
+from typing import Any, Mapping, Sequence  # noqa: E402
 
-from langchain_ragr1.logs import log_to_stderr  # noqa: E402
-from langchain_ragr1.tuning.run_config import print_packaged_configs, run_command, run_parser  # noqa: E402
+from langchain_ragr1.tuning.args import PROJECT_DEFAULTS, SFT_DEFAULTS, RunParser, SFTScriptArguments  # noqa: E402
 
-LABEL = "SFT"
+
+def make_parser() -> RunParser:
+    """``(SFTScriptArguments, trl.SFTConfig, trl.ModelConfig)`` with the project's defaults."""
+    from langchain_ragr1.extras import require
+
+    trl = require("trl", "training")
+    return RunParser((SFTScriptArguments, trl.SFTConfig, trl.ModelConfig), label="SFT",
+                     description=(__doc__ or "").split("\n\n")[0], defaults={**PROJECT_DEFAULTS, **SFT_DEFAULTS})
+
+
+def parse(values: Mapping[str, Any] | None = None, argv: Sequence[str] = ()) -> tuple[Any, ...]:
+    """The parsed ``(SFTScriptArguments, trl.SFTConfig, trl.ModelConfig)``
+    from a mapping of YAML keys (``values``) and flags (``argv``, as on the command line;
+    ``--config FILE`` when there are no ``values``): the script's settings for Python use."""
+    return make_parser().parse(list(argv), values)[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = run_parser(__doc__ or "", LABEL, "SFTConfig", default_config=None,
-                        data_option=("--dataset", "override dataset (make_sft_data.py's --out folder or its dataset/)"),
-                        model_help="override model (a transformers model folder)", quiet_help="no progress bar")
-    args = parser.parse_args(argv)
-    log_to_stderr(logging.WARNING if args.quiet else logging.INFO)
-    if args.list_configs:
-        return print_packaged_configs(LABEL)
-    if not args.config:
-        parser.error("--config is required (a YAML file or a packaged config's name; see --list-configs)")
+    from langchain_ragr1.tuning.args import run_main
+    from langchain_ragr1.tuning.sft import check_sft, train_sft
 
-    from langchain_ragr1.tuning.sft import sft_args, train_sft
-    from langchain_ragr1.tuning.sft_config import load_config
-
-    def check() -> Any:
-        config = load_config(args.config, max_steps=args.max_steps, output_dir=args.output_dir,
-                             dataset=args.dataset, model=args.model)
-        if args.validate_only:
-            sft_args(config, use_cpu=True)  # TRL's checks of the values (on any machine)
-        return config
-
-    def train(config: Any) -> dict[str, Any]:
-        config.check_dataset()
-        return train_sft(config, progress=not args.quiet)
-
-    return run_command(check, train, validate_only=args.validate_only, rows_key="loss_rows")
+    return run_main(argv, make_parser(), check=check_sft, train=train_sft, rows_key="loss_rows")
 
 
 if __name__ == "__main__":

@@ -26,12 +26,12 @@ many labelled tokens as a step of N turn samples), so an epoch has proportionall
 optimizer steps (fewer updates at a given learning rate and schedule), while one epoch still
 trains each labelled token once and processes each shared prefix once instead of once per turn.
 
-:class:`~.sft_config.SFTRunConfig` (:mod:`.sft_config`) is loaded from YAML and validated
-before any model is loaded; its TRL pass-through reaches the ``SFTConfig`` that :func:`sft_args`
-builds. :func:`train_sft` trains (LoRA or full), saves
-``checkpoint-<step>`` folders, resumes from the last one found in ``output_dir``, writes
-``loss.csv``/``loss.png`` and saves the final model or adapter with its tokenizer in
-``output_dir/final``.
+The run's settings are TRL's own objects (:mod:`.args`): ``SFTScriptArguments`` (the dataset
+folder, sample format, ...), ``trl.SFTConfig`` and ``trl.ModelConfig`` (LoRA through TRL's
+``get_peft_config``), parsed and checked before any model is loaded. :func:`train_sft` trains
+(LoRA or full), saves ``checkpoint-<step>`` folders, resumes from the last one found in
+``output_dir``, writes ``loss.csv``/``loss.png`` and saves the final model or adapter with its
+tokenizer in ``output_dir/final``.
 """
 from __future__ import annotations
 
@@ -41,51 +41,86 @@ import math
 from pathlib import Path
 from typing import Any
 
+from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.extras import require
+from langchain_ragr1.tuning.args import SFTScriptArguments
 from langchain_ragr1.tuning.metrics import write_loss_curve
-from langchain_ragr1.tuning.run_config import ConfigError, build_trl_config, uses_cpu
-from langchain_ragr1.tuning.sft_config import (
-    LABEL,
-    MAKE_DATA_HINT,
-    TRL_CLASS,
-    SFTRunConfig,
-    trajectories_file,
-)
 
 logger = logging.getLogger(__name__)
 
+MAKE_DATA_HINT = ("build it first with training/make_sft_data.py --out DIR (it writes DIR/dataset and "
+                  "DIR/trajectories.jsonl)")
+TRAJECTORIES_FILE = "trajectories.jsonl"
 
-SAME_NAME = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
-             "gradient_accumulation_steps", "max_length", "save_steps", "logging_steps", "seed", "bf16",
-             "lr_scheduler_type")
+
+def check_dataset(script: SFTScriptArguments) -> Path:
+    """Where the run's samples come from, or a :class:`ConfigError` saying how to make them.
+
+    ``trajectory``: the ``trajectories.jsonl`` beside ``dataset`` (the ``--out`` folder of
+    ``make_sft_data.py``, its ``dataset/`` subfolder, or the ``.jsonl`` file itself); else a
+    saved dataset already in trajectory format. ``turns``: the saved dataset
+    (``DIR/dataset``); else the ``trajectories.jsonl``, cut into turns at the start.
+    """
+    path = Path(script.dataset).expanduser()
+    saved = _saved_dataset(path)
+    trajectories = trajectories_file(path)
+    if script.sample_format == "trajectory":
+        if trajectories is not None:
+            return trajectories
+        if saved is not None and _saved_format(saved) == "trajectory":
+            return saved
+        raise ConfigError(
+            f"SFT: sample_format trajectory needs {TRAJECTORIES_FILE} (the kept trajectories); "
+            f"none in or beside dataset {str(path)!r}"
+            + (" (its saved dataset holds turn samples: set sample_format turns to train on it)"
+               if saved is not None else "") + f"; {MAKE_DATA_HINT}")
+    if saved is not None:
+        if _saved_format(saved) == "trajectory":
+            raise ConfigError(f"SFT: the dataset {str(saved)!r} holds trajectory samples; set sample_format trajectory")
+        return saved
+    if trajectories is not None:
+        return trajectories
+    raise ConfigError(f"SFT: dataset {str(path)!r} is neither a saved dataset nor holds "
+                      f"{TRAJECTORIES_FILE}; {MAKE_DATA_HINT}")
 
 
-def sft_args(config: SFTRunConfig, *, use_cpu: bool | None = None, progress: bool = True) -> Any:
-    """The ``trl.SFTConfig`` of a run: our keys, then the TRL pass-through (``trl_args``).
+def _saved_dataset(path: Path) -> Path | None:
+    """The saved ``datasets`` folder at ``path`` or at ``path/dataset`` (make_sft_data's --out)."""
+    for folder in (path / "dataset", path):
+        if (folder / "dataset_info.json").is_file():
+            return folder
+    return None
 
-    ``use_cpu`` None: from ``config.device``. A value TRL rejects raises :class:`ConfigError`
-    naming the key. Nothing is loaded."""
-    if use_cpu is None:
-        use_cpu = uses_cpu(config.device)
-    defaults = {  # ours, that a config may change (report_to: tensorboard, ...)
-        "save_strategy": "steps",
-        "logging_first_step": True,
-        "report_to": [],
-        "disable_tqdm": not progress,
-        "dataloader_num_workers": 0,
-    }
-    ours = {
-        "output_dir": str(config.output_dir),
-        **{key: getattr(config, key) for key in SAME_NAME},
-        "use_cpu": use_cpu,
-        "activation_checkpointing": config.gradient_checkpointing,
-        "warmup_steps": config.warmup_ratio,  # transformers 5: a float < 1 is a ratio
-        "dataset_kwargs": {"skip_prepare_dataset": True},
-        "packing": False,
-    }
-    return build_trl_config(TRL_CLASS, {**defaults, **ours, **config.trl_args},
-                            user_keys=[*config.trl_args, *SAME_NAME, "warmup_steps", "activation_checkpointing"],
-                            label=LABEL)
+
+def trajectories_file(path: Path) -> Path | None:
+    """``path`` itself (a .jsonl file), ``path/trajectories.jsonl``, or the one beside a saved
+    ``dataset/`` folder."""
+    if path.is_file() and path.suffix == ".jsonl":
+        return path
+    candidates = [path / TRAJECTORIES_FILE]
+    if (path / "dataset_info.json").is_file():
+        candidates.append(path.parent / TRAJECTORIES_FILE)
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def _saved_format(folder: Path) -> str:
+    """``turns`` or ``trajectory``: a saved dataset of turn samples has a ``kind`` column."""
+    try:
+        features = json.loads((folder / "dataset_info.json").read_text(encoding="utf-8")).get("features", {})
+    except (OSError, ValueError):
+        return "turns"
+    return "trajectory" if "kinds" in features and "kind" not in features else "turns"
+
+
+def check_sft(parsed: tuple[Any, ...]) -> None:
+    """What crosses the parsed dataclasses of an SFT run (nothing loads): the dataset is used as it
+    is, pre-tokenised with its own label mask, so TRL's dataset preparation and packing stay off."""
+    _, args, _ = parsed
+    if args.packing:
+        raise ConfigError("SFT: packing must stay false: samples are trained one per row with their label mask")
+    if not (args.dataset_kwargs or {}).get("skip_prepare_dataset"):
+        raise ConfigError("SFT: dataset_kwargs must keep skip_prepare_dataset: true (the dataset is pre-tokenised "
+                          "with its label mask)")
 
 
 def _dataset_counts(dataset: Any) -> dict[str, Any]:
@@ -104,13 +139,14 @@ def _dataset_counts(dataset: Any) -> dict[str, Any]:
     }
 
 
-def load_sft_dataset(config: SFTRunConfig, tokenizer: Any) -> tuple[Any, dict[str, Any]]:
+def load_sft_dataset(script: SFTScriptArguments, args: Any, tokenizer: Any, source: Path
+                     ) -> tuple[Any, dict[str, Any]]:
     """The training dataset of a run (``input_ids``, ``labels``) and its counts.
 
-    Samples of ``config.sample_format`` from :meth:`SFTRunConfig.check_dataset`'s source: a
+    Samples of ``script.sample_format`` from ``source`` (:func:`check_dataset`): a
     ``trajectories.jsonl`` is cut (:func:`~langchain_ragr1.tuning.sft_data.to_samples`) and
     tokenised from the segments' ids; a saved dataset is used as it is. Samples longer than
-    ``max_length`` are dropped, never cut; then ``max_samples`` takes a seeded subset of the
+    ``args.max_length`` are dropped, never cut; then ``max_samples`` takes a seeded subset of the
     samples. The counts (``data_counts.json``): ``sample_format``, ``source``, ``built`` (what
     was dropped), ``train`` (samples, tokens and labelled tokens of one epoch of the subset,
     ``optimizer_steps_per_epoch``) and, where the trajectories are known, ``accounting``: an
@@ -127,44 +163,43 @@ def load_sft_dataset(config: SFTRunConfig, tokenizer: Any) -> tuple[Any, dict[st
         trajectory_key,
     )
 
-    source = config.check_dataset()
     trajectories = None
     built: dict[str, Any] = {}
     if source.suffix == ".jsonl":
         trajectories = read_jsonl(source)
-        dataset = build_sft_dataset(to_samples(trajectories, config.sample_format), tokenizer,
-                                    config.max_length, report=built)
+        dataset = build_sft_dataset(to_samples(trajectories, script.sample_format), tokenizer,
+                                    args.max_length, report=built)
     else:
         dataset = load_from_disk(str(source))
         missing = {"input_ids", "labels"} - set(dataset.column_names)
         if missing:
             raise ConfigError(f"SFT dataset {str(source)!r} lacks {sorted(missing)}; {MAKE_DATA_HINT}")
         total = len(dataset)
-        too_long = sum(1 for n in dataset["input_ids"] if len(n) > config.max_length)
+        too_long = sum(1 for n in dataset["input_ids"] if len(n) > args.max_length)
         if too_long:
-            dataset = dataset.filter(lambda row: len(row["input_ids"]) <= config.max_length)
-            logger.warning("Dropped %d samples longer than max_length=%d.", too_long, config.max_length)
+            dataset = dataset.filter(lambda row: len(row["input_ids"]) <= args.max_length)
+            logger.warning("Dropped %d samples longer than max_length=%d.", too_long, args.max_length)
         if len(dataset) == 0:
-            raise ConfigError(f"SFT dataset {str(source)!r} has no sample of at most {config.max_length} tokens")
-        built = {"format": config.sample_format, "samples": total, "kept": len(dataset),
-                 "dropped_too_long": too_long, "max_length": config.max_length}
+            raise ConfigError(f"SFT dataset {str(source)!r} has no sample of at most {args.max_length} tokens")
+        built = {"format": script.sample_format, "samples": total, "kept": len(dataset),
+                 "dropped_too_long": too_long, "max_length": args.max_length}
         beside = trajectories_file(source)
         if beside is not None:
             trajectories = read_jsonl(beside)
-    if config.max_samples and config.max_samples < len(dataset):
-        dataset = dataset.shuffle(seed=config.seed).select(range(config.max_samples))
+    if script.max_samples and script.max_samples < len(dataset):
+        dataset = dataset.shuffle(seed=args.seed).select(range(script.max_samples))
     train = _dataset_counts(dataset)
-    per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps
     train["optimizer_steps_per_epoch"] = math.ceil(len(dataset) / per_step)
-    counts: dict[str, Any] = {"sample_format": config.sample_format, "source": str(source),
+    counts: dict[str, Any] = {"sample_format": script.sample_format, "source": str(source),
                               "built": built, "train": train}
     if trajectories is not None:
-        counts["accounting"] = token_accounting(trajectories, tokenizer, config.max_length)
-        if config.sample_format == "trajectory" and "id" in dataset.column_names:
+        counts["accounting"] = token_accounting(trajectories, tokenizer, args.max_length)
+        if script.sample_format == "trajectory" and "id" in dataset.column_names:
             by_id = {trajectory_key(t): t for t in trajectories}
             chosen = [by_id[i] for i in dataset["id"] if i in by_id]
             if len(by_id) == len(trajectories) and len(chosen) == len(dataset):
-                counts["accounting_train"] = token_accounting(chosen, tokenizer, config.max_length)
+                counts["accounting_train"] = token_accounting(chosen, tokenizer, args.max_length)
     keep = ["input_ids", "labels"]
     return dataset.select_columns(keep), counts
 
@@ -196,47 +231,51 @@ def time_budget_callback(seconds: float):
     return TimeBudget()
 
 
-def train_sft(config: SFTRunConfig, *, progress: bool = True) -> dict[str, Any]:
-    """Train; returns ``{global_step, resumed_from, final_dir, loss_rows, train_runtime, ...}``
-    (``data_counts``: what :func:`load_sft_dataset` counted, also in ``output_dir/data_counts.json``)."""
-    config.validate()
-    config.check_dataset()
-
-    import torch
-
-    SFTTrainer = require("trl", "training").SFTTrainer
-    require("datasets", "training")
+def load_model(model_args: Any, default: str) -> tuple[str, Any, Any]:
+    """``(path, model, tokenizer)`` as TRL's example scripts load them from a ``trl.ModelConfig``
+    (dtype, revision, attention implementation, quantisation); ``model_name_or_path`` may be one of
+    :data:`langchain_ragr1.models.MODEL_ALIASES` (null: ``default``)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from langchain_ragr1.models import resolve_model_path
-    from langchain_ragr1.tuning.checkpoints import last_complete_checkpoint
 
-    use_cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
-    output_dir = Path(config.output_dir)
-    args = sft_args(config, use_cpu=use_cpu, progress=progress)  # TRL's own checks, before anything loads
-    # null: the untrained SmolLM2 ("base"); a folder or another alias of models.MODEL_ALIASES ("gemma3-270m")
-    model_path = resolve_model_path(config.model or "base", show_progress=progress)
-
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    trl = require("trl", "training")
+    path = str(resolve_model_path(model_args.model_name_or_path or default))
+    quantization = trl.get_quantization_config(model_args)
+    kwargs = {"revision": model_args.model_revision, "attn_implementation": model_args.attn_implementation,
+              "dtype": model_args.dtype, "trust_remote_code": False}
+    if quantization is not None:
+        kwargs.update(quantization_config=quantization, device_map=trl.get_kbit_device_map())
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=model_args.model_revision)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    dataset, data_counts = load_sft_dataset(config, tokenizer)
+    return path, AutoModelForCausalLM.from_pretrained(path, **kwargs), tokenizer
+
+
+def train_sft(script: SFTScriptArguments, args: Any, model_args: Any, *, progress: bool = True) -> dict[str, Any]:
+    """Train from the parsed ``(SFTScriptArguments, trl.SFTConfig, trl.ModelConfig)``; returns
+    ``{global_step, resumed_from, final_dir, loss_rows, train_runtime, ...}`` (``data_counts``: what
+    :func:`load_sft_dataset` counted, also in ``output_dir/data_counts.json``)."""
+    check_sft((script, args, model_args))
+    source = check_dataset(script)
+    trl = require("trl", "training")
+    require("datasets", "training")
+    from langchain_ragr1.tuning.checkpoints import last_complete_checkpoint
+
+    # null: the untrained SmolLM2 ("base"); a folder or another alias of models.MODEL_ALIASES ("gemma3-270m")
+    model_path, model, tokenizer = load_model(model_args, "base")
+    dataset, data_counts = load_sft_dataset(script, args, tokenizer, source)
+    output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "data_counts.json").write_text(json.dumps(data_counts, indent=2) + "\n", encoding="utf-8")
     train = data_counts["train"]
     logger.info("SFT data (%s): %d samples, %d tokens and %d labelled tokens per epoch, %d optimizer steps per epoch",
-                config.sample_format, train["samples"], train["tokens"], train["labelled_tokens"],
+                script.sample_format, train["samples"], train["tokens"], train["labelled_tokens"],
                 train["optimizer_steps_per_epoch"])
-
-    dtype = torch.bfloat16 if config.bf16 else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
-
-    peft_config = config.lora.to_peft()
-
-    callbacks = [time_budget_callback(config.max_train_seconds)] if config.max_train_seconds else None
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config, callbacks=callbacks)
-    last = last_complete_checkpoint(output_dir)
+    callbacks = [time_budget_callback(script.max_train_seconds)] if script.max_train_seconds else None
+    trainer = trl.SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                             peft_config=trl.get_peft_config(model_args), callbacks=callbacks)
+    last = args.resume_from_checkpoint or last_complete_checkpoint(output_dir)
     if last:
         logger.warning("Resuming from %s", last)
     result = trainer.train(resume_from_checkpoint=last)
@@ -248,9 +287,9 @@ def train_sft(config: SFTRunConfig, *, progress: bool = True) -> dict[str, Any]:
         "global_step": trainer.state.global_step,
         "resumed_from": last,
         "final_dir": str(final_dir),
-        "model": str(model_path),
-        "lora": config.lora.enabled,
-        "sample_format": config.sample_format,
+        "model": model_path,
+        "lora": model_args.use_peft,
+        "sample_format": script.sample_format,
         "samples": len(dataset),
         "tokens_per_epoch": train["tokens"],
         "labelled_tokens_per_epoch": train["labelled_tokens"],

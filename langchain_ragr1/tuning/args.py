@@ -1,0 +1,271 @@
+"""The training scripts' command line: TRL's own dataclasses, whole, read by ``trl.TrlParser``.
+
+``run_sft`` parses ``(SFTScriptArguments, trl.SFTConfig, trl.ModelConfig)`` and ``run_rl``
+``(RLScriptArguments, trl.GRPOConfig, trl.ModelConfig, RagR1Config)``: every field is a flag
+(``--learning_rate 1e-4``, ``--use_peft --lora_r 16``) and a YAML key (``--config FILE``; flags
+override the file), as in ``trl sft`` / ``trl grpo``. The script arguments hold only what TRL
+does not have. :class:`RunParser` adds, in one place, what ``TrlParser`` lacks: packaged config
+names, each YAML key checked against the flags (an unknown key names the file and the closest
+flags) and each YAML value converted and checked as its flag's value would be (naming the key,
+the file and the valid choices), and a dataclass that rejects its values reported as a
+:class:`ConfigError` naming it and the file. Nothing here loads a model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping, Sequence, get_args
+
+from langchain_ragr1.config import check_int, check_seconds
+from langchain_ragr1.errors import ConfigError, RagR1Error
+from langchain_ragr1.extras import require
+from langchain_ragr1.retrievers.factory import RetrieverKind
+from langchain_ragr1.tuning.sft_data import SampleFormat
+
+#: The YAML configs shipped inside the package (``langchain_ragr1/tuning/configs/NAME.yaml``).
+PACKAGED_CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+RolloutBackend = Literal["transformers", "continuous"]
+ROLLOUT_BACKENDS: tuple[str, ...] = get_args(RolloutBackend)
+#: Our defaults for TRL fields (a config or flag may change them): nothing reported unless asked, the
+#: first step logged, and for SFT the pre-tokenised dataset used as it is (its own label mask).
+PROJECT_DEFAULTS: dict[str, Any] = {"report_to": "none", "logging_first_step": True, "logging_steps": 1,
+                                    "activation_checkpointing": False}
+SFT_DEFAULTS: dict[str, Any] = {"dataset_kwargs": {"skip_prepare_dataset": True}}
+#: GRPO's rewards are [exact_match, format]: the paper rewards exact match only.
+RL_DEFAULTS: dict[str, Any] = {"reward_weights": [1.0, 0.0]}
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class SFTScriptArguments:
+    """What an SFT run needs beyond ``trl.SFTConfig`` and ``trl.ModelConfig``
+    (``--model_name_or_path``: null is the untrained bundled SmolLM2, ``gemma3-270m`` Gemma-3-270M)."""
+
+    dataset: str = field(default="", metadata=_help(
+        "make_sft_data's --out folder (trajectories.jsonl, dataset/), its dataset/ subfolder, or a trajectories .jsonl"))
+    sample_format: SampleFormat = field(default="trajectory", metadata=_help(
+        "trajectory: one sequence per kept trajectory, labels on all its valid turns; turns: the paper's four-kind "
+        "cut, one sample per turn"))
+    max_samples: int | None = field(default=None, metadata=_help("a seeded random subset of this many samples"))
+    max_train_seconds: float | None = field(default=None, metadata=_help(
+        "stop (and save) after the optimizer step that passes this many seconds of training"))
+
+    def __post_init__(self) -> None:
+        if not self.dataset:
+            raise ConfigError("dataset is required: make_sft_data's --out folder (training/make_sft_data.py --out DIR)")
+        if self.max_samples is not None:
+            check_int("max_samples", self.max_samples, 1)
+        if self.max_train_seconds is not None:
+            check_seconds("max_train_seconds", self.max_train_seconds)
+
+
+@dataclass
+class RLScriptArguments:
+    """What a GRPO run needs beyond ``trl.GRPOConfig``, ``trl.ModelConfig`` and the agent's
+    :class:`RagR1Config` (``--model_name_or_path``: null or ``default`` is the shipped SFT model)."""
+
+    data: str = field(default="ragr1-train", metadata=_help("a QA set: ragr1-train, a JSONL file, BENCH:PATH, ..."))
+    max_questions: int | None = field(default=None, metadata=_help("a seeded random subset of the questions"))
+    retriever: RetrieverKind = field(default="bm25", metadata=_help("the environment's retriever"))
+    retriever_store: str | None = field(default=None, metadata=_help("a Chroma folder / BM25 index (null: bundled)"))
+    retriever_url: str | None = field(default=None, metadata=_help("retriever http: a /retrieve endpoint"))
+    max_new_tokens: int = field(default=500, metadata=_help("new tokens per model turn (paper: 500)"))
+    max_batch_size: int = field(default=64, metadata=_help("concurrent turns batched into one generate call"))
+    rollout_backend: RolloutBackend = field(default="transformers", metadata=_help(
+        "without vLLM: transformers (static batches) or continuous (continuous batching)"))
+
+    def __post_init__(self) -> None:
+        for name in ("max_new_tokens", "max_batch_size", *(("max_questions",) if self.max_questions else ())):
+            check_int(name, getattr(self, name), 1)
+        if self.retriever == "http" and not self.retriever_url:
+            raise ConfigError("retriever_url is required with retriever: http (e.g. http://127.0.0.1:8000/retrieve)")
+
+
+def packaged_configs(label: str | None = None) -> dict[str, Path]:
+    """The packaged YAML configs, name -> path (``label`` "SFT"/"RL": only ``sft_*``/``rl_*``)."""
+    prefix = f"{label.lower()}_" if label else ""
+    return {p.stem: p for p in sorted(PACKAGED_CONFIGS_DIR.glob("*.yaml")) if p.stem.startswith(prefix)}
+
+
+def _did_you_mean(key: str, names: Sequence[str]) -> str:
+    matches = difflib.get_close_matches(key, sorted(names), n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(m) for m in matches)}?)" if matches else ""
+
+
+def resolve_config(spec: str | Path, label: str | None = None) -> Path:
+    """The YAML file ``--config SPEC`` means: an existing file; else a packaged config's name
+    (``rl_cpu``, ``rl_cpu.yaml``) or the repository's ``training/configs/NAME.yaml`` from
+    anywhere; else a :class:`ConfigError` listing the packaged names."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    name = path.stem if path.suffix in (".yaml", ".yml") else path.name
+    available = packaged_configs(label)
+    if (len(path.parts) == 1 or tuple(path.parent.parts[-2:]) == ("training", "configs")) and name in available:
+        return available[name]
+    raise ConfigError(f"{label or ''} config file {str(spec)!r} not found{_did_you_mean(name, list(available))}; give "
+                      f"a path to a YAML file or the name of a packaged config: {', '.join(available) or '(none)'}")
+
+
+def read_yaml(path: Path, where: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _show(choice: Any) -> str:
+    return str(getattr(choice, "value", choice))
+
+
+class RunParser:
+    """``trl.TrlParser`` over ``types`` with the run options (``--config``, ``--validate-only``,
+    ``--list-configs``, ``--quiet``) and the checks TRL lacks (see the module docstring)."""
+
+    def __init__(self, types: Sequence[type], *, label: str, description: str = "",
+                 defaults: Mapping[str, Any] | None = None, default_config: str | None = None) -> None:
+        TrlParser = require("trl", "training").TrlParser
+        self.types, self.label, self.default_config = tuple(types), label, default_config
+        self.parser = TrlParser(self.types, description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        run = self.parser.add_argument_group("run")
+        run.add_argument("--config", default=default_config, help=(
+            f"a YAML file of any of the flags below (flags override it), or a packaged config's name: "
+            f"{', '.join(packaged_configs(label))}"))
+        run.add_argument("--validate-only", "--validate_only", action="store_true", dest="validate_only",
+                         help="check the settings, print them and exit; loads no model")
+        run.add_argument("--list-configs", "--list_configs", action="store_true", dest="list_configs",
+                         help="print the packaged configs and where they are")
+        run.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+        self.actions = {a.dest: a for a in self.parser._actions if a.dest not in ("help", "config")}
+        self.parser.set_defaults(**{k: v for k, v in (defaults or {}).items() if k in self.actions})
+        if "use_cpu" in self.actions:  # as device "auto": train where the run is, unless a config says otherwise
+            import torch
+
+            self.parser.set_defaults(use_cpu=not torch.cuda.is_available())
+
+    def parse(self, argv: Sequence[str] | None = None, values: Mapping[str, Any] | None = None
+              ) -> tuple[tuple[Any, ...], argparse.Namespace]:
+        """``(dataclasses in the order of types, run options)`` from the command line ``argv``
+        (its ``--config`` file first) or, from Python, ``values`` as if read from a YAML file."""
+        argv = list(sys.argv[1:] if argv is None else argv)
+        options, _ = self._options().parse_known_args(argv)
+        where = f"{self.label} settings"
+        if values is not None or options.config:
+            if values is None:
+                path = resolve_config(options.config, self.label)
+                where = f"{self.label} config {str(path)!r}"
+                values = read_yaml(path, where)
+            self._apply(dict(values), where)
+            if len(argv) > 2 or not any(a.startswith("--config") for a in argv):
+                where += " with the command line's flags"
+        namespace, unknown = self.parser.parse_known_args(argv)
+        if unknown:
+            flags = [o for a in self.parser._actions for o in a.option_strings]
+            named = ", ".join(f"{u!r}{_did_you_mean(u.split('=')[0], flags)}" for u in unknown if u.startswith("-"))
+            raise ConfigError(f"{self.label} command line: unknown argument(s) {named or unknown}; see --help")
+        built = []
+        for cls in self.types:
+            names = [f.name for f in dataclasses.fields(cls) if f.init]
+            try:
+                built.append(cls(**{n: getattr(namespace, n) for n in names if hasattr(namespace, n)}))
+            except (ValueError, TypeError) as exc:  # ConfigError (from RagR1Config, ours) is a ValueError
+                raise ConfigError(f"{where}: {_qualified(cls)} rejected the settings: {exc}") from None
+        return tuple(built), namespace
+
+    def _options(self) -> argparse.ArgumentParser:
+        options = argparse.ArgumentParser(add_help=False)
+        options.add_argument("--config", default=self.default_config)
+        return options
+
+    def _apply(self, values: dict[str, Any], where: str) -> None:
+        """Check each key and value of a YAML file as its flag would be, then make them the defaults."""
+        for key, value in values.pop("env", {}).items() if isinstance(values.get("env"), dict) else ():
+            os.environ[str(key)] = str(value)
+        for key, value in values.items():
+            action = self.actions.get(key)
+            if action is None or key in ("validate_only", "list_configs", "quiet"):
+                raise ConfigError(f"{where}: unknown key {key!r}{_did_you_mean(str(key), list(self.actions))}; the keys "
+                                  f"are the fields of {', '.join(_qualified(c) for c in self.types)} (--help lists them)")
+            values[key] = self._value(action, key, value, where)
+        self.parser.set_defaults(**values)
+
+    @staticmethod
+    def _value(action: argparse.Action, key: str, value: Any, where: str) -> Any:
+        if value is None or isinstance(value, dict) or (isinstance(value, list) and action.nargs not in ("+", "*")):
+            return value  # a mapping (TRL's *_kwargs) or a list for a union field: the dataclass judges it
+        convert: Callable[[str], Any] = action.type or str  # type: ignore[assignment]
+        try:
+            out = [convert(str(v)) for v in value] if isinstance(value, list) else convert(str(value))
+        except (ValueError, TypeError, argparse.ArgumentTypeError):
+            kind = _KINDS.get(getattr(action.type, "__name__", ""), "a valid value")
+            raise ConfigError(f"{where}: {key} must be {kind}, got {value!r}") from None
+        if action.choices is not None:
+            bad = [v for v in (out if isinstance(out, list) else [out]) if v not in action.choices]
+            if bad:
+                raise ConfigError(f"{where}: {key} must be one of {', '.join(_show(c) for c in action.choices)}; "
+                                  f"got {_show(bad[0])!r}")
+        return out
+
+
+_KINDS = {"int": "an integer", "float": "a number", "string_to_bool": "true or false"}
+
+
+def _qualified(cls: type) -> str:
+    return f"trl.{cls.__name__}" if cls.__module__.startswith("trl") else cls.__name__
+
+
+def settings_dict(parsed: Sequence[Any]) -> dict[str, Any]:
+    """The parsed dataclasses as one JSON-able mapping per class (``--validate-only`` prints it)."""
+    out = {}
+    for obj in parsed:
+        data = obj.to_dict() if hasattr(obj, "to_dict") else dataclasses.asdict(obj)
+        out[type(obj).__name__] = json.loads(json.dumps(data, default=_show))
+    return out
+
+
+def run_main(argv: Sequence[str] | None, parser: RunParser, *, check: Callable[[tuple[Any, ...]], None],
+             train: Callable[..., dict[str, Any]], rows_key: str) -> int:
+    """The body of ``run_sft``/``run_rl``: parse (a :class:`RagR1Error` is one line and exit 2),
+    ``check`` what crosses the dataclasses (nothing that loads a model), then ``--list-configs``,
+    ``--validate-only`` or ``train(*parsed, progress=...)``; the summary is printed without ``rows_key``."""
+    import logging
+
+    from langchain_ragr1.logs import log_to_stderr
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    log_to_stderr(logging.WARNING if "--quiet" in argv else logging.INFO)
+    if "--list-configs" in argv or "--list_configs" in argv:
+        for name, path in packaged_configs(parser.label).items():
+            print(f"{name}\t{path}")
+        return 0
+    try:
+        parsed, options = parser.parse(argv)
+        check(parsed)
+        if options.validate_only:
+            print(json.dumps(settings_dict(parsed), indent=2))
+            return 0
+        if options.quiet:
+            parsed[1].disable_tqdm = True
+        summary = train(*parsed, progress=not options.quiet)
+    except RagR1Error as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    summary.pop(rows_key, None)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
