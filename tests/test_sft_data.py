@@ -4,9 +4,7 @@ samples train on the same tokens with the same per-token loss as the four-kind c
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
@@ -20,6 +18,7 @@ from langchain_ragr1.tuning import (
     EmptySFTDataError,
     OraclePolicy,
     build_sft_dataset,
+    make_sft_data,
     make_trajectories,
     to_samples,
     to_sft_samples,
@@ -187,7 +186,6 @@ def test_too_long_samples_are_dropped_and_counted(dev_items, smollm2_tokenizer, 
 
 
 def test_make_sft_data_script(tmp_path, dev_items, default_model_dir):
-    script = _load_script()
     corpus = tmp_path / "corpus.jsonl"
     docs = [d for d in load_bundled_corpus() if d.metadata["title"] in
             {t for item in dev_items for t in item.evidence_titles}]
@@ -196,7 +194,7 @@ def test_make_sft_data_script(tmp_path, dev_items, default_model_dir):
     qa = tmp_path / "qa.jsonl"
     qa.write_text("".join(json.dumps(i.to_dict()) + "\n" for i in dev_items))
     out = tmp_path / "out"
-    code = script.main(["--data", str(qa), "--retriever", "bm25", "--corpus", str(corpus), "--mode", "multi",
+    code = make_sft_data.main(["--data", str(qa), "--retriever", "bm25", "--corpus", str(corpus), "--mode", "multi",
                         "single", "--tokenizer", str(default_model_dir), "--out", str(out), "--quiet"])
     assert code == 0
     counts = json.loads((out / "counts.json").read_text())
@@ -229,14 +227,6 @@ def test_text_level_teacher_gives_the_same_ids(dev_items, smollm2_tokenizer, ret
         assert sample_ids(a, smollm2_tokenizer) == sample_ids(b, smollm2_tokenizer)
 
 
-def _load_script():
-    path = Path(__file__).resolve().parents[1] / "training" / "make_sft_data.py"
-    spec = importlib.util.spec_from_file_location("make_sft_data", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
-
-
 def fake_chat_server(items: list[QAItem], slow: str, delay: float):
     """An OpenAI-compatible /v1/chat/completions that answers each question's gold answer
     without searching, and stalls for ``delay`` seconds on the question ``slow``."""
@@ -267,14 +257,13 @@ def test_openai_teacher_timeouts_are_retried_then_skipped(tmp_path, dev_items, d
     pytest.importorskip("langchain_openai")
     from _serving import Served
 
-    script = _load_script()
     qa = tmp_path / "qa.jsonl"
     qa.write_text("".join(json.dumps(i.to_dict()) + "\n" for i in dev_items))
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text(json.dumps({"id": "d", "title": "T", "text": "unused"}) + "\n")
     out = tmp_path / "out"
     with Served(fake_chat_server(dev_items, slow=dev_items[1].question, delay=3.0), "/v1") as server:
-        code = script.main(["--data", str(qa), "--teacher", "openai", "--teacher-model", "teacher",
+        code = make_sft_data.main(["--data", str(qa), "--teacher", "openai", "--teacher-model", "teacher",
                             "--base-url", server.url, "--teacher-timeout", "0.5", "--retries", "1",
                             "--retriever", "bm25", "--corpus", str(corpus),
                             "--tokenizer", str(default_model_dir), "--out", str(out), "--quiet"])
@@ -287,10 +276,9 @@ def test_openai_teacher_timeouts_are_retried_then_skipped(tmp_path, dev_items, d
 
 
 def test_teacher_options_are_checked_before_anything_loads(tmp_path, capsys):
-    script = _load_script()
-    assert script.main(["--teacher", "openai", "--teacher-model", "m", "--out", str(tmp_path)]) == 2
+    assert make_sft_data.main(["--teacher", "openai", "--teacher-model", "m", "--out", str(tmp_path)]) == 2
     assert "--base-url" in capsys.readouterr().err
-    assert script.main(["--teacher", "transformers", "--out", str(tmp_path)]) == 2
+    assert make_sft_data.main(["--teacher", "transformers", "--out", str(tmp_path)]) == 2
     assert "--teacher-model" in capsys.readouterr().err
 
 

@@ -1,6 +1,7 @@
 """Ship a trained LoRA adapter: copy it with its weights cast to float16 (half the size).
 
-    python training/export_adapter.py runs/sft-default/final langchain_ragr1/adapters/smollm2-ragr1-sft
+    python -m langchain_ragr1.tuning.export_adapter runs/sft-default/final langchain_ragr1/adapters/smollm2-ragr1-sft
+    python training/export_adapter.py SRC DEST   # a checkout: the same command
 
 The default model (``langchain_ragr1.models.default_model_path``) merges the adapter found in
 ``langchain_ragr1/adapters/smollm2-ragr1-sft`` into the bundled SmolLM2 once, keyed by its digest.
@@ -14,7 +15,7 @@ from typing import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("src", help="the adapter folder a LoRA run saved (OUTPUT_DIR/final)")
     parser.add_argument("dest", help="where to write the shipped copy")
     parser.add_argument("--dtype", default="float16", choices=("float16", "bfloat16", "float32"))

@@ -1,12 +1,13 @@
 """Stage 1 SFT data: teacher trajectories through the real graph, rejection-sampled, cut into samples.
 
-    python training/make_sft_data.py --data ragr1-train --mode multi --teacher oracle \
+    python -m langchain_ragr1.tuning.make_sft_data --data ragr1-train --mode multi --teacher oracle \
         --retriever bm25 --limit 30 --out runs/sft-multi
+    python training/make_sft_data.py ...   # a checkout: the same command
     # a large model behind an OpenAI-compatible server (e.g. `vllm serve Qwen/Qwen2.5-72B-Instruct`):
-    python training/make_sft_data.py --teacher openai --teacher-model Qwen/Qwen2.5-72B-Instruct \
+    python -m langchain_ragr1.tuning.make_sft_data --teacher openai --teacher-model Qwen/Qwen2.5-72B-Instruct \
         --base-url http://127.0.0.1:8000/v1 --data nq:train.jsonl --out runs/sft-qwen
     # a local transformers model folder:
-    python training/make_sft_data.py --teacher transformers --teacher-model PATH --out runs/sft-local
+    python -m langchain_ragr1.tuning.make_sft_data --teacher transformers --teacher-model PATH --out runs/sft-local
 
 Teacher failures (an error or a request past ``--teacher-timeout``) are retried ``--retries``
 times, then the question is skipped and counted in ``errors``; the run goes on.
@@ -29,9 +30,12 @@ import random
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+if TYPE_CHECKING:
+    from langchain_ragr1.protocol import Mode
 
 TEACHERS = ("oracle", "openai", "transformers")
 
@@ -40,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     from langchain_ragr1.protocol import MODES
     from langchain_ragr1.retrievers.factory import RETRIEVER_KINDS
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--data", default="ragr1-train", help="a QA set name or file (see load_qa)")
     parser.add_argument("--mode", choices=MODES, nargs="+", default=["multi"],
                         help="one or both modes; with both, every question gets a trajectory in each")
@@ -86,9 +90,9 @@ def check_teacher_args(args: argparse.Namespace) -> None:
         raise ConfigError("--teacher openai needs --base-url, e.g. http://127.0.0.1:8000/v1")
 
 
-def make_teacher(args: argparse.Namespace, items: list, tokenizer, mode: str = "multi"):
+def make_teacher(args: argparse.Namespace, items: list, tokenizer, mode: Mode = "multi"):
     """The teacher policy named by ``--teacher`` (options checked by :func:`check_teacher_args`)."""
-    from langchain_ragr1.tuning import OraclePolicy
+    from langchain_ragr1.tuning.oracle import OraclePolicy
 
     if args.teacher == "oracle":
         return OraclePolicy(items, tokenizer, mode=mode, seed=args.seed,
@@ -118,14 +122,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from langchain_ragr1.errors import RagR1Error
     from langchain_ragr1.models import resolve_model_path
     from langchain_ragr1.retrievers.factory import make_retriever
-    from langchain_ragr1.tuning import (
+    from langchain_ragr1.tuning.sft_data import (
+        TrajectoryCounts,
         build_sft_dataset,
         make_trajectories,
         to_sft_samples,
         token_accounting,
         write_jsonl,
     )
-    from langchain_ragr1.tuning.sft_data import TrajectoryCounts
 
     try:
         check_teacher_args(args)

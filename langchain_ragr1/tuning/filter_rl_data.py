@@ -1,8 +1,9 @@
 """RL data selection (the paper's filter): keep the questions the current policy solves
 sometimes but not always, plus a seeded fraction of the always-solved ones.
 
-    python training/filter_rl_data.py [--data ragr1-train] [--model DIR] [--attempts 10] \
+    python -m langchain_ragr1.tuning.filter_rl_data [--data ragr1-train] [--model DIR] [--attempts 10] \
         [--keep-solved 0.25] [--limit N] --out runs/rl-data.jsonl
+    python training/filter_rl_data.py ...   # a checkout: the same command
 
 Each question is attempted ``--attempts`` times through the agent (batched, sampled at
 ``--temperature``); the kept questions are written as FlashRAG-style JSONL, which
@@ -29,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_to_stderr()  # the package's notices (a one-time model conversion) on stderr
     from langchain_ragr1.retrievers.factory import RETRIEVER_KINDS  # light: no torch
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--data", default="ragr1-train", help="a load_qa spec (default: %(default)s)")
     parser.add_argument("--out", required=True, help="the JSONL file to write")
     parser.add_argument("--model", help="a transformers model folder, 'default' (the shipped SFT model) or 'base'")
