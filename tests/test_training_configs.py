@@ -5,8 +5,10 @@ points share one main() with the ``training/`` scripts. Nothing trains here."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 from fnmatch import fnmatch
@@ -187,28 +189,47 @@ def test_an_existing_file_wins_and_unknown_names_list_the_packaged_ones(tmp_path
 # -- entry points ----------------------------------------------------------------------------------
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python *args`` in ``cwd``, importing this checkout's package (not whichever one is installed)."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=180, cwd=cwd,
-                          env={**os.environ, "PYTHONWARNINGS": "default"})
+                          env={**os.environ, "PYTHONWARNINGS": "default", "PYTHONPATH": path})
 
 
-@pytest.mark.parametrize("module", ["langchain_ragr1.tuning.run_sft", "langchain_ragr1.tuning.run_rl"])
-def test_python_m_help_exits_0(module, tmp_path):
-    proc = run("-m", module, "--help", cwd=tmp_path)
+#: Every stage's module in langchain_ragr1/tuning/ (a training/<name>.py entry point each) and
+#: flags its --help must list.
+STAGES = {
+    "run_sft": ("--config", "--validate-only", "--list-configs"),
+    "run_rl": ("--config", "--validate-only", "--list-configs"),
+    "make_sft_data": ("--data", "--mode", "--teacher", "--teacher-model", "--retriever", "--max-length", "--out"),
+    "filter_rl_data": ("--data", "--model", "--attempts", "--keep-solved", "--batch-size", "--out"),
+    "export_adapter": ("--dtype", "--base-model-name"),
+}
+
+
+def help_flags(text: str) -> set[str]:
+    return set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", text))
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_python_m_help_exits_0_and_the_repo_script_lists_the_same_flags(name, tmp_path):
+    proc = run("-m", f"langchain_ragr1.tuning.{name}", "--help", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "--config" in proc.stdout and "--validate-only" in proc.stdout and "--list-configs" in proc.stdout
+    assert set(STAGES[name]) <= help_flags(proc.stdout), proc.stdout
     assert "found in sys.modules" not in proc.stderr  # runpy: not a module the package imports first
+    script = run(str(ROOT / "training" / f"{name}.py"), "--help", cwd=tmp_path)
+    assert script.returncode == 0, script.stderr
+    assert help_flags(script.stdout) == help_flags(proc.stdout)
 
 
-def test_the_repo_script_is_the_same_main(tmp_path):
+def test_the_repo_scripts_are_the_package_mains(tmp_path):
     proc = run(str(ROOT / "training" / "run_sft.py"), "--list-configs", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert [line.split("\t")[0] for line in proc.stdout.splitlines()] == SFT_NAMES
-    from langchain_ragr1.tuning import run_rl, run_sft
-
-    scripts = {name: (ROOT / "training" / f"{name}.py").read_text() for name in ("run_sft", "run_rl")}
-    assert "from langchain_ragr1.tuning.run_sft import main" in scripts["run_sft"]
-    assert "from langchain_ragr1.tuning.run_rl import main" in scripts["run_rl"]
-    assert callable(run_sft.main) and callable(run_rl.main)
+    assert sorted(p.stem for p in (ROOT / "training").glob("*.py")) == sorted(STAGES)
+    for name in STAGES:
+        module = importlib.import_module(f"langchain_ragr1.tuning.{name}")
+        assert callable(module.main)
+        assert f"from langchain_ragr1.tuning.{name} import main" in (ROOT / "training" / f"{name}.py").read_text()
 
 
 def test_python_m_validate_only_takes_a_packaged_name_and_trl_keys(tmp_path):
