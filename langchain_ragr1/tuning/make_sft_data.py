@@ -13,7 +13,8 @@ Teacher failures (an error or a request past ``--teacher-timeout``) are retried 
 times, then the question is skipped and counted in ``errors``; the run goes on.
 
 Writes ``DIR/trajectories.jsonl`` (kept trajectories: question, gold answers, mode and the
-segments with text and token ids: what a ``sample_format: trajectory`` SFT run trains on,
+segments with text, token ids and what the graph parsed: each model turn's ``action`` and each
+``<information>`` block's ``retrieval``; what a ``sample_format: trajectory`` SFT run trains on,
 one sequence per trajectory), ``DIR/samples.jsonl`` (one model turn per sample, kind 1..4),
 ``DIR/dataset/`` (a saved ``datasets.Dataset`` of those turn samples, for
 ``sample_format: turns``; samples longer than ``--max-length`` are dropped and counted) and
