@@ -220,8 +220,7 @@ class RagR1Nodes:
         """The state update of one model turn: its segment with the parsed action, counts, the stop."""
         final = state["steps"] >= settings.max_turns
         action = _parse_turn(generation, settings)
-        parsed = {"kind": action.kind, "queries": list(action.queries), "answer": action.answer,
-                  "reason": action.reason, "thoughts": list(action.thoughts), "final": final}
+        parsed = {**action.to_dict(), "final": final}
         get_stream_writer()({"event": "turn", "step": state["steps"] + 1, "text": generation.text,
                              "action": action.kind, "queries": parsed["queries"], "answer": action.answer,
                              "thoughts": parsed["thoughts"], "final": final})

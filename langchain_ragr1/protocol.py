@@ -12,8 +12,8 @@ import json
 import re
 import string
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, Literal, Sequence, get_args
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Iterable, Literal, Sequence, get_args
 
 Mode = Literal["multi", "single"]
 MODES: tuple[str, ...] = get_args(Mode)
@@ -94,6 +94,12 @@ class Action:
     dropped_queries: tuple[str, ...] = field(default=())
     #: the turn's ``<think>`` contents, in order (an unclosed one runs to the end of the turn)
     thoughts: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as a JSON mapping, tuples as lists: the ``action`` the graph keeps on a
+        policy segment (with its ``final``) and saved trajectories carry."""
+        values = ((f.name, getattr(self, f.name)) for f in fields(self))
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in values}
 
 
 def normalize_question(question: object) -> str:

@@ -123,7 +123,7 @@ def test_segments_carry_what_the_graph_parsed_and_showed():
     assert prompt["question"] == QUESTION
     assert search["action"]["kind"] == "search" and search["action"]["queries"] == result["queries"][0]
     assert answer["action"] == {"kind": "answer", "queries": [], "answer": "Marie Curie", "reason": None,
-                                "thoughts": ["1867 is before 1879."], "final": False}
+                                "dropped_queries": [], "thoughts": ["1867 is before 1879."], "final": False}
     assert search["action"]["thoughts"] == ["I need both birth years."]
     retrieval = information["retrieval"]
     assert retrieval["turn"] == 1 and retrieval["queries"] == result["queries"][0]

@@ -4,29 +4,39 @@ samples train on the same tokens with the same per-token loss as the four-kind c
 
 from __future__ import annotations
 
-import importlib.util
+import copy
 import json
-from pathlib import Path
 
 import pytest
 
 from langchain_ragr1 import RagR1Agent
 from langchain_ragr1.corpus import load_bundled_corpus
 from langchain_ragr1.data import QAItem, load_qa
-from langchain_ragr1.protocol import exact_match, parse_action
+from langchain_ragr1.data.items import DataError
+from langchain_ragr1.protocol import exact_match, information_block, parse_action
 from langchain_ragr1.retrievers.bm25 import BM25Retriever
 from langchain_ragr1.testing import MemoryRetriever, ScriptedPolicy
 from langchain_ragr1.tuning import (
     EmptySFTDataError,
     OraclePolicy,
     build_sft_dataset,
+    make_sft_data,
     make_trajectories,
+    sft_data,
     to_samples,
     to_sft_samples,
     to_trajectory_sample,
     token_accounting,
 )
-from langchain_ragr1.tuning.sft_data import IGNORE_INDEX, sample_ids
+from langchain_ragr1.tuning.sft_data import (
+    IGNORE_INDEX,
+    PARSED_FIELDS,
+    SAMPLE_FORMATS,
+    read_jsonl,
+    sample_ids,
+    sample_kinds,
+    write_jsonl,
+)
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +197,6 @@ def test_too_long_samples_are_dropped_and_counted(dev_items, smollm2_tokenizer, 
 
 
 def test_make_sft_data_script(tmp_path, dev_items, default_model_dir):
-    script = _load_script()
     corpus = tmp_path / "corpus.jsonl"
     docs = [d for d in load_bundled_corpus() if d.metadata["title"] in
             {t for item in dev_items for t in item.evidence_titles}]
@@ -196,7 +205,7 @@ def test_make_sft_data_script(tmp_path, dev_items, default_model_dir):
     qa = tmp_path / "qa.jsonl"
     qa.write_text("".join(json.dumps(i.to_dict()) + "\n" for i in dev_items))
     out = tmp_path / "out"
-    code = script.main(["--data", str(qa), "--retriever", "bm25", "--corpus", str(corpus), "--mode", "multi",
+    code = make_sft_data.main(["--data", str(qa), "--retriever", "bm25", "--corpus", str(corpus), "--mode", "multi",
                         "single", "--tokenizer", str(default_model_dir), "--out", str(out), "--quiet"])
     assert code == 0
     counts = json.loads((out / "counts.json").read_text())
@@ -205,6 +214,7 @@ def test_make_sft_data_script(tmp_path, dev_items, default_model_dir):
                                                                               "single": len(dev_items)}
     trajectories = [json.loads(line) for line in (out / "trajectories.jsonl").read_text().splitlines()]
     assert sorted(t["mode"] for t in trajectories) == ["multi"] * len(dev_items) + ["single"] * len(dev_items)
+    assert all("action" in s for t in trajectories for s in t["segments"] if s["role"] == "policy")
     accounting = counts["token_accounting"]
     assert accounting["labelled_tokens_equal"] and accounting["trajectory"]["samples"] == 2 * len(dev_items)
     assert accounting["turns"]["tokens"] > accounting["trajectory"]["tokens"]
@@ -227,14 +237,6 @@ def test_text_level_teacher_gives_the_same_ids(dev_items, smollm2_tokenizer, ret
     assert len(text_samples) == len(token_samples)
     for a, b in zip(text_samples, token_samples):
         assert sample_ids(a, smollm2_tokenizer) == sample_ids(b, smollm2_tokenizer)
-
-
-def _load_script():
-    path = Path(__file__).resolve().parents[1] / "training" / "make_sft_data.py"
-    spec = importlib.util.spec_from_file_location("make_sft_data", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
 
 
 def fake_chat_server(items: list[QAItem], slow: str, delay: float):
@@ -267,14 +269,13 @@ def test_openai_teacher_timeouts_are_retried_then_skipped(tmp_path, dev_items, d
     pytest.importorskip("langchain_openai")
     from _serving import Served
 
-    script = _load_script()
     qa = tmp_path / "qa.jsonl"
     qa.write_text("".join(json.dumps(i.to_dict()) + "\n" for i in dev_items))
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text(json.dumps({"id": "d", "title": "T", "text": "unused"}) + "\n")
     out = tmp_path / "out"
     with Served(fake_chat_server(dev_items, slow=dev_items[1].question, delay=3.0), "/v1") as server:
-        code = script.main(["--data", str(qa), "--teacher", "openai", "--teacher-model", "teacher",
+        code = make_sft_data.main(["--data", str(qa), "--teacher", "openai", "--teacher-model", "teacher",
                             "--base-url", server.url, "--teacher-timeout", "0.5", "--retries", "1",
                             "--retriever", "bm25", "--corpus", str(corpus),
                             "--tokenizer", str(default_model_dir), "--out", str(out), "--quiet"])
@@ -287,11 +288,109 @@ def test_openai_teacher_timeouts_are_retried_then_skipped(tmp_path, dev_items, d
 
 
 def test_teacher_options_are_checked_before_anything_loads(tmp_path, capsys):
-    script = _load_script()
-    assert script.main(["--teacher", "openai", "--teacher-model", "m", "--out", str(tmp_path)]) == 2
+    assert make_sft_data.main(["--teacher", "openai", "--teacher-model", "m", "--out", str(tmp_path)]) == 2
     assert "--base-url" in capsys.readouterr().err
-    assert script.main(["--teacher", "transformers", "--out", str(tmp_path)]) == 2
+    assert make_sft_data.main(["--teacher", "transformers", "--out", str(tmp_path)]) == 2
     assert "--teacher-model" in capsys.readouterr().err
+
+
+# -- saved trajectories keep what the graph parsed ----------------------------------------------
+
+def strip_parsed(record: dict) -> dict:
+    """A trajectory or sample as files held it before the parsed fields: segments of role, text, ids."""
+    def plain(segment: dict) -> dict:
+        return {k: v for k, v in segment.items() if k not in PARSED_FIELDS}
+
+    out = dict(record)
+    for key in ("segments", "context"):
+        if key in out:
+            out[key] = [plain(s) for s in out[key]]
+    if "target" in out:
+        out["target"] = plain(out["target"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def saved(dev_items, smollm2_tokenizer, retriever, tmp_path_factory) -> tuple[list[dict], list[dict]]:
+    """``(made, read back)``: oracle trajectories through the graph (both modes, searched and
+    answered at once) and a scripted one with an invalid turn, written and read as trajectories.jsonl."""
+    made = []
+    for mode, fraction in (("multi", 0.0), ("single", 0.0), ("multi", 1.0)):
+        agent = oracle_agent(dev_items, smollm2_tokenizer, retriever, mode, no_search_fraction=fraction)
+        made += make_trajectories(agent, dev_items, progress=False)[0]
+    scripted = ScriptedPolicy(["<think>Hmm.</think>", "<search> Curie, Pasteur </search>",
+                               "<think>Curie.</think><answer> Marie Curie </answer>"], token_level=True)
+    item = QAItem(id="scripted", question="Who was born first?", golden_answers=["Marie Curie"])
+    from langchain_core.documents import Document
+
+    memory = MemoryRetriever(documents=[Document("Marie Curie was born in 1867.", metadata={"title": "Curie"})])
+    made += make_trajectories(RagR1Agent(scripted, memory), [item], progress=False)[0]
+    path = tmp_path_factory.mktemp("saved") / "trajectories.jsonl"
+    write_jsonl(made, path)
+    return made, read_jsonl(path)
+
+
+def test_saved_trajectories_keep_each_turns_action_and_each_retrieval(saved):
+    made, read = saved
+    assert read == made  # what the graph parsed survives the file
+    kinds = set()
+    for trajectory in read:
+        mode, turn = trajectory["mode"], 0
+        assert trajectory["segments"][0]["question"] == trajectory["question"]
+        for segment in trajectory["segments"]:
+            if segment["role"] == "policy":
+                action = segment["action"]
+                assert {k: v for k, v in action.items() if k != "final"} == parse_action(segment["text"], mode).to_dict()
+                kinds.add(action["kind"])
+                last = action
+            elif segment["role"] == "env" and "<information>" in segment["text"]:
+                turn += 1
+                retrieval = segment["retrieval"]
+                assert retrieval["turn"] == turn and retrieval["queries"] == last["queries"]
+                assert segment["text"] == information_block(retrieval["queries"], retrieval["documents"], mode)
+        assert turn == trajectory["turns"] and last["kind"] == "answer"
+    assert kinds == {"search", "answer", "invalid"}
+
+
+@pytest.mark.parametrize("sample_format", SAMPLE_FORMATS)
+def test_an_old_file_without_the_fields_gives_the_same_samples(saved, sample_format):
+    _, read = saved
+    new = to_samples(read, sample_format)
+    old = to_samples([strip_parsed(t) for t in read], sample_format)
+    assert [sample_kinds(s) for s in new] == [sample_kinds(s) for s in old]
+    assert {1, 2, 3, 4} <= {k for s in new for k in sample_kinds(s)}
+    assert [strip_parsed(s) for s in new] == old
+    assert [sample_ids(s, None) for s in new] == [sample_ids(s, None) for s in old]
+    segments = [segment for s in new for segment in s.get("segments") or [*s["context"], s["target"]]]
+    assert all("action" in segment for segment in segments if segment["role"] == "policy")  # carried on
+
+
+def test_cutting_reads_the_fields_and_parses_only_turns_without_them(saved, monkeypatch):
+    _, read = saved
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("parse_action called")
+
+    monkeypatch.setattr(sft_data, "parse_action", refuse)
+    for sample_format in SAMPLE_FORMATS:
+        assert to_samples(read, sample_format)
+    assert token_accounting(read)["labelled_tokens_equal"]
+    with pytest.raises(AssertionError, match="parse_action called"):  # an old file's turns are parsed
+        to_sft_samples(strip_parsed(read[0]))
+    # the field decides, not the text: a turn the graph did not act on (e.g. a runaway turn cut
+    # at its cap) is no target, whatever its text holds
+    trajectory = copy.deepcopy(read[0])
+    first = next(s for s in trajectory["segments"] if s["role"] == "policy")
+    first["action"] = {**first["action"], "kind": "invalid"}
+    assert len(to_sft_samples(trajectory)) == len(to_sft_samples(read[0])) - 1
+
+
+def test_a_broken_action_field_names_the_trajectory_and_the_segment(saved):
+    trajectory = copy.deepcopy(saved[1][0])
+    trajectory["segments"][1]["action"] = {"kind": "jump"}
+    with pytest.raises(DataError, match=rf"trajectory '{trajectory['id']}@multi', segment 1: 'action' is "
+                                        r"\{'kind': 'jump'\}.*Remove the 'action' key"):
+        to_trajectory_sample(trajectory)
 
 
 # -- whole trajectories vs the four-kind cut ---------------------------------------------------

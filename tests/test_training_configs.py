@@ -7,6 +7,7 @@ reproduce the numbers today's scripts gave before the rewrite."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -196,11 +197,35 @@ def test_an_existing_file_wins_over_a_packaged_name(tmp_path, monkeypatch):
         run_sft.parse(argv=["--config", "rl_cpu"])  # an RL config is not an SFT one
 
 
-def test_list_configs_and_the_repo_scripts_are_the_package_mains(tmp_path):
+def test_list_configs_from_the_script_and_the_module(tmp_path):
     proc = run(str(ROOT / "training" / "run_sft.py"), "--list-configs", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert [line.split("\t")[0] for line in proc.stdout.splitlines()] == SFT_NAMES
-    for name in ("run_sft", "run_rl"):
-        assert f"from langchain_ragr1.tuning.{name} import main" in (ROOT / "training" / f"{name}.py").read_text()
     proc = run("-m", "langchain_ragr1.tuning.run_rl", "--list-configs", cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.startswith("rl_cpu\t"), proc.stderr
+
+
+#: The other stages' modules in langchain_ragr1/tuning/ (a training/<name>.py entry point each)
+#: and flags their --help must list.
+STAGES = {
+    "make_sft_data": ("--data", "--mode", "--teacher", "--teacher-model", "--retriever", "--max-length", "--out"),
+    "filter_rl_data": ("--data", "--model", "--attempts", "--keep-solved", "--batch-size", "--out"),
+    "export_adapter": ("--dtype", "--base-model-name"),
+}
+
+
+def help_flags(text: str) -> set[str]:
+    return set(re.findall(r"(?<![\w-])--[a-z][a-z_-]*", text))
+
+
+@pytest.mark.parametrize("name", [*STAGES, "run_sft", "run_rl"])
+def test_python_m_help_exits_0_and_the_repo_script_lists_the_same_flags(name, tmp_path):
+    proc = run("-m", f"langchain_ragr1.tuning.{name}", "--help", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert set(STAGES.get(name, ("--config",))) <= help_flags(proc.stdout), proc.stdout
+    assert "found in sys.modules" not in proc.stderr  # runpy: not a module the package imports first
+    script = run(str(ROOT / "training" / f"{name}.py"), "--help", cwd=tmp_path)
+    assert script.returncode == 0, script.stderr
+    assert help_flags(script.stdout) == help_flags(proc.stdout)
+    assert sorted(p.stem for p in (ROOT / "training").glob("*.py")) == sorted([*STAGES, "run_sft", "run_rl"])
+    assert f"from langchain_ragr1.tuning.{name} import main" in (ROOT / "training" / f"{name}.py").read_text()

@@ -2,37 +2,18 @@
 
     python training/export_adapter.py runs/sft-default/final langchain_ragr1/adapters/smollm2-ragr1-sft
 
-The default model (``langchain_ragr1.models.default_model_path``) merges the adapter found in
-``langchain_ragr1/adapters/smollm2-ragr1-sft`` into the bundled SmolLM2 once, keyed by its digest.
+The same command as ``python -m langchain_ragr1.tuning.export_adapter`` (one implementation:
+``langchain_ragr1/tuning/export_adapter.py``).
 """
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
-from typing import Sequence
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("src", help="the adapter folder a LoRA run saved (OUTPUT_DIR/final)")
-    parser.add_argument("dest", help="where to write the shipped copy")
-    parser.add_argument("--dtype", default="float16", choices=("float16", "bfloat16", "float32"))
-    parser.add_argument("--base-model-name", default="SmolLM2-135M-Instruct",
-                        help="recorded in adapter_config.json instead of the local base path")
-    args = parser.parse_args(argv)
-    from langchain_ragr1.errors import RagR1Error
-    from langchain_ragr1.models import export_adapter
-
-    try:
-        out = export_adapter(args.src, args.dest, dtype=args.dtype, base_model_name=args.base_model_name)
-    except RagR1Error as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    size = (out / "adapter_model.safetensors").stat().st_size
-    print(f"wrote {out} ({size / 1e6:.1f} MB)")
-    return 0
-
+from langchain_ragr1.tuning.export_adapter import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

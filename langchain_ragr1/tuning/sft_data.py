@@ -12,8 +12,11 @@ Two sample formats (:data:`SAMPLE_FORMATS`, :func:`to_samples`):
 * ``"trajectory"``, :func:`to_trajectory_sample`: one sample per trajectory, the whole
   transcript as input, labels on every valid model turn at once (``kinds`` lists their kinds).
 
-Retrieved text, the prompt and invalid turns (``parse_action(...).kind == "invalid"``) are
-never a target in either format; an invalid turn stays in the input as context.
+Retrieved text, the prompt and invalid turns (``action`` kind ``"invalid"``) are never a
+target in either format; an invalid turn stays in the input as context. A kept trajectory
+keeps what the graph parsed (:data:`PARSED_FIELDS`): each model turn's ``action`` and each
+``<information>`` segment's ``retrieval``, so cutting reads the fields; a turn saved without
+its ``action`` (an older ``trajectories.jsonl``) is parsed again, in :func:`turn_action` only.
 :func:`build_sft_dataset` turns samples of either format into ``input_ids``/``labels`` by
 concatenating the segments' token ids (never re-tokenising decoded text); labels are -100
 everywhere except on the target turn(s). Too-long samples are dropped and counted (cutting
@@ -35,7 +38,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence, get_args
 
-from langchain_ragr1.data.items import QAItem
+from langchain_ragr1.data.items import DataError, QAItem
 from langchain_ragr1.errors import RagR1Error
 from langchain_ragr1.extras import require
 from langchain_ragr1.protocol import Mode, exact_match, parse_action
@@ -79,10 +82,21 @@ class TrajectoryCounts:
         return TrajectoryCounts(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
 
 
+#: What the graph parsed onto a segment (see :class:`~langchain_ragr1.transcript.Segment`) and a
+#: saved trajectory keeps: the prompt's ``question``, a model turn's ``action``, an
+#: ``<information>`` block's ``retrieval``.
+PARSED_FIELDS = ("question", "action", "retrieval")
+#: The kinds an ``action`` can have.
+ACTION_KINDS = ("search", "answer", "invalid")
+
+
 def _plain_segment(segment: Segment) -> dict[str, Any]:
+    """A segment as a trajectory saves it: role, text, token ids and the parsed fields it has
+    (the teacher's log-probs are left out)."""
     ids = segment.get("token_ids")
-    return {"role": segment["role"], "text": segment["text"],
-            "token_ids": None if ids is None else list(ids)}
+    plain = {"role": segment["role"], "text": segment["text"], "token_ids": None if ids is None else list(ids)}
+    plain.update({key: segment[key] for key in PARSED_FIELDS if key in segment})  # type: ignore[literal-required]
+    return plain
 
 
 def make_trajectories(
@@ -147,15 +161,28 @@ def make_trajectories(
     return kept, counts
 
 
-def _target_kinds(segments: Sequence[dict[str, Any]], mode: Mode) -> list[tuple[int, int]]:
+def turn_action(segment: dict[str, Any], mode: Mode = "multi") -> dict[str, Any]:
+    """A model turn's parsed action: the ``action`` the graph kept on the segment, or, for a
+    segment saved without one (a ``trajectories.jsonl`` from before the field), its text parsed
+    with :func:`~langchain_ragr1.protocol.parse_action`. The one place a saved turn is parsed."""
+    action = segment.get("action")
+    return parse_action(segment["text"], mode).to_dict() if action is None else action
+
+
+def _target_kinds(trajectory: dict[str, Any]) -> list[tuple[int, int]]:
     """``(segment index, kind)`` of every valid model turn, in order; invalid turns are skipped."""
     targets = []
     seen_policy = False
-    for index, segment in enumerate(segments):
+    mode = trajectory.get("mode", "multi")
+    for index, segment in enumerate(trajectory["segments"]):
         if segment["role"] != "policy":
             continue
-        # the graph's parsed action; a saved trajectory (trajectories.jsonl keeps role, text and ids) is parsed here
-        kind = (segment.get("action") or {}).get("kind") or parse_action(segment["text"], mode).kind
+        action = turn_action(segment, mode)
+        kind = action.get("kind") if isinstance(action, dict) else None
+        if kind not in ACTION_KINDS:
+            raise DataError(
+                f"trajectory {trajectory_key(trajectory)!r}, segment {index}: 'action' is {action!r}; "
+                f"it needs a 'kind' of {', '.join(ACTION_KINDS)}. Remove the 'action' key to parse the turn's text.")
         if kind != "invalid":
             targets.append((index, KINDS[(seen_policy, kind)]))
         seen_policy = True  # an earlier invalid turn is context too: the next turn is kind 3/4
@@ -177,7 +204,7 @@ def to_sft_samples(trajectory: dict[str, Any]) -> list[dict[str, Any]]:
         "kind": kind,
         "context": [dict(s) for s in segments[:index]],
         "target": dict(segments[index]),
-    } for index, kind in _target_kinds(segments, mode)]
+    } for index, kind in _target_kinds(trajectory)]
 
 
 def trajectory_key(trajectory: dict[str, Any]) -> str:
@@ -194,7 +221,7 @@ def to_trajectory_sample(trajectory: dict[str, Any]) -> dict[str, Any] | None:
     """
     segments = trajectory["segments"]
     mode = trajectory.get("mode", "multi")
-    targets = _target_kinds(segments, mode)
+    targets = _target_kinds(trajectory)
     if not targets:
         return None
     return {

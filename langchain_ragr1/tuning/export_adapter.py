@@ -1,0 +1,39 @@
+"""Ship a trained LoRA adapter: copy it with its weights cast to float16 (half the size).
+
+    python -m langchain_ragr1.tuning.export_adapter runs/sft-default/final langchain_ragr1/adapters/smollm2-ragr1-sft
+    python training/export_adapter.py SRC DEST   # a checkout: the same command
+
+The default model (``langchain_ragr1.models.default_model_path``) merges the adapter found in
+``langchain_ragr1/adapters/smollm2-ragr1-sft`` into the bundled SmolLM2 once, keyed by its digest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("src", help="the adapter folder a LoRA run saved (OUTPUT_DIR/final)")
+    parser.add_argument("dest", help="where to write the shipped copy")
+    parser.add_argument("--dtype", default="float16", choices=("float16", "bfloat16", "float32"))
+    parser.add_argument("--base-model-name", default="SmolLM2-135M-Instruct",
+                        help="recorded in adapter_config.json instead of the local base path")
+    args = parser.parse_args(argv)
+    from langchain_ragr1.errors import RagR1Error
+    from langchain_ragr1.models import export_adapter
+
+    try:
+        out = export_adapter(args.src, args.dest, dtype=args.dtype, base_model_name=args.base_model_name)
+    except RagR1Error as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    size = (out / "adapter_model.safetensors").stat().st_size
+    print(f"wrote {out} ({size / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
