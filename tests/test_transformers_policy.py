@@ -127,30 +127,27 @@ def test_prompt_is_concatenated_ids_and_turn_cut_after_first_stop(tiny_model, sm
         assert gen.logprobs == pytest.approx(raw, abs=1e-5)
 
 
-    def test_stop_string_split_across_tokens(tiny_model, smollm2_tokenizer, monkeypatch):
-        policy = TransformersPolicy(tiny_model, smollm2_tokenizer, sampling=Sampling(max_new_tokens=64, temperature=0))
-        ids = policy.encode("<answer> Paris </") + policy.encode("answer>") + policy.encode(" tail")
-        script(policy, monkeypatch, lambda p: ids)
-        gen = policy.generate(prompt_segments(policy))
-        assert gen.finish_reason == "stop" and gen.text.endswith("</answer>")
-        assert gen.token_ids == ids[: len(gen.token_ids)] and len(gen.token_ids) < len(ids)
+def test_stop_string_split_across_tokens(tiny_policy, monkeypatch):
+    ids = tiny_policy.encode("<answer> Paris </") + tiny_policy.encode("answer>") + tiny_policy.encode(" tail")
+    script(tiny_policy, monkeypatch, lambda p: ids)
+    gen = tiny_policy.generate(prompt_segments(tiny_policy))
+    assert gen.finish_reason == "stop" and gen.text.endswith("</answer>")
+    assert gen.token_ids == ids[: len(gen.token_ids)] and len(gen.token_ids) < len(ids)
 
 
-    def test_eos_and_pad_stripped(tiny_model, smollm2_tokenizer, monkeypatch):
-        policy = TransformersPolicy(tiny_model, smollm2_tokenizer, sampling=Sampling(max_new_tokens=64, temperature=0))
-        eos = policy.tokenizer.eos_token_id
-        ids = policy.encode(" hello world")
-        script(policy, monkeypatch, lambda p: ids + [eos, eos])
-        gen = policy.generate(prompt_segments(policy))
-        assert (gen.token_ids, gen.text, gen.finish_reason) == (ids, " hello world", "eos")
-        assert len(gen.logprobs) == len(ids)
+def test_eos_and_pad_stripped(tiny_policy, monkeypatch):
+    eos = tiny_policy.tokenizer.eos_token_id
+    ids = tiny_policy.encode(" hello world")
+    script(tiny_policy, monkeypatch, lambda p: ids + [eos, eos])
+    gen = tiny_policy.generate(prompt_segments(tiny_policy))
+    assert (gen.token_ids, gen.text, gen.finish_reason) == (ids, " hello world", "eos")
+    assert len(gen.logprobs) == len(ids)
 
 
-    def test_length_limit(tiny_model, smollm2_tokenizer, monkeypatch):
-        policy = TransformersPolicy(tiny_model, smollm2_tokenizer, sampling=Sampling(max_new_tokens=64, temperature=0))
-        script(policy, monkeypatch, lambda p: policy.encode(" word" * 40))
-        gen = policy.generate(prompt_segments(policy))
-        assert gen.finish_reason == "length" and len(gen.token_ids) == 16
+def test_length_limit(tiny_policy, monkeypatch):
+    script(tiny_policy, monkeypatch, lambda p: tiny_policy.encode(" word" * 40))
+    gen = tiny_policy.generate(prompt_segments(tiny_policy))
+    assert gen.finish_reason == "length" and len(gen.token_ids) == 16
 
 
 def test_context_overflow_and_shrinking(tiny_policy, monkeypatch):
