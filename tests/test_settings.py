@@ -120,6 +120,19 @@ def test_good_sampling_settings_pass():
         Sampling().temperature = 0  # type: ignore[misc]
 
 
+def test_sampling_converts_to_each_backends_own_settings():
+    sampled, greedy = Sampling(max_new_tokens=7, temperature=0.5, top_p=0.9), Sampling(max_new_tokens=7, temperature=0)
+    config = sampled.generation_config(eos_token_id=[2, 3])
+    assert (config.max_new_tokens, config.do_sample, config.temperature, config.top_p, config.top_k,
+            config.eos_token_id) == (7, True, 0.5, 0.9, 0, [2, 3])
+    assert greedy.generation_config().do_sample is False
+    assert greedy.generate_kwargs() == {"do_sample": False}
+    assert greedy.vllm_kwargs() == {"temperature": 0.0}
+    params = sampled.sampling_params(dict, logprobs=0, max_tokens=3)  # SamplingParams' keywords
+    assert params == {"max_tokens": 3, "temperature": 0.5, "top_p": 0.9, "logprobs": 0}
+    assert greedy.sampling_params(dict) == {"max_tokens": 7, "temperature": 0.0}
+
+
 def test_policy_settings_are_the_transformers_policy_ones():
     from langchain_ragr1.policies.factory import _POLICY_SETTINGS  # noqa: PLC2701 - kept in step with the policy
     from langchain_ragr1.policies.transformers import TransformersPolicy

@@ -66,7 +66,8 @@ def prompt_segments(policy, question="Who wrote Hamlet"):
 def test_exports_and_lazy_torch():
     assert issubclass(TransformersPolicy, Policy)
     assert Generation.__name__ == "Generation"
-    code = "import sys, langchain_ragr1.policies as p; assert 'torch' not in sys.modules; p.TransformersPolicy"
+    code = ("import sys, langchain_ragr1.policies as p; p.Sampling(temperature=0); "
+            "assert 'torch' not in sys.modules; p.TransformersPolicy")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
