@@ -25,7 +25,7 @@ import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from langchain_ragr1 import BM25Retriever, RagR1Agent, TransformersPolicy, load_bundled_corpus  # noqa: E402
+from langchain_ragr1 import BM25Retriever, RagR1Agent, Sampling, TransformersPolicy, load_bundled_corpus  # noqa: E402
 from langchain_ragr1.policies.batching import GenerateCall  # noqa: E402
 from langchain_ragr1.policies.continuous import ContinuousTransformersPolicy  # noqa: E402
 from langchain_ragr1.policies.profiling import profile_calls, replay_calls  # noqa: E402
@@ -86,8 +86,8 @@ def main() -> None:
                         help="continuous batching: tokens per forward pass (prefill chunks + decode rows)")
     args = parser.parse_args()
 
-    policy = TransformersPolicy.from_pretrained(args.model, dtype=args.dtype, max_new_tokens=args.new_tokens,
-                                                temperature=0.0)
+    greedy = Sampling(max_new_tokens=args.new_tokens, temperature=0)  # one object for both policies
+    policy = TransformersPolicy.from_pretrained(args.model, dtype=args.dtype, sampling=greedy)
     retriever = BM25Retriever.from_documents(load_bundled_corpus())
     agent = RagR1Agent(policy, retriever, max_turns=args.max_turns, k=3)
     agent.invoke(QUESTIONS[0])  # warm-up
@@ -107,8 +107,8 @@ def main() -> None:
     cont = None
     if not args.no_continuous:  # the same model and episodes through continuous batching
         cb_policy = ContinuousTransformersPolicy.from_pretrained(
-            args.model, dtype=args.dtype, max_new_tokens=args.new_tokens, temperature=0.0,
-            max_batch_size=len(QUESTIONS), max_batch_tokens=args.cb_max_batch_tokens, seed=0)
+            args.model, dtype=args.dtype, sampling=greedy, max_batch_size=len(QUESTIONS),
+            max_batch_tokens=args.cb_max_batch_tokens, seed=0)
         cb_agent = RagR1Agent(cb_policy, retriever, max_turns=args.max_turns, k=3)
         cb_agent.invoke(QUESTIONS[0])  # warm-up
         cont = measure(cb_policy, lambda: cb_agent.batch(QUESTIONS, config={"max_concurrency": len(QUESTIONS)}))

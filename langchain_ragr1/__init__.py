@@ -19,6 +19,7 @@ from langchain_ragr1.errors import ConfigError, MissingResourceError, RagR1Error
 from langchain_ragr1.graph import RagR1State, build_graph, episode_result
 from langchain_ragr1.policies.base import Generation, Policy
 from langchain_ragr1.policies.langchain import LangChainPolicy
+from langchain_ragr1.policies.sampling import Sampling
 from langchain_ragr1.protocol import (
     Action,
     exact_match,
@@ -82,6 +83,7 @@ __all__ = [
     "Policy",
     "Generation",
     "LangChainPolicy",
+    "Sampling",
     "Action",
     "make_prompt",
     "parse_action",

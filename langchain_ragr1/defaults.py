@@ -17,6 +17,7 @@ from langchain_ragr1.config import CONFIG_FIELDS, RagR1Config
 from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.policies.base import Policy
 from langchain_ragr1.policies.factory import check_path, check_policy_settings, default_policy, unknown_settings
+from langchain_ragr1.policies.sampling import Sampling
 from langchain_ragr1.retrievers.factory import RetrieverKind, check_retriever_kind, make_retriever
 
 
@@ -47,7 +48,8 @@ def default_components(
                        agent_settings | {"model_path", "retriever", "store", "corpus", "url",
                                          "max_new_tokens", "temperature", "show_progress", "backend"})
     RagR1Config(**{key: value for key, value in agent_kwargs.items() if key in names})
-    check_policy_settings(model_path, max_new_tokens=max_new_tokens, temperature=temperature, backend=backend)
+    sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature)
+    check_policy_settings(model_path, sampling=sampling, backend=backend)
     if not isinstance(retriever, BaseRetriever):
         check_retriever_kind(retriever, url)
     for name, value in (("store", store), ("corpus", corpus)):
@@ -60,8 +62,5 @@ def default_components(
     if not isinstance(retriever, BaseRetriever):
         retriever = make_retriever(retriever, k=agent_kwargs.get("k", 3), store=store, corpus=corpus, url=url,
                                    show_progress=show_progress)
-    policy = default_policy(
-        model_path, max_new_tokens=max_new_tokens, temperature=temperature, show_progress=show_progress,
-        backend=backend,
-    )
+    policy = default_policy(model_path, sampling=sampling, show_progress=show_progress, backend=backend)
     return policy, retriever, agent_kwargs

@@ -375,12 +375,12 @@ def run_eval(
     from langchain_ragr1.config import config_for
     from langchain_ragr1.data.loaders import load_qa
     from langchain_ragr1.policies.factory import BACKENDS, default_policy
-    from langchain_ragr1.policies.token import check_sampling
+    from langchain_ragr1.policies.sampling import Sampling
     from langchain_ragr1.report import write_report
     from langchain_ragr1.retrievers.factory import make_retriever
 
     modes = check_modes(modes)
-    check_sampling(max_new_tokens=max_new_tokens, temperature=temperature)  # before any index or model
+    decoding = Sampling(max_new_tokens=max_new_tokens, temperature=temperature)  # checked before any index or model
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be a positive number of questions, got {limit}.")
     if backend not in BACKENDS:
@@ -389,7 +389,7 @@ def run_eval(
     check_items(items)
     configs = {m: config_for(m, k=k, max_turns=max_turns) for m in modes}  # validate first
     search = make_retriever(retriever, k=k, store=store, corpus=corpus, url=url)
-    policy = default_policy(model, max_new_tokens=max_new_tokens, temperature=temperature, backend=backend)
+    policy = default_policy(model, sampling=decoding, backend=backend)
     progress = progress_factory(len(items) * len(modes)) if progress_factory else None
     try:
         metrics = evaluate(

@@ -59,10 +59,10 @@ def tiny_model(smollm2_tokenizer):
 @pytest.fixture
 def tiny_policy(tiny_model, smollm2_tokenizer):
     """A greedy TransformersPolicy on the tiny model (16 new tokens), closed afterwards."""
-    from langchain_ragr1.policies import TransformersPolicy
+    from langchain_ragr1.policies import Sampling, TransformersPolicy
 
     policy = TransformersPolicy(
-        tiny_model, smollm2_tokenizer, max_new_tokens=16, temperature=0, batch_wait_s=0.05
+        tiny_model, smollm2_tokenizer, sampling=Sampling(max_new_tokens=16, temperature=0), batch_wait_s=0.05
     )
     yield policy
     policy.close()

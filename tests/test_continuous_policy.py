@@ -9,7 +9,7 @@ from _threads import run_threads
 from langchain_core.documents import Document
 
 from langchain_ragr1 import RagR1Agent
-from langchain_ragr1.policies import TransformersPolicy
+from langchain_ragr1.policies import Sampling, TransformersPolicy
 from langchain_ragr1.policies.base import cut_generation
 from langchain_ragr1.policies.continuous import ContinuousTransformersPolicy
 from langchain_ragr1.protocol import make_prompt
@@ -20,10 +20,9 @@ from langchain_ragr1.transcript import make_segment
 @pytest.fixture
 def pair(tiny_model, smollm2_tokenizer):
     """A static-batch and a continuous policy on two copies of one tiny model, greedy, 16 tokens."""
-    static = TransformersPolicy(copy.deepcopy(tiny_model), smollm2_tokenizer, max_new_tokens=16, temperature=0,
-                                batch_wait_s=0.05)
-    continuous = ContinuousTransformersPolicy(tiny_model, smollm2_tokenizer, max_new_tokens=16, temperature=0,
-                                              max_context=256, seed=0)
+    greedy = Sampling(max_new_tokens=16, temperature=0)  # one object, both policies
+    static = TransformersPolicy(copy.deepcopy(tiny_model), smollm2_tokenizer, sampling=greedy, batch_wait_s=0.05)
+    continuous = ContinuousTransformersPolicy(tiny_model, smollm2_tokenizer, sampling=greedy, max_context=256, seed=0)
     yield static, continuous
     static.close()
     continuous.close()
@@ -36,6 +35,7 @@ def _transcripts(policy, n):
 
 def test_same_tokens_and_logprobs_as_the_static_batch(pair):
     static, continuous = pair
+    assert continuous.sampling is static.sampling and continuous.temperature == 0  # one Sampling, both policies
     transcripts = _transcripts(static, 4)
     expected = run_threads(lambda i: static.generate(transcripts[i], stop=()), 4)
     with continuous.record_calls() as calls:
@@ -89,7 +89,7 @@ def test_agent_batch_through_continuous_batching(pair):
 
 
 def test_sampling_turns_carry_logprobs(tiny_model, smollm2_tokenizer):
-    policy = ContinuousTransformersPolicy(tiny_model, smollm2_tokenizer, max_new_tokens=8, temperature=0.7,
+    policy = ContinuousTransformersPolicy(tiny_model, smollm2_tokenizer, sampling=Sampling(max_new_tokens=8),
                                           max_context=256, seed=0)
     try:
         transcript = _transcripts(policy, 2)
@@ -105,9 +105,9 @@ def test_sampling_turns_carry_logprobs(tiny_model, smollm2_tokenizer):
 def test_an_end_token_ends_a_streamed_turn_like_the_static_batch(tiny_model, smollm2_tokenizer):
     # the tiny model echoes token 100 of the transcript below: make it an end token
     tiny_model.generation_config.eos_token_id = [smollm2_tokenizer.eos_token_id, 100]
-    static = TransformersPolicy(copy.deepcopy(tiny_model), smollm2_tokenizer, max_new_tokens=16, temperature=0)
-    continuous = ContinuousTransformersPolicy(tiny_model, smollm2_tokenizer, max_new_tokens=16, temperature=0,
-                                              max_context=256, seed=0)
+    greedy = Sampling(max_new_tokens=16, temperature=0)
+    static = TransformersPolicy(copy.deepcopy(tiny_model), smollm2_tokenizer, sampling=greedy)
+    continuous = ContinuousTransformersPolicy(tiny_model, smollm2_tokenizer, sampling=greedy, max_context=256, seed=0)
     try:
         transcript = _transcripts(static, 1)[0]  # ends with env token 100
         want, have = static.generate(transcript), continuous.generate(transcript)  # stop strings: streamed

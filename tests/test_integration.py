@@ -7,7 +7,7 @@ import json
 import pytest
 from langchain_core.documents import Document
 
-from langchain_ragr1 import RagR1Agent, TransformersPolicy, load_bundled_corpus
+from langchain_ragr1 import RagR1Agent, Sampling, TransformersPolicy, load_bundled_corpus
 from langchain_ragr1.cli import main
 from langchain_ragr1.retrievers.chroma import build_chroma_store, chroma_retriever
 from langchain_ragr1.testing import ScriptedPolicy
@@ -32,7 +32,7 @@ def chroma(tmp_path_factory, corpus_slice):
 
 @pytest.fixture(scope="module")
 def smollm(default_model_dir):
-    policy = TransformersPolicy.from_pretrained(default_model_dir, max_new_tokens=24, temperature=0.0)
+    policy = TransformersPolicy.from_pretrained(default_model_dir, sampling=Sampling(max_new_tokens=24, temperature=0))
     yield policy
     policy.close()
 

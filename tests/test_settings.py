@@ -11,9 +11,9 @@ import time
 import numpy
 import pytest
 
-from langchain_ragr1 import ConfigError, RagR1Agent, cli
+from langchain_ragr1 import ConfigError, RagR1Agent, Sampling, cli
 from langchain_ragr1.config import RagR1Config
-from langchain_ragr1.policies.token import SAMPLING_SETTINGS, TokenPolicy, check_sampling
+from langchain_ragr1.policies.sampling import SAMPLING_FIELDS, check_setting
 from langchain_ragr1.testing import MemoryRetriever, ScriptedPolicy
 
 BAD_CONFIG = [
@@ -89,27 +89,58 @@ BAD_SAMPLING = [
     ("max_new_tokens", 0, r"max_new_tokens must be a positive integer"),
     ("max_new_tokens", 1.5, r"max_new_tokens must be a positive integer .*got 1.5 \(float\)"),
     ("max_new_tokens", True, r"max_new_tokens .* True \(bool\)"),
+]
+BAD_BATCHING = [
     ("max_batch_size", 0, r"max_batch_size must be a positive integer"),
     ("batch_wait_s", -0.1, r"batch_wait_s must be a finite number of seconds >= 0"),
 ]
 
 
 @pytest.mark.parametrize(("name", "value", "match"), BAD_SAMPLING, ids=[f"{n}={v!r}" for n, v, _ in BAD_SAMPLING])
-def test_bad_sampling_setting_is_a_config_error_naming_it(name, value, match):
+def test_bad_sampling_field_is_a_config_error_naming_it(name, value, match):
+    with pytest.raises(ConfigError, match=f"Sampling.{match}"):
+        Sampling(**{name: value})
+
+
+@pytest.mark.parametrize(("name", "value", "match"), BAD_BATCHING, ids=[f"{n}={v!r}" for n, v, _ in BAD_BATCHING])
+def test_bad_batching_setting_is_a_config_error_naming_it(name, value, match):
     with pytest.raises(ConfigError, match=match):
-        check_sampling(**{name: value})
+        check_setting(name, value)
 
 
 def test_good_sampling_settings_pass():
-    check_sampling(max_new_tokens=numpy.int64(500), temperature=0, top_p=1, max_batch_size=8, batch_wait_s=0)
-    check_sampling(temperature=numpy.float32(0.7), top_p=0.95, unrelated="ignored")
+    assert Sampling(max_new_tokens=numpy.int64(500), temperature=0, top_p=1).greedy
+    assert not Sampling(temperature=numpy.float32(0.7), top_p=0.95).greedy
+    check_setting("max_batch_size", 8)
+    check_setting("batch_wait_s", 0)
+    check_setting("unrelated", "ignored")
+    assert Sampling() == Sampling(max_new_tokens=500, temperature=0.7, top_p=0.95)  # frozen, hashable: a batch key
+    assert hash(Sampling(temperature=0)) == hash(Sampling(temperature=0))
+    with pytest.raises(AttributeError):
+        Sampling().temperature = 0  # type: ignore[misc]
+
+
+def test_sampling_converts_to_each_backends_own_settings():
+    sampled, greedy = Sampling(max_new_tokens=7, temperature=0.5, top_p=0.9), Sampling(max_new_tokens=7, temperature=0)
+    config = sampled.generation_config(eos_token_id=[2, 3])
+    assert (config.max_new_tokens, config.do_sample, config.temperature, config.top_p, config.top_k,
+            config.eos_token_id) == (7, True, 0.5, 0.9, 0, [2, 3])
+    assert greedy.generation_config().do_sample is False
+    assert greedy.generate_kwargs() == {"do_sample": False}
+    assert greedy.vllm_kwargs() == {"temperature": 0.0}
+    params = sampled.sampling_params(dict, logprobs=0, max_tokens=3)  # SamplingParams' keywords
+    assert params == {"max_tokens": 3, "temperature": 0.5, "top_p": 0.9, "logprobs": 0}
+    assert greedy.sampling_params(dict) == {"max_tokens": 7, "temperature": 0.0}
 
 
 def test_policy_settings_are_the_transformers_policy_ones():
     from langchain_ragr1.policies.factory import _POLICY_SETTINGS  # noqa: PLC2701 - kept in step with the policy
+    from langchain_ragr1.policies.transformers import TransformersPolicy
 
-    assert set(SAMPLING_SETTINGS) <= set(inspect.signature(TokenPolicy._setup).parameters)
-    assert set(_POLICY_SETTINGS) == {"dtype", *SAMPLING_SETTINGS} - {"max_new_tokens", "temperature"}
+    constructor = set(inspect.signature(TransformersPolicy.__init__).parameters)
+    assert set(_POLICY_SETTINGS) - {"dtype"} <= constructor and "sampling" in constructor
+    assert "dtype" in inspect.signature(TransformersPolicy.from_pretrained).parameters
+    assert not SAMPLING_FIELDS & constructor  # the sampling fields live in Sampling only
 
 
 @pytest.fixture
@@ -124,6 +155,7 @@ def nothing_loads(monkeypatch):
 
     # Modules that bind these names at import must be imported before the patch, or they would
     # keep the bomb for the rest of the session.
+    import langchain_ragr1.policies.continuous  # noqa: F401
     import langchain_ragr1.policies.transformers  # noqa: F401
     import langchain_ragr1.policies.vllm  # noqa: F401
     import langchain_ragr1.retrievers.factory as retriever_factory
@@ -169,11 +201,11 @@ def test_default_agent_with_own_retriever_checks_sampling_before_the_model_loads
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({"temperature": "hot"}, r"temperature .*'hot' \(str\)"),
-    ({"temperature": -1}, r"temperature must be a finite number >= 0"),
-    ({"top_p": 2}, r"top_p must be a number in \(0, 1\]"),
+    ({"temperature": 0.5}, r"default_policy takes temperature inside sampling=Sampling\(temperature=0.5\)"),
+    ({"top_p": 2}, r"takes top_p inside sampling=Sampling"),
+    ({"sampling": {"temperature": 0}}, r"sampling must be a langchain_ragr1.Sampling .*\(dict\)"),
     ({"max_batch_size": 0}, r"max_batch_size must be a positive integer"),
-    ({"tmperature": 0.5}, r"unknown setting\(s\) 'tmperature' \(did you mean 'temperature'\?\)"),
+    ({"max_btach_size": 4}, r"unknown setting\(s\) 'max_btach_size' \(did you mean 'max_batch_size'\?\)"),
 ])
 def test_default_policy_checks_every_setting_before_the_model_loads(nothing_loads, kwargs, match):
     from langchain_ragr1.policies.factory import default_policy
@@ -182,11 +214,20 @@ def test_default_policy_checks_every_setting_before_the_model_loads(nothing_load
         default_policy(**kwargs)
 
 
-def test_transformers_from_pretrained_checks_sampling_before_loading(nothing_loads):
-    from langchain_ragr1.policies.transformers import TransformersPolicy
+@pytest.mark.parametrize("module", ["transformers", "continuous", "vllm"])
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"temperature": 0}, r"Policy takes temperature inside sampling=Sampling\(temperature=0\)"),
+    ({"sampling": "greedy"}, r"sampling must be a langchain_ragr1.Sampling .*'greedy' \(str\)"),
+    ({"max_batch_size": 0}, r"max_batch_size must be a positive integer"),
+    ({"max_batch_sise": 4}, r"unknown setting\(s\) 'max_batch_sise' \(did you mean 'max_batch_size'\?\)"),
+])
+def test_each_from_pretrained_checks_its_settings_before_loading(nothing_loads, module, kwargs, match):
+    from langchain_ragr1 import policies
 
-    with pytest.raises(ConfigError, match=r"temperature must be a finite number >= 0"):
-        TransformersPolicy.from_pretrained("base", temperature=-1)
+    cls = {"transformers": policies.TransformersPolicy, "continuous": policies.ContinuousTransformersPolicy,
+           "vllm": policies.VLLMPolicy}[module]
+    with pytest.raises(ConfigError, match=match):
+        cls.from_pretrained("base", **kwargs)
 
 
 @pytest.mark.parametrize(("argv", "match"), [

@@ -7,8 +7,8 @@ reproduce the numbers today's scripts gave before the rewrite."""
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 from fnmatch import fnmatch

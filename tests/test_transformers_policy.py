@@ -15,7 +15,7 @@ from transformers.generation.utils import GenerateDecoderOnlyOutput
 from langchain_ragr1 import models
 from langchain_ragr1.errors import ConfigError, MissingResourceError
 from langchain_ragr1.paths import CACHE_ENV
-from langchain_ragr1.policies import Generation, Policy, TransformersPolicy
+from langchain_ragr1.policies import Generation, Policy, Sampling, TransformersPolicy
 from langchain_ragr1.protocol import STOP_STRINGS, make_prompt
 from langchain_ragr1.transcript import make_segment
 
@@ -66,7 +66,8 @@ def prompt_segments(policy, question="Who wrote Hamlet"):
 def test_exports_and_lazy_torch():
     assert issubclass(TransformersPolicy, Policy)
     assert Generation.__name__ == "Generation"
-    code = "import sys, langchain_ragr1.policies as p; assert 'torch' not in sys.modules; p.TransformersPolicy"
+    code = ("import sys, langchain_ragr1.policies as p; p.Sampling(temperature=0); "
+            "assert 'torch' not in sys.modules; p.TransformersPolicy")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -104,26 +105,27 @@ def test_real_tiny_model_turn_is_consistent(tiny_policy):
     assert tiny_policy.stats.generated_tokens == len(gen.token_ids)
 
 
-def test_prompt_is_concatenated_ids_and_turn_cut_after_first_stop(tiny_policy, monkeypatch):
-    turn = "<think> who? </think>\n<search> Hamlet author </search> extra <answer> x </answer>"
-    turn_ids = tiny_policy.encode(turn)
-    tiny_policy.max_new_tokens = 64
-    fake = script(tiny_policy, monkeypatch, lambda p: turn_ids + [tiny_policy.tokenizer.eos_token_id])
-    segments = prompt_segments(tiny_policy) + [
-        make_segment("policy", "<think>", [27, 19456, 29]),
-        make_segment("env", " odd", [9001]),
-    ]
-    gen = tiny_policy.generate(segments)
-    assert fake.calls[0]["prompts"] == [[t for s in segments for t in s["token_ids"]]]
-    assert fake.calls[0]["stop_strings"] == list(STOP_STRINGS)
-    assert fake.calls[0]["tokenizer"] is tiny_policy.tokenizer
-    assert gen.finish_reason == "stop"
-    assert gen.token_ids == turn_ids[: len(gen.token_ids)]
-    assert gen.text == tiny_policy.tokenizer.decode(gen.token_ids)
-    assert "</search>" in gen.text and "</search>" not in tiny_policy.tokenizer.decode(gen.token_ids[:-1])
-    assert "extra" not in gen.text
-    raw = [torch.log_softmax(step[0], -1)[t].item() for step, t in zip(fake.logits, gen.token_ids)]
-    assert gen.logprobs == pytest.approx(raw, abs=1e-5)
+def test_prompt_is_concatenated_ids_and_turn_cut_after_first_stop(tiny_model, smollm2_tokenizer, monkeypatch):
+    with TransformersPolicy(tiny_model, smollm2_tokenizer,
+                            sampling=Sampling(max_new_tokens=64, temperature=0)) as policy:
+        turn = "<think> who? </think>\n<search> Hamlet author </search> extra <answer> x </answer>"
+        turn_ids = policy.encode(turn)
+        fake = script(policy, monkeypatch, lambda p: turn_ids + [policy.tokenizer.eos_token_id])
+        segments = prompt_segments(policy) + [
+            make_segment("policy", "<think>", [27, 19456, 29]),
+            make_segment("env", " odd", [9001]),
+        ]
+        gen = policy.generate(segments)
+        assert fake.calls[0]["prompts"] == [[t for s in segments for t in s["token_ids"]]]
+        assert fake.calls[0]["stop_strings"] == list(STOP_STRINGS)
+        assert fake.calls[0]["tokenizer"] is policy.tokenizer
+        assert gen.finish_reason == "stop"
+        assert gen.token_ids == turn_ids[: len(gen.token_ids)]
+        assert gen.text == policy.tokenizer.decode(gen.token_ids)
+        assert "</search>" in gen.text and "</search>" not in policy.tokenizer.decode(gen.token_ids[:-1])
+        assert "extra" not in gen.text
+        raw = [torch.log_softmax(step[0], -1)[t].item() for step, t in zip(fake.logits, gen.token_ids)]
+        assert gen.logprobs == pytest.approx(raw, abs=1e-5)
 
 
 def test_stop_string_split_across_tokens(tiny_policy, monkeypatch):
@@ -159,14 +161,36 @@ def test_context_overflow_and_shrinking(tiny_policy, monkeypatch):
     assert fake.calls[0]["max_new_tokens"] == 6
 
 
-def test_sampling_settings(tiny_policy, monkeypatch):
+def test_sampling_settings(tiny_policy, tiny_model, smollm2_tokenizer, monkeypatch):
     fake = script(tiny_policy, monkeypatch, lambda p: tiny_policy.encode(" ok"))
     tiny_policy.generate(prompt_segments(tiny_policy))
     assert fake.calls[-1]["do_sample"] is False and "temperature" not in fake.calls[-1]
-    tiny_policy.temperature, tiny_policy.top_p = 0.7, 0.95
-    tiny_policy.generate(prompt_segments(tiny_policy))
+    assert (tiny_policy.temperature, tiny_policy.max_new_tokens) == (0, 16)  # read through policy.sampling
+    sampled = Sampling(max_new_tokens=16, temperature=0.7, top_p=0.95)
+    with TransformersPolicy(tiny_model, smollm2_tokenizer, sampling=sampled) as policy:
+        assert policy.sampling is sampled and (policy.temperature, policy.top_p) == (0.7, 0.95)
+        policy.generate(prompt_segments(policy))
     call = fake.calls[-1]
     assert (call["do_sample"], call["temperature"], call["top_p"], call["top_k"]) == (True, 0.7, 0.95, 0)
+    with pytest.raises(AttributeError):
+        tiny_policy.temperature = 0.7  # fixed when built: a continuous policy bakes it into its manager
+
+
+def test_greedy_turn_is_plain_greedy_generate(tiny_policy, tiny_model):
+    """Sampling(temperature=0) gives what transformers' own greedy ``generate`` gives (ids and
+    raw-logit log-probs): the turns from before sampling settings became one object."""
+    segments = prompt_segments(tiny_policy) + [make_segment("env", "x", [100, 101, 100])]
+    gen = tiny_policy.generate(segments, stop=())
+    ids = torch.tensor([[t for s in segments for t in s["token_ids"]]])
+    with torch.inference_mode():
+        out = tiny_model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=16,
+                                  do_sample=False, pad_token_id=tiny_policy.tokenizer.pad_token_id,
+                                  return_dict_in_generate=True, output_logits=True)
+    new = out.sequences[0, ids.shape[1]:].tolist()
+    logprobs = [torch.log_softmax(step[0].float(), -1)[t].item() for step, t in zip(out.logits, new)]
+    assert len(new) == 16 and not set(new) & tiny_policy._end_ids  # a full-length turn: nothing stripped
+    assert (gen.token_ids, gen.finish_reason) == (new, "length")
+    assert gen.logprobs == pytest.approx(logprobs, abs=1e-5)
 
 
 def test_segment_without_ids_is_refused(tiny_policy):
@@ -252,7 +276,7 @@ def test_errors_reach_every_caller_of_the_batch(tiny_policy, monkeypatch):
 
 
 def test_close_stops_worker(tiny_model, smollm2_tokenizer):
-    policy = TransformersPolicy(tiny_model, smollm2_tokenizer, max_new_tokens=2, temperature=0)
+    policy = TransformersPolicy(tiny_model, smollm2_tokenizer, sampling=Sampling(max_new_tokens=2, temperature=0))
     policy.generate(prompt_segments(policy))
     worker = policy._batcher._thread
     policy.close()
@@ -265,7 +289,7 @@ def test_close_stops_worker(tiny_model, smollm2_tokenizer):
 
 
 def test_smollm2_greedy_turn(default_model_dir):
-    with TransformersPolicy.from_pretrained(default_model_dir, temperature=0, max_new_tokens=20) as policy:
+    with TransformersPolicy.from_pretrained(default_model_dir, sampling=Sampling(max_new_tokens=20, temperature=0)) as policy:
         seg = policy.render_prompt(make_prompt("What is the capital of France"))
         gen = policy.generate([seg])
         tok = policy.tokenizer

@@ -14,11 +14,11 @@ import httpx
 import pytest
 from langchain_core.documents import Document
 
-from langchain_ragr1 import RagR1Agent
+from langchain_ragr1 import RagR1Agent, Sampling
 from langchain_ragr1.errors import ConfigError, MissingResourceError
 from langchain_ragr1.policies.langchain import LangChainPolicy
 from langchain_ragr1.policies.openai_server import openai_server_llm, openai_server_policy
-from langchain_ragr1.policies.vllm import VLLMPolicy
+from langchain_ragr1.policies.vllm import VLLMPolicy, VLLMServerPolicy
 from langchain_ragr1.testing import MemoryRetriever
 from langchain_ragr1.transcript import make_segment, token_ids_and_mask
 
@@ -117,14 +117,51 @@ def test_prompt_tokens_logprobs_and_stop_cut(smollm2_tokenizer) -> None:
         pass
 
 
+def test_one_sampling_object_becomes_each_requests_sampling_params(smollm2_tokenizer) -> None:
+    shared = Sampling(max_new_tokens=9, temperature=0.3, top_p=0.8)  # the object the transformers policies take
+    policy, llm = make_policy(smollm2_tokenizer, lambda p: "word " * 50, sampling=shared)
+    generation = policy.generate([policy.render_prompt("Q")], stop=())
+    assert policy.sampling is shared and (policy.max_new_tokens, policy.temperature, policy.top_p) == (9, 0.3, 0.8)
+    assert llm.calls[0][1][0] == FakeSamplingParams(max_tokens=9, stop=None, include_stop_str_in_output=True,
+                                                    logprobs=0, temperature=0.3, top_p=0.8)
+    assert generation.finish_reason == "length" and len(generation.token_ids) == 9
+
+
+class FakeVLLMClient:
+    """TRL's ``VLLMClient.generate``: completion ids and per-token log-probs for token-id prompts."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer, self.calls = tokenizer, []
+
+    def generate(self, prompts, **kwargs):
+        self.calls.append(kwargs)
+        ids = [self.tokenizer.encode(" ok <answer> x </answer> more", add_special_tokens=False)[: kwargs["max_tokens"]]
+               for _ in prompts]
+        return {"completion_ids": ids, "logprobs": [[[-0.5]] * len(row) for row in ids]}
+
+
+@pytest.mark.parametrize(("sampling", "decoding"), [
+    (Sampling(max_new_tokens=12, temperature=0), {"temperature": 0.0}),
+    (Sampling(max_new_tokens=12, temperature=1.0, top_p=0.9), {"temperature": 1.0, "top_p": 0.9}),
+])
+def test_server_policy_samples_as_the_sampling_object_says(smollm2_tokenizer, sampling, decoding) -> None:
+    client = FakeVLLMClient(smollm2_tokenizer)
+    with VLLMServerPolicy(client, smollm2_tokenizer, sampling=sampling) as policy:
+        generation = policy.generate([policy.render_prompt("Q")])
+    call = client.calls[0]
+    assert {k: call[k] for k in ("temperature", "top_p") if k in call} == decoding
+    assert call["max_tokens"] == 12 and call["logprobs"] == 0
+    assert generation.text == " ok <answer> x </answer>" and generation.logprobs == [-0.5] * len(generation.token_ids)
+
+
 def test_eos_stripped_length_and_greedy(smollm2_tokenizer) -> None:
-    policy, llm = make_policy(smollm2_tokenizer, lambda p: "just words", eos=True, temperature=0)
+    policy, llm = make_policy(smollm2_tokenizer, lambda p: "just words", eos=True, sampling=Sampling(temperature=0))
     generation = policy.generate([policy.render_prompt("Q")])
     assert generation.finish_reason == "eos" and generation.text == "just words"
     assert smollm2_tokenizer.eos_token_id not in generation.token_ids
     assert len(generation.logprobs) == len(generation.token_ids)
     assert llm.calls[0][1][0].temperature == 0.0 and llm.calls[0][1][0].top_p == 1.0
-    long_policy, _ = make_policy(smollm2_tokenizer, lambda p: "word " * 50, max_new_tokens=7)
+    long_policy, _ = make_policy(smollm2_tokenizer, lambda p: "word " * 50, sampling=Sampling(max_new_tokens=7))
     generation = long_policy.generate([long_policy.render_prompt("Q")])
     assert generation.finish_reason == "length" and len(generation.token_ids) == 7
 
@@ -197,8 +234,10 @@ def test_missing_vllm_and_bad_model_paths(smollm2_tokenizer, monkeypatch, tmp_pa
         VLLMPolicy.from_pretrained(tmp_path / "absent")
     with pytest.raises(MissingResourceError, match="langchain-ragr1"):
         VLLMPolicy.from_pretrained(_model_dir(tmp_path))
-    with pytest.raises(ConfigError, match="top_p"):
-        make_policy(smollm2_tokenizer, str, top_p=0)
+    with pytest.raises(ConfigError, match="sampling must be a langchain_ragr1.Sampling"):
+        make_policy(smollm2_tokenizer, str, sampling={"top_p": 0.5})
+    with pytest.raises(ConfigError, match="max_batch_size must be a positive integer"):
+        make_policy(smollm2_tokenizer, str, max_batch_size=0)
 
 
 def _model_dir(tmp_path):

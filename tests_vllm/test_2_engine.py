@@ -7,7 +7,7 @@ import time
 import pytest
 from conftest import QUESTIONS, check_policy_turns
 
-from langchain_ragr1 import RagR1Agent
+from langchain_ragr1 import RagR1Agent, Sampling
 from langchain_ragr1.policies.vllm import VLLMPolicy
 from langchain_ragr1.transcript import make_segment, token_ids_and_mask
 
@@ -15,7 +15,7 @@ from langchain_ragr1.transcript import make_segment, token_ids_and_mask
 @pytest.fixture(scope="module")
 def policy(model_dir):
     start = time.monotonic()
-    policy = VLLMPolicy.from_pretrained(model_dir, max_new_tokens=96, temperature=0.7)
+    policy = VLLMPolicy.from_pretrained(model_dir, sampling=Sampling(max_new_tokens=96, temperature=0.7))
     print(f"\n[timing] vLLM engine started in {time.monotonic() - start:.1f} s")
     with policy:
         yield policy
@@ -46,7 +46,7 @@ def test_greedy_is_deterministic_and_logprobs_match_transformers(policy: VLLMPol
     from transformers import AutoModelForCausalLM
 
     prompt = policy.render_prompt("Answer the given question. Question: What is the capital of France?\n")
-    greedy = VLLMPolicy(policy.llm, max_new_tokens=24, temperature=0)
+    greedy = VLLMPolicy(policy.llm, sampling=Sampling(max_new_tokens=24, temperature=0))
     with greedy:
         first, second = greedy.generate([prompt]), greedy.generate([prompt])
     assert first.token_ids == second.token_ids and first.token_ids

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_ragr1.policies.base import Generation, Policy
 from langchain_ragr1.policies.langchain import LangChainPolicy
+from langchain_ragr1.policies.sampling import Sampling
 
 _LAZY = {
     "TransformersPolicy": "langchain_ragr1.policies.transformers",
@@ -24,7 +25,7 @@ if TYPE_CHECKING:  # the lazy names, visible to type checkers and IDEs (imported
     from langchain_ragr1.policies.transformers import TransformersPolicy as TransformersPolicy
     from langchain_ragr1.policies.vllm import VLLMPolicy as VLLMPolicy
 
-__all__ = ["Generation", "Policy", "LangChainPolicy", *_LAZY]
+__all__ = ["Generation", "Policy", "LangChainPolicy", "Sampling", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -24,7 +24,8 @@ from typing import Any
 from langchain_ragr1.models import resolve_model_path
 from langchain_ragr1.policies.base import Generation
 from langchain_ragr1.policies.batching import GenerateCall
-from langchain_ragr1.policies.token import TokenPolicy, check_sampling, model_end_ids
+from langchain_ragr1.policies.sampling import Sampling
+from langchain_ragr1.policies.token import TokenPolicy, model_end_ids
 from langchain_ragr1.protocol import cut_at_stop
 
 __all__ = ["ContinuousTransformersPolicy"]
@@ -50,12 +51,13 @@ class ContinuousTransformersPolicy(TokenPolicy):
     """RAG-R1 turns from a local transformers causal LM through continuous batching.
 
     Token-exact like :class:`TransformersPolicy` (the prompt is the transcript's ids, the turn
-    the ids the model produced, cut after the first stop string, with log-probs). Greedy at
-    ``temperature=0``; otherwise it samples with ``temperature`` and ``top_p`` (no top-k), and the
-    log-probs are those of the processed distribution the token was drawn from. ``max_batch_size``
-    turns run at once (more wait in the manager's queue); the paged cache holds
-    ``max_batch_size x max_context`` tokens in pages of ``page_size``; a forward pass takes at
-    most ``max_batch_tokens`` tokens (prefill chunks and decode rows together).
+    the ids the model produced, cut after the first stop string, with log-probs), with the same
+    ``sampling`` object: greedy at ``Sampling(temperature=0)``; otherwise it samples with its
+    ``temperature`` and ``top_p`` (no top-k), and the log-probs are those of the processed
+    distribution the token was drawn from. ``max_batch_size`` turns run at once (more wait in
+    the manager's queue); the paged cache holds ``max_batch_size x max_context`` tokens in pages
+    of ``page_size``; a forward pass takes at most ``max_batch_tokens`` tokens (prefill chunks
+    and decode rows together).
     """
 
     def __init__(
@@ -63,9 +65,7 @@ class ContinuousTransformersPolicy(TokenPolicy):
         model: Any,
         tokenizer: Any,
         *,
-        max_new_tokens: int = 500,
-        temperature: float = 0.7,
-        top_p: float = 0.95,
+        sampling: Sampling | None = None,
         max_batch_size: int = 8,
         batch_wait_s: float = 0.0,
         max_context: int = 4096,
@@ -73,19 +73,16 @@ class ContinuousTransformersPolicy(TokenPolicy):
         max_batch_tokens: int = 512,
         seed: int | None = None,
     ) -> None:
-        from transformers import GenerationConfig
         from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
         self._setup(
-            tokenizer, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-            max_batch_size=max_batch_size, batch_wait_s=batch_wait_s, end_ids=model_end_ids(model, tokenizer),
+            tokenizer, sampling=sampling, max_batch_size=max_batch_size, batch_wait_s=batch_wait_s,
+            end_ids=model_end_ids(model, tokenizer),
         )
         self.model = model.eval()
         model_len = getattr(model.config, "max_position_embeddings", None) or max_context
         self.max_len = min(model_len, max_context)
-        sampling = {"do_sample": False} if temperature == 0 else {
-            "do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
-        generation = GenerationConfig(eos_token_id=sorted(self._end_ids), max_new_tokens=max_new_tokens, **sampling)
+        generation = self.sampling.generation_config(eos_token_id=sorted(self._end_ids))
         cb_config = ContinuousBatchingConfig(
             page_size=page_size, num_blocks=math.ceil(max_batch_size * self.max_len / page_size) + max_batch_size,
             max_batch_tokens=max_batch_tokens, max_requests_per_batch=max_batch_size, return_logprobs=True,
@@ -107,8 +104,9 @@ class ContinuousTransformersPolicy(TokenPolicy):
     def from_pretrained(
         cls, path: str | Path | None = None, *, dtype: str = "float32", **kwargs: Any
     ) -> "ContinuousTransformersPolicy":
-        """Load a local model folder, ``"base"`` or (``None``) the trained default SmolLM2."""
-        check_sampling(**kwargs)
+        """Load a local model folder, ``"base"`` or (``None``) the trained default SmolLM2; ``kwargs``
+        (``sampling=Sampling(...)``, ...) go to the constructor, checked before anything loads."""
+        cls.check_kwargs(kwargs)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = resolve_model_path(path)

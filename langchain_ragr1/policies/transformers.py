@@ -16,18 +16,21 @@ from langchain_ragr1.models import resolve_model_path
 from langchain_ragr1.policies.base import Generation
 from langchain_ragr1.policies.batching import GenerateCall, PolicyStats
 from langchain_ragr1.policies.profiling import FirstLogitsTimer, left_pad
-from langchain_ragr1.policies.token import TokenPolicy, check_sampling, model_end_ids
+from langchain_ragr1.policies.sampling import Sampling
+from langchain_ragr1.policies.token import TokenPolicy, model_end_ids
 
-__all__ = ["PolicyStats", "TransformersPolicy", "FirstLogitsTimer"]
+__all__ = ["PolicyStats", "TransformersPolicy", "FirstLogitsTimer", "Sampling"]
 
 
 class TransformersPolicy(TokenPolicy):
     """RAG-R1 turns from a local transformers causal LM, token-exact and batched.
 
-    ``temperature=0`` decodes greedily; otherwise it samples with ``temperature`` and
-    ``top_p`` (no top-k). Log-probs are of the raw logits (temperature 1). Requests from
-    concurrent callers are batched (left padding) up to ``max_batch_size``, waiting at most
-    ``batch_wait_s`` for company. Call :meth:`close` (or use ``with``) to stop the worker.
+    ``sampling`` (a :class:`~langchain_ragr1.policies.sampling.Sampling`, default ``Sampling()``)
+    says how: ``Sampling(temperature=0)`` decodes greedily; otherwise it samples with its
+    ``temperature`` and ``top_p`` (no top-k), at most ``max_new_tokens`` per turn. Log-probs are
+    of the raw logits (temperature 1). Requests from concurrent callers are batched (left
+    padding) up to ``max_batch_size``, waiting at most ``batch_wait_s`` for company. Call
+    :meth:`close` (or use ``with``) to stop the worker.
     """
 
     def __init__(
@@ -35,17 +38,13 @@ class TransformersPolicy(TokenPolicy):
         model: Any,
         tokenizer: Any,
         *,
-        max_new_tokens: int = 500,
-        temperature: float = 0.7,
-        top_p: float = 0.95,
+        sampling: Sampling | None = None,
         max_batch_size: int = 8,
         batch_wait_s: float = 0.02,
     ) -> None:
         self._setup(
             tokenizer,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
+            sampling=sampling,
             max_batch_size=max_batch_size,
             batch_wait_s=batch_wait_s,
             end_ids=model_end_ids(model, tokenizer),
@@ -59,9 +58,10 @@ class TransformersPolicy(TokenPolicy):
     ) -> "TransformersPolicy":
         """Load a local model folder, ``"base"`` or (``None``) the trained default SmolLM2.
 
-        Bad sampling settings in ``kwargs`` raise :class:`ConfigError` before anything loads.
+        ``kwargs`` (``sampling=Sampling(...)``, ``max_batch_size``, ``batch_wait_s``) go to the
+        constructor; a bad or unknown one raises :class:`ConfigError` before anything loads.
         """
-        check_sampling(**kwargs)
+        cls.check_kwargs(kwargs)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = resolve_model_path(path)
@@ -71,18 +71,14 @@ class TransformersPolicy(TokenPolicy):
 
     def _request(self, prompt: list[int], stop: tuple[str, ...], room: int) -> tuple[tuple, list[int]]:
         # model.generate takes one budget and one sampling setting per call: they form the key.
-        return (stop, room, float(self.temperature), float(self.top_p)), prompt
+        return (stop, room, self.sampling), prompt
 
     def _run_batch(self, key: tuple, prompts: list[list[int]]) -> list[Generation]:
-        stop, max_new_tokens, temperature, top_p = key
+        stop, max_new_tokens, sampling = key
         # the same padding a replay of this call uses (policies.profiling.replay_calls)
         ids, mask = left_pad(prompts, self.tokenizer.pad_token_id)
         batch = {"input_ids": torch.tensor(ids, device=self.model.device),
                  "attention_mask": torch.tensor(mask, device=self.model.device)}
-        if temperature == 0:
-            sampling: dict[str, Any] = {"do_sample": False}
-        else:
-            sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
         timer = FirstLogitsTimer()
         started = time.perf_counter()
         with torch.inference_mode():
@@ -96,7 +92,7 @@ class TransformersPolicy(TokenPolicy):
                 return_dict_in_generate=True,
                 output_logits=True,
                 logits_processor=[timer],
-                **sampling,
+                **sampling.generate_kwargs(),
             )
             new = out.sequences[:, batch["input_ids"].shape[1] :]
             logprobs = torch.stack(

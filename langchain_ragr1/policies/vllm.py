@@ -19,7 +19,8 @@ from typing import Any, Callable, Sequence
 from langchain_ragr1.errors import MissingResourceError
 from langchain_ragr1.models import resolve_model_path
 from langchain_ragr1.policies.base import Generation
-from langchain_ragr1.policies.token import TokenPolicy, check_sampling
+from langchain_ragr1.policies.sampling import Sampling
+from langchain_ragr1.policies.token import TokenPolicy
 
 VLLM_INSTALL_HINT = (
     'install vLLM: on a GPU `pip install "langchain-ragr1[vllm]"`; on a CPU-only machine '
@@ -46,8 +47,10 @@ def _engine_max_len(llm: Any) -> int | None:
 class VLLMPolicy(TokenPolicy):
     """RAG-R1 turns from a ``vllm.LLM`` engine, token-exact and batched.
 
-    ``temperature=0`` decodes greedily; otherwise it samples with ``temperature`` and
-    ``top_p``. Log-probs are the engine's per-token log-probs of the sampled ids. A prompt
+    ``sampling`` (a :class:`~langchain_ragr1.policies.sampling.Sampling`, the same object the
+    transformers policies take) becomes one ``SamplingParams`` per request
+    (:meth:`Sampling.sampling_params`): ``Sampling(temperature=0)`` decodes greedily. Log-probs
+    are the engine's per-token log-probs of the sampled ids. A prompt
     that leaves no room under ``max_model_len`` returns ``finish_reason="context_overflow"``.
     ``sampling_params_cls`` defaults to ``vllm.SamplingParams``. Call :meth:`close` (or use
     ``with``) to stop the batching worker, and the engine when :meth:`from_pretrained` started it.
@@ -57,9 +60,7 @@ class VLLMPolicy(TokenPolicy):
         self,
         llm: Any,
         *,
-        max_new_tokens: int = 500,
-        temperature: float = 0.7,
-        top_p: float = 0.95,
+        sampling: Sampling | None = None,
         max_batch_size: int = 64,
         batch_wait_s: float = 0.01,
         max_model_len: int | None = None,
@@ -68,9 +69,7 @@ class VLLMPolicy(TokenPolicy):
         tokenizer = llm.get_tokenizer()
         self._setup(
             tokenizer,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
+            sampling=sampling,
             max_batch_size=max_batch_size,
             batch_wait_s=batch_wait_s,
             end_ids=(getattr(tokenizer, "eos_token_id", None), getattr(tokenizer, "pad_token_id", None)),
@@ -94,11 +93,12 @@ class VLLMPolicy(TokenPolicy):
         """Start a ``vllm.LLM`` on a local model folder, ``"base"`` or (``None``) the trained default.
 
         ``engine_kwargs`` go to ``vllm.LLM`` (e.g. ``gpu_memory_utilization``); ``kwargs``
-        to :class:`VLLMPolicy`. On CPU set ``VLLM_CPU_KVCACHE_SPACE`` (GiB) beforehand, and keep
+        (``sampling=Sampling(...)``, ``max_batch_size``, ...) to :class:`VLLMPolicy`. On CPU set
+        ``VLLM_CPU_KVCACHE_SPACE`` (GiB) beforehand, and keep
         ``bm25s`` (BM25Retriever) out of the main script's module-level imports: vllm-cpu spawns
         its worker, which re-imports the main script, and numba (imported by bm25s) breaks it.
         """
-        check_sampling(**kwargs)  # before the engine starts (~30 s)
+        cls.check_kwargs(kwargs)  # before the engine starts (~30 s)
         path = resolve_model_path(path)
         vllm = import_vllm()
         llm = vllm.LLM(
@@ -126,15 +126,12 @@ class VLLMPolicy(TokenPolicy):
         return "generate", (prompt, stop, room)
 
     def _params(self, stop: tuple[str, ...], max_tokens: int) -> Any:
-        sampling = {"temperature": 0.0} if self.temperature == 0 else {
-            "temperature": self.temperature, "top_p": self.top_p
-        }
-        return self._params_cls(
+        return self.sampling.sampling_params(
+            self._params_cls,
             max_tokens=max_tokens,
             stop=list(stop) or None,
             include_stop_str_in_output=True,
             logprobs=0,  # the sampled token's log-prob only
-            **sampling,
         )
 
     def _run_batch(self, key: str, requests: list[tuple[list[int], tuple[str, ...], int]]) -> list[Generation]:
@@ -163,12 +160,12 @@ class VLLMPolicy(TokenPolicy):
 
 
 class VLLMServerPolicy(TokenPolicy):
-    """Turns from a ``trl vllm-serve`` server through TRL's ``VLLMClient`` (the trainer's, weights synced)."""
+    """Turns from a ``trl vllm-serve`` server through TRL's ``VLLMClient`` (the trainer's, weights synced),
+    sampled as ``sampling`` says (:meth:`Sampling.vllm_kwargs`)."""
 
-    def __init__(self, client: Any, tokenizer: Any, *, max_new_tokens: int, temperature: float, top_p: float,
+    def __init__(self, client: Any, tokenizer: Any, *, sampling: Sampling | None = None,
                  max_batch_size: int = 256, batch_wait_s: float = 0.01) -> None:
-        self._setup(tokenizer, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                    max_batch_size=max_batch_size, batch_wait_s=batch_wait_s,
+        self._setup(tokenizer, sampling=sampling, max_batch_size=max_batch_size, batch_wait_s=batch_wait_s,
                     end_ids=(tokenizer.eos_token_id, tokenizer.pad_token_id))
         self.client = client
 
@@ -178,7 +175,7 @@ class VLLMServerPolicy(TokenPolicy):
     def _run_batch(self, key: tuple, prompts: list[list[int]]) -> list[Generation]:
         stop, room = key
         out = self.client.generate(
-            prompts=prompts, n=1, temperature=self.temperature, top_p=self.top_p, max_tokens=room, logprobs=0,
+            prompts=prompts, n=1, **self.sampling.vllm_kwargs(), max_tokens=room, logprobs=0,
             generation_kwargs={"stop": list(stop), "include_stop_str_in_output": True},
         )
         results = [

@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from langchain_ragr1.data import load_qa, write_jsonl
     from langchain_ragr1.errors import RagR1Error
     from langchain_ragr1.models import resolve_model_path
-    from langchain_ragr1.policies.transformers import TransformersPolicy
+    from langchain_ragr1.policies.transformers import Sampling, TransformersPolicy
     from langchain_ragr1.retrievers.factory import make_retriever
     from langchain_ragr1.tuning.rl_questions import select_rl_questions, solve_counts
 
@@ -70,8 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RagR1Error as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    with TransformersPolicy.from_pretrained(path, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                            top_p=0.95, max_batch_size=args.batch_size * args.attempts) as policy:
+    with TransformersPolicy.from_pretrained(
+            path, sampling=Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=0.95),
+            max_batch_size=args.batch_size * args.attempts) as policy:
         agent = RagR1Agent(policy, retriever, mode=args.mode, k=args.k, max_turns=args.max_turns)
         counts = solve_counts(agent, items, args.attempts, chunk=args.batch_size, progress=not args.quiet)
     kept, stats = select_rl_questions(items, counts, args.attempts, keep_solved=args.keep_solved, seed=args.seed)

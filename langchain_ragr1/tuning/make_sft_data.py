@@ -105,10 +105,10 @@ def make_teacher(args: argparse.Namespace, items: list, tokenizer, mode: Mode = 
         return openai_server_policy(args.base_url, args.teacher_model, flavour=args.flavour,
                                     temperature=args.temperature, max_tokens=args.max_new_tokens,
                                     timeout=args.teacher_timeout, max_retries=0)
-    from langchain_ragr1.policies.transformers import TransformersPolicy
+    from langchain_ragr1.policies.transformers import Sampling, TransformersPolicy
 
-    return TransformersPolicy.from_pretrained(args.teacher_model, temperature=args.temperature,
-                                              max_new_tokens=args.max_new_tokens)
+    return TransformersPolicy.from_pretrained(
+        args.teacher_model, sampling=Sampling(temperature=args.temperature, max_new_tokens=args.max_new_tokens))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

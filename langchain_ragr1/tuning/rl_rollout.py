@@ -24,6 +24,7 @@ from langchain_ragr1.config import RagR1Config
 from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.extras import require
 from langchain_ragr1.policies.base import Generation, Policy
+from langchain_ragr1.policies.sampling import Sampling
 from langchain_ragr1.protocol import STOP_STRINGS
 from langchain_ragr1.transcript import Segment, token_ids_and_mask
 
@@ -187,8 +188,9 @@ class GraphRollout:
             return
         if trainer is None:
             raise ConfigError("GraphRollout needs a policy, or the trainer that calls it.")
-        sampling: dict[str, Any] = {"max_new_tokens": s.max_new_tokens, "temperature": trainer.args.temperature,
-                                    "top_p": trainer.args.top_p}
+        # the run's GRPOConfig, built once: TRL's sampling settings are the rollouts' own
+        sampling = Sampling(max_new_tokens=s.max_new_tokens, temperature=trainer.args.temperature,
+                            top_p=trainer.args.top_p)
         policy: Policy
         if getattr(trainer, "use_vllm", False):
             policy = _vllm_policy(trainer, sampling)
@@ -214,10 +216,10 @@ class GraphRollout:
                 policy = ContinuousTransformersPolicy(
                     model, trainer.processing_class, max_batch_size=s.max_batch_size,
                     max_context=trainer.args.max_completion_length + 1024,
-                    seed=trainer.args.seed + trainer.state.global_step, **sampling)
+                    seed=trainer.args.seed + trainer.state.global_step, sampling=sampling)
             else:
                 policy = TransformersPolicy(model, trainer.processing_class, max_batch_size=s.max_batch_size,
-                                            **sampling)
+                                            sampling=sampling)
             try:
                 yield policy
             finally:
@@ -225,18 +227,18 @@ class GraphRollout:
                 model.train(was_training)
 
 
-def _vllm_policy(trainer: Any, sampling: dict) -> Policy:
+def _vllm_policy(trainer: Any, sampling: Sampling) -> Policy:
     generation = trainer.vllm_generation  # TRL syncs its weights before calling rollout_func
     if trainer.args.vllm_mode == "colocate":
         from langchain_ragr1.policies.vllm import VLLMPolicy
 
-        return VLLMPolicy(generation.llm, **sampling)
+        return VLLMPolicy(generation.llm, sampling=sampling)
     if trainer.accelerator.num_processes > 1:
         raise ConfigError("vllm_mode: server with the graph rollout runs on one training process for now "
                           "(the client lives on the main process); use colocate for multi-process training.")
     from langchain_ragr1.policies.vllm import VLLMServerPolicy
 
-    return VLLMServerPolicy(generation.vllm_client, trainer.processing_class, **sampling)
+    return VLLMServerPolicy(generation.vllm_client, trainer.processing_class, sampling=sampling)
 
 
 def _question_text(prompt: Any) -> str:
