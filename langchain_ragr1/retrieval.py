@@ -15,6 +15,10 @@ runners, so no agent waits on another agent's (or another retriever's) hung call
   are cancelled at their timeout (never on the loop's default executor).
 
 So a retriever that always hangs fails after about ``timeout_s x (retries + 1)``.
+
+Only failures (an ``Exception``) are retried. A cancelled run (``asyncio.CancelledError``:
+``wait_for``, a closed ``astream``, a client that went away) or an interrupt ends the call at
+once: nothing is sent again, and a thread still running the retriever counts as hung.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
 from tenacity import (
     AsyncRetrying,
     Retrying,
-    retry_if_not_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     wait_exponential,
 )
@@ -59,6 +63,15 @@ _VECTORSTORE_ASYNC = (
 
 class RetrieverHungError(RetrievalError):
     """Too many calls to a retriever are still running past their timeout: new calls fail fast."""
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    """A failed try is retried; a cancellation or an interrupt (not an ``Exception``) never is.
+
+    A :class:`RetrievalError` is not either: it means the retriever already retried on its own
+    (our HTTP client), or that it is hung (:class:`RetrieverHungError`).
+    """
+    return isinstance(exc, Exception) and not isinstance(exc, RetrievalError)
 
 
 def accepts_k(retriever: BaseRetriever, *, use_async: bool = False) -> bool:
@@ -406,9 +419,7 @@ class RetrievalRunner:
         return {
             "stop": stop_after_attempt(self.retries + 1),
             "wait": wait_exponential(multiplier=0.2, max=5),
-            # A RetrievalError means the retriever already retried on its own (our HTTP client),
-            # or that it is hung (RetrieverHungError): trying again would not help.
-            "retry": retry_if_not_exception_type(RetrievalError),
+            "retry": retry_if_exception(_worth_retrying),
             "reraise": True,
         }
 

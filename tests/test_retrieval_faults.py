@@ -231,3 +231,64 @@ def test_vector_store_without_async_search_does_not_hang_the_default_executor(re
 
     results, elapsed = asyncio.run(main())
     assert all(found(r) for r in results) and elapsed < 3, elapsed
+
+
+class SlowRetriever(BaseRetriever):
+    """Answers after ``delay_s`` and notes when each call started (a sync path only)."""
+
+    delay_s: float = 1.0
+    starts: list[float] = []
+
+    def _get_relevant_documents(self, query: str, *, run_manager: Any) -> list[Document]:
+        self.starts.append(time.monotonic())
+        time.sleep(self.delay_s)
+        return list(DOCS)
+
+
+class SlowAsyncRetriever(SlowRetriever):
+    """The same with its own (cancellable) async path."""
+
+    async def _aget_relevant_documents(self, query: str, *, run_manager: Any) -> list[Document]:
+        self.starts.append(time.monotonic())
+        await asyncio.sleep(self.delay_s)
+        return list(DOCS)
+
+
+@pytest.mark.parametrize("kind", [SlowRetriever, SlowAsyncRetriever])
+def test_a_cancelled_run_ends_at_once_and_does_not_retry(kind):
+    retriever = kind(starts=[])
+    agent = RagR1Agent(ScriptedPolicy([SEARCH, ANSWER]), retriever, retrieval_retries=3)
+
+    async def main():
+        started = time.monotonic()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(agent.ainvoke("q"), 0.3)
+        elapsed = time.monotonic() - started
+        await asyncio.sleep(1.5)  # a retry would have started by now (backoff 0.2 s)
+        return elapsed
+
+    elapsed = asyncio.run(main())
+    assert elapsed < 0.8, f"the cancelled run returned after {elapsed:.2f} s"
+    assert len(retriever.starts) == 1, f"{len(retriever.starts)} retriever calls for one cancelled query"
+
+
+@pytest.mark.parametrize("kind", [SlowRetriever, SlowAsyncRetriever])
+def test_closing_an_astream_during_retrieval_sends_no_query_again(kind):
+    retriever = kind(delay_s=0.5, starts=[])
+    agent = RagR1Agent(ScriptedPolicy([SEARCH, ANSWER]), retriever, retrieval_retries=3, retrieval_timeout_s=0.3)
+
+    async def main():
+        stream = agent.astream("q", stream_mode="custom")
+        async for event in stream:
+            if event.get("event") == "search":
+                break
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        await stream.aclose()
+        closed = time.monotonic()
+        await asyncio.sleep(1.5)
+        return closed - started, [t for t in retriever.starts if t > closed]
+
+    took, late = asyncio.run(main())
+    assert took < 0.5, f"aclose() took {took:.2f} s"
+    assert late == [], f"{len(late)} retriever call(s) started after aclose() returned"
