@@ -10,7 +10,8 @@ Measures, with the package's fakes (no model, no store):
   started after ``aclose()`` returned.
 - ``hang-*``: 50 concurrent ``ainvoke`` calls whose retriever hangs (timeout 0.2 s, the
   default 1 retry): the most calls hung at once, the most ``ragr1-retrieve`` threads alive
-  at once, and the wall time of the 50 calls.
+  at once, and the wall time of the 50 calls (``hang-stubborn``: an async retriever that
+  ignores cancellation; ``slow-*``: one that answers after 1 s, past its 0.2 s timeout).
 
     python benchmarks/bench_retrieval_faults.py
 """
@@ -42,6 +43,7 @@ class SlowRetriever(BaseRetriever):
     model_config = ConfigDict(arbitrary_types_allowed=True)
     delay_s: float = 1.0
     hang: bool = False
+    stubborn: bool = False  # an async hang that ignores cancellation
     release: threading.Event = threading.Event()
     starts: list[float] = []
 
@@ -61,7 +63,11 @@ class SlowAsyncRetriever(SlowRetriever):
         self.starts.append(time.monotonic())
         if self.hang:
             while not self.release.is_set():
-                await asyncio.sleep(0.02)
+                try:
+                    await asyncio.sleep(0.02)
+                except asyncio.CancelledError:
+                    if not self.stubborn:
+                        raise
         else:
             await asyncio.sleep(self.delay_s)
         return list(DOCS)
@@ -102,13 +108,13 @@ def retrieve_threads(kind: type[SlowRetriever]) -> int:
     return sum(t.name == f"ragr1-retrieve[{kind.__name__}]" for t in threading.enumerate())
 
 
-async def hang(kind: type[SlowRetriever], delay_s: float | None = None) -> str:
+async def hang(kind: type[SlowRetriever], delay_s: float | None = None, stubborn: bool = False) -> str:
     """50 concurrent runs; the retriever hangs (until the end), or answers after ``delay_s``."""
     release = threading.Event()
     # A class of its own, so the threads counted are this scenario's (a runner names its
     # threads after its retriever's class; an earlier scenario's may still be alive).
     kind = type(f"{kind.__name__}{'Hanging' if delay_s is None else 'Late'}", (kind,), {})
-    retriever = kind(hang=delay_s is None, delay_s=delay_s or 0.0, release=release, starts=[])
+    retriever = kind(hang=delay_s is None, delay_s=delay_s or 0.0, stubborn=stubborn, release=release, starts=[])
     hung_agent = agent(retriever, retrieval_timeout_s=0.2, on_retrieval_error="empty")
     runner = hung_agent.graph.nodes["retrieve"].bound.func.__self__.retrieve_one  # type: ignore[attr-defined]
     peak = {"hung": 0, "threads": 0}
@@ -138,8 +144,9 @@ def main() -> None:
     for name, run in (("cancel-sync", cancel(SlowRetriever)), ("cancel-async", cancel(SlowAsyncRetriever)),
                       ("aclose-sync", aclose(SlowRetriever)), ("aclose-async", aclose(SlowAsyncRetriever)),
                       ("hang-sync", hang(SlowRetriever)), ("hang-async", hang(SlowAsyncRetriever)),
+                      ("hang-stubborn", hang(SlowAsyncRetriever, stubborn=True)),
                       ("slow-sync", hang(SlowRetriever, 1.0)), ("slow-async", hang(SlowAsyncRetriever, 1.0))):
-        print(f"{name:13s} {asyncio.run(run)}", flush=True)
+        print(f"{name:14s} {asyncio.run(run)}", flush=True)
 
 
 if __name__ == "__main__":
