@@ -312,12 +312,18 @@ def _check_policy_interface(policy: Policy) -> None:
 
 
 def _parse_turn(generation: Generation, settings: RagR1Config) -> Action:
+    """The turn's action; a turn that was cut (runaway, or at the model's token limit) is invalid,
+    not parsed: its open tag holds half an answer or half a query."""
     metadata = generation.metadata or {}
     cut_at = metadata.get("turn_cut_at_chars")
     if cut_at is not None:  # a runaway turn: not parsed, whatever its first part holds
         return Action("invalid", reason=(f"turn of {metadata.get('turn_chars')} characters, over the "
                                          f"{cut_at}-character cap of one turn: cut there and not parsed"),
                       thoughts=reasoning(generation.text))
+    if generation.finish_reason == "length":  # the token limit came before any stop string
+        cause = metadata.get("truncated_by") or "finish_reason='length'"
+        return Action("invalid", reason=f"turn cut by the model's token limit ({cause}) before it closed "
+                                        f"its tag: not parsed", thoughts=reasoning(generation.text))
     return parse_action(generation.text, settings.mode, settings.max_queries)
 
 

@@ -3,18 +3,25 @@
 Every :class:`RetrievalRunner` (one per agent) owns its capacity; nothing is shared between
 runners, so no agent waits on another agent's (or another retriever's) hung calls:
 
+- A runner has ``max_concurrency`` places (default 32). Every call holds one from when it
+  starts until the retriever returns; more calls wait for a free place, and a call's timeout
+  counts from when it starts, never from when it was queued.
 - Sync calls, and async calls to a retriever without an async path of its own, run on the
-  runner's own daemon threads, at most ``max_concurrency`` at once (more wait for a free
-  place); a call's timeout counts from when it starts, never from when it was queued.
-- A call still running at its timeout is abandoned: its place goes to the next call at once.
-  A Python thread cannot be killed, so it keeps its thread until the retriever returns and
-  counts as *hung* meanwhile. Once ``max_hung`` calls of a runner are hung, its new calls
-  fail at once with :class:`RetrieverHungError` (naming the retriever) instead of piling up
-  more threads; they work again as soon as the hung calls return.
-- Async calls to a retriever with its own async path run as tasks of the caller's loop and
-  are cancelled at their timeout (never on the loop's default executor).
+  runner's own daemon threads, one per place: a runner never has more than
+  ``max_concurrency`` threads. Async calls to a retriever with its own async path run as
+  tasks of the caller's loop (never on the loop's default executor).
+- A call still running at its timeout is abandoned (a task is cancelled). A Python thread
+  cannot be killed, and a task may ignore its cancellation: the call keeps its place and
+  counts as *hung* until the retriever returns, so a runner never has more than
+  ``max_concurrency`` hung calls either. Once ``max_hung`` calls (default 32) are hung, new
+  calls and those waiting for a place fail at once with :class:`RetrieverHungError` (naming
+  the retriever); they work again as soon as the hung calls return.
 
 So a retriever that always hangs fails after about ``timeout_s x (retries + 1)``.
+
+Only failures (an ``Exception``) are retried. A cancelled run (``asyncio.CancelledError``:
+``wait_for``, a closed ``astream``, a client that went away) or an interrupt ends the call at
+once: nothing is sent again, and a thread still running the retriever counts as hung.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import inspect
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
@@ -35,16 +42,16 @@ from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
 from tenacity import (
     AsyncRetrying,
     Retrying,
-    retry_if_not_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     wait_exponential,
 )
 
 from langchain_ragr1.errors import RetrievalError
 
-#: Calls of one runner that run at once (more wait for a free place).
+#: Places of one runner: calls that run or hang at once (more wait for a free place).
 DEFAULT_MAX_CONCURRENCY = 32
-#: Calls of one runner that may be hung past their timeout before new ones fail fast.
+#: Hung calls of one runner at which new ones fail fast (at most ``max_concurrency``).
 DEFAULT_MAX_HUNG = 32
 
 # A vector store's async search that is only LangChain's thread hop onto the loop's default
@@ -59,6 +66,15 @@ _VECTORSTORE_ASYNC = (
 
 class RetrieverHungError(RetrievalError):
     """Too many calls to a retriever are still running past their timeout: new calls fail fast."""
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    """A failed try is retried; a cancellation or an interrupt (not an ``Exception``) never is.
+
+    A :class:`RetrievalError` is not either: it means the retriever already retried on its own
+    (our HTTP client), or that it is hung (:class:`RetrieverHungError`).
+    """
+    return isinstance(exc, Exception) and not isinstance(exc, RetrievalError)
 
 
 def accepts_k(retriever: BaseRetriever, *, use_async: bool = False) -> bool:
@@ -83,17 +99,24 @@ def has_own_async(retriever: BaseRetriever) -> bool:
 
 
 class _Call:
-    """One retriever call on a lane: queued -> assigned -> running -> done, or abandoned/dropped."""
+    """One retriever call on a lane: queued -> assigned -> running -> done; a running call past its
+    timeout is abandoned (hung: it keeps its place until it returns); a waiting one is dropped
+    when its caller gives up, or refused once too many calls are hung.
 
-    __slots__ = ("fn", "state", "started_at", "value", "error", "started", "finished", "listeners")
+    A thread call runs ``fn`` on one of the lane's threads; a task call (``fn`` None) is started
+    by its caller as a task of its event loop once it has a place.
+    """
 
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        self.fn: Callable[[], Any] | None = fn  # dropped once it has run
+    __slots__ = ("fn", "task", "state", "started_at", "value", "error", "started", "finished", "listeners")
+
+    def __init__(self, fn: Callable[[], Any] | None) -> None:
+        self.fn = fn  # dropped once it has run
+        self.task = fn is None
         self.state = "queued"
         self.started_at = 0.0
         self.value: Any = None
         self.error: BaseException | None = None
-        self.started = threading.Event()
+        self.started = threading.Event()  # it has a place (or was refused)
         self.finished = threading.Event()
         self.listeners: list[Callable[[], None]] = []
 
@@ -112,74 +135,138 @@ class _Idle:
         self.call: _Call | None = None
 
 
-class _Lane:
-    """The threads of one runner: at most ``max_concurrency`` running calls, ``max_hung`` hung ones.
+#: What to do once the lane's lock is released: ("spawn" | "wake" | "fail", call).
+_Actions = list[tuple[str, _Call]]
 
-    A worker that has finished a call takes the next queued one, or waits ``idle_s`` for a
-    new one before its thread exits.
+
+class _Lane:
+    """The places of one runner: at most ``max_concurrency`` calls hold one, hung ones included.
+
+    A call holds its place (a thread calls' thread) from when it gets it until the retriever
+    returns, so a runner never has more than ``max_concurrency`` threads nor hung calls. A
+    worker that has finished a call takes the next queued one, or waits ``idle_s`` for a new
+    one before its thread exits. Once ``max_hung`` calls are hung, new and queued calls fail
+    at once with :class:`RetrieverHungError`.
     """
 
     idle_s = 10.0
 
-    def __init__(self, name: str, max_concurrency: int, max_hung: int) -> None:
+    def __init__(self, name: str, timeout_s: float, max_concurrency: int, max_hung: int) -> None:
         self.name = name
+        self.timeout_s = timeout_s
         self.max_concurrency = max_concurrency
-        self.max_hung = max_hung
-        self.active = 0  # assigned or running calls not abandoned: the places taken
+        self.max_hung = min(max_hung, max_concurrency)  # more could never be hung at once
+        self.active = 0  # places taken: assigned, running and hung calls
         self.hung = 0  # abandoned at their timeout, not returned yet
         self._queue: deque[_Call] = deque()  # waiting for a place
         self._idle: list[_Idle] = []
         self._lock = threading.Lock()
 
-    def _hung_error(self, timeout_s: float) -> RetrieverHungError:
+    def _hung_error(self) -> RetrieverHungError:
         return RetrieverHungError(
-            f"{self.hung} call(s) to {self.name} are still hung after their {timeout_s:g} s timeout; "
+            f"{self.hung} call(s) to {self.name} are still hung after their {self.timeout_s:g} s timeout; "
             f"new calls fail at once until they return. The retriever (or its server) is stuck: "
             f"fix or restart it, or raise retrieval_timeout_s if it is only slow"
         )
 
-    def check(self, timeout_s: float) -> None:
-        """Raise :class:`RetrieverHungError` when ``max_hung`` calls are hung."""
-        with self._lock:
-            if self.hung >= self.max_hung:
-                raise self._hung_error(timeout_s)
+    def _timeout(self) -> TimeoutError:
+        return TimeoutError(
+            f"no answer within {self.timeout_s:g} s: the call hung and was abandoned "
+            f"({self.hung} call(s) to {self.name} still hung)"
+        )
 
-    # --- threads ------------------------------------------------------------------------
+    # --- places -------------------------------------------------------------------------
 
-    def submit(self, fn: Callable[[], Any], timeout_s: float) -> _Call:
+    def submit(self, fn: Callable[[], Any] | None) -> _Call:
+        """Queue a call (``fn`` None: a task call); it starts as soon as it has a place."""
         call = _Call(fn)
         with self._lock:
             if self.hung >= self.max_hung:
-                raise self._hung_error(timeout_s)
+                raise self._hung_error()
+            actions: _Actions = []
             if self.active < self.max_concurrency:
                 self.active += 1
-                call.state = "assigned"
-                spawn = not self._hand_over_locked(call)
+                actions = self._assign_locked(call)
             else:
                 self._queue.append(call)
-                spawn = False
-        if spawn:
-            self._spawn(call)
+        self._act(actions)
         return call
 
-    def _hand_over_locked(self, call: _Call) -> bool:
-        """Give an assigned call to an idle worker; False when none is idle (start a thread)."""
-        if not self._idle:
-            return False
-        idle = self._idle.pop()
-        idle.call = call
-        idle.event.set()
-        return True
+    def _assign_locked(self, call: _Call) -> _Actions:
+        """Give ``call`` the place it now holds: to its caller (a task), an idle worker or a new thread."""
+        call.state = "assigned"
+        if call.task:
+            return [("wake", call)]
+        if self._idle:
+            idle = self._idle.pop()
+            idle.call = call
+            idle.event.set()
+            return []
+        return [("spawn", call)]
 
-    def _next_locked(self) -> _Call | None:
-        """The next queued call, which takes over the caller's place; else the place is freed."""
+    def _release_locked(self, worker: bool) -> tuple[_Actions, _Call | None]:
+        """A place is free: it goes to the next queued call, else it is given back. With
+        ``worker`` (a thread whose call is done), a next thread call is returned for it to run."""
         while self._queue:
             nxt = self._queue.popleft()
-            if nxt.state == "queued":
+            if nxt.state != "queued":  # dropped while it waited
+                continue
+            if worker and not nxt.task:
                 nxt.state = "assigned"
-                return nxt
+                return [], nxt
+            return self._assign_locked(nxt), None
         self.active -= 1
-        return None
+        return [], None
+
+    def _refuse_queued_locked(self) -> _Actions:
+        """``max_hung`` calls are hung: the waiting calls fail now instead of waiting for a place."""
+        refused: _Actions = []
+        while self._queue:
+            call = self._queue.popleft()
+            if call.state == "queued":
+                call.state, call.error = "refused", self._hung_error()
+                refused.append(("fail", call))
+        return refused
+
+    def _act(self, actions: _Actions) -> None:
+        for action, call in actions:
+            if action == "spawn":
+                self._spawn(call)
+                continue
+            call.started.set()
+            if action == "fail":
+                call.finished.set()
+            call.notify()
+
+    def abandon(self, call: _Call) -> None:
+        """Give up on ``call``: a waiting one is dropped, a running one counts as hung from now
+        (keeping its place until the retriever returns)."""
+        actions: _Actions = []
+        with self._lock:
+            state = call.state
+            if state in ("queued", "assigned"):
+                call.state = "dropped"  # skipped by _release_locked / _run
+                if state == "assigned" and call.task:  # no worker will see it: its place moves on
+                    actions, _ = self._release_locked(worker=False)
+            elif state == "running":
+                call.state = "abandoned"
+                self.hung += 1
+                if self.hung >= self.max_hung:
+                    actions = self._refuse_queued_locked()
+            else:
+                return
+        if state != "running":
+            call.finished.set()
+        self._act(actions)
+
+    def _finish_locked(self, call: _Call, worker: bool) -> tuple[_Actions, _Call | None]:
+        """The retriever returned for ``call``: a hung call is hung no more, and its place moves on."""
+        if call.state == "abandoned":
+            self.hung -= 1
+        call.state = "done"
+        return self._release_locked(worker)
+
+    # --- threads ------------------------------------------------------------------------
 
     def _spawn(self, call: _Call) -> None:
         try:
@@ -188,15 +275,9 @@ class _Lane:
             ).start()
         except BaseException as exc:  # noqa: BLE001 - e.g. "can't start new thread": the call fails
             with self._lock:
-                call.state, call.error = "done", exc
-                nxt = self._next_locked()
-                spawn = nxt is not None and not self._hand_over_locked(nxt)
-            call.started.set()
-            call.finished.set()
-            call.notify()
-            if spawn:
-                assert nxt is not None  # spawn is set only for a next call
-                self._spawn(nxt)
+                call.error = exc
+                actions, _ = self._finish_locked(call, worker=False)
+            self._act([("fail", call), *actions])
 
     def _work(self, call: _Call | None) -> None:
         while True:
@@ -215,9 +296,14 @@ class _Lane:
     def _run(self, call: _Call) -> _Call | None:
         """Run one assigned call; the next one for this thread (a queued call taking its place)."""
         with self._lock:
-            if call.state != "assigned":  # dropped before it started
-                return self._next_locked()
-            call.state, call.started_at = "running", time.monotonic()
+            dropped = call.state != "assigned"
+            if dropped:  # given up before it started: its place moves on
+                actions, nxt = self._release_locked(worker=True)
+            else:
+                call.state, call.started_at = "running", time.monotonic()
+        if dropped:
+            self._act(actions)
+            return nxt
         call.started.set()
         call.notify()
         try:
@@ -227,61 +313,34 @@ class _Lane:
             call.error = exc
         call.fn = None
         with self._lock:
-            if call.state == "abandoned":  # its place went to another call at its timeout
-                self.hung -= 1
-                nxt = None
-            else:
-                call.state = "done"
-                nxt = self._next_locked()
+            actions, nxt = self._finish_locked(call, worker=True)
         call.finished.set()
         call.notify()
+        self._act(actions)
         return nxt
-
-    def abandon(self, call: _Call) -> None:
-        """Give up on ``call``: a waiting one is dropped, a running one counts as hung from now."""
-        spawn = None
-        with self._lock:
-            state = call.state
-            if state in ("queued", "assigned"):
-                call.state = "dropped"  # skipped by _next_locked / _run
-            elif state == "running":
-                call.state = "abandoned"
-                self.hung += 1
-                nxt = self._next_locked()  # its place goes to the next queued call at once
-                if nxt is not None and not self._hand_over_locked(nxt):
-                    spawn = nxt
-            else:
-                return
-        if state != "running":
-            call.finished.set()
-        if spawn is not None:
-            self._spawn(spawn)
-
-    def _timeout(self, timeout_s: float) -> TimeoutError:
-        return TimeoutError(
-            f"no answer within {timeout_s:g} s: the call hung and was abandoned "
-            f"({self.hung} call(s) to {self.name} still hung)"
-        )
 
     def _result(self, call: _Call) -> Any:
         if call.error is not None:
             raise call.error
         return call.value
 
-    def wait(self, call: _Call, timeout_s: float) -> Any:
+    def wait(self, call: _Call) -> Any:
         """The call's result, waiting at most ``timeout_s`` from when it started."""
         try:
             call.started.wait()
-            if not call.finished.wait(max(0.0, call.started_at + timeout_s - time.monotonic())):
+            if not call.finished.wait(max(0.0, call.started_at + self.timeout_s - time.monotonic())):
                 self.abandon(call)
-                raise self._timeout(timeout_s)
+                raise self._timeout()
         finally:
             if not call.finished.is_set():  # interrupted while waiting
                 self.abandon(call)
         return self._result(call)
 
-    async def await_call(self, call: _Call, timeout_s: float) -> Any:
-        """:meth:`wait` without blocking the event loop (no executor thread waits either)."""
+    # --- awaiting (threads and tasks) -----------------------------------------------------
+
+    async def _until(self, call: _Call, event: threading.Event, deadline: float | None = None) -> bool:
+        """Await ``event`` of ``call`` (set by any thread) until ``deadline``; whether it is set.
+        The caller abandons the call if it is cancelled meanwhile."""
         loop = asyncio.get_running_loop()
         changed = asyncio.Event()
 
@@ -293,52 +352,71 @@ class _Lane:
 
         call.listeners.append(wake)
         try:
-            while True:
+            while not event.is_set():
                 changed.clear()
-                if call.started.is_set():
+                if event.is_set():
                     break
-                await changed.wait()
-            deadline = call.started_at + timeout_s
-            while True:
-                changed.clear()
-                if call.finished.is_set():
-                    break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    self.abandon(call)
-                    raise self._timeout(timeout_s)
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
                 try:
                     await asyncio.wait_for(changed.wait(), remaining)
                 except asyncio.TimeoutError:
                     pass
+            return True
         finally:
             call.listeners.remove(wake)
+
+    async def await_call(self, call: _Call) -> Any:
+        """:meth:`wait` without blocking the event loop (no executor thread waits either)."""
+        try:
+            await self._until(call, call.started)
+            if not await self._until(call, call.finished, call.started_at + self.timeout_s):
+                self.abandon(call)
+                raise self._timeout()
+        finally:
             if not call.finished.is_set():  # cancelled while waiting
                 self.abandon(call)
         return self._result(call)
 
-    # --- tasks (retrievers with their own async path) -------------------------------------
-
-    def abandon_task(self, task: asyncio.Task) -> None:
-        """Cancel ``task``; it counts as hung until it has actually stopped."""
-        task.cancel()
+    async def run_task(self, call: _Call, start: Callable[[], Awaitable[Any]]) -> Any:
+        """Run task call ``call`` (``start()`` is its coroutine) once it has a place, cancelled at
+        its timeout; one that ignores the cancellation counts as hung until it stops."""
+        try:
+            await self._until(call, call.started)
+        except BaseException:  # cancelled while it waited for a place (or just as it got one)
+            self.abandon(call)
+            raise
+        if call.error is not None:  # refused: too many calls are hung
+            raise call.error
         with self._lock:
-            self.hung += 1
+            call.state, call.started_at = "running", time.monotonic()
+        task = asyncio.ensure_future(start())
+        task.add_done_callback(functools.partial(self._task_done, call))
+        try:
+            await asyncio.wait({task}, timeout=self.timeout_s)
+        finally:
+            if not task.done():  # timed out, or the caller was cancelled
+                task.cancel()
+                self.abandon(call)
+        if not task.done():
+            raise self._timeout()
+        return task.result()
 
-        def stopped(done: asyncio.Task) -> None:
-            with self._lock:
-                self.hung -= 1
-            if not done.cancelled():
-                done.exception()  # retrieved: no "exception was never retrieved" warning
-
-        task.add_done_callback(stopped)
+    def _task_done(self, call: _Call, task: asyncio.Future) -> None:
+        with self._lock:
+            actions, _ = self._finish_locked(call, worker=False)
+        call.finished.set()
+        self._act(actions)
+        if not task.cancelled():
+            task.exception()  # retrieved: no "exception was never retrieved" warning
 
 
 class RetrievalRunner:
     """Calls ``retriever`` for one query: top-``k``, ``timeout_s`` per attempt, ``retries`` more.
 
-    At most ``max_concurrency`` calls run at once; once ``max_hung`` calls are still hung
-    past their timeout, new calls fail at once (see the module docs). After the last failed
+    At most ``max_concurrency`` calls run or hang at once (threads included); once ``max_hung``
+    calls are still hung past their timeout, new calls fail at once (see the module docs). After the last failed
     attempt it raises :class:`RetrievalError` naming the retriever, the query and the cause.
     """
 
@@ -364,7 +442,7 @@ class RetrievalRunner:
         self._pass_k = accepts_k(retriever)
         self._own_async = has_own_async(retriever)
         self._apass_k = self._own_async and accepts_k(retriever, use_async=True)
-        self._lane = _Lane(type(retriever).__name__, max(1, max_concurrency), max(1, max_hung))
+        self._lane = _Lane(type(retriever).__name__, timeout_s, max(1, max_concurrency), max(1, max_hung))
 
     @property
     def hung_calls(self) -> int:
@@ -382,33 +460,24 @@ class RetrievalRunner:
         return functools.partial(contextvars.copy_context().run, self.retriever.invoke, query, config, **kwargs)
 
     def _attempt(self, query: str, config: RunnableConfig | None, k: int) -> list[Document]:
-        call = self._lane.submit(self._job(query, config, k), self.timeout_s)
-        return self._check(self._lane.wait(call, self.timeout_s), k)
+        call = self._lane.submit(self._job(query, config, k))
+        return self._check(self._lane.wait(call), k)
 
     async def _athread_attempt(self, query: str, config: RunnableConfig | None, k: int) -> list[Document]:
-        call = self._lane.submit(self._job(query, config, k), self.timeout_s)
-        return self._check(await self._lane.await_call(call, self.timeout_s), k)
+        call = self._lane.submit(self._job(query, config, k))
+        return self._check(await self._lane.await_call(call), k)
 
     async def _aattempt(self, query: str, config: RunnableConfig | None, k: int) -> list[Document]:
-        self._lane.check(self.timeout_s)
         kwargs = {"k": k} if self._apass_k else {}
-        task = asyncio.ensure_future(self.retriever.ainvoke(query, config, **kwargs))
-        try:
-            await asyncio.wait({task}, timeout=self.timeout_s)
-        finally:
-            if not task.done():  # timed out, or the caller was cancelled
-                self._lane.abandon_task(task)
-        if not task.done():
-            raise self._lane._timeout(self.timeout_s)
-        return self._check(task.result(), k)
+        call = self._lane.submit(None)
+        docs = await self._lane.run_task(call, functools.partial(self.retriever.ainvoke, query, config, **kwargs))
+        return self._check(docs, k)
 
     def _retry_args(self) -> dict:
         return {
             "stop": stop_after_attempt(self.retries + 1),
             "wait": wait_exponential(multiplier=0.2, max=5),
-            # A RetrievalError means the retriever already retried on its own (our HTTP client),
-            # or that it is hung (RetrieverHungError): trying again would not help.
-            "retry": retry_if_not_exception_type(RetrievalError),
+            "retry": retry_if_exception(_worth_retrying),
             "reraise": True,
         }
 

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import pytest
+from _threads import run_threads
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.vectorstores import VectorStore
@@ -231,3 +232,155 @@ def test_vector_store_without_async_search_does_not_hang_the_default_executor(re
 
     results, elapsed = asyncio.run(main())
     assert all(found(r) for r in results) and elapsed < 3, elapsed
+
+
+class SlowRetriever(BaseRetriever):
+    """Answers after ``delay_s`` and notes when each call started (a sync path only)."""
+
+    delay_s: float = 1.0
+    starts: list[float] = []
+
+    def _get_relevant_documents(self, query: str, *, run_manager: Any) -> list[Document]:
+        self.starts.append(time.monotonic())
+        time.sleep(self.delay_s)
+        return list(DOCS)
+
+
+class SlowAsyncRetriever(SlowRetriever):
+    """The same with its own (cancellable) async path."""
+
+    async def _aget_relevant_documents(self, query: str, *, run_manager: Any) -> list[Document]:
+        self.starts.append(time.monotonic())
+        await asyncio.sleep(self.delay_s)
+        return list(DOCS)
+
+
+@pytest.mark.parametrize("kind", [SlowRetriever, SlowAsyncRetriever])
+def test_a_cancelled_run_ends_at_once_and_does_not_retry(kind):
+    retriever = kind(starts=[])
+    agent = RagR1Agent(ScriptedPolicy([SEARCH, ANSWER]), retriever, retrieval_retries=3)
+
+    async def main():
+        started = time.monotonic()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(agent.ainvoke("q"), 0.3)
+        elapsed = time.monotonic() - started
+        await asyncio.sleep(1.5)  # a retry would have started by now (backoff 0.2 s)
+        return elapsed
+
+    elapsed = asyncio.run(main())
+    assert elapsed < 0.8, f"the cancelled run returned after {elapsed:.2f} s"
+    assert len(retriever.starts) == 1, f"{len(retriever.starts)} retriever calls for one cancelled query"
+
+
+@pytest.mark.parametrize("kind", [SlowRetriever, SlowAsyncRetriever])
+def test_closing_an_astream_during_retrieval_sends_no_query_again(kind):
+    retriever = kind(delay_s=0.5, starts=[])
+    agent = RagR1Agent(ScriptedPolicy([SEARCH, ANSWER]), retriever, retrieval_retries=3, retrieval_timeout_s=0.3)
+
+    async def main():
+        stream = agent.astream("q", stream_mode="custom")
+        async for event in stream:
+            if event.get("event") == "search":
+                break
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        await stream.aclose()
+        closed = time.monotonic()
+        await asyncio.sleep(1.5)
+        return closed - started, [t for t in retriever.starts if t > closed]
+
+    took, late = asyncio.run(main())
+    assert took < 0.5, f"aclose() took {took:.2f} s"
+    assert late == [], f"{len(late)} retriever call(s) started after aclose() returned"
+
+
+class CountingHang(BaseRetriever):
+    """A stuck backend that counts the calls inside it (hung or not) and the most at once."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    release: threading.Event
+    inside: int = 0
+    most: int = 0
+    calls: int = 0
+    lock: Any = None
+
+    def enter(self) -> None:
+        with self.lock:
+            self.calls += 1
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+
+    def leave(self) -> None:
+        with self.lock:
+            self.inside -= 1
+
+    def _get_relevant_documents(self, query: str, *, run_manager: Any) -> list[Document]:
+        self.enter()
+        try:
+            self.release.wait()
+        finally:
+            self.leave()
+        return list(DOCS)
+
+
+class CountingStubbornHang(CountingHang):
+    """The same on its own async path, ignoring cancellation (a task that does not stop)."""
+
+    async def _aget_relevant_documents(self, query: str, *, run_manager: Any) -> list[Document]:
+        self.enter()
+        try:
+            while not self.release.is_set():
+                try:
+                    await asyncio.sleep(0.02)
+                except asyncio.CancelledError:
+                    pass
+        finally:
+            self.leave()
+        return list(DOCS)
+
+
+@pytest.mark.parametrize("kind", [CountingHang, CountingStubbornHang])
+def test_fifty_concurrent_runs_on_a_hung_retriever_stay_within_the_cap_of_32(release, kind):
+    retriever = kind(release=release, lock=threading.Lock())
+    agent = RagR1Agent(ScriptedPolicy([SEARCH, ANSWER]), retriever, retrieval_timeout_s=0.2,
+                       on_retrieval_error="empty")  # the default retry: 2 tries per query
+    threads = f"ragr1-retrieve[{kind.__name__}]"
+    most_threads = 0
+
+    async def main():
+        nonlocal most_threads
+        runs = asyncio.gather(*(agent.ainvoke("q") for _ in range(50)))
+        started = time.monotonic()
+        while not runs.done():
+            most_threads = max(most_threads, sum(t.name == threads for t in threading.enumerate()))
+            await asyncio.sleep(0.01)
+        elapsed = time.monotonic() - started
+        release.set()  # the abandoned tasks that ignore cancellation end before the loop closes
+        return await runs, elapsed
+
+    results, elapsed = asyncio.run(main())
+    assert not any(found(r) for r in results)
+    assert retriever.most <= 32, f"{retriever.most} calls hung at once (cap 32), {retriever.calls} in all"
+    assert most_threads <= 32, f"{most_threads} retrieval threads at once (cap 32)"
+    assert elapsed < 3, f"50 runs took {elapsed:.1f} s"
+    # 32 calls ran and hung; their retries and the 18 that waited for a place were refused at once
+    assert retriever.calls == 32
+    errors = [r["retrievals"][0][0]["error"] for r in results]
+    assert all("32 call(s) to " in e and "are still hung after" in e for e in errors), errors[0]
+
+
+def test_a_hung_call_keeps_its_place_until_it_returns(release):
+    runner = RetrievalRunner(CountingHang(release=release, lock=threading.Lock()), k=1, timeout_s=0.2,
+                             retries=0, max_concurrency=4, max_hung=4)
+    results = run_threads(lambda i: runner("q"), 6)
+    # 4 places: 4 calls ran and hung; the 2 that waited were refused at once, never started
+    assert sum(isinstance(r, RetrievalError) and "no answer within 0.2 s" in str(r) for r in results) == 4
+    assert sum(isinstance(r, RetrievalError) and "4 call(s) to CountingHang are still hung after" in str(r)
+               for r in results) == 2
+    assert runner.hung_calls == 4
+    release.set()
+    deadline = time.monotonic() + 5
+    while runner.hung_calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert runner.hung_calls == 0 and runner("q") == DOCS[:1]  # the places came back

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from langchain_core.language_models import BaseChatModel, BaseLanguageModel
+from langchain_core.language_models import BaseChatModel, BaseLanguageModel, BaseLLM
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
-from langchain_core.runnables import RunnableConfig
+from langchain_core.outputs import Generation as LCGeneration
+from langchain_core.prompt_values import StringPromptValue
+from langchain_core.runnables import RunnableConfig, ensure_config
 
 from langchain_ragr1.policies.base import Generation, Policy
+from langchain_ragr1.policies.truncation import token_cap, truncation
 from langchain_ragr1.protocol import STOP_STRINGS
 from langchain_ragr1.transcript import Segment, transcript_text
 
@@ -21,6 +24,13 @@ def _close_stripped_stop(text: str, stop: Sequence[str]) -> str:
         if last_open >= 0 and closing not in text[last_open:]:
             return text.rstrip() + " " + closing
     return text
+
+
+def _llm_run_kwargs(config: RunnableConfig | None) -> dict:
+    """What ``BaseLLM.invoke`` passes on from ``config`` to ``generate_prompt`` (callbacks, tags, ...)."""
+    config = ensure_config(config)
+    return {"callbacks": config.get("callbacks"), "tags": config.get("tags"), "metadata": config.get("metadata"),
+            "run_name": config.get("run_name"), "run_id": config.pop("run_id", None)}
 
 
 class LangChainPolicy(Policy):
@@ -67,6 +77,10 @@ class LangChainPolicy(Policy):
         config: RunnableConfig | None = None,
     ) -> Generation:
         stop_arg = list(stop) if self.use_stop else None
+        if isinstance(self.llm, BaseLLM):  # generate_prompt, as invoke does, but keeping generation_info
+            result = self.llm.generate_prompt([StringPromptValue(text=transcript_text(segments))], stop=stop_arg,
+                                              **_llm_run_kwargs(config))
+            return self._generation(result.generations[0][0], stop)
         return self._generation(self.llm.invoke(self._input(segments), config, stop=stop_arg), stop)
 
     async def agenerate(
@@ -78,17 +92,29 @@ class LangChainPolicy(Policy):
     ) -> Generation:
         """The model's own async path (``ainvoke``), not a worker thread."""
         stop_arg = list(stop) if self.use_stop else None
+        if isinstance(self.llm, BaseLLM):
+            result = await self.llm.agenerate_prompt([StringPromptValue(text=transcript_text(segments))],
+                                                     stop=stop_arg, **_llm_run_kwargs(config))
+            return self._generation(result.generations[0][0], stop)
         return self._generation(await self.llm.ainvoke(self._input(segments), config, stop=stop_arg), stop)
 
-    @staticmethod
-    def _generation(output: BaseMessage | str, stop: Sequence[str]) -> Generation:
+    def _generation(self, output: BaseMessage | LCGeneration, stop: Sequence[str]) -> Generation:
+        """The turn, with ``finish_reason="length"`` when the provider's token limit cut it
+        (whatever field the provider reports that in: :mod:`~langchain_ragr1.policies.truncation`).
+
+        A cut turn keeps its open tag open, so the graph never takes half an answer or half a
+        query as final; any other turn gets back the stop tag an API stripped.
+        """
         text: str
         if isinstance(output, BaseMessage):
             text = output.text
             metadata = dict(getattr(output, "response_metadata", {}) or {})
-        else:
-            text, metadata = output, {}
+            usage = getattr(output, "usage_metadata", None)
+        else:  # an LLM's generation: its generation_info plays the part of response_metadata
+            text, metadata, usage = output.text, dict(output.generation_info or {}), None
+        cut_by = truncation(metadata, usage, token_cap(self.llm))
+        if cut_by is not None:
+            metadata["truncated_by"] = cut_by
+            return Generation(text=text, finish_reason="length", metadata=metadata)
         finish_reason = metadata.get("finish_reason") or metadata.get("stop_reason")
-        if finish_reason != "length":
-            text = _close_stripped_stop(text, stop)
-        return Generation(text=text, finish_reason=finish_reason, metadata=metadata)
+        return Generation(text=_close_stripped_stop(text, stop), finish_reason=finish_reason, metadata=metadata)
