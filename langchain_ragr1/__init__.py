@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_ragr1.agent import RagR1Agent, default_agent
 from langchain_ragr1.config import RagR1Config
-from langchain_ragr1.errors import ConfigError, MissingResourceError, RagR1Error, RetrievalError
+from langchain_ragr1.errors import ConfigError, MissingResourceError, ProtocolError, RagR1Error, RetrievalError
 from langchain_ragr1.graph import RagR1State, build_graph, episode_result
 from langchain_ragr1.policies.base import Generation, Policy
 from langchain_ragr1.policies.langchain import LangChainPolicy
@@ -93,6 +93,7 @@ __all__ = [
     "ConfigError",
     "MissingResourceError",
     "RetrievalError",
+    "ProtocolError",
     *_LAZY,
 ]
 

@@ -29,8 +29,9 @@ from langchain_ragr1.policies.langchain import LangChainPolicy
 AgentInput = Union[str, Mapping[str, Any]]
 
 
-def as_policy(llm: Policy | BaseLanguageModel) -> Policy:
-    """Our policies pass through; a LangChain LLM or chat model is wrapped."""
+def as_policy(llm: Policy | BaseLanguageModel | Runnable) -> Policy:
+    """Our policies pass through; a LangChain LLM or chat model, or a Runnable around one
+    (``.with_retry()``, ``.with_fallbacks(...)``, ``.bind(...)``), is wrapped."""
     return llm if isinstance(llm, Policy) else LangChainPolicy(llm)
 
 
@@ -74,7 +75,8 @@ class RagR1Agent(Runnable[AgentInput, dict]):
             result = agent.invoke("Who was born first, Marie Curie or Albert Einstein?")
             result["answer"], result["turns"], result["queries"], result["documents"]
 
-    ``llm`` is any LangChain LLM or chat model, or a token-level policy such as
+    ``llm`` is any LangChain LLM or chat model (or a Runnable around one: ``.with_retry()``,
+    ``.with_fallbacks([...])``, ``.bind(...)``), or a token-level policy such as
     :class:`~langchain_ragr1.policies.TransformersPolicy`; ``retriever`` is any LangChain
     retriever. ``invoke`` returns a dict with ``answer`` (str or None), ``turns`` (retrieval
     turns), ``queries`` (one list per turn), ``documents``, ``trace`` (the transcript),
@@ -87,7 +89,7 @@ class RagR1Agent(Runnable[AgentInput, dict]):
 
     def __init__(
         self,
-        llm: Policy | BaseLanguageModel,
+        llm: Policy | BaseLanguageModel | Runnable,
         retriever: BaseRetriever,
         config: RagR1Config | None = None,
         *,

@@ -21,7 +21,7 @@ from rich.markup import escape
 from langchain_ragr1.errors import ConfigError, RagR1Error
 from langchain_ragr1.logs import log_to_stderr
 from langchain_ragr1.policies.factory import BACKENDS
-from langchain_ragr1.protocol import MODES, ProtocolError, normalize_question
+from langchain_ragr1.protocol import MODES, normalize_question
 from langchain_ragr1.retrievers.factory import RETRIEVER_KINDS
 from langchain_ragr1.server_options import add_server_options
 
@@ -339,7 +339,7 @@ def exit_code(exc: BaseException) -> int:
     """2 for a usage error (a bad argument, setting or input file: our ``ValueError`` kinds such as
     ``ConfigError``, ``DataError``, ``ProtocolError``), 1 for a runtime error (a missing resource,
     a failing retriever)."""
-    return 2 if isinstance(exc, (ConfigError, ProtocolError, ValueError)) else 1
+    return 2 if isinstance(exc, (ConfigError, ValueError)) else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -354,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"ask": _ask, "index": _index, "serve": _serve, "convert": _convert, "eval": _eval}
     try:
         return handlers[args.command](args, out, err)
-    except (RagR1Error, ProtocolError) as exc:
+    except RagR1Error as exc:
         code = exit_code(exc)
         if getattr(args, "json", False):
             print(json.dumps({"error": {"type": type(exc).__name__, "message": str(exc), "exit_code": code}}))

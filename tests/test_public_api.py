@@ -7,7 +7,7 @@ EXPECTED = {
     "Generation", "LangChainPolicy", "TransformersPolicy", "ContinuousTransformersPolicy", "Action", "make_prompt",
     "parse_action",
     "render_information", "normalize_answer", "exact_match", "f1_score", "RagR1Error",
-    "ConfigError", "MissingResourceError", "RetrievalError", "MiniLMEmbeddings", "BM25Retriever",
+    "ConfigError", "MissingResourceError", "RetrievalError", "ProtocolError", "MiniLMEmbeddings", "BM25Retriever",
     "SearchR1HTTPRetriever", "build_chroma_store", "open_chroma_store", "load_bundled_corpus",
     "load_corpus_file", "default_agent", "make_retriever", "default_model_path", "base_model_path", "RagR1Retriever",
     "VLLMPolicy", "openai_server_policy", "create_retrieval_app",

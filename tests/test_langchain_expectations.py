@@ -1,0 +1,74 @@
+"""What a LangChain / LangGraph user expects of the agent: wrapped chat models, per-run settings through
+``context=`` or ``configurable``, typed schemas, the retriever's own ``k``, distinct JSON-ready documents,
+resuming through the agent, retrievers that return strings, and one error family."""
+
+from __future__ import annotations
+
+import pytest
+from langchain_core.documents import Document
+from langchain_core.language_models.fake import FakeListLLM
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
+from langchain_core.runnables import RunnableLambda
+
+from langchain_ragr1 import ConfigError, RagR1Agent
+from langchain_ragr1.testing import MemoryRetriever, ScriptedPolicy
+
+DOCS = [Document(f"{city} is a city number {i}", metadata={"title": city})
+        for i, city in enumerate(["Paris", "Rome", "Oslo", "Lima"])]
+SEARCH = "<think>Check.</think> <search> Paris, Rome </search>"
+ANSWER = "<answer> Paris </answer>"
+
+
+def chat(*turns: str) -> GenericFakeChatModel:
+    return GenericFakeChatModel(messages=iter([AIMessage(t) for t in turns]))
+
+
+class FailingChat(GenericFakeChatModel):
+    def _generate(self, *args, **kwargs):
+        raise ConnectionError("provider down")
+
+
+@pytest.mark.parametrize("wrap", [
+    lambda m: m.with_retry(stop_after_attempt=2),
+    lambda m: m.bind(temperature=0),
+    lambda m: m.with_config(tags=["ragr1"]),
+    lambda m: FailingChat(messages=iter([])).with_fallbacks([m]),
+    lambda m: m.with_retry().with_fallbacks([m]),
+], ids=["with_retry", "bind", "with_config", "with_fallbacks", "retry_then_fallbacks"])
+def test_a_runnable_around_a_chat_model_is_accepted_and_gets_chat_messages(wrap):
+    model = chat(SEARCH, ANSWER)
+    result = RagR1Agent(wrap(model), MemoryRetriever(documents=DOCS), k=1).invoke("Capital?")
+    assert result["answer"] == "Paris" and result["queries"] == [["Paris", "Rome"]]
+
+
+class RecordingLLM(FakeListLLM):
+    prompts: list = []
+
+    def _call(self, prompt, stop=None, run_manager=None, **kwargs):
+        self.prompts.append(prompt)
+        return super()._call(prompt, stop, run_manager, **kwargs)
+
+
+def test_a_runnable_around_a_text_llm_gets_the_transcript_string():
+    llm = RecordingLLM(responses=[SEARCH, ANSWER], prompts=[])
+    result = RagR1Agent(llm.with_retry().with_config(tags=["x"]), MemoryRetriever(documents=DOCS), k=1).invoke("Capital?")
+    assert result["answer"] == "Paris"
+    # the transcript as one string, not chat messages flattened into "Human: ..." lines
+    assert "Capital?" in llm.prompts[0] and "Human:" not in llm.prompts[0]
+
+
+def test_a_runnable_without_a_model_is_refused_naming_what_to_pass():
+    with pytest.raises(ConfigError, match=r"with_retry.*got RunnableLambda"):
+        RagR1Agent(RunnableLambda(lambda x: x), MemoryRetriever(documents=DOCS))
+    with pytest.raises(ConfigError, match="both chat models and text LLMs"):
+        RagR1Agent(chat(ANSWER).with_fallbacks([FakeListLLM(responses=[ANSWER])]), MemoryRetriever(documents=DOCS))
+
+
+def test_an_empty_question_is_a_ragr1_error_exported_at_the_top():
+    from langchain_ragr1 import ProtocolError, RagR1Error
+
+    agent = RagR1Agent(ScriptedPolicy([ANSWER]), MemoryRetriever(documents=DOCS))
+    with pytest.raises(RagR1Error, match="question is empty") as caught:
+        agent.invoke("   ")
+    assert isinstance(caught.value, ProtocolError) and isinstance(caught.value, ValueError)
