@@ -10,7 +10,7 @@ from langchain_core.messages import HumanMessage
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.tools import BaseTool
-from langgraph.types import GraphOutput
+from langgraph.types import Command, GraphOutput
 from pydantic import BaseModel
 
 from langchain_ragr1.config import CONFIG_FIELDS, RagR1Config, settings_for
@@ -26,7 +26,9 @@ from langchain_ragr1.integrations import (
 from langchain_ragr1.policies.base import Policy
 from langchain_ragr1.policies.langchain import LangChainPolicy
 
-AgentInput = Union[str, Mapping[str, Any]]
+#: A question, a dict with ``question`` or ``messages``, or ``None`` (resume a checkpointed thread) or
+#: a LangGraph ``Command`` (e.g. ``Command(resume=...)``), which go to the graph as they are.
+AgentInput = Union[str, Mapping[str, Any], Command, None]
 
 
 def as_policy(llm: Policy | BaseLanguageModel | Runnable) -> Policy:
@@ -35,9 +37,11 @@ def as_policy(llm: Policy | BaseLanguageModel | Runnable) -> Policy:
     return llm if isinstance(llm, Policy) else LangChainPolicy(llm)
 
 
-def _graph_input(value: AgentInput) -> dict[str, Any]:
+def _graph_input(value: AgentInput) -> dict[str, Any] | Command | None:
     # The question travels as the input's human message too: the graph then answers it
     # without writing it back, so a "messages" stream does not start by echoing it.
+    if value is None or isinstance(value, Command):  # resume the thread in config (a checkpointer's)
+        return value
     if isinstance(value, str):
         return {"question": value, "messages": [HumanMessage(value)]}
     if isinstance(value, Mapping) and "messages" in value:
@@ -47,8 +51,8 @@ def _graph_input(value: AgentInput) -> dict[str, Any]:
     if isinstance(value, Mapping) and "question" in value:
         return dict(value)
     raise ConfigError(
-        f"RagR1Agent.invoke takes a question string or a dict with 'question' (or "
-        f"'messages'); got {type(value).__name__}."
+        f"RagR1Agent.invoke takes a question string, a dict with 'question' (or 'messages'), or None "
+        f"(or a Command) to resume a checkpointed thread; got {type(value).__name__}."
     )
 
 
@@ -122,7 +126,8 @@ class RagR1Agent(Runnable[AgentInput, dict]):
         Keyword arguments: those of :func:`langchain_ragr1.defaults.default_components`
         (``model_path``, ``retriever``, ``store``, ``corpus``, ``url``, ``max_new_tokens``,
         ``temperature``, ``show_progress``, ``backend``) and the agent's settings (``mode``,
-        ``k``, ...); every one is checked before the model loads.
+        ``k``, ...); every one is checked before the model loads. ``temperature`` is 0 (greedy)
+        unless given, as in ``ragr1 ask`` and the README's numbers.
         """
         from langchain_ragr1.defaults import default_components
 
@@ -144,7 +149,9 @@ class RagR1Agent(Runnable[AgentInput, dict]):
 
         ``config["configurable"]`` may override ``mode``, ``k``, ``max_turns``,
         ``max_queries``, ``doc_max_tokens``, ``on_retrieval_error`` and ``initial_search``
-        for this call; ``version="v2"`` is accepted (the result is the same dict).
+        for this call; ``version="v2"`` is accepted (the result is the same dict). With a
+        checkpointer, ``invoke(None, {"configurable": {"thread_id": ...}})`` resumes that thread
+        from its last checkpoint (an interrupted or failed episode goes on where it stopped).
         """
         output = self.graph.invoke(_graph_input(input), self._call_config(config), **kwargs)
         return episode_result(_state(output))

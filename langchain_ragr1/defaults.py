@@ -28,13 +28,16 @@ def default_components(
     corpus: str | Path | None = None,
     url: str | None = None,
     max_new_tokens: int = 500,
-    temperature: float = 0.7,
+    temperature: float = 0.0,
     show_progress: bool = True,
     backend: str = "transformers",
     **agent_kwargs: Any,
 ) -> tuple[Policy, BaseRetriever, dict[str, Any]]:
     """The parts of the default agent: ``(policy, retriever, agent_settings)`` over the bundled
     (or given) model and corpus; ``backend`` as in :func:`~langchain_ragr1.policies.factory.default_policy`.
+
+    ``temperature=0`` (the default) decodes greedily, like ``ragr1 ask``, ``ragr1 eval`` and every
+    number in the README: the same question gets the same answer. Pass ``temperature=0.7`` to sample.
 
     ``agent_kwargs`` (``mode``, ``k``, ``max_turns``, ..., ``checkpointer``) are checked here and
     come back as ``agent_settings``, for :class:`~langchain_ragr1.agent.RagR1Agent`.

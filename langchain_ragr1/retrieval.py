@@ -82,6 +82,15 @@ def has_own_async(retriever: BaseRetriever) -> bool:
     return True
 
 
+def as_document(item: object) -> Document:
+    """A retrieved item as a ``Document``: a plain string becomes its ``page_content``."""
+    if isinstance(item, Document):
+        return item
+    if isinstance(item, str):
+        return Document(page_content=item)
+    raise TypeError(f"retriever returned a {type(item).__name__} in its list: return Documents (or strings)")
+
+
 class _Call:
     """One retriever call on a lane: queued -> assigned -> running -> done, or abandoned/dropped."""
 
@@ -374,7 +383,7 @@ class RetrievalRunner:
     def _check(self, docs: object, k: int) -> list[Document]:
         if not isinstance(docs, list):
             raise TypeError(f"retriever returned {type(docs).__name__}, not a list of Documents")
-        return docs[:k]
+        return [as_document(doc) for doc in docs[:k]]
 
     def _job(self, query: str, config: RunnableConfig | None, k: int) -> Callable[[], Any]:
         kwargs = {"k": k} if self._pass_k else {}

@@ -72,3 +72,49 @@ def test_an_empty_question_is_a_ragr1_error_exported_at_the_top():
     with pytest.raises(RagR1Error, match="question is empty") as caught:
         agent.invoke("   ")
     assert isinstance(caught.value, ProtocolError) and isinstance(caught.value, ValueError)
+
+
+def test_from_default_decodes_greedily_like_ragr1_ask(monkeypatch):
+    import langchain_ragr1.defaults as defaults
+    from langchain_ragr1 import cli
+
+    seen = {}
+
+    def fake_policy(model_path, **kwargs):
+        seen.update(kwargs)
+        return ScriptedPolicy([ANSWER])
+
+    monkeypatch.setattr(defaults, "default_policy", fake_policy)
+    RagR1Agent.from_default(retriever=MemoryRetriever(documents=DOCS))
+    assert seen["temperature"] == 0.0
+    assert cli._parser().parse_args(["ask", "Who?"]).temperature == seen["temperature"]
+
+
+def test_agent_invoke_none_resumes_a_checkpointed_thread():
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from langchain_ragr1 import RetrievalError
+
+    policy = ScriptedPolicy([SEARCH, ANSWER])
+    retriever = MemoryRetriever(documents=DOCS, fail_times=1)
+    retriever.calls = []
+    agent = RagR1Agent(policy, retriever, k=1, retrieval_retries=0, checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "t1"}}
+    with pytest.raises(RetrievalError):
+        agent.invoke("Capital?", config)
+    result = agent.invoke(None, config)
+    assert result["answer"] == "Paris" and result["queries"] == [["Paris", "Rome"]]
+    assert len(policy.calls) == 2  # the first turn was not asked again
+
+
+class StringRetriever(MemoryRetriever):
+    def _get_relevant_documents(self, query, *, run_manager, k=None):
+        return [d.page_content for d in super()._get_relevant_documents(query, run_manager=run_manager, k=k)]
+
+
+def test_a_retriever_returning_plain_strings_works():
+    agent = RagR1Agent(ScriptedPolicy([SEARCH, ANSWER]), StringRetriever(documents=DOCS), k=1)
+    result = agent.invoke("Capital?")
+    assert result["answer"] == "Paris"
+    assert [d.page_content for d in result["documents"]] == ["Paris is a city number 0", "Rome is a city number 1"]
+    assert "Paris is a city number 0" in result["trace"]

@@ -38,7 +38,7 @@ def check_path(name: str, value: Any) -> None:
 
 
 def check_policy_settings(
-    model_path: Any = None, *, max_new_tokens: Any = 500, temperature: Any = 0.7, backend: Any = "transformers",
+    model_path: Any = None, *, max_new_tokens: Any = 500, temperature: Any = 0.0, backend: Any = "transformers",
     **kwargs: Any,
 ) -> None:
     """What :func:`default_policy` checks before it resolves, converts or loads the model."""
@@ -57,7 +57,7 @@ def default_policy(
     model_path: str | Path | None = None,
     *,
     max_new_tokens: int = 500,
-    temperature: float = 0.7,
+    temperature: float = 0.0,
     show_progress: bool = True,
     backend: str = "transformers",
     **kwargs: Any,
@@ -67,6 +67,7 @@ def default_policy(
     (``"vllm"``) over ``model_path``: a folder, ``"base"`` (the untrained bundled
     SmolLM2) or ``None``/``"default"`` (SmolLM2 with the shipped SFT adapter).
 
+    ``temperature=0`` (the default) is greedy, as ``ragr1 ask`` and ``ragr1 eval`` are.
     ``kwargs`` (``top_p``, ``max_batch_size``, ``batch_wait_s``, ``dtype``) go to the policy's
     ``from_pretrained``. Every setting is checked before the model loads.
     """
