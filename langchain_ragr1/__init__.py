@@ -28,6 +28,7 @@ from langchain_ragr1.protocol import (
     parse_action,
     render_information,
 )
+from langchain_ragr1.results import episode_json
 
 try:
     __version__ = version("langchain-ragr1")
@@ -79,6 +80,7 @@ __all__ = [
     "RagR1State",
     "build_graph",
     "episode_result",
+    "episode_json",
     "Policy",
     "Generation",
     "LangChainPolicy",

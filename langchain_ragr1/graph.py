@@ -45,6 +45,7 @@ from langchain_ragr1.protocol import (
     reasoning,
     render_documents,
 )
+from langchain_ragr1.results import distinct_documents
 from langchain_ragr1.retrieval import RetrievalRunner
 from langchain_ragr1.transcript import Segment, make_segment, transcript_text
 
@@ -418,7 +419,7 @@ def episode_result(state: Mapping[str, Any]) -> dict[str, Any]:
         "steps": state.get("steps", 0),
         "invalid_turns": state.get("invalid_turns", 0),
         "queries": [[r["query"] for r in turn] for turn in retrievals],
-        "documents": [d for turn in retrievals for r in turn for d in r["documents"]],
+        "documents": distinct_documents(retrievals),  # each once, first-retrieved order
         "retrievals": list(retrievals),
         "trace": transcript_text(segments),
         "segments": list(segments),

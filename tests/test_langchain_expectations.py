@@ -118,3 +118,22 @@ def test_a_retriever_returning_plain_strings_works():
     assert result["answer"] == "Paris"
     assert [d.page_content for d in result["documents"]] == ["Paris is a city number 0", "Rome is a city number 1"]
     assert "Paris is a city number 0" in result["trace"]
+
+
+def test_documents_are_distinct_in_first_seen_order_and_episode_json_dumps():
+    import json
+
+    from langchain_ragr1 import episode_json
+
+    docs = [Document("Paris is in France", id="p"), Document("Paris Texas is in the US", id="t"),
+            Document("Rome is in Italy")]
+    turns = ["<search> Paris France, Paris Texas </search>", "<search> Paris France, Rome Italy </search>", ANSWER]
+    result = RagR1Agent(ScriptedPolicy(turns), MemoryRetriever(documents=docs), k=1).invoke("Where?")
+    assert sum(len(hit["documents"]) for turn in result["retrievals"] for hit in turn) == 4
+    assert [d.page_content for d in result["documents"]] == ["Paris is in France", "Paris Texas is in the US", "Rome is in Italy"]
+    with pytest.raises(TypeError):
+        json.dumps(result)
+    data = json.loads(json.dumps(episode_json(result)))
+    assert [Document(**d) for d in data["documents"]] == result["documents"]
+    assert data["retrievals"][1][1]["documents"][0]["page_content"] == "Rome is in Italy"
+    assert data["messages"][-1]["data"]["content"] == "Paris" and data["answer"] == "Paris"
