@@ -25,6 +25,7 @@ from langchain_ragr1.integrations import (
 )
 from langchain_ragr1.policies.base import Policy
 from langchain_ragr1.policies.langchain import LangChainPolicy
+from langchain_ragr1.retrieval import own_k
 
 #: A question, a dict with ``question`` or ``messages``, or ``None`` (resume a checkpointed thread) or
 #: a LangGraph ``Command`` (e.g. ``Command(resume=...)``), which go to the graph as they are.
@@ -103,7 +104,11 @@ class RagR1Agent(Runnable[AgentInput, dict]):
         """``config`` (a :class:`RagR1Config`, default ``RagR1Config()``) with ``settings`` (its
         field names: ``mode``, ``k``, ``max_turns``, ``max_queries``, ``doc_max_tokens``,
         ``retrieval_timeout_s``, ``retrieval_retries``, ``on_retrieval_error``, ``initial_search``)
-        applied on top with ``dataclasses.replace``, validated once."""
+        applied on top with ``dataclasses.replace``, validated once.
+
+        ``k`` (passages per query): the agent's ``k`` when given (``k=...``, or a ``config`` whose
+        ``k`` is not the default 3), else the retriever's own (``as_retriever(search_kwargs={"k": 1})``,
+        ``BM25Retriever(..., k=1)``), else 3. A call's ``configurable``/``context`` ``k`` wins over both."""
         config = RagR1Config() if config is None else config
         if not isinstance(config, RagR1Config):
             raise ConfigError(f"config must be a RagR1Config, got {type(config).__name__}: pass settings as "
@@ -112,6 +117,9 @@ class RagR1Agent(Runnable[AgentInput, dict]):
         if unknown:
             raise ConfigError(f"RagR1Agent got unknown setting(s) {', '.join(map(repr, unknown))}: use "
                               f"{', '.join(CONFIG_FIELDS)} (or checkpointer).")
+        retriever_k = own_k(retriever)
+        if retriever_k is not None and "k" not in settings and config.k == RagR1Config.k:
+            settings["k"] = retriever_k  # the retriever's own k wins over the agent's default
         self.config = replace(config, **settings) if settings else config
         self.policy = as_policy(llm)
         self.retriever = retriever

@@ -68,6 +68,16 @@ def accepts_k(retriever: BaseRetriever, *, use_async: bool = False) -> bool:
     return any(p.name == "k" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
+def own_k(retriever: BaseRetriever) -> int | None:
+    """The ``k`` a user gave the retriever itself: ``search_kwargs={"k": ...}`` of a vector-store
+    retriever, or a ``k`` field set when it was built (``BM25Retriever(..., k=1)``); None when none was."""
+    search_kwargs = getattr(retriever, "search_kwargs", None)
+    k = search_kwargs.get("k") if isinstance(search_kwargs, dict) else None
+    if k is None and "k" in getattr(retriever, "model_fields_set", ()):
+        k = getattr(retriever, "k", None)
+    return k if isinstance(k, int) and not isinstance(k, bool) and k >= 1 else None
+
+
 def has_own_async(retriever: BaseRetriever) -> bool:
     """Whether the retriever implements ``_aget_relevant_documents`` itself (else LangChain runs the sync one).
 

@@ -137,3 +137,21 @@ def test_documents_are_distinct_in_first_seen_order_and_episode_json_dumps():
     assert [Document(**d) for d in data["documents"]] == result["documents"]
     assert data["retrievals"][1][1]["documents"][0]["page_content"] == "Rome is in Italy"
     assert data["messages"][-1]["data"]["content"] == "Paris" and data["answer"] == "Paris"
+
+
+def test_the_retrievers_own_k_wins_unless_the_agent_sets_k():
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+    from langchain_core.vectorstores import InMemoryVectorStore
+
+    store = InMemoryVectorStore.from_documents(DOCS, DeterministicFakeEmbedding(size=8))
+    retriever = store.as_retriever(search_kwargs={"k": 1})
+    turns = [SEARCH, ANSWER]
+    own = RagR1Agent(ScriptedPolicy(turns), retriever)
+    assert own.config.k == 1
+    assert [len(hit["documents"]) for hit in own.invoke("Capital?")["retrievals"][0]] == [1, 1]
+    agent_k = RagR1Agent(ScriptedPolicy(turns), retriever, k=2)
+    assert [len(hit["documents"]) for hit in agent_k.invoke("Capital?")["retrievals"][0]] == [2, 2]
+    per_call = own.invoke("Capital?", {"configurable": {"k": 3}})
+    assert [len(hit["documents"]) for hit in per_call["retrievals"][0]] == [3, 3]
+    field_k = RagR1Agent(ScriptedPolicy(turns), MemoryRetriever(documents=DOCS, k=1))
+    assert field_k.config.k == 1 and RagR1Agent(ScriptedPolicy(turns), MemoryRetriever(documents=DOCS)).config.k == 3
