@@ -14,7 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from langchain_ragr1.agent import RagR1Agent, default_agent
-from langchain_ragr1.config import RagR1Config
+from langchain_ragr1.config import RagR1Config, RagR1Context
 from langchain_ragr1.errors import ConfigError, MissingResourceError, ProtocolError, RagR1Error, RetrievalError
 from langchain_ragr1.graph import RagR1State, build_graph, episode_result
 from langchain_ragr1.policies.base import Generation, Policy
@@ -77,6 +77,7 @@ __all__ = [
     "RagR1Agent",
     "default_agent",
     "RagR1Config",
+    "RagR1Context",
     "RagR1State",
     "build_graph",
     "episode_result",

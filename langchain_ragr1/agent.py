@@ -26,6 +26,7 @@ from langchain_ragr1.integrations import (
 from langchain_ragr1.policies.base import Policy
 from langchain_ragr1.policies.langchain import LangChainPolicy
 from langchain_ragr1.retrieval import own_k
+from langchain_ragr1.schemas import AGENT_INPUT, AGENT_OUTPUT
 
 #: A question, a dict with ``question`` or ``messages``, or ``None`` (resume a checkpointed thread) or
 #: a LangGraph ``Command`` (e.g. ``Command(resume=...)``), which go to the graph as they are.
@@ -142,12 +143,13 @@ class RagR1Agent(Runnable[AgentInput, dict]):
         policy, retriever, settings = default_components(**kwargs)
         return cls(policy, retriever, **settings)
 
-    def _call_config(self, config: RunnableConfig | None) -> RunnableConfig | None:
-        """``config`` with a recursion limit that fits a per-call ``max_turns``."""
+    def _call_config(self, config: RunnableConfig | None, context: Any = None) -> RunnableConfig | None:
+        """``config`` with a recursion limit that fits a per-run ``max_turns`` (configurable or context)."""
         configurable = (config or {}).get("configurable") or {}
-        if "max_turns" not in configurable or "recursion_limit" in (config or {}):
+        given = "max_turns" in configurable or (isinstance(context, Mapping) and "max_turns" in context)
+        if not given or "recursion_limit" in (config or {}):
             return config
-        settings = settings_for(self.config, config)
+        settings = settings_for(self.config, config, context)
         return {**(config or {}), "recursion_limit": recursion_limit(settings)}
 
     def invoke(
@@ -161,14 +163,16 @@ class RagR1Agent(Runnable[AgentInput, dict]):
         checkpointer, ``invoke(None, {"configurable": {"thread_id": ...}})`` resumes that thread
         from its last checkpoint (an interrupted or failed episode goes on where it stopped).
         """
-        output = self.graph.invoke(_graph_input(input), self._call_config(config), **kwargs)
+        config = self._call_config(config, kwargs.get("context"))
+        output = self.graph.invoke(_graph_input(input), config, **kwargs)
         return episode_result(_state(output))
 
     async def ainvoke(
         self, input: AgentInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> dict:
         """Async :meth:`invoke`: the policy's and the retriever's async paths are used."""
-        output = await self.graph.ainvoke(_graph_input(input), self._call_config(config), **kwargs)
+        config = self._call_config(config, kwargs.get("context"))
+        output = await self.graph.ainvoke(_graph_input(input), config, **kwargs)
         return episode_result(_state(output))
 
     def stream(
@@ -186,7 +190,7 @@ class RagR1Agent(Runnable[AgentInput, dict]):
         list of modes; other keyword arguments (``subgraphs``, ...) go to the graph.
         """
         yield from self.graph.stream(
-            _graph_input(input), self._call_config(config), stream_mode=stream_mode, **kwargs
+            _graph_input(input), self._call_config(config, kwargs.get("context")), stream_mode=stream_mode, **kwargs
         )
 
     async def astream(
@@ -199,7 +203,7 @@ class RagR1Agent(Runnable[AgentInput, dict]):
     ) -> AsyncIterator[Any]:
         """Async :meth:`stream`."""
         async for part in self.graph.astream(
-            _graph_input(input), self._call_config(config), stream_mode=stream_mode, **kwargs
+            _graph_input(input), self._call_config(config, kwargs.get("context")), stream_mode=stream_mode, **kwargs
         ):
             yield part
 
@@ -211,6 +215,14 @@ class RagR1Agent(Runnable[AgentInput, dict]):
         root = RunnableLambda(self.invoke, afunc=self.ainvoke, name=self.get_name())
         async for event in root.astream_events(input, config, **kwargs):
             yield event
+
+    def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
+        """A question string, or ``{"question": str}`` / ``{"messages": [...]}`` (typed JSON schema)."""
+        return AGENT_INPUT
+
+    def get_output_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
+        """The result dict: ``answer``, ``turns``, ``queries``, ``documents``, ... (:class:`RagR1Result`)."""
+        return AGENT_OUTPUT
 
     def get_graph(self, config: RunnableConfig | None = None) -> Any:
         """The graph's own drawable structure (prepare, think, retrieve, observe, finish)."""

@@ -13,10 +13,10 @@ from typing import Any
 
 from langchain_core.retrievers import BaseRetriever
 
-from langchain_ragr1.config import CONFIG_FIELDS, RagR1Config
+from langchain_ragr1.config import CONFIG_FIELDS, RagR1Config, unknown_settings
 from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.policies.base import Policy
-from langchain_ragr1.policies.factory import check_path, check_policy_settings, default_policy, unknown_settings
+from langchain_ragr1.policies.factory import check_path, check_policy_settings, default_policy
 from langchain_ragr1.retrievers.factory import RetrieverKind, check_retriever_kind, make_retriever
 
 

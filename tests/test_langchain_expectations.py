@@ -155,3 +155,86 @@ def test_the_retrievers_own_k_wins_unless_the_agent_sets_k():
     assert [len(hit["documents"]) for hit in per_call["retrievals"][0]] == [3, 3]
     field_k = RagR1Agent(ScriptedPolicy(turns), MemoryRetriever(documents=DOCS, k=1))
     assert field_k.config.k == 1 and RagR1Agent(ScriptedPolicy(turns), MemoryRetriever(documents=DOCS)).config.k == 3
+
+
+def per_query(result) -> list[int]:
+    return [len(hit["documents"]) for hit in result["retrievals"][0]]
+
+
+def context_agent(**kwargs) -> RagR1Agent:
+    return RagR1Agent(ScriptedPolicy([SEARCH, ANSWER]), MemoryRetriever(documents=DOCS), k=1, **kwargs)
+
+
+def test_per_run_settings_through_langgraph_context():
+    import asyncio
+
+    agent = context_agent()
+    assert per_query(agent.invoke("Capital?", context={"k": 2})) == [2, 2]
+    assert asyncio.run(agent.ainvoke("Capital?", context={"k": 3}))["retrievals"][0][0]["documents"].__len__() == 3
+    state = agent.graph.invoke({"question": "Capital?"}, context={"max_queries": 1})
+    assert [[r["query"] for r in turn] for turn in state["retrievals"]] == [["Paris"]]
+    # configurable keeps working; where both give a key, the context wins
+    assert per_query(agent.invoke("Capital?", {"configurable": {"k": 2}})) == [2, 2]
+    assert per_query(agent.invoke("Capital?", {"configurable": {"k": 2}}, context={"k": 3})) == [3, 3]
+    looping = RagR1Agent(ScriptedPolicy(["<search> Paris </search>"]), MemoryRetriever(documents=DOCS))
+    assert looping.invoke("Capital?", context={"max_turns": 12})["turns"] == 12  # a recursion limit that fits
+
+
+def test_bad_context_is_a_config_error_naming_the_key_and_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"context: k must be a positive integer"):
+        context_agent().invoke("Capital?", context={"k": 0})
+    with pytest.raises(ConfigError, match=r"'max_turn' \(did you mean 'max_turns'\?\): use doc_max_tokens, initial_search, k"):
+        context_agent().invoke("Capital?", context={"max_turn": 2})
+
+
+def test_context_schema_is_typed_for_studio_forms():
+    from langchain_ragr1.config import CONFIGURABLE_FIELDS
+
+    schema = context_agent().graph.get_context_jsonschema()
+    assert tuple(schema["properties"]) == CONFIGURABLE_FIELDS
+    assert schema["properties"]["mode"]["enum"] == ["multi", "single"]
+    assert schema["properties"]["k"]["type"] == "integer" and schema["properties"]["k"]["minimum"] == 1
+    assert schema["properties"]["initial_search"]["type"] == "boolean"
+
+
+def test_a_misspelt_configurable_key_warns_naming_the_valid_keys():
+    from langchain_ragr1.config import SettingWarning
+
+    with pytest.warns(SettingWarning, match=r"\[.max_turn.\].*did you mean 'max_turns'\?.*mode, k, max_turns"):
+        context_agent().invoke("Capital?", {"configurable": {"max_turn": 0}})
+    with pytest.warns(SettingWarning, match=r"did you mean 'k'\?"):
+        context_agent().invoke("Capital?", {"configurable": {"K": 2}})
+
+
+def test_langgraph_and_other_runnables_configurable_keys_pass_quietly():
+    import warnings
+
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    agent = context_agent(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "t", "checkpoint_ns": "", "model": "gpt-x", "user_id": "u1",
+                               "langgraph_auth_user": None}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert agent.invoke("Capital?", config)["answer"] == "Paris"
+
+
+def test_an_agent_only_setting_per_run_is_refused():
+    with pytest.raises(ConfigError, match=r'\["retrieval_timeout_s"\].*fixed when the agent is built'):
+        context_agent().invoke("Capital?", {"configurable": {"retrieval_timeout_s": 1}})
+
+
+def test_input_and_output_json_schemas_are_typed():
+    agent = context_agent()
+    given = agent.get_input_jsonschema()
+    question = next(s for s in given["anyOf"] if s.get("type") != "string")
+    question = given["$defs"][question["$ref"].split("/")[-1]] if "$ref" in question else question
+    assert {"type": "string"} in given["anyOf"] and set(question["properties"]) == {"question", "messages"}
+    out = agent.get_output_jsonschema()
+    props = out["properties"]
+    assert {"answer", "turns", "steps", "queries", "documents", "retrievals", "trace", "stop_reason"} <= set(props)
+    assert props["turns"]["type"] == "integer" and props["queries"]["items"]["items"]["type"] == "string"
+    assert props["answer"]["anyOf"] == [{"type": "string"}, {"type": "null"}]
+    assert props["documents"]["items"]["$ref"].endswith("/Document")
+    assert set(agent.graph.get_input_jsonschema()["properties"]) == {"question", "messages"}
+    assert set(out["properties"]) == set(agent.invoke("Capital?"))  # the schema is what invoke returns

@@ -3,7 +3,7 @@ import langchain_ragr1.policies
 import langchain_ragr1.retrievers
 
 EXPECTED = {
-    "RagR1Agent", "RagR1Config", "RagR1State", "build_graph", "episode_result", "episode_json", "Policy",
+    "RagR1Agent", "RagR1Config", "RagR1Context", "RagR1State", "build_graph", "episode_result", "episode_json", "Policy",
     "Generation", "LangChainPolicy", "TransformersPolicy", "ContinuousTransformersPolicy", "Action", "make_prompt",
     "parse_action",
     "render_information", "normalize_answer", "exact_match", "f1_score", "RagR1Error",

