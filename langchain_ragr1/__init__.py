@@ -14,8 +14,8 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from langchain_ragr1.agent import RagR1Agent, default_agent
-from langchain_ragr1.config import RagR1Config
-from langchain_ragr1.errors import ConfigError, MissingResourceError, RagR1Error, RetrievalError
+from langchain_ragr1.config import RagR1Config, RagR1Context
+from langchain_ragr1.errors import ConfigError, MissingResourceError, ProtocolError, RagR1Error, RetrievalError
 from langchain_ragr1.graph import RagR1State, build_graph, episode_result
 from langchain_ragr1.policies.base import Generation, Policy
 from langchain_ragr1.policies.langchain import LangChainPolicy
@@ -29,6 +29,7 @@ from langchain_ragr1.protocol import (
     parse_action,
     render_information,
 )
+from langchain_ragr1.results import episode_json
 
 try:
     __version__ = version("langchain-ragr1")
@@ -77,9 +78,11 @@ __all__ = [
     "RagR1Agent",
     "default_agent",
     "RagR1Config",
+    "RagR1Context",
     "RagR1State",
     "build_graph",
     "episode_result",
+    "episode_json",
     "Policy",
     "Generation",
     "LangChainPolicy",
@@ -95,6 +98,7 @@ __all__ = [
     "ConfigError",
     "MissingResourceError",
     "RetrievalError",
+    "ProtocolError",
     *_LAZY,
 ]
 

@@ -10,7 +10,7 @@ from langchain_core.messages import HumanMessage
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.tools import BaseTool
-from langgraph.types import GraphOutput
+from langgraph.types import Command, GraphOutput
 from pydantic import BaseModel
 
 from langchain_ragr1.config import CONFIG_FIELDS, RagR1Config, settings_for
@@ -25,18 +25,25 @@ from langchain_ragr1.integrations import (
 )
 from langchain_ragr1.policies.base import Policy
 from langchain_ragr1.policies.langchain import LangChainPolicy
+from langchain_ragr1.retrieval import own_k
+from langchain_ragr1.schemas import AGENT_INPUT, AGENT_OUTPUT
 
-AgentInput = Union[str, Mapping[str, Any]]
+#: A question, a dict with ``question`` or ``messages``, or ``None`` (resume a checkpointed thread) or
+#: a LangGraph ``Command`` (e.g. ``Command(resume=...)``), which go to the graph as they are.
+AgentInput = Union[str, Mapping[str, Any], Command, None]
 
 
-def as_policy(llm: Policy | BaseLanguageModel) -> Policy:
-    """Our policies pass through; a LangChain LLM or chat model is wrapped."""
+def as_policy(llm: Policy | BaseLanguageModel | Runnable) -> Policy:
+    """Our policies pass through; a LangChain LLM or chat model, or a Runnable around one
+    (``.with_retry()``, ``.with_fallbacks(...)``, ``.bind(...)``), is wrapped."""
     return llm if isinstance(llm, Policy) else LangChainPolicy(llm)
 
 
-def _graph_input(value: AgentInput) -> dict[str, Any]:
+def _graph_input(value: AgentInput) -> dict[str, Any] | Command | None:
     # The question travels as the input's human message too: the graph then answers it
     # without writing it back, so a "messages" stream does not start by echoing it.
+    if value is None or isinstance(value, Command):  # resume the thread in config (a checkpointer's)
+        return value
     if isinstance(value, str):
         return {"question": value, "messages": [HumanMessage(value)]}
     if isinstance(value, Mapping) and "messages" in value:
@@ -46,8 +53,8 @@ def _graph_input(value: AgentInput) -> dict[str, Any]:
     if isinstance(value, Mapping) and "question" in value:
         return dict(value)
     raise ConfigError(
-        f"RagR1Agent.invoke takes a question string or a dict with 'question' (or "
-        f"'messages'); got {type(value).__name__}."
+        f"RagR1Agent.invoke takes a question string, a dict with 'question' (or 'messages'), or None "
+        f"(or a Command) to resume a checkpointed thread; got {type(value).__name__}."
     )
 
 
@@ -74,7 +81,8 @@ class RagR1Agent(Runnable[AgentInput, dict]):
             result = agent.invoke("Who was born first, Marie Curie or Albert Einstein?")
             result["answer"], result["turns"], result["queries"], result["documents"]
 
-    ``llm`` is any LangChain LLM or chat model, or a token-level policy such as
+    ``llm`` is any LangChain LLM or chat model (or a Runnable around one: ``.with_retry()``,
+    ``.with_fallbacks([...])``, ``.bind(...)``), or a token-level policy such as
     :class:`~langchain_ragr1.policies.TransformersPolicy`; ``retriever`` is any LangChain
     retriever. ``invoke`` returns a dict with ``answer`` (str or None), ``turns`` (retrieval
     turns), ``queries`` (one list per turn), ``documents``, ``trace`` (the transcript),
@@ -87,7 +95,7 @@ class RagR1Agent(Runnable[AgentInput, dict]):
 
     def __init__(
         self,
-        llm: Policy | BaseLanguageModel,
+        llm: Policy | BaseLanguageModel | Runnable,
         retriever: BaseRetriever,
         config: RagR1Config | None = None,
         *,
@@ -97,7 +105,11 @@ class RagR1Agent(Runnable[AgentInput, dict]):
         """``config`` (a :class:`RagR1Config`, default ``RagR1Config()``) with ``settings`` (its
         field names: ``mode``, ``k``, ``max_turns``, ``max_queries``, ``doc_max_tokens``,
         ``retrieval_timeout_s``, ``retrieval_retries``, ``on_retrieval_error``, ``initial_search``)
-        applied on top with ``dataclasses.replace``, validated once."""
+        applied on top with ``dataclasses.replace``, validated once.
+
+        ``k`` (passages per query): the agent's ``k`` when given (``k=...``, or a ``config`` whose
+        ``k`` is not the default 3), else the retriever's own (``as_retriever(search_kwargs={"k": 1})``,
+        ``BM25Retriever(..., k=1)``), else 3. A call's ``configurable``/``context`` ``k`` wins over both."""
         config = RagR1Config() if config is None else config
         if not isinstance(config, RagR1Config):
             raise ConfigError(f"config must be a RagR1Config, got {type(config).__name__}: pass settings as "
@@ -106,6 +118,9 @@ class RagR1Agent(Runnable[AgentInput, dict]):
         if unknown:
             raise ConfigError(f"RagR1Agent got unknown setting(s) {', '.join(map(repr, unknown))}: use "
                               f"{', '.join(CONFIG_FIELDS)} (or checkpointer).")
+        retriever_k = own_k(retriever)
+        if retriever_k is not None and "k" not in settings and config.k == RagR1Config.k:
+            settings["k"] = retriever_k  # the retriever's own k wins over the agent's default
         self.config = replace(config, **settings) if settings else config
         self.policy = as_policy(llm)
         self.retriever = retriever
@@ -120,19 +135,21 @@ class RagR1Agent(Runnable[AgentInput, dict]):
         Keyword arguments: those of :func:`langchain_ragr1.defaults.default_components`
         (``model_path``, ``retriever``, ``store``, ``corpus``, ``url``, ``max_new_tokens``,
         ``temperature``, ``show_progress``, ``backend``) and the agent's settings (``mode``,
-        ``k``, ...); every one is checked before the model loads.
+        ``k``, ...); every one is checked before the model loads. ``temperature`` is 0 (greedy)
+        unless given, as in ``ragr1 ask`` and the README's numbers.
         """
         from langchain_ragr1.defaults import default_components
 
         policy, retriever, settings = default_components(**kwargs)
         return cls(policy, retriever, **settings)
 
-    def _call_config(self, config: RunnableConfig | None) -> RunnableConfig | None:
-        """``config`` with a recursion limit that fits a per-call ``max_turns``."""
+    def _call_config(self, config: RunnableConfig | None, context: Any = None) -> RunnableConfig | None:
+        """``config`` with a recursion limit that fits a per-run ``max_turns`` (configurable or context)."""
         configurable = (config or {}).get("configurable") or {}
-        if "max_turns" not in configurable or "recursion_limit" in (config or {}):
+        given = "max_turns" in configurable or (isinstance(context, Mapping) and "max_turns" in context)
+        if not given or "recursion_limit" in (config or {}):
             return config
-        settings = settings_for(self.config, config)
+        settings = settings_for(self.config, config, context)
         return {**(config or {}), "recursion_limit": recursion_limit(settings)}
 
     def invoke(
@@ -142,16 +159,20 @@ class RagR1Agent(Runnable[AgentInput, dict]):
 
         ``config["configurable"]`` may override ``mode``, ``k``, ``max_turns``,
         ``max_queries``, ``doc_max_tokens``, ``on_retrieval_error`` and ``initial_search``
-        for this call; ``version="v2"`` is accepted (the result is the same dict).
+        for this call; ``version="v2"`` is accepted (the result is the same dict). With a
+        checkpointer, ``invoke(None, {"configurable": {"thread_id": ...}})`` resumes that thread
+        from its last checkpoint (an interrupted or failed episode goes on where it stopped).
         """
-        output = self.graph.invoke(_graph_input(input), self._call_config(config), **kwargs)
+        config = self._call_config(config, kwargs.get("context"))
+        output = self.graph.invoke(_graph_input(input), config, **kwargs)
         return episode_result(_state(output))
 
     async def ainvoke(
         self, input: AgentInput, config: RunnableConfig | None = None, **kwargs: Any
     ) -> dict:
         """Async :meth:`invoke`: the policy's and the retriever's async paths are used."""
-        output = await self.graph.ainvoke(_graph_input(input), self._call_config(config), **kwargs)
+        config = self._call_config(config, kwargs.get("context"))
+        output = await self.graph.ainvoke(_graph_input(input), config, **kwargs)
         return episode_result(_state(output))
 
     def stream(
@@ -169,7 +190,7 @@ class RagR1Agent(Runnable[AgentInput, dict]):
         list of modes; other keyword arguments (``subgraphs``, ...) go to the graph.
         """
         yield from self.graph.stream(
-            _graph_input(input), self._call_config(config), stream_mode=stream_mode, **kwargs
+            _graph_input(input), self._call_config(config, kwargs.get("context")), stream_mode=stream_mode, **kwargs
         )
 
     async def astream(
@@ -182,7 +203,7 @@ class RagR1Agent(Runnable[AgentInput, dict]):
     ) -> AsyncIterator[Any]:
         """Async :meth:`stream`."""
         async for part in self.graph.astream(
-            _graph_input(input), self._call_config(config), stream_mode=stream_mode, **kwargs
+            _graph_input(input), self._call_config(config, kwargs.get("context")), stream_mode=stream_mode, **kwargs
         ):
             yield part
 
@@ -194,6 +215,14 @@ class RagR1Agent(Runnable[AgentInput, dict]):
         root = RunnableLambda(self.invoke, afunc=self.ainvoke, name=self.get_name())
         async for event in root.astream_events(input, config, **kwargs):
             yield event
+
+    def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
+        """A question string, or ``{"question": str}`` / ``{"messages": [...]}`` (typed JSON schema)."""
+        return AGENT_INPUT
+
+    def get_output_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
+        """The result dict: ``answer``, ``turns``, ``queries``, ``documents``, ... (:class:`RagR1Result`)."""
+        return AGENT_OUTPUT
 
     def get_graph(self, config: RunnableConfig | None = None) -> Any:
         """The graph's own drawable structure (prepare, think, retrieve, observe, finish)."""

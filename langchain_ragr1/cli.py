@@ -19,9 +19,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from langchain_ragr1.errors import ConfigError, RagR1Error
-from langchain_ragr1.logs import log_to_stderr
+from langchain_ragr1.logs import log_to_stderr, quiet_libraries
 from langchain_ragr1.policies.factory import BACKENDS
-from langchain_ragr1.protocol import MODES, ProtocolError, normalize_question
+from langchain_ragr1.protocol import MODES, normalize_question
 from langchain_ragr1.retrievers.factory import RETRIEVER_KINDS
 from langchain_ragr1.server_options import add_server_options
 
@@ -55,6 +55,9 @@ def _add_agent_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", default=None, help="a Chroma folder or BM25 index built by `ragr1 index`")
     parser.add_argument("--corpus", default=None, help="a JSONL/text corpus to index on the fly")
     parser.add_argument("--url", default=None, help="a Search-R1 /retrieve endpoint (with --retriever http)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show the libraries' progress bars and warnings (transformers' 'Loading weights', "
+                             "FutureWarnings) on stderr; without it stderr carries this package's notices only")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -339,7 +342,7 @@ def exit_code(exc: BaseException) -> int:
     """2 for a usage error (a bad argument, setting or input file: our ``ValueError`` kinds such as
     ``ConfigError``, ``DataError``, ``ProtocolError``), 1 for a runtime error (a missing resource,
     a failing retriever)."""
-    return 2 if isinstance(exc, (ConfigError, ProtocolError, ValueError)) else 1
+    return 2 if isinstance(exc, (ConfigError, ValueError)) else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -349,12 +352,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = _parser().parse_args(argv)
     log_to_stderr()  # the library's notices (one-time conversions, rebuilt caches) on stderr
+    if not getattr(args, "verbose", False):
+        quiet_libraries()
     out = Console(soft_wrap=True, highlight=False)
     err = Console(stderr=True, soft_wrap=True, highlight=False)
     handlers = {"ask": _ask, "index": _index, "serve": _serve, "convert": _convert, "eval": _eval}
     try:
         return handlers[args.command](args, out, err)
-    except (RagR1Error, ProtocolError) as exc:
+    except RagR1Error as exc:
         code = exit_code(exc)
         if getattr(args, "json", False):
             print(json.dumps({"error": {"type": type(exc).__name__, "message": str(exc), "exit_code": code}}))

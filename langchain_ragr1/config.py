@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
+import warnings
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping
+
+from pydantic import Field
+from typing_extensions import TypedDict
 
 from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.protocol import DEFAULT_DOC_MAX_TOKENS, DEFAULT_MAX_QUERIES, MODES, Mode
@@ -98,26 +103,107 @@ class RagR1Config:
         return asdict(self)
 
 
-#: Settings a call may override through ``config["configurable"]`` (as LangChain users pass them).
-CONFIGURABLE_FIELDS: tuple[str, ...] = (
-    "mode", "k", "max_turns", "max_queries", "doc_max_tokens", "on_retrieval_error", "initial_search",
-)
+class RagR1Context(TypedDict, total=False):
+    """Per-run settings: LangGraph's ``context_schema`` of the graph (``graph.invoke(..., context={"k": 5})``,
+    ``agent.invoke(q, context=...)``; LangGraph Studio shows it as a form). A key left out keeps the
+    agent's own setting. The same keys work in ``config["configurable"]``; where both give one, the
+    context's wins."""
+
+    mode: Annotated[Mode, Field(description='"multi": several queries per search (RAG-R1); "single": one (Search-R1)')]
+    k: Annotated[int, Field(ge=1, description="passages retrieved per query")]
+    max_turns: Annotated[int, Field(ge=0, description="model turns that may search, before one final turn")]
+    max_queries: Annotated[int, Field(ge=1, description="queries kept per search turn")]
+    doc_max_tokens: Annotated[int, Field(ge=1, description="tokens of retrieved text shown per query")]
+    on_retrieval_error: Annotated[
+        OnRetrievalError, Field(description='"raise" a RetrievalError, or show the model "no results" ("empty")')]
+    initial_search: Annotated[bool, Field(description="retrieve with the question before the first turn")]
+
+
+#: Settings a call may override through ``context=`` or ``config["configurable"]``: the keys of
+#: :class:`RagR1Context`.
+CONFIGURABLE_FIELDS: tuple[str, ...] = tuple(RagR1Context.__annotations__)
 
 
 #: The field names of :class:`RagR1Config`: the agent's settings.
 CONFIG_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RagR1Config))
 
+#: A ``configurable`` key that is not ours but this close (``difflib`` ratio, after lower-casing and
+#: ``-`` -> ``_``) to one of ours is taken for a misspelling and warned about; ``model`` (the usual
+#: key of LangChain's ``configurable_alternatives``) never is.
+MISSPELLING_CUTOFF = 0.8
+_NOT_MISSPELLINGS = frozenset({"model"})
 
-def settings_for(defaults: RagR1Config, config: Mapping[str, Any] | None) -> RagR1Config:
-    """``defaults`` with the per-call overrides in ``config["configurable"]`` applied and checked."""
+
+class SettingWarning(UserWarning):
+    """A per-run key that looks like a misspelt RAG-R1 setting (it is ignored)."""
+
+
+def check_configurable(configurable: Mapping[str, Any]) -> None:
+    """Refuse agent-only settings in ``configurable`` and warn about keys that look like misspelt
+    per-run settings. LangGraph's, LangSmith's and other runnables' keys pass untouched."""
+    for key in configurable:
+        if not isinstance(key, str) or key in CONFIGURABLE_FIELDS or key.startswith("__"):
+            continue
+        if key in CONFIG_FIELDS:
+            raise ConfigError(
+                f'config["configurable"]["{key}"]: {key} is fixed when the agent is built '
+                f"(RagR1Agent(..., {key}=...)); per run, set one of {', '.join(CONFIGURABLE_FIELDS)}."
+            )
+        spelled = key.lower().replace("-", "_")
+        close = difflib.get_close_matches(spelled, CONFIG_FIELDS, n=1, cutoff=MISSPELLING_CUTOFF)
+        if close and key not in _NOT_MISSPELLINGS:
+            warnings.warn(
+                f'config["configurable"]["{key}"] is not a RAG-R1 setting and is ignored: did you mean '
+                f"{close[0]!r}? The per-run settings are {', '.join(CONFIGURABLE_FIELDS)}.",
+                SettingWarning, stacklevel=2,
+            )
+
+
+def unknown_settings(kind: str, given: Any, known: Any) -> ConfigError:
+    """A :class:`ConfigError` naming each unknown setting, with the closest known one."""
+    known = sorted(known)
+    hints = []
+    for name in sorted(given, key=str):
+        close = difflib.get_close_matches(str(name), known, n=1)
+        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return ConfigError(f"{kind} got unknown setting(s) {', '.join(hints)}: use {', '.join(known)}.")
+
+
+def _context_overrides(context: Any) -> dict[str, Any]:
+    if context is None:
+        return {}
+    if not isinstance(context, Mapping):
+        raise ConfigError(f"context must be a dict of RAG-R1 settings ({', '.join(CONFIGURABLE_FIELDS)}), "
+                          f"got {type(context).__name__}.")
+    unknown = set(context) - set(CONFIGURABLE_FIELDS)
+    if unknown:
+        raise unknown_settings("context", unknown, CONFIGURABLE_FIELDS)
+    return dict(context)
+
+
+def run_context(config: Mapping[str, Any] | None) -> Any:
+    """The ``context`` of the LangGraph run that ``config`` belongs to (None outside a run, or without one)."""
+    from langgraph.runtime import Runtime
+
+    configurable = (config or {}).get("configurable") or {}
+    runtime = next((value for value in configurable.values() if isinstance(value, Runtime)), None)
+    return runtime.context if runtime is not None else None
+
+
+def settings_for(defaults: RagR1Config, config: Mapping[str, Any] | None, context: Any = None) -> RagR1Config:
+    """``defaults`` with the per-run overrides in ``config["configurable"]`` and then ``context``
+    (a :class:`RagR1Context` dict) applied and checked."""
     configurable = (config or {}).get("configurable") or {}
     overrides = {key: configurable[key] for key in CONFIGURABLE_FIELDS if key in configurable}
-    if not overrides:
-        return defaults
     try:
-        return replace(defaults, **overrides)
+        settings = replace(defaults, **overrides) if overrides else defaults
     except ConfigError as exc:
         raise ConfigError(f'config["configurable"]: {exc}') from exc
+    from_context = _context_overrides(context)
+    try:
+        return replace(settings, **from_context) if from_context else settings
+    except ConfigError as exc:
+        raise ConfigError(f"context: {exc}") from exc
 
 
 #: Named configurations of the one graph: RAG-R1, Search-R1's single query, and the baselines.

@@ -13,10 +13,10 @@ from typing import Any
 
 from langchain_core.retrievers import BaseRetriever
 
-from langchain_ragr1.config import CONFIG_FIELDS, RagR1Config
+from langchain_ragr1.config import CONFIG_FIELDS, RagR1Config, unknown_settings
 from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.policies.base import Policy
-from langchain_ragr1.policies.factory import check_path, check_policy_settings, default_policy, unknown_settings
+from langchain_ragr1.policies.factory import check_path, check_policy_settings, default_policy
 from langchain_ragr1.policies.sampling import Sampling
 from langchain_ragr1.retrievers.factory import RetrieverKind, check_retriever_kind, make_retriever
 
@@ -29,13 +29,16 @@ def default_components(
     corpus: str | Path | None = None,
     url: str | None = None,
     max_new_tokens: int = 500,
-    temperature: float = 0.7,
+    temperature: float = 0.0,
     show_progress: bool = True,
     backend: str = "transformers",
     **agent_kwargs: Any,
 ) -> tuple[Policy, BaseRetriever, dict[str, Any]]:
     """The parts of the default agent: ``(policy, retriever, agent_settings)`` over the bundled
     (or given) model and corpus; ``backend`` as in :func:`~langchain_ragr1.policies.factory.default_policy`.
+
+    ``temperature=0`` (the default) decodes greedily, like ``ragr1 ask``, ``ragr1 eval`` and every
+    number in the README: the same question gets the same answer. Pass ``temperature=0.7`` to sample.
 
     ``agent_kwargs`` (``mode``, ``k``, ``max_turns``, ..., ``checkpointer``) are checked here and
     come back as ``agent_settings``, for :class:`~langchain_ragr1.agent.RagR1Agent`.

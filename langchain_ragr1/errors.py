@@ -17,3 +17,7 @@ class RetrievalError(RagR1Error, RuntimeError):
 
 class ConfigError(RagR1Error, ValueError):
     """A bad argument or configuration value."""
+
+
+class ProtocolError(RagR1Error, ValueError):
+    """Input that the RAG-R1 protocol cannot work with (e.g. an empty question, an unknown mode)."""

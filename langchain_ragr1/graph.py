@@ -30,7 +30,7 @@ from langgraph.graph.message import add_messages
 from langgraph.types import Send
 from typing_extensions import TypedDict
 
-from langchain_ragr1.config import RagR1Config, settings_for
+from langchain_ragr1.config import RagR1Config, RagR1Context, check_configurable, run_context, settings_for
 from langchain_ragr1.corpus import document_contents
 from langchain_ragr1.errors import ConfigError, RetrievalError
 from langchain_ragr1.policies.base import Generation, Policy, cap_generation, cut_generation
@@ -45,6 +45,7 @@ from langchain_ragr1.protocol import (
     reasoning,
     render_documents,
 )
+from langchain_ragr1.results import distinct_documents
 from langchain_ragr1.retrieval import RetrievalRunner
 from langchain_ragr1.transcript import Segment, make_segment, transcript_text
 
@@ -100,6 +101,14 @@ class RagR1State(TypedDict, total=False):
     stop_reason: str | None
 
 
+class RagR1Input(TypedDict, total=False):
+    """What starts an episode (the graph's input schema): the ``question``, or ``messages`` whose
+    last human message is the question (as in a parent graph or a chat UI)."""
+
+    question: str
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
 class RetrieveTask(TypedDict, total=False):
     """Payload of one ``Send("retrieve", ...)``: a single query of the current turn."""
 
@@ -149,8 +158,8 @@ class RagR1Nodes:
         self.turn_limit = turn_char_limit(policy)
 
     def settings(self, config: RunnableConfig | None) -> RagR1Config:
-        """The episode's settings: the defaults with the call's configurable overrides."""
-        return settings_for(self.defaults, config)
+        """The episode's settings: the defaults with the run's ``configurable`` and ``context`` overrides."""
+        return settings_for(self.defaults, config, run_context(config))
 
     def env_segment(self, text: str, **fields: Any) -> Segment:
         return {**make_segment("env", text, self.policy.encode(text)), **fields}  # type: ignore[typeddict-item]
@@ -159,6 +168,7 @@ class RagR1Nodes:
 
     def prepare(self, state: RagR1State, config: RunnableConfig) -> dict:
         """Start an episode: the question (from ``question`` or the latest human message) and its prompt."""
+        check_configurable((config or {}).get("configurable") or {})
         settings = self.settings(config)
         raw_question, from_messages = _latest_question(state)
         question = normalize_question(raw_question)
@@ -353,7 +363,7 @@ def build_graph(
     """
     defaults = config or RagR1Config()
     nodes = RagR1Nodes(policy, retriever, defaults, name=name)
-    builder = StateGraph(RagR1State)
+    builder = StateGraph(RagR1State, context_schema=RagR1Context, input_schema=RagR1Input)
     builder.add_node("prepare", nodes.prepare)
     builder.add_node("think", RunnableLambda(nodes.think, afunc=nodes.athink, name="think"))
     builder.add_node("retrieve", RunnableLambda(nodes.retrieve, afunc=nodes.aretrieve, name="retrieve"))
@@ -423,7 +433,7 @@ def episode_result(state: Mapping[str, Any]) -> dict[str, Any]:
         "steps": state.get("steps", 0),
         "invalid_turns": state.get("invalid_turns", 0),
         "queries": [[r["query"] for r in turn] for turn in retrievals],
-        "documents": [d for turn in retrievals for r in turn for d in r["documents"]],
+        "documents": distinct_documents(retrievals),  # each once, first-retrieved order
         "retrievals": list(retrievals),
         "trace": transcript_text(segments),
         "segments": list(segments),

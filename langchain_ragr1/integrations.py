@@ -19,6 +19,7 @@ from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field
 
 from langchain_ragr1.errors import ConfigError
+from langchain_ragr1.results import document_key
 
 if TYPE_CHECKING:
     from langchain_ragr1.agent import RagR1Agent
@@ -43,7 +44,7 @@ def gathered_documents(result: dict, k: int | None = None) -> list[Document]:
     for turn in result["retrievals"]:
         for retrieval in turn:
             for doc in retrieval["documents"]:
-                key = (doc.page_content, repr(sorted(doc.metadata.items(), key=str)))
+                key = document_key(doc)
                 if key in seen:
                     continue
                 seen.add(key)

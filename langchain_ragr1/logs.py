@@ -9,7 +9,9 @@ stderr and drops info lines; configure ``logging`` (or call :func:`log_to_stderr
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import warnings
 
 PACKAGE_LOGGER = "langchain_ragr1"
 
@@ -34,3 +36,22 @@ def log_to_stderr(level: int = logging.INFO) -> logging.Logger:
         logger.addHandler(handler)
     logger.setLevel(level)
     return logger
+
+
+def quiet_libraries() -> None:
+    """Keep stderr to the package's own notices: no progress bars (transformers' "Loading weights",
+    huggingface_hub's), no transformers info/advisory lines and no ``FutureWarning`` from the
+    libraries underneath. The command-line programs call it unless ``--verbose``; errors still show."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when transformers/hub import
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    if "transformers" in sys.modules:  # imported already: its switches, not the environment
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+        transformers_logging.set_verbosity_error()
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()

@@ -15,6 +15,8 @@ from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Iterable, Literal, Sequence, get_args
 
+from langchain_ragr1.errors import ProtocolError
+
 Mode = Literal["multi", "single"]
 MODES: tuple[str, ...] = get_args(Mode)
 
@@ -77,10 +79,6 @@ _CLOSED_THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL)
 _THINK_OPEN = "<think>"
 _THINK_CLOSE = "</think>"
 _ACTION_TAGS = ("search", "answer")
-
-
-class ProtocolError(ValueError):
-    """Input that the protocol cannot work with (e.g. an empty question)."""
 
 
 @dataclass(frozen=True)

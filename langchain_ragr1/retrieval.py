@@ -84,6 +84,16 @@ def accepts_k(retriever: BaseRetriever, *, use_async: bool = False) -> bool:
     return any(p.name == "k" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
+def own_k(retriever: BaseRetriever) -> int | None:
+    """The ``k`` a user gave the retriever itself: ``search_kwargs={"k": ...}`` of a vector-store
+    retriever, or a ``k`` field set when it was built (``BM25Retriever(..., k=1)``); None when none was."""
+    search_kwargs = getattr(retriever, "search_kwargs", None)
+    k = search_kwargs.get("k") if isinstance(search_kwargs, dict) else None
+    if k is None and "k" in getattr(retriever, "model_fields_set", ()):
+        k = getattr(retriever, "k", None)
+    return k if isinstance(k, int) and not isinstance(k, bool) and k >= 1 else None
+
+
 def has_own_async(retriever: BaseRetriever) -> bool:
     """Whether the retriever implements ``_aget_relevant_documents`` itself (else LangChain runs the sync one).
 
@@ -96,6 +106,15 @@ def has_own_async(retriever: BaseRetriever) -> bool:
     if isinstance(retriever, VectorStoreRetriever) and isinstance(store, VectorStore):
         return any(getattr(type(store), name) is not getattr(VectorStore, name) for name in _VECTORSTORE_ASYNC)
     return True
+
+
+def as_document(item: object) -> Document:
+    """A retrieved item as a ``Document``: a plain string becomes its ``page_content``."""
+    if isinstance(item, Document):
+        return item
+    if isinstance(item, str):
+        return Document(page_content=item)
+    raise TypeError(f"retriever returned a {type(item).__name__} in its list: return Documents (or strings)")
 
 
 class _Call:
@@ -452,7 +471,7 @@ class RetrievalRunner:
     def _check(self, docs: object, k: int) -> list[Document]:
         if not isinstance(docs, list):
             raise TypeError(f"retriever returned {type(docs).__name__}, not a list of Documents")
-        return docs[:k]
+        return [as_document(doc) for doc in docs[:k]]
 
     def _job(self, query: str, config: RunnableConfig | None, k: int) -> Callable[[], Any]:
         kwargs = {"k": k} if self._pass_k else {}

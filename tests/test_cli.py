@@ -177,3 +177,51 @@ def test_ragr1_entry_point_keeps_stdout_clean():
     assert proc.returncode == 2
     assert json.loads(proc.stdout)["error"]["type"] == "ConfigError"
     assert "k must be a positive integer" in proc.stderr
+
+
+def test_ask_keeps_library_bars_and_future_warnings_off_stderr_unless_verbose(capsys, monkeypatch):
+    """The libraries underneath print "Loading weights" bars and FutureWarnings while the agent loads."""
+    import os
+    import warnings
+
+    from transformers.utils import logging as transformers_logging
+
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+
+    def noisy_default_agent(**kwargs):
+        for _ in transformers_logging.tqdm(range(3), desc="Loading weights"):
+            pass
+        warnings.warn("`torch_dtype` is deprecated", FutureWarning, stacklevel=1)
+        return RagR1Agent(ScriptedPolicy(TURNS), MemoryRetriever(documents=DOCS), k=1)
+
+    monkeypatch.setattr("langchain_ragr1.agent.default_agent", noisy_default_agent)
+
+    def bars_on():  # the hub's bars may be off in this environment: transformers' own switch is what counts
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            transformers_logging.enable_progress_bar()
+
+    try:
+        bars_on()
+        with warnings.catch_warnings(record=True) as shown:
+            warnings.simplefilter("always")
+            code, _, err = run(capsys, "ask", "Who?", "--verbose")
+        assert code == 0 and "Loading weights" in err and [w.category for w in shown] == [FutureWarning]
+        with warnings.catch_warnings(record=True) as shown:
+            warnings.simplefilter("always")
+            code, out, err = run(capsys, "ask", "Who?")
+        assert code == 0 and "answer: Marie Curie" in out
+        assert "Loading weights" not in err and not shown and "loading the default model" in err
+    finally:
+        bars_on()
+        transformers_logging.set_verbosity_warning()
+
+
+@pytest.mark.slow
+def test_cached_real_ask_prints_only_the_packages_notices_on_stderr():
+    proc = subprocess.run([sys.executable, "-m", "langchain_ragr1.cli", "ask", "Who wrote Hamlet?", "--retriever", "bm25",
+                           "--max-turns", "0", "--max-new-tokens", "8"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.replace("\r", "\n").splitlines() if line.strip()]
+    assert lines[0].startswith("loading the default model") and lines[-1].startswith("ready in"), lines
+    assert len(lines) == 2, lines  # no "Loading weights" bars, no FutureWarning

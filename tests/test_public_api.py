@@ -3,11 +3,11 @@ import langchain_ragr1.policies
 import langchain_ragr1.retrievers
 
 EXPECTED = {
-    "RagR1Agent", "RagR1Config", "RagR1State", "build_graph", "episode_result", "Policy",
+    "RagR1Agent", "RagR1Config", "RagR1Context", "RagR1State", "build_graph", "episode_result", "episode_json", "Policy",
     "Generation", "LangChainPolicy", "TransformersPolicy", "ContinuousTransformersPolicy", "Action", "make_prompt",
-    "parse_action",
+    "parse_action", "Sampling",
     "render_information", "normalize_answer", "exact_match", "f1_score", "RagR1Error",
-    "ConfigError", "MissingResourceError", "RetrievalError", "MiniLMEmbeddings", "BM25Retriever",
+    "ConfigError", "MissingResourceError", "RetrievalError", "ProtocolError", "MiniLMEmbeddings", "BM25Retriever",
     "SearchR1HTTPRetriever", "build_chroma_store", "open_chroma_store", "load_bundled_corpus",
     "load_corpus_file", "default_agent", "make_retriever", "default_model_path", "base_model_path", "RagR1Retriever",
     "VLLMPolicy", "openai_server_policy", "create_retrieval_app",

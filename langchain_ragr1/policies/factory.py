@@ -7,8 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from langchain_ragr1.config import unknown_settings
 from langchain_ragr1.errors import ConfigError
-from langchain_ragr1.policies.sampling import Sampling, check_policy_kwargs, unknown_settings
+from langchain_ragr1.policies.sampling import Sampling, check_policy_kwargs
 
 __all__ = ["BACKENDS", "check_path", "check_policy_settings", "default_policy", "unknown_settings"]
 

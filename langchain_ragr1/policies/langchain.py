@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel, BaseLLM
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import Generation as LCGeneration
 from langchain_core.prompt_values import StringPromptValue
-from langchain_core.runnables import RunnableConfig, ensure_config
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableWithFallbacks, ensure_config
+from langchain_core.runnables.base import RunnableBindingBase
+from langchain_core.runnables.configurable import DynamicRunnable, RunnableConfigurableAlternatives
 
+from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.policies.base import Generation, Policy
 from langchain_ragr1.policies.truncation import token_cap, truncation
 from langchain_ragr1.protocol import STOP_STRINGS
@@ -33,8 +36,48 @@ def _llm_run_kwargs(config: RunnableConfig | None) -> dict:
             "run_name": config.get("run_name"), "run_id": config.pop("run_id", None)}
 
 
+def wrapped_models(runnable: Any) -> list[BaseLanguageModel]:
+    """The LangChain LLMs and chat models that ``runnable`` is, or wraps: through ``.bind``,
+    ``.with_config``, ``.with_retry``, ``.with_listeners`` (bindings), ``.with_fallbacks`` (the
+    model and every fallback) and ``.configurable_fields``/``.configurable_alternatives``."""
+    if isinstance(runnable, BaseLanguageModel):
+        return [runnable]
+    if isinstance(runnable, RunnableBindingBase):
+        return wrapped_models(runnable.bound)
+    inner: list[Any] = []
+    if isinstance(runnable, RunnableWithFallbacks):
+        inner = [runnable.runnable, *runnable.fallbacks]
+    elif isinstance(runnable, DynamicRunnable):
+        inner = [runnable.default]
+        if isinstance(runnable, RunnableConfigurableAlternatives):
+            inner += [alt for alt in runnable.alternatives.values() if isinstance(alt, Runnable)]
+    return [model for part in inner for model in wrapped_models(part)]
+
+
+def chat_input(llm: Any) -> bool:
+    """Whether ``llm`` (a model or a Runnable around models) takes chat messages (else a prompt
+    string); a :class:`ConfigError` when it wraps no model, or chat models and LLMs together."""
+    models = wrapped_models(llm)
+    if not models:
+        raise ConfigError(
+            f"llm must be a LangChain LLM or chat model, a Runnable that wraps one (.bind(...), "
+            f".with_retry(), .with_fallbacks([...]), .with_config(...), configurable fields or "
+            f"alternatives), or a langchain_ragr1 Policy; got {type(llm).__name__}. A chain such as "
+            f"prompt | model builds its own input: pass the model itself."
+        )
+    kinds = {isinstance(model, BaseChatModel) for model in models}
+    if len(kinds) > 1:
+        raise ConfigError(
+            f"llm ({type(llm).__name__}) wraps both chat models and text LLMs "
+            f"({', '.join(type(m).__name__ for m in models)}): the agent sends chat messages to a chat "
+            f"model and one prompt string to an LLM, so wrap models of one kind only."
+        )
+    return kinds == {True}
+
+
 class LangChainPolicy(Policy):
-    """Wraps a LangChain ``BaseLLM`` or ``BaseChatModel``.
+    """Wraps a LangChain ``BaseLLM`` or ``BaseChatModel``, or any Runnable around them
+    (``model.with_retry()``, ``.with_fallbacks([...])``, ``.bind(...)``, ``.with_config(...)``).
 
     An LLM continues the plain transcript text. A chat model gets the prompt as one user
     message, each model turn as an assistant message and each ``<information>`` block as a
@@ -46,12 +89,8 @@ class LangChainPolicy(Policy):
 
     reports_own_runs = True  # the model's own callbacks see each turn
 
-    def __init__(self, llm: BaseLanguageModel, *, use_stop: bool = True) -> None:
-        if not isinstance(llm, BaseLanguageModel):
-            raise TypeError(
-                f"llm must be a LangChain LLM or chat model, or a langchain_ragr1 Policy; "
-                f"got {type(llm).__name__}."
-            )
+    def __init__(self, llm: BaseLanguageModel | Runnable, *, use_stop: bool = True) -> None:
+        self.chat = chat_input(llm)
         self.llm = llm
         self.use_stop = use_stop
 
@@ -65,7 +104,7 @@ class LangChainPolicy(Policy):
         return messages
 
     def _input(self, segments: Sequence[Segment]) -> list[BaseMessage] | str:
-        if isinstance(self.llm, BaseChatModel):
+        if self.chat:
             return self._messages(segments)
         return transcript_text(segments)
 
@@ -98,7 +137,7 @@ class LangChainPolicy(Policy):
             return self._generation(result.generations[0][0], stop)
         return self._generation(await self.llm.ainvoke(self._input(segments), config, stop=stop_arg), stop)
 
-    def _generation(self, output: BaseMessage | LCGeneration, stop: Sequence[str]) -> Generation:
+    def _generation(self, output: BaseMessage | LCGeneration | str, stop: Sequence[str]) -> Generation:
         """The turn, with ``finish_reason="length"`` when the provider's token limit cut it
         (whatever field the provider reports that in: :mod:`~langchain_ragr1.policies.truncation`).
 
@@ -110,6 +149,8 @@ class LangChainPolicy(Policy):
             text = output.text
             metadata = dict(getattr(output, "response_metadata", {}) or {})
             usage = getattr(output, "usage_metadata", None)
+        elif isinstance(output, str):  # a Runnable around a text LLM (.with_retry(), ...) returns its text only
+            text, metadata, usage = output, {}, None
         else:  # an LLM's generation: its generation_info plays the part of response_metadata
             text, metadata, usage = output.text, dict(output.generation_info or {}), None
         cut_by = truncation(metadata, usage, token_cap(self.llm))

@@ -14,6 +14,7 @@ import numbers
 from dataclasses import dataclass, fields
 from typing import Any, Callable
 
+from langchain_ragr1.config import unknown_settings
 from langchain_ragr1.errors import ConfigError
 
 __all__ = ["Sampling", "check_policy_kwargs", "check_sampling_object", "check_setting", "unknown_settings"]
@@ -47,18 +48,6 @@ def check_setting(name: str, value: Any, owner: str = "") -> None:
     if rule is not None and not rule[0](value):
         label = f"{owner}.{name}" if owner else name
         raise ConfigError(f"{label} must be {rule[1]}, got {value!r} ({type(value).__name__}).")
-
-
-def unknown_settings(kind: str, given: Any, known: Any) -> ConfigError:
-    """A :class:`ConfigError` naming each unknown setting, with the closest known one."""
-    import difflib
-
-    known = sorted(known)
-    hints = []
-    for name in sorted(given):
-        close = difflib.get_close_matches(name, known, n=1)
-        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    return ConfigError(f"{kind} got unknown setting(s) {', '.join(hints)}: use {', '.join(known)}.")
 
 
 @dataclass(frozen=True)
