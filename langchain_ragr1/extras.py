@@ -15,6 +15,8 @@ EXTRAS = {
     "vllm": "the vLLM engine on a GPU",
     "langgraph": "`langgraph dev` and LangGraph Studio (langgraph-cli[inmem])",
     "sqlite": "the SQLite checkpointer",
+    "faiss": "FAISS indexes (faiss-cpu; a GPU build of FAISS is the swap for GPUs)",
+    "milvus": "Milvus vector stores (langchain-milvus; milvus-lite runs one embedded)",
 }
 
 

@@ -473,6 +473,16 @@ def main(argv: Optional[list[str]] = None) -> None:
     serve(parser.parse_args(argv), parser.error)
 
 
+def encoder_from_args(args: argparse.Namespace) -> Any:
+    """The encoder of ``--encoder``/``--encoder-model`` (``None`` when neither is given: the index's own)."""
+    preset, model = getattr(args, "encoder", None), getattr(args, "encoder_model", None)
+    if preset is None and model is None:
+        return None
+    from langchain_ragr1.retrievers.embeddings import encoder_embeddings
+
+    return encoder_embeddings(preset or "minilm", model)
+
+
 def serve(args: argparse.Namespace, usage_error) -> None:
     """Serve ``args`` (the options of :func:`add_server_options`); ``usage_error(message)`` reports a bad one."""
     uvicorn = require("uvicorn", "server")
@@ -495,7 +505,8 @@ def serve(args: argparse.Namespace, usage_error) -> None:
     # retriever failures are logged, with their request id: here unless `ragr1 serve` already shows the package's records
     if not logging.getLogger().handlers and not logging.getLogger("langchain_ragr1").handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s:    %(name)s: %(message)s")
-    retriever = make_retriever(args.retriever, store=args.store, corpus=args.corpus)
+    retriever = make_retriever(args.retriever, store=args.store, corpus=args.corpus, encoder=encoder_from_args(args),
+                               faiss_gpu=getattr(args, "faiss_gpu", False))
     app = create_retrieval_app(retriever, **app_limits)
     uvicorn.Server(uvicorn_config(app, host=args.host, port=args.port, **connection)).run()
 

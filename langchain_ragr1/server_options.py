@@ -22,10 +22,18 @@ DEFAULT_MAX_HEADER_BYTES = 16 * 1024  # uvicorn's h11_max_incomplete_event_size:
 
 def add_server_options(parser: argparse.ArgumentParser) -> None:
     """The retriever, address, limits and connection timeouts of the server."""
-    parser.add_argument("--retriever", choices=("bm25", "chroma"), default="bm25", help="retriever to serve")
+    parser.add_argument("--retriever", choices=("bm25", "chroma", "faiss", "milvus"), default="bm25",
+                        help="retriever to serve; faiss: a FAISS index (Search-R1's e5_Flat.index + wiki-18.jsonl, or "
+                             "a folder of `ragr1 index --kind faiss`); milvus: a Milvus server URL or milvus-lite .db file")
     parser.add_argument("--store", default=None,
-                        help="BM25 index folder or Chroma folder (default: the bundled corpus)")
-    parser.add_argument("--corpus", default=None, help="a JSONL/text corpus file to index on start instead of --store")
+                        help="BM25 index folder, Chroma folder, FAISS index folder or file, Milvus .db file or "
+                             "http://HOST:19530 (default: the bundled corpus)")
+    parser.add_argument("--corpus", default=None,
+                        help="a JSONL/text corpus file to index on start instead of --store; with a FAISS index "
+                             "file as --store, its corpus JSONL (line i = row i of the index)")
+    add_encoder_options(parser)
+    parser.add_argument("--faiss-gpu", action="store_true",
+                        help="move the FAISS index to all visible GPUs (needs a GPU build of FAISS, e.g. faiss-gpu-cu12)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on")
     parser.add_argument("--max-queries", type=int, default=DEFAULT_MAX_QUERIES, help="queries per request")
@@ -44,3 +52,16 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
                         help="open connections/requests before new requests get a 503")
     parser.add_argument("--max-header-bytes", type=int, default=DEFAULT_MAX_HEADER_BYTES,
                         help="largest request line + headers")
+
+
+ENCODER_PRESET_NAMES = ("minilm", "e5", "bge")  # langchain_ragr1.retrievers.embeddings.ENCODER_PRESETS (a test checks)
+
+
+def add_encoder_options(parser: argparse.ArgumentParser) -> None:
+    """The query/passage encoder of a FAISS index (``--encoder``, ``--encoder-model``)."""
+    parser.add_argument("--encoder", choices=ENCODER_PRESET_NAMES, default=None,
+                        help="the encoder a FAISS index was built with: minilm (the shipped model; mean pooling), "
+                             "e5 ('query: '/'passage: ', mean pooling) or bge (query instruction, CLS pooling); "
+                             "default: the one the index folder records, else minilm")
+    parser.add_argument("--encoder-model", default=None,
+                        help="the encoder's local model folder (e5/bge: e.g. a copy of intfloat/e5-base-v2)")

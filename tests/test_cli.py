@@ -87,7 +87,7 @@ def test_every_option_help_shows_its_default(command, capsys):
     assert "(default: " in help_text
     if command in ("ask", "eval"):
         assert "--temperature TEMPERATURE" in help_text and "(default: 0.0)" in help_text
-        assert "--retriever {chroma,bm25,http}" in help_text and "(default: chroma)" in help_text
+        assert "--retriever {chroma,bm25,http,faiss,milvus}" in help_text and "(default: chroma)" in help_text
 
 
 DOCS = [Document("Marie Curie was born in 1867.", id="d1", metadata={"title": "Marie Curie", "id": "d1"}),

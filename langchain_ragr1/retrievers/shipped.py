@@ -104,6 +104,8 @@ def shipped_vectors(
         return refuse(f"{manifest_path} is unreadable: {exc}")
     if manifest.get("passages") != len(documents) or manifest.get("passages_sha256") != passages_digest(documents):
         return refuse("the bundled corpus differs from the one they were computed from")
+    if getattr(embeddings, "pooling", "mean") != "mean" or getattr(embeddings, "passage_prefix", ""):
+        return refuse("the embedder's pooling or passage prefix differs from MiniLM's (mean, none)")
     if manifest.get("model_sha256") != model_digest(embeddings):
         return refuse("the embedding model or its max_length differs")
     if manifest.get("vectors_sha256") != _file_digest(array_path):
