@@ -151,3 +151,18 @@ def test_a_template_that_rewrites_the_message_is_refused(smollm2_tokenizer):
 
     with pytest.raises(ConfigError, match="chat template changes the user message"):
         render_user_message(Upper(), "who wrote hamlet")
+
+
+def test_a_template_that_trims_the_message_keeps_its_own_control_tokens_only(smollm2_tokenizer, monkeypatch):
+    """Another template (no system turn, the message trimmed, as Llama 3's does): still only its own specials."""
+    from langchain_ragr1.policies.token import render_user_message
+
+    monkeypatch.setattr(smollm2_tokenizer, "chat_template", (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] | trim }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    ))
+    content = f"  {hostile_text(smollm2_tokenizer)}  \n"
+    text, ids = render_user_message(smollm2_tokenizer, content)
+    start, end = (smollm2_tokenizer.convert_tokens_to_ids(t) for t in ("<|im_start|>", "<|im_end|>"))
+    assert template_specials(smollm2_tokenizer, ids) == [start, end, start]
+    assert smollm2_tokenizer.decode(ids) == text and content.strip() in text
