@@ -107,9 +107,10 @@ class RagR1Agent(Runnable[AgentInput, dict]):
         ``retrieval_timeout_s``, ``retrieval_retries``, ``on_retrieval_error``, ``initial_search``)
         applied on top with ``dataclasses.replace``, validated once.
 
-        ``k`` (passages per query): the agent's ``k`` when given (``k=...``, or a ``config`` whose
-        ``k`` is not the default 3), else the retriever's own (``as_retriever(search_kwargs={"k": 1})``,
+        ``k`` (passages per query): the agent's ``k`` when given (``k=...``, or any ``config``: a
+        :class:`RagR1Config` is taken whole), else the retriever's own (``as_retriever(search_kwargs={"k": 1})``,
         ``BM25Retriever(..., k=1)``), else 3. A call's ``configurable``/``context`` ``k`` wins over both."""
+        explicit_k = config is not None or "k" in settings
         config = RagR1Config() if config is None else config
         if not isinstance(config, RagR1Config):
             raise ConfigError(f"config must be a RagR1Config, got {type(config).__name__}: pass settings as "
@@ -119,7 +120,7 @@ class RagR1Agent(Runnable[AgentInput, dict]):
             raise ConfigError(f"RagR1Agent got unknown setting(s) {', '.join(map(repr, unknown))}: use "
                               f"{', '.join(CONFIG_FIELDS)} (or checkpointer).")
         retriever_k = own_k(retriever)
-        if retriever_k is not None and "k" not in settings and config.k == RagR1Config.k:
+        if retriever_k is not None and not explicit_k:
             settings["k"] = retriever_k  # the retriever's own k wins over the agent's default
         self.config = replace(config, **settings) if settings else config
         self.policy = as_policy(llm)

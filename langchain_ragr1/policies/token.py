@@ -44,6 +44,82 @@ def model_end_ids(model: Any, tokenizer: Any) -> tuple[int | None, ...]:
     return (*eos, tokenizer.eos_token_id, tokenizer.pad_token_id)
 
 
+def _special_ids(tokenizer: Any) -> frozenset[int]:
+    """The ids no plain text may encode to: ``all_special_ids`` and every added token marked special
+    (the unknown token aside: a tokenizer without byte fallback gives it for unknown characters)."""
+    cached = _SPECIAL_IDS.get(id(tokenizer))
+    if cached is not None and cached[0] is tokenizer and cached[1] == len(tokenizer):
+        return cached[2]
+    ids = set(getattr(tokenizer, "all_special_ids", None) or ())
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    ids.update(i for i, token in added.items() if getattr(token, "special", False))
+    ids.discard(getattr(tokenizer, "unk_token_id", None))
+    special = frozenset(i for i in ids if isinstance(i, int))
+    _SPECIAL_IDS[id(tokenizer)] = (tokenizer, len(tokenizer), special)
+    return special
+
+
+#: id(tokenizer) -> (tokenizer, its length, its special ids); the length notices added tokens.
+_SPECIAL_IDS: dict[int, tuple[Any, int, frozenset[int]]] = {}
+
+
+def encode_plain(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of ``text`` as plain text: no BOS/EOS added, and special-token strings inside it
+    (``<|im_end|>\\n<|im_start|>assistant``) split into ordinary tokens, so retrieved or user text can
+    never close a turn or open one. Every token-level policy encodes environment and user text here.
+
+    Raises :class:`ConfigError` for a tokenizer that cannot do that (no ``split_special_tokens``, or a
+    special id still in the result) rather than hand the model control tokens it did not write.
+    """
+    try:
+        ids = list(tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+    except TypeError as exc:
+        raise ConfigError(
+            f"The tokenizer {type(tokenizer).__name__} does not take split_special_tokens=True ({exc}); RAG-R1 "
+            f"needs it to encode retrieved and user text as plain text. Use a Hugging Face tokenizer "
+            f"(AutoTokenizer.from_pretrained) for this model."
+        ) from exc
+    leaked = sorted(set(ids) & _special_ids(tokenizer))
+    if leaked:
+        raise ConfigError(
+            f"The tokenizer {type(tokenizer).__name__} encoded plain text to its special ids {leaked} "
+            f"({tokenizer.convert_ids_to_tokens(leaked)}) although split_special_tokens=True was asked: retrieved "
+            f"text could then act as control tokens. Use a Hugging Face tokenizer (AutoTokenizer.from_pretrained)."
+        )
+    return ids
+
+
+_MESSAGE_MARK = "RAGR1MESSAGETEXT7F3A"  # letters and digits: no template trims or escapes it
+
+
+def _chat_text(tokenizer: Any, content: str) -> str:
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+    )
+
+
+def render_user_message(tokenizer: Any, content: str) -> tuple[str, list[int]]:
+    """The chat template's text for one user message ``content`` (with the generation prompt) and its ids:
+    the template's own text (its special tokens as special ids) around ``content`` encoded by
+    :func:`encode_plain`, so the message cannot inject control tokens whatever the template.
+
+    Raises :class:`ConfigError` when the template changes the message beyond trimming it (then its text
+    cannot be told apart from the template's).
+    """
+    text = _chat_text(tokenizer, content)
+    head, *tails = _chat_text(tokenizer, _MESSAGE_MARK).split(_MESSAGE_MARK)
+    for body in (content, content.strip()):
+        if len(tails) == 1 and text == head + body + tails[0]:
+            template = {"add_special_tokens": False, "split_special_tokens": False}
+            ids = [*tokenizer(head, **template)["input_ids"], *encode_plain(tokenizer, body)]
+            return text, ids + list(tokenizer(tails[0], **template)["input_ids"])
+    raise ConfigError(
+        "The tokenizer's chat template changes the user message's text (beyond trimming it), so RAG-R1 cannot "
+        "keep that text apart from the template's control tokens. Set tokenizer.chat_template to a template "
+        "that inserts message['content'] unchanged."
+    )
+
+
 class TokenPolicy(Policy):
     """Base of the batched token-level policies over a Hugging Face tokenizer.
 
@@ -116,9 +192,10 @@ class TokenPolicy(Policy):
             )
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of ``text`` without special tokens."""
+        """Token ids of environment or user ``text``: special-token strings in it (``<|im_end|>``) are
+        plain text, never the tokenizer's special ids (see :func:`encode_plain`)."""
         with self._tok_lock:
-            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            return encode_plain(self.tokenizer, text)
 
     def truncate(self, text: str, max_tokens: int) -> str:
         """``text`` cut to its first ``max_tokens`` tokens."""
@@ -126,17 +203,17 @@ class TokenPolicy(Policy):
         return text if len(ids) <= max_tokens else self.decode(ids[: max(0, max_tokens)])
 
     def render_prompt(self, prompt: str) -> Segment:
-        """``prompt`` as one user message through the chat template, with a generation prompt."""
+        """``prompt`` as one user message through the chat template, with a generation prompt: the
+        template's own special tokens are special ids, the message's text is plain text
+        (:func:`render_user_message`)."""
         if not getattr(self.tokenizer, "chat_template", None):
             raise ConfigError(
                 "The tokenizer has no chat template; RAG-R1 sends the prompt as one user message "
                 "through it. Use an instruct/chat model or set tokenizer.chat_template."
             )
         with self._tok_lock:
-            text = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-            )
-        return make_segment("prompt", text, self.encode(text))
+            text, ids = render_user_message(self.tokenizer, prompt)
+        return make_segment("prompt", text, ids)
 
     # --- generation ---------------------------------------------------------------------
 

@@ -52,7 +52,10 @@ class BM25Retriever(BaseRetriever):
     def load(cls, path: str | Path, k: int = 3, **kwargs: Any) -> BM25Retriever:
         """Load a folder written by :meth:`save`."""
         if not (Path(path) / "params.index.json").is_file():
-            raise MissingResourceError(f"No BM25 index at {path}: build one and save it there first.")
+            raise MissingResourceError(
+                f"No BM25 index at {path} (no params.index.json there): build one with "
+                f"`ragr1 index CORPUS_FILES --kind bm25 --store {path}` (or BM25Retriever.save)."
+            )
         index = bm25s.BM25.load(str(path), load_corpus=True, show_progress=False)
         documents = [Document(**row) for row in index.corpus]
         index.corpus = None

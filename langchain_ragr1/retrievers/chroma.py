@@ -30,6 +30,8 @@ _CONFIGURATION: CreateCollectionConfiguration = {"hnsw": {"space": "cosine"}}
 
 COMPLETE_MARKER = ".complete"
 """Written into a store's folder when :func:`build_chroma_store` finishes (JSON: collection, counts)."""
+CHROMA_FILE = "chroma.sqlite3"
+"""Chroma's database in a store folder: :func:`open_chroma_store` refuses a folder without it (never creates it)."""
 PARTIAL_MARKER = ".partial"
 """Written when a build starts and removed when it finishes: a store holding it is partial (or still building)."""
 
@@ -246,6 +248,7 @@ def open_chroma_store(
 ) -> Chroma:
     """Open a store built by :func:`build_chroma_store`.
 
+    Opening writes nothing into the folder (one without ``chroma.sqlite3`` is refused, not made a new store).
     A missing or empty store raises ``MissingResourceError``, a damaged one :class:`CorruptStoreError`; one whose
     build did not finish opens with a :class:`PartialStoreWarning` (N of M passages, and how to finish it).
     """
@@ -253,6 +256,8 @@ def open_chroma_store(
     folder = Path(path)
     if not folder.is_dir():
         raise MissingResourceError(f"No Chroma store at {path}: {hint}.")
+    if not (folder / CHROMA_FILE).is_file():  # Chroma's client would create it: reading never writes a store
+        raise MissingResourceError(f"No Chroma store at {path} (the folder has no {CHROMA_FILE}): {hint}.")
     with _readable(path):
         client = _client(path)
         try:

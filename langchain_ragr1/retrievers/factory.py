@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Callable, Literal, cast, get_args
 
 from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
 
-from langchain_ragr1.errors import ConfigError
+from langchain_ragr1.errors import ConfigError, MissingResourceError
 
 RetrieverKind = Literal["chroma", "bm25", "http", "faiss", "milvus"]
 RETRIEVER_KINDS: tuple[str, ...] = get_args(RetrieverKind)  # one list: the Literal
@@ -72,6 +72,68 @@ def default_bm25_retriever(path: str | Path | None = None, *, k: int = 3):
     return retriever
 
 
+#: How a store folder shows its kind, read-only: per kind, a test on the folder, the file it looks for and
+#: what the store is called (a new store kind adds its entry here; :func:`store_kind` and
+#: :func:`check_store` then know it).
+STORE_SIGNATURES: dict[str, tuple[Callable[[Path], bool], str, str]] = {
+    "chroma": (lambda folder: (folder / "chroma.sqlite3").is_file(), "chroma.sqlite3", "Chroma store"),
+    "bm25": (lambda folder: (folder / "params.index.json").is_file(), "params.index.json", "BM25 index"),
+    "faiss": (lambda folder: (folder / "faiss.index").is_file(), "faiss.index", "FAISS index folder"),
+}
+
+
+def store_kind(path: str | Path) -> str | None:
+    """The kind of the store at ``path`` (a key of :data:`STORE_SIGNATURES`), ``None`` where there is no
+    folder or it holds no known store. Reads only. A folder holding the files of two kinds is a
+    :class:`ConfigError` (no way to tell which one was meant)."""
+    folder = Path(path)
+    found = [kind for kind, (holds, *_) in STORE_SIGNATURES.items() if holds(folder)]
+    if len(found) > 1:
+        files = ", ".join(f"{STORE_SIGNATURES[k][1]} ({k})" for k in found)
+        raise ConfigError(f"The folder {path} holds the files of several stores: {files}. Keep one store per "
+                          f"folder: rebuild each with `ragr1 index ... --kind KIND --store NEW_FOLDER`.")
+    return found[0] if found else None
+
+
+def retriever_kind(
+    given: RetrieverKind | None, store: str | Path | None = None, corpus: str | Path | None = None
+) -> RetrieverKind:
+    """The retriever kind to use: ``given`` if any, else the kind of the ``store`` folder (when no
+    ``corpus`` is to be indexed into it), else ``"chroma"``."""
+    if given:
+        return given
+    found = store_kind(store) if store and not corpus else None
+    return cast(RetrieverKind, found) if found in RETRIEVER_KINDS else "chroma"
+
+
+def _signatures() -> str:
+    return ", ".join(f"a {name} has {file}" for _, file, name in STORE_SIGNATURES.values())
+
+
+def check_store(path: str | Path, kind: str, *, writing: bool = False) -> None:
+    """Refuse a ``kind`` store at ``path`` that is not one, before anything opens (and so writes into) it.
+
+    Reading: a missing or unrecognised folder is a ``MissingResourceError`` saying how to build one, a store
+    of another kind a :class:`ConfigError` naming the kind it is. ``writing=True`` (``ragr1 index``): only a
+    store of another kind is refused (a new or same-kind folder is fine).
+    """
+    if Path(path).is_file() or "://" in str(path):
+        return  # a store that is one file (a FAISS .index beside its corpus, a Milvus .db) or a server URL
+    found = store_kind(path)
+    build = f"`ragr1 index CORPUS_FILES --kind {kind} --store {path}` (or `ragr1 index --bundled ...`)"
+    if found is not None and found != kind:
+        what = (f"build the {kind} store in another folder: `ragr1 index ... --kind {kind} --store NEW_FOLDER`"
+                if writing else f"open it as one with --retriever {found} (retriever={found!r}), or build a "
+                f"{kind} store with {build.replace(str(path), 'NEW_FOLDER')}")
+        _, file, name = STORE_SIGNATURES[found]
+        raise ConfigError(f"The folder {path} holds a {name} ({file}), not a {kind} store: "
+                          f"{what}. Nothing was written there.")
+    if found is None and not writing:
+        where = "does not exist" if not Path(path).exists() else f"holds no store ({_signatures()})"
+        name = STORE_SIGNATURES[kind][2] if kind in STORE_SIGNATURES else f"{kind} store"
+        raise MissingResourceError(f"No {name} at {path}: the folder {where}. Build one with {build}.")
+
+
 def check_retriever_kind(kind: Any, url: Any = None) -> None:
     """A known retriever ``kind`` (with the ``url`` the http one needs), else a :class:`ConfigError`."""
     if not isinstance(kind, str) or kind not in RETRIEVER_KINDS:
@@ -98,6 +160,8 @@ def make_retriever(
     (default: the one its folder records, else the shipped MiniLM); ``faiss_gpu`` moves the index to the GPUs.
     """
     check_retriever_kind(kind, url)
+    if store and kind in STORE_SIGNATURES:
+        check_store(store, kind, writing=bool(corpus) and kind == "chroma")  # BM25 reads its store, corpus or not
     if kind == "faiss":
         from langchain_ragr1.retrievers.faiss_index import faiss_retriever
 

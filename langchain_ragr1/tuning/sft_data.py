@@ -255,16 +255,16 @@ def sample_kinds(sample: dict[str, Any]) -> list[int]:
 
 def _segment_ids(segment: dict[str, Any], tokenizer: Any) -> list[int]:
     """The segment's own token ids; a text-level transcript's segments are encoded one by one
-    (the prompt through the chat template), so boundaries never merge."""
+    (the prompt through the chat template), so boundaries never merge, and the way the token-level
+    policies encode them: text never becomes a special id (retrieved text cannot end a turn)."""
+    from langchain_ragr1.policies.token import encode_plain, render_user_message
+
     ids = segment.get("token_ids")
     if ids is not None:
         return list(ids)
-    text = segment["text"]
     if segment["role"] == "prompt":
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
-        )
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        return render_user_message(tokenizer, segment["text"])[1]
+    return encode_plain(tokenizer, segment["text"])
 
 
 def sample_ids(sample: dict[str, Any], tokenizer: Any) -> tuple[list[int], list[int]]:
