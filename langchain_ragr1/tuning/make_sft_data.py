@@ -162,9 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_jsonl(trajectories, out / "trajectories.jsonl")
     write_jsonl(samples, out / "samples.jsonl")
     if args.quiet:
-        from datasets import disable_progress_bars
+        from langchain_ragr1.extras import require
 
-        disable_progress_bars()
+        require("datasets", "training").disable_progress_bars()
     dataset.save_to_disk(str(out / "dataset"))
     summary = {
         "data": args.data, "mode": args.mode, "teacher": args.teacher, "retriever": args.retriever,
