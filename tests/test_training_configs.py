@@ -138,6 +138,11 @@ def test_a_broken_yaml_file_is_named(text, match, tmp_path):
     (check_rl, run_rl.parse, {**RL_MIN, "temperature": 0}, "temperature must be > 0"),
     (check_rl, run_rl.parse, {"output_dir": "o", "use_cpu": True, "use_vllm": True}, "use_vllm needs a GPU"),
     (check_rl, run_rl.parse, {**RL_MIN, "reward_weights": [1.0]}, "one weight per reward .exact_match, format."),
+    (check_rl, run_rl.parse, {**RL_MIN, "top_k": -1}, r"top_k must be an integer >= 0 \(0 is off"),
+    (check_rl, run_rl.parse, {**RL_MIN, "rollout_backend": "continuous", "repetition_penalty": 1.2},
+     "repetition_penalty=1.2 is not supported by ContinuousTransformersPolicy"),
+    (check_rl, run_rl.parse, {**RL_MIN, "generation_kwargs": {"num_beams": 2}},
+     "generation_kwargs is not supported by the graph rollout"),
     (check_sft, run_sft.parse, {**SFT_MIN, "packing": True}, "packing must stay false"),
     (check_sft, run_sft.parse, {**SFT_MIN, "dataset_kwargs": {}}, "dataset_kwargs must keep skip_prepare_dataset"),
 ])
