@@ -108,6 +108,9 @@ def test_a_bad_yaml_key_or_value_names_the_file_and_the_key(keys, match, tmp_pat
 
 @pytest.mark.parametrize("argv, match", [
     (["--learnig_rate", "1e-4"], r"unknown argument\(s\) '--learnig_rate' \(did you mean '--learning_rate'"),
+    # no abbreviations: a prefix of several flags gets the project's message, not argparse's "ambiguous option"
+    (["--num_generation", "4"], r"unknown argument\(s\) '--num_generation' \(did you mean '--num_generations'"),
+    (["--learning", "1e-4"], r"unknown argument\(s\) '--learning' "),  # a prefix of one flag is no flag either
     (["--k", "0"], r"rl_cpu.yaml' with the command line's flags: RagR1Config rejected the settings: k must be"),
     (["--config", "rl_cpux"], r"'rl_cpux' not found \(did you mean 'rl_cpu'\?\).*rl_cpu, rl_paper_7b"),
 ])
