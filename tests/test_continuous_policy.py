@@ -9,6 +9,7 @@ from _threads import run_threads
 from langchain_core.documents import Document
 
 from langchain_ragr1 import RagR1Agent
+from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.policies import Sampling, TransformersPolicy
 from langchain_ragr1.policies.base import cut_generation
 from langchain_ragr1.policies.continuous import ContinuousTransformersPolicy
@@ -86,6 +87,28 @@ def test_agent_batch_through_continuous_batching(pair):
     assert continuous.stats.requests >= 3
     # every episode's prompt starts with the same instruction: its complete pages are shared
     assert continuous.stats.reused_prompt_tokens >= 16 * 2
+
+
+@pytest.mark.parametrize("narrow", [Sampling(max_new_tokens=16, temperature=1.0, top_k=1),
+                                    Sampling(max_new_tokens=16, temperature=1.0, min_p=1.0)])
+def test_top_k_and_min_p_reach_the_manager(pair, tiny_model, smollm2_tokenizer, narrow):
+    static, _ = pair  # greedy: what sampling from only the top token gives
+    transcript = _transcripts(static, 1)[0]
+    policy = ContinuousTransformersPolicy(copy.deepcopy(tiny_model), smollm2_tokenizer, sampling=narrow,
+                                          max_context=256, seed=0)
+    try:
+        assert policy.generate(transcript, stop=()).token_ids == static.generate(transcript, stop=()).token_ids
+    finally:
+        policy.close()
+
+
+def test_a_repetition_penalty_is_refused_before_anything_loads(tiny_model, smollm2_tokenizer, tmp_path):
+    penalised = Sampling(temperature=0, repetition_penalty=1.2)
+    match = r"repetition_penalty=1.2 is not supported by ContinuousTransformersPolicy.*use TransformersPolicy or vLLM"
+    with pytest.raises(ConfigError, match=match):
+        ContinuousTransformersPolicy.from_pretrained(tmp_path / "no-model-here", sampling=penalised)
+    with pytest.raises(ConfigError, match=match):
+        ContinuousTransformersPolicy(tiny_model, smollm2_tokenizer, sampling=penalised)
 
 
 def test_sampling_turns_carry_logprobs(tiny_model, smollm2_tokenizer):

@@ -213,8 +213,9 @@ def test_bm25_ranking_k_and_scores(wiki_slice: list[Document]) -> None:
     assert len(retriever.invoke("radium polonium Nobel Prize", k=1)) == 1
     assert len(retriever.invoke("the", k=5)) == 0  # only stopwords: nothing matches
     assert len(retriever.invoke("physicist", k=100)) <= len(wiki_slice)
-    with pytest.raises(ConfigError):
-        retriever.invoke("x", k=0)
+    for bad in (0, True, 2.0):  # the one rule every retriever shares (config.check_int)
+        with pytest.raises(ConfigError, match=rf"k must be a positive integer, got {bad!r}"):
+            retriever.invoke("x", k=bad)
 
 
 def test_bm25_save_load(tmp_path, wiki_slice: list[Document]) -> None:
@@ -352,7 +353,7 @@ def test_http_bad_input_and_answers() -> None:
         retriever.retrieve_many([])
     with pytest.raises(ConfigError):
         retriever.retrieve_many("one string")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="k must be a positive integer, got 0"):
         retriever.invoke("q", k=0)
     bad = SearchR1HTTPRetriever(
         url=URL, transport=httpx.MockTransport(lambda r: httpx.Response(200, json={"result": []}))

@@ -11,6 +11,7 @@ from langchain_core.documents import Document
 
 from langchain_ragr1.config import RagR1Config
 from langchain_ragr1.errors import ConfigError
+from langchain_ragr1.policies import Sampling
 from langchain_ragr1.protocol import INVALID_ACTION_TEXT
 from langchain_ragr1.testing import MemoryRetriever, ScriptedPolicy
 from langchain_ragr1.tuning.checkpoints import last_complete_checkpoint
@@ -304,3 +305,12 @@ def test_rollout_settings_hold_the_whole_agent_config(tmp_path, tiny_model, smol
     rollout = GraphRollout(retriever(), settings, policy=ScriptedPolicy(TURNS, token_level=True))
     out = rollout(["What is the capital of France?"])
     assert len(out["completion_ids"]) == 1 and rollout.totals["episodes"] == 1
+
+
+def test_the_rollout_samples_with_grpo_configs_sampling_fields(tmp_path, tiny_model, smollm2_tokenizer):
+    config = tiny_config(tmp_path, reward_weights=[1.0], top_p=0.9, top_k=7, min_p=0.05, repetition_penalty=1.1)
+    trainer, rollout = build_trainer(*config, model=tiny_model, tokenizer=smollm2_tokenizer, retriever=retriever(),
+                                     items=[Item(i) for i in range(4)], reward_funcs=[alternating])
+    with rollout._policy(trainer) as policy:
+        assert policy.sampling == Sampling(max_new_tokens=8, temperature=1.0, top_p=0.9, top_k=7, min_p=0.05,
+                                           repetition_penalty=1.1)

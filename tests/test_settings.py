@@ -89,6 +89,10 @@ BAD_SAMPLING = [
     ("max_new_tokens", 0, r"max_new_tokens must be a positive integer"),
     ("max_new_tokens", 1.5, r"max_new_tokens must be a positive integer .*got 1.5 \(float\)"),
     ("max_new_tokens", True, r"max_new_tokens .* True \(bool\)"),
+    ("top_k", -1, r"top_k must be an integer >= 0 \(0 is off"),
+    ("top_k", 2.5, r"top_k must be an integer .*got 2.5 \(float\)"),
+    ("min_p", 1.5, r"min_p must be a number in \[0, 1\]"),
+    ("repetition_penalty", 0, r"repetition_penalty must be a finite number > 0 \(1 is off"),
 ]
 BAD_BATCHING = [
     ("max_batch_size", 0, r"max_batch_size must be a positive integer"),
@@ -130,6 +134,15 @@ def test_sampling_converts_to_each_backends_own_settings():
     assert greedy.vllm_kwargs() == {"temperature": 0.0}
     params = sampled.sampling_params(dict, logprobs=0, max_tokens=3)  # SamplingParams' keywords
     assert params == {"max_tokens": 3, "temperature": 0.5, "top_p": 0.9, "logprobs": 0}
+    # GRPOConfig's other sampling fields: passed when switched on, greedy keeps only the penalty
+    shaped = Sampling(temperature=0.5, top_p=0.9, top_k=20, min_p=0.05, repetition_penalty=1.2)
+    config = shaped.generation_config()
+    assert (config.top_k, config.min_p, config.repetition_penalty) == (20, 0.05, 1.2)
+    assert shaped.vllm_kwargs() == {"temperature": 0.5, "top_p": 0.9, "top_k": 20, "min_p": 0.05,
+                                    "repetition_penalty": 1.2}
+    penalised = Sampling(temperature=0, top_k=20, min_p=0.05, repetition_penalty=1.2)
+    assert penalised.generate_kwargs() == {"do_sample": False, "repetition_penalty": 1.2}
+    assert penalised.vllm_kwargs() == {"temperature": 0.0, "repetition_penalty": 1.2}
     assert greedy.sampling_params(dict) == {"max_tokens": 7, "temperature": 0.0}
 
 

@@ -108,6 +108,9 @@ def test_a_bad_yaml_key_or_value_names_the_file_and_the_key(keys, match, tmp_pat
 
 @pytest.mark.parametrize("argv, match", [
     (["--learnig_rate", "1e-4"], r"unknown argument\(s\) '--learnig_rate' \(did you mean '--learning_rate'"),
+    # no abbreviations: a prefix of several flags gets the project's message, not argparse's "ambiguous option"
+    (["--num_generation", "4"], r"unknown argument\(s\) '--num_generation' \(did you mean '--num_generations'"),
+    (["--learning", "1e-4"], r"unknown argument\(s\) '--learning' "),  # a prefix of one flag is no flag either
     (["--k", "0"], r"rl_cpu.yaml' with the command line's flags: RagR1Config rejected the settings: k must be"),
     (["--config", "rl_cpux"], r"'rl_cpux' not found \(did you mean 'rl_cpu'\?\).*rl_cpu, rl_paper_7b"),
 ])
@@ -138,6 +141,11 @@ def test_a_broken_yaml_file_is_named(text, match, tmp_path):
     (check_rl, run_rl.parse, {**RL_MIN, "temperature": 0}, "temperature must be > 0"),
     (check_rl, run_rl.parse, {"output_dir": "o", "use_cpu": True, "use_vllm": True}, "use_vllm needs a GPU"),
     (check_rl, run_rl.parse, {**RL_MIN, "reward_weights": [1.0]}, "one weight per reward .exact_match, format."),
+    (check_rl, run_rl.parse, {**RL_MIN, "top_k": -1}, r"top_k must be an integer >= 0 \(0 is off"),
+    (check_rl, run_rl.parse, {**RL_MIN, "rollout_backend": "continuous", "repetition_penalty": 1.2},
+     "repetition_penalty=1.2 is not supported by ContinuousTransformersPolicy"),
+    (check_rl, run_rl.parse, {**RL_MIN, "generation_kwargs": {"num_beams": 2}},
+     "generation_kwargs is not supported by the graph rollout"),
     (check_sft, run_sft.parse, {**SFT_MIN, "packing": True}, "packing must stay false"),
     (check_sft, run_sft.parse, {**SFT_MIN, "dataset_kwargs": {}}, "dataset_kwargs must keep skip_prepare_dataset"),
 ])

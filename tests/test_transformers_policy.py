@@ -193,6 +193,24 @@ def test_greedy_turn_is_plain_greedy_generate(tiny_policy, tiny_model):
     assert gen.logprobs == pytest.approx(logprobs, abs=1e-5)
 
 
+def test_top_k_min_p_and_repetition_penalty_decode_as_transformers_generate(tiny_policy, tiny_model,
+                                                                          smollm2_tokenizer):
+    """GRPOConfig's top_k, min_p and repetition_penalty, carried by Sampling, reach ``generate``."""
+    segments = prompt_segments(tiny_policy) + [make_segment("env", "x", [100, 101, 100])]
+    greedy = tiny_policy.generate(segments, stop=()).token_ids
+    for narrow in (Sampling(max_new_tokens=16, temperature=1.0, top_k=1),
+                   Sampling(max_new_tokens=16, temperature=1.0, min_p=1.0)):  # only the top token survives
+        with TransformersPolicy(tiny_model, smollm2_tokenizer, sampling=narrow) as policy:
+            assert policy.generate(segments, stop=()).token_ids == greedy
+    ids = torch.tensor([[t for s in segments for t in s["token_ids"]]])
+    with torch.inference_mode():
+        out = tiny_model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=16,
+                                  do_sample=False, repetition_penalty=50.0, pad_token_id=smollm2_tokenizer.pad_token_id)
+    penalised = Sampling(max_new_tokens=16, temperature=0, repetition_penalty=50.0)
+    with TransformersPolicy(tiny_model, smollm2_tokenizer, sampling=penalised) as policy:
+        assert policy.generate(segments, stop=()).token_ids == out[0, ids.shape[1]:].tolist() != greedy
+
+
 def test_segment_without_ids_is_refused(tiny_policy):
     with pytest.raises(ConfigError, match="token ids"):
         tiny_policy.generate([make_segment("prompt", "text only")])

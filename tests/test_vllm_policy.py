@@ -143,13 +143,16 @@ class FakeVLLMClient:
 @pytest.mark.parametrize(("sampling", "decoding"), [
     (Sampling(max_new_tokens=12, temperature=0), {"temperature": 0.0}),
     (Sampling(max_new_tokens=12, temperature=1.0, top_p=0.9), {"temperature": 1.0, "top_p": 0.9}),
+    (Sampling(max_new_tokens=12, temperature=1.0, top_p=0.9, top_k=5, min_p=0.1, repetition_penalty=1.1),
+     {"temperature": 1.0, "top_p": 0.9, "top_k": 5, "min_p": 0.1, "repetition_penalty": 1.1}),
 ])
 def test_server_policy_samples_as_the_sampling_object_says(smollm2_tokenizer, sampling, decoding) -> None:
     client = FakeVLLMClient(smollm2_tokenizer)
     with VLLMServerPolicy(client, smollm2_tokenizer, sampling=sampling) as policy:
         generation = policy.generate([policy.render_prompt("Q")])
     call = client.calls[0]
-    assert {k: call[k] for k in ("temperature", "top_p") if k in call} == decoding
+    keys = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+    assert {k: call[k] for k in keys if k in call} == decoding
     assert call["max_tokens"] == 12 and call["logprobs"] == 0
     assert generation.text == " ok <answer> x </answer>" and generation.logprobs == [-0.5] * len(generation.token_ids)
 

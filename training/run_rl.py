@@ -1,7 +1,7 @@
 """Stage 2 RL: GRPO with the RAG-R1 graph as the rollout environment.
 
-    python training/run_rl.py [--config training/configs/rl_cpu.yaml] [--max-steps N] \
-        [--output-dir DIR] [--data SPEC] [--model DIR] [--validate-only] [--quiet]
+    python training/run_rl.py [--config training/configs/rl_cpu.yaml] [--max_steps N] \
+        [--output_dir DIR] [--data SPEC] [--model_name_or_path DIR] [--validate-only] [--quiet]
 
 The same command as ``python -m langchain_ragr1.tuning.run_rl`` (one implementation:
 ``langchain_ragr1/tuning/run_rl.py``); ``--config`` also takes a packaged config's name

@@ -1,7 +1,7 @@
 """Stage 1 SFT: train on the dataset written by training/make_sft_data.py.
 
-    python training/run_sft.py --config training/configs/sft_cpu_lora.yaml [--max-steps N] \
-        [--output-dir DIR] [--dataset DIR] [--model DIR] [--validate-only] [--quiet]
+    python training/run_sft.py --config training/configs/sft_cpu_lora.yaml [--max_steps N] \
+        [--output_dir DIR] [--dataset DIR] [--model_name_or_path DIR] [--validate-only] [--quiet]
 
 The same command as ``python -m langchain_ragr1.tuning.run_sft`` (one implementation:
 ``langchain_ragr1/tuning/run_sft.py``); ``--config`` also takes a packaged config's name

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.models import resolve_model_path
 from langchain_ragr1.policies.base import Generation
 from langchain_ragr1.policies.batching import GenerateCall
@@ -47,13 +48,22 @@ class _Live:
     first_token: float | None = None
 
 
+def check_continuous_sampling(sampling: Sampling | None) -> None:
+    if isinstance(sampling, Sampling) and sampling.repetition_penalty != 1:
+        raise ConfigError(
+            f"Sampling.repetition_penalty={sampling.repetition_penalty} is not supported by "
+            "ContinuousTransformersPolicy (transformers' continuous batching drops the repetition penalty): "
+            "use TransformersPolicy or vLLM (rollout_backend transformers / use_vllm), or leave it at 1.0.")
+
+
 class ContinuousTransformersPolicy(TokenPolicy):
     """RAG-R1 turns from a local transformers causal LM through continuous batching.
 
     Token-exact like :class:`TransformersPolicy` (the prompt is the transcript's ids, the turn
     the ids the model produced, cut after the first stop string, with log-probs), with the same
     ``sampling`` object: greedy at ``Sampling(temperature=0)``; otherwise it samples with its
-    ``temperature`` and ``top_p`` (no top-k), and the log-probs are those of the processed
+    ``temperature``, ``top_p``, ``top_k`` and ``min_p`` (``repetition_penalty`` other than 1 is a
+    :class:`ConfigError`: the manager drops that processor), and the log-probs are those of the processed
     distribution the token was drawn from. ``max_batch_size`` turns run at once (more wait in
     the manager's queue); the paged cache holds ``max_batch_size x max_context`` tokens in pages
     of ``page_size``; a forward pass takes at most ``max_batch_tokens`` tokens (prefill chunks
@@ -75,6 +85,7 @@ class ContinuousTransformersPolicy(TokenPolicy):
     ) -> None:
         from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
+        check_continuous_sampling(sampling)
         self._setup(
             tokenizer, sampling=sampling, max_batch_size=max_batch_size, batch_wait_s=batch_wait_s,
             end_ids=model_end_ids(model, tokenizer),
@@ -107,6 +118,7 @@ class ContinuousTransformersPolicy(TokenPolicy):
         """Load a local model folder, ``"base"`` or (``None``) the trained default SmolLM2; ``kwargs``
         (``sampling=Sampling(...)``, ...) go to the constructor, checked before anything loads."""
         cls.check_kwargs(kwargs)
+        check_continuous_sampling(kwargs.get("sampling"))
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = resolve_model_path(path)

@@ -36,6 +36,9 @@ RULES: dict[str, Rule] = {
     "max_new_tokens": (lambda v: _integer(v) and v >= 1, "a positive integer (e.g. 500)"),
     "temperature": (lambda v: _number(v) and v >= 0, "a finite number >= 0 (0 is greedy, e.g. 0.7)"),
     "top_p": (lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1] (e.g. 0.95)"),
+    "top_k": (lambda v: _integer(v) and v >= 0, "an integer >= 0 (0 is off, e.g. 50)"),
+    "min_p": (lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1] (0 is off, e.g. 0.05)"),
+    "repetition_penalty": (lambda v: _number(v) and v > 0, "a finite number > 0 (1 is off, e.g. 1.1)"),
     "max_batch_size": (lambda v: _integer(v) and v >= 1, "a positive integer (e.g. 8)"),
     "batch_wait_s": (lambda v: _number(v) and v >= 0, "a finite number of seconds >= 0 (e.g. 0.02)"),
 }
@@ -55,9 +58,12 @@ class Sampling:
     """How a token-level policy samples each turn; checked when built (a bad field is a
     :class:`ConfigError` naming it, before any model loads).
 
-    ``temperature=0`` decodes greedily (``top_p`` is then unused); otherwise the policy samples
-    with ``temperature`` and nucleus ``top_p``, no top-k. ``max_new_tokens`` caps one turn (the
-    paper uses 500). Frozen and hashable: share one object between policies, change it with
+    ``temperature=0`` decodes greedily (``top_p``, ``top_k`` and ``min_p`` are then unused);
+    otherwise the policy samples with ``temperature``, nucleus ``top_p``, ``top_k`` (0: off) and
+    ``min_p`` (0: off). ``repetition_penalty`` (1: off) applies either way, as in transformers and
+    vLLM; the continuous policy refuses it (transformers' continuous batching drops it). These are
+    ``trl.GRPOConfig``'s own sampling fields, with its defaults. ``max_new_tokens`` caps one turn
+    (the paper uses 500). Frozen and hashable: share one object between policies, change it with
     :func:`dataclasses.replace`.
 
     >>> Sampling(temperature=0).greedy
@@ -67,6 +73,9 @@ class Sampling:
     max_new_tokens: int = 500
     temperature: float = 0.7
     top_p: float = 0.95
+    top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -77,12 +86,19 @@ class Sampling:
         """Whether turns are decoded greedily (``temperature == 0``)."""
         return self.temperature == 0
 
+    def _extras(self, *names: str) -> dict[str, Any]:
+        """The fields of ``names`` that are switched on (off: top_k 0, min_p 0, repetition_penalty 1)."""
+        off = {"top_k": 0, "min_p": 0, "repetition_penalty": 1}
+        return {n: getattr(self, n) for n in names if getattr(self, n) != off[n]}
+
     def generate_kwargs(self) -> dict[str, Any]:
         """The decoding keywords of transformers' ``generate`` / ``GenerationConfig`` (without the
-        token budget): ``do_sample=False`` when greedy, else temperature, top_p and ``top_k=0``."""
+        token budget): ``do_sample=False`` when greedy, else temperature, top_p, top_k (0: off) and
+        min_p; repetition_penalty either way. Fields left off are not passed."""
         if self.greedy:
-            return {"do_sample": False}
-        return {"do_sample": True, "temperature": float(self.temperature), "top_p": float(self.top_p), "top_k": 0}
+            return {"do_sample": False, **self._extras("repetition_penalty")}
+        return {"do_sample": True, "temperature": float(self.temperature), "top_p": float(self.top_p),
+                "top_k": int(self.top_k), **self._extras("min_p", "repetition_penalty")}
 
     def generation_config(self, **overrides: Any) -> Any:
         """A transformers ``GenerationConfig`` of these settings (``max_new_tokens`` included);
@@ -93,10 +109,12 @@ class Sampling:
 
     def vllm_kwargs(self) -> dict[str, Any]:
         """The decoding keywords of vLLM's ``SamplingParams`` (and TRL's ``VLLMClient.generate``),
-        without the token budget: ``temperature=0.0`` when greedy, else temperature and top_p."""
+        without the token budget: ``temperature=0.0`` when greedy, else temperature, top_p, and
+        top_k and min_p when on; repetition_penalty either way when on."""
         if self.greedy:
-            return {"temperature": 0.0}
-        return {"temperature": float(self.temperature), "top_p": float(self.top_p)}
+            return {"temperature": 0.0, **self._extras("repetition_penalty")}
+        return {"temperature": float(self.temperature), "top_p": float(self.top_p),
+                **self._extras("top_k", "min_p", "repetition_penalty")}
 
     def sampling_params(self, params_cls: Callable[..., Any], **overrides: Any) -> Any:
         """``params_cls`` (vLLM's ``SamplingParams``) built from these settings, ``max_tokens``

@@ -27,7 +27,8 @@ class TransformersPolicy(TokenPolicy):
 
     ``sampling`` (a :class:`~langchain_ragr1.policies.sampling.Sampling`, default ``Sampling()``)
     says how: ``Sampling(temperature=0)`` decodes greedily; otherwise it samples with its
-    ``temperature`` and ``top_p`` (no top-k), at most ``max_new_tokens`` per turn. Log-probs are
+    ``temperature``, ``top_p``, ``top_k`` and ``min_p``; ``repetition_penalty`` either way (left padding
+    is not penalised), at most ``max_new_tokens`` per turn. Log-probs are
     of the raw logits (temperature 1). Requests from concurrent callers are batched (left
     padding) up to ``max_batch_size``, waiting at most ``batch_wait_s`` for company. Call
     :meth:`close` (or use ``with``) to stop the worker.

@@ -12,6 +12,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
+from langchain_ragr1.config import check_int
 from langchain_ragr1.corpus import document_contents, document_ids
 from langchain_ragr1.errors import ConfigError, MissingResourceError
 
@@ -64,9 +65,7 @@ class BM25Retriever(BaseRetriever):
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, k: int | None = None
     ) -> list[Document]:
-        k = self.k if k is None else k
-        if k < 1:
-            raise ConfigError(f"k must be positive, got {k}")
+        k = check_int("k", self.k if k is None else k, 1)
         ids, scores = self.index.retrieve(_tokenize([query]), k=min(k, len(self.documents)), show_progress=False)
         return [
             self.documents[i].model_copy(update={"metadata": {**self.documents[i].metadata, "score": float(s)}})

@@ -22,6 +22,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStoreRetriever
 from tqdm.auto import tqdm
 
+from langchain_ragr1.config import check_int
 from langchain_ragr1.corpus import document_contents, document_ids
 from langchain_ragr1.errors import ConfigError, MissingResourceError
 from langchain_ragr1.retrievers.embeddings import MiniLMEmbeddings
@@ -304,6 +305,5 @@ class ScoredVectorStoreRetriever(VectorStoreRetriever):
 
 def chroma_retriever(store: Chroma, k: int = 3) -> ScoredVectorStoreRetriever:
     """A retriever returning the top ``k`` passages (``invoke(query, k=n)`` overrides ``k``), scores in metadata."""
-    if k < 1:
-        raise ConfigError(f"k must be positive, got {k}")
+    check_int("k", k, 1)
     return ScoredVectorStoreRetriever(vectorstore=store, search_kwargs={"k": k})

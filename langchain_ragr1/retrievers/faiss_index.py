@@ -25,6 +25,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
+from langchain_ragr1.config import check_int
 from langchain_ragr1.corpus import document_contents, document_from_record, document_ids
 from langchain_ragr1.errors import ConfigError, MissingResourceError
 from langchain_ragr1.extras import require
@@ -102,9 +103,7 @@ class FaissRetriever(BaseRetriever):
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, k: int | None = None
     ) -> list[Document]:
-        k = self.k if k is None else k
-        if k < 1:
-            raise ConfigError(f"k must be positive, got {k}")
+        k = check_int("k", self.k if k is None else k, 1)
         vector = np.asarray([self.embeddings.embed_query(query)], dtype=np.float32)
         scores, rows = self.index.search(vector, min(k, self.index.ntotal))
         found = []

@@ -13,6 +13,7 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, PrivateAttr
 from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from langchain_ragr1.config import check_int
 from langchain_ragr1.errors import ConfigError, RetrievalError
 
 
@@ -64,9 +65,7 @@ class SearchR1HTTPRetriever(BaseRetriever):
     def _payload(self, queries: Sequence[str], k: int | None) -> dict[str, Any]:
         if isinstance(queries, str) or not queries:
             raise ConfigError("give a non-empty list of query strings")
-        k = self.k if k is None else k
-        if k < 1:
-            raise ConfigError(f"k must be positive, got {k}")
+        k = check_int("k", self.k if k is None else k, 1)
         return {"queries": list(queries), "topk": k, "return_scores": self.return_scores}
 
     def _retry_kwargs(self) -> dict[str, Any]:

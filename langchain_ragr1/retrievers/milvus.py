@@ -18,6 +18,7 @@ import numpy as np
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
+from langchain_ragr1.config import check_int
 from langchain_ragr1.corpus import document_contents, document_ids
 from langchain_ragr1.errors import ConfigError, MissingResourceError
 from langchain_ragr1.extras import require
@@ -144,8 +145,7 @@ def milvus_retriever(
     indexed into ``store`` first, or (neither) the bundled corpus in a milvus-lite file of the cache."""
     from langchain_ragr1.corpus import load_bundled_corpus, load_corpus_file
 
-    if k < 1:
-        raise ConfigError(f"k must be positive, got {k}")
+    check_int("k", k, 1)
     if corpus is not None:
         if store is None:
             raise ConfigError("Indexing a corpus file into Milvus needs --store: a .db file or a server URL.")

@@ -1,15 +1,6 @@
-"""The training scripts' command line: TRL's own dataclasses, whole, read by ``trl.TrlParser``.
-
-``run_sft`` parses ``(SFTScriptArguments, trl.SFTConfig, trl.ModelConfig)`` and ``run_rl``
-``(RLScriptArguments, trl.GRPOConfig, trl.ModelConfig, RagR1Config)``: every field is a flag
-(``--learning_rate 1e-4``, ``--use_peft --lora_r 16``) and a YAML key (``--config FILE``; flags
-override the file), as in ``trl sft`` / ``trl grpo``. The script arguments hold only what TRL
-does not have. :class:`RunParser` adds, in one place, what ``TrlParser`` lacks: packaged config
-names, each YAML key checked against the flags (an unknown key names the file and the closest
-flags) and each YAML value converted and checked as its flag's value would be (naming the key,
-the file and the valid choices), and a dataclass that rejects its values reported as a
-:class:`ConfigError` naming it and the file. Nothing here loads a model.
-"""
+"""The training scripts' command line: ``trl.TrlParser`` over TRL's own dataclasses, whole, plus a small
+ScriptArguments each; every field a flag and a YAML key (``--config``), as in ``trl sft`` / ``trl grpo``.
+Each error is a :class:`ConfigError` naming the file, the key and the closest flag or valid choices."""
 
 from __future__ import annotations
 
@@ -21,7 +12,9 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence, get_args
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+import yaml
 
 from langchain_ragr1.config import check_int, check_seconds
 from langchain_ragr1.errors import ConfigError, RagR1Error
@@ -29,17 +22,13 @@ from langchain_ragr1.extras import require
 from langchain_ragr1.retrievers.factory import RetrieverKind
 from langchain_ragr1.tuning.sft_data import SampleFormat
 
-#: The YAML configs shipped inside the package (``langchain_ragr1/tuning/configs/NAME.yaml``).
 PACKAGED_CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 RolloutBackend = Literal["transformers", "continuous"]
-ROLLOUT_BACKENDS: tuple[str, ...] = get_args(RolloutBackend)
-#: Our defaults for TRL fields (a config or flag may change them): nothing reported unless asked, the
-#: first step logged, and for SFT the pre-tokenised dataset used as it is (its own label mask).
-PROJECT_DEFAULTS: dict[str, Any] = {"report_to": "none", "logging_first_step": True, "logging_steps": 1,
-                                    "activation_checkpointing": False}
-SFT_DEFAULTS: dict[str, Any] = {"dataset_kwargs": {"skip_prepare_dataset": True}}
-#: GRPO's rewards are [exact_match, format]: the paper rewards exact match only.
-RL_DEFAULTS: dict[str, Any] = {"reward_weights": [1.0, 0.0]}
+#: Our defaults for TRL's fields, each where its dataclass has it (a config or flag changes them): nothing
+#: reported, every step logged, SFT's pre-tokenised dataset used as it is, GRPO rewarding exact match only.
+DEFAULTS: dict[str, Any] = {"report_to": "none", "logging_first_step": True, "logging_steps": 1,
+                            "activation_checkpointing": False, "dataset_kwargs": {"skip_prepare_dataset": True},
+                            "reward_weights": [1.0, 0.0]}  # [exact_match, format]
 
 
 def _help(text: str) -> dict[str, str]:
@@ -85,8 +74,9 @@ class RLScriptArguments:
         "without vLLM: transformers (static batches) or continuous (continuous batching)"))
 
     def __post_init__(self) -> None:
-        for name in ("max_new_tokens", "max_batch_size", *(("max_questions",) if self.max_questions else ())):
-            check_int(name, getattr(self, name), 1)
+        for name in ("max_new_tokens", "max_batch_size", "max_questions"):
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), 1)
         if self.retriever == "http" and not self.retriever_url:
             raise ConfigError("retriever_url is required with retriever: http (e.g. http://127.0.0.1:8000/retrieve)")
 
@@ -103,9 +93,8 @@ def _did_you_mean(key: str, names: Sequence[str]) -> str:
 
 
 def resolve_config(spec: str | Path, label: str | None = None) -> Path:
-    """The YAML file ``--config SPEC`` means: an existing file; else a packaged config's name
-    (``rl_cpu``, ``rl_cpu.yaml``) or the repository's ``training/configs/NAME.yaml`` from
-    anywhere; else a :class:`ConfigError` listing the packaged names."""
+    """``--config SPEC``: an existing file, else a packaged config's name (``rl_cpu``, ``rl_cpu.yaml``,
+    the repository's ``training/configs/rl_cpu.yaml`` from anywhere)."""
     path = Path(spec).expanduser()
     if path.is_file():
         return path
@@ -117,33 +106,23 @@ def resolve_config(spec: str | Path, label: str | None = None) -> Path:
                       f"a path to a YAML file or the name of a packaged config: {', '.join(available) or '(none)'}")
 
 
-def read_yaml(path: Path, where: str) -> dict[str, Any]:
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{where} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping of keys, got {type(data).__name__}")
-    return data
-
-
 def _show(choice: Any) -> str:
     return str(getattr(choice, "value", choice))
 
 
+def _qualified(cls: type) -> str:
+    return f"trl.{cls.__name__}" if cls.__module__.startswith("trl") else cls.__name__
+
+
 class RunParser:
-    """``trl.TrlParser`` over ``types`` with the run options (``--config``, ``--validate-only``,
-    ``--list-configs``, ``--quiet``) and the checks TRL lacks (see the module docstring)."""
+    """``trl.TrlParser`` over ``types`` (no abbreviated flags) after the run options ``--config``,
+    ``--validate-only``, ``--list-configs`` and ``--quiet``, with the checks of the module docstring."""
 
     def __init__(self, types: Sequence[type], *, label: str, description: str = "",
-                 defaults: Mapping[str, Any] | None = None, default_config: str | None = None) -> None:
-        TrlParser = require("trl", "training").TrlParser
-        self.types, self.label, self.default_config = tuple(types), label, default_config
-        self.parser = TrlParser(self.types, description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        run = self.parser.add_argument_group("run")
+                 default_config: str | None = None) -> None:
+        self.types, self.label = tuple(types), label
+        self.run = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+        run = self.run.add_argument_group("run")
         run.add_argument("--config", default=default_config, help=(
             f"a YAML file of any of the flags below (flags override it), or a packaged config's name: "
             f"{', '.join(packaged_configs(label))}"))
@@ -152,27 +131,33 @@ class RunParser:
         run.add_argument("--list-configs", "--list_configs", action="store_true", dest="list_configs",
                          help="print the packaged configs and where they are")
         run.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
-        self.actions = {a.dest: a for a in self.parser._actions if a.dest not in ("help", "config")}
-        self.parser.set_defaults(**{k: v for k, v in (defaults or {}).items() if k in self.actions})
+        self.parser = require("trl", "training").TrlParser(self.types, description=description, parents=[self.run],
+                                                           allow_abbrev=False)
+        self.actions = {a.dest: a for a in self.parser._actions if a.dest not in {"help", *(r.dest for r in self.run._actions)}}
+        self.parser.set_defaults(**{k: v for k, v in DEFAULTS.items() if k in self.actions})
         if "use_cpu" in self.actions:  # as device "auto": train where the run is, unless a config says otherwise
             import torch
 
             self.parser.set_defaults(use_cpu=not torch.cuda.is_available())
 
-    def parse(self, argv: Sequence[str] | None = None, values: Mapping[str, Any] | None = None
-              ) -> tuple[tuple[Any, ...], argparse.Namespace]:
-        """``(dataclasses in the order of types, run options)`` from the command line ``argv``
-        (its ``--config`` file first) or, from Python, ``values`` as if read from a YAML file."""
+    def parse(self, argv: Sequence[str] | None = None, values: Mapping[str, Any] | None = None) -> tuple[Any, ...]:
+        """The dataclasses, in the order of ``types``, from the command line ``argv`` (its ``--config``
+        file first) or, from Python, ``values`` as if read from a YAML file."""
         argv = list(sys.argv[1:] if argv is None else argv)
-        options, _ = self._options().parse_known_args(argv)
         where = f"{self.label} settings"
-        if values is not None or options.config:
-            if values is None:
-                path = resolve_config(options.config, self.label)
-                where = f"{self.label} config {str(path)!r}"
-                values = read_yaml(path, where)
+        config = self.run.parse_known_args(argv)[0].config
+        if values is None and config:
+            path = resolve_config(config, self.label)
+            where = f"{self.label} config {str(path)!r}"
+            try:
+                values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{where} is not valid YAML: {exc}") from None
+            if not isinstance(values, dict):
+                raise ConfigError(f"{where}: expected a mapping of keys, got {type(values).__name__}")
+        if values is not None:
             self._apply(dict(values), where)
-            if len(argv) > 2 or not any(a.startswith("--config") for a in argv):
+            if any(a.startswith("-") and a.split("=")[0] not in self.run._option_string_actions for a in argv):
                 where += " with the command line's flags"
         namespace, unknown = self.parser.parse_known_args(argv)
         if unknown:
@@ -181,87 +166,65 @@ class RunParser:
             raise ConfigError(f"{self.label} command line: unknown argument(s) {named or unknown}; see --help")
         built = []
         for cls in self.types:
-            names = [f.name for f in dataclasses.fields(cls) if f.init]
             try:
-                built.append(cls(**{n: getattr(namespace, n) for n in names if hasattr(namespace, n)}))
+                built.append(cls(**{f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls)
+                                    if f.init and hasattr(namespace, f.name)}))
             except (ValueError, TypeError) as exc:  # ConfigError (from RagR1Config, ours) is a ValueError
                 raise ConfigError(f"{where}: {_qualified(cls)} rejected the settings: {exc}") from None
-        return tuple(built), namespace
-
-    def _options(self) -> argparse.ArgumentParser:
-        options = argparse.ArgumentParser(add_help=False)
-        options.add_argument("--config", default=self.default_config)
-        return options
+        return tuple(built)
 
     def _apply(self, values: dict[str, Any], where: str) -> None:
         """Check each key and value of a YAML file as its flag would be, then make them the defaults."""
         for key, value in values.pop("env", {}).items() if isinstance(values.get("env"), dict) else ():
             os.environ[str(key)] = str(value)
         for key, value in values.items():
-            action = self.actions.get(key)
-            if action is None or key in ("validate_only", "list_configs", "quiet"):
+            if key not in self.actions:
                 raise ConfigError(f"{where}: unknown key {key!r}{_did_you_mean(str(key), list(self.actions))}; the keys "
                                   f"are the fields of {', '.join(_qualified(c) for c in self.types)} (--help lists them)")
-            values[key] = self._value(action, key, value, where)
+            values[key] = _value(self.actions[key], key, value, where)
         self.parser.set_defaults(**values)
 
-    @staticmethod
-    def _value(action: argparse.Action, key: str, value: Any, where: str) -> Any:
-        if value is None or isinstance(value, dict) or (isinstance(value, list) and action.nargs not in ("+", "*")):
-            return value  # a mapping (TRL's *_kwargs) or a list for a union field: the dataclass judges it
-        convert: Callable[[str], Any] = action.type or str  # type: ignore[assignment]
-        try:
-            out = [convert(str(v)) for v in value] if isinstance(value, list) else convert(str(value))
-        except (ValueError, TypeError, argparse.ArgumentTypeError):
-            kind = _KINDS.get(getattr(action.type, "__name__", ""), "a valid value")
-            raise ConfigError(f"{where}: {key} must be {kind}, got {value!r}") from None
-        if action.choices is not None:
-            bad = [v for v in (out if isinstance(out, list) else [out]) if v not in action.choices]
-            if bad:
-                raise ConfigError(f"{where}: {key} must be one of {', '.join(_show(c) for c in action.choices)}; "
-                                  f"got {_show(bad[0])!r}")
-        return out
 
-
-_KINDS = {"int": "an integer", "float": "a number", "string_to_bool": "true or false"}
-
-
-def _qualified(cls: type) -> str:
-    return f"trl.{cls.__name__}" if cls.__module__.startswith("trl") else cls.__name__
-
-
-def settings_dict(parsed: Sequence[Any]) -> dict[str, Any]:
-    """The parsed dataclasses as one JSON-able mapping per class (``--validate-only`` prints it)."""
-    out = {}
-    for obj in parsed:
-        data = obj.to_dict() if hasattr(obj, "to_dict") else dataclasses.asdict(obj)
-        out[type(obj).__name__] = json.loads(json.dumps(data, default=_show))
+def _value(action: argparse.Action, key: str, value: Any, where: str) -> Any:
+    """A YAML value converted and checked by its flag's type and choices."""
+    if value is None or isinstance(value, dict) or (isinstance(value, list) and action.nargs not in ("+", "*")):
+        return value  # a mapping (TRL's *_kwargs) or a list for a union field: the dataclass judges it
+    convert: Callable[[str], Any] = action.type or str  # type: ignore[assignment]
+    try:
+        out = [convert(str(v)) for v in value] if isinstance(value, list) else convert(str(value))
+    except (ValueError, TypeError, argparse.ArgumentTypeError):
+        kind = {"int": "an integer", "float": "a number", "string_to_bool": "true or false"}
+        raise ConfigError(f"{where}: {key} must be {kind.get(getattr(convert, '__name__', ''), 'a valid value')}, "
+                          f"got {value!r}") from None
+    bad = [v for v in (out if isinstance(out, list) else [out]) if action.choices and v not in action.choices]
+    if bad:
+        raise ConfigError(f"{where}: {key} must be one of {', '.join(_show(c) for c in action.choices or ())}; "
+                          f"got {_show(bad[0])!r}")
     return out
 
 
 def run_main(argv: Sequence[str] | None, parser: RunParser, *, check: Callable[[tuple[Any, ...]], None],
              train: Callable[..., dict[str, Any]], rows_key: str) -> int:
-    """The body of ``run_sft``/``run_rl``: parse (a :class:`RagR1Error` is one line and exit 2),
-    ``check`` what crosses the dataclasses (nothing that loads a model), then ``--list-configs``,
-    ``--validate-only`` or ``train(*parsed, progress=...)``; the summary is printed without ``rows_key``."""
+    """``run_sft``/``run_rl``: list the configs, or ``check`` and print the settings (``--validate-only``), or
+    ``train`` (it checks them) and print its summary less ``rows_key``; a :class:`RagR1Error` is exit 2."""
     import logging
 
     from langchain_ragr1.logs import log_to_stderr
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    log_to_stderr(logging.WARNING if "--quiet" in argv else logging.INFO)
-    if "--list-configs" in argv or "--list_configs" in argv:
-        for name, path in packaged_configs(parser.label).items():
-            print(f"{name}\t{path}")
+    options = parser.run.parse_known_args(argv)[0]
+    log_to_stderr(logging.WARNING if options.quiet else logging.INFO)
+    if options.list_configs:
+        print("\n".join(f"{name}\t{path}" for name, path in packaged_configs(parser.label).items()))
         return 0
     try:
-        parsed, options = parser.parse(argv)
-        check(parsed)
+        parsed = parser.parse(argv)
         if options.validate_only:
-            print(json.dumps(settings_dict(parsed), indent=2))
+            check(parsed)
+            print(json.dumps({type(o).__name__: o.to_dict() if hasattr(o, "to_dict") else dataclasses.asdict(o)
+                              for o in parsed}, indent=2, default=_show))
             return 0
-        if options.quiet:
-            parsed[1].disable_tqdm = True
+        parsed[1].disable_tqdm = parsed[1].disable_tqdm or options.quiet
         summary = train(*parsed, progress=not options.quiet)
     except RagR1Error as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -18,12 +18,13 @@ from typing import Any, Callable, Sequence
 from langchain_ragr1.config import RagR1Config
 from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.extras import require
+from langchain_ragr1.policies.continuous import check_continuous_sampling
 from langchain_ragr1.tuning.args import RLScriptArguments
 from langchain_ragr1.tuning.checkpoints import last_complete_checkpoint
 from langchain_ragr1.tuning.metrics import metrics_callback, write_metrics
 from langchain_ragr1.tuning.rl_questions import load_questions
 from langchain_ragr1.tuning.rl_rewards import default_rewards
-from langchain_ragr1.tuning.rl_rollout import GraphRollout, RolloutSettings
+from langchain_ragr1.tuning.rl_rollout import GraphRollout, RolloutSettings, rollout_sampling
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +39,16 @@ def make_dataset(items: Sequence[Any]):
 
 def check_rl(parsed: tuple[Any, ...]) -> None:
     """What crosses the parsed ``(RLScriptArguments, trl.GRPOConfig, trl.ModelConfig, RagR1Config)``
-    (nothing loads): the rollout samples, vLLM needs a GPU, one weight per default reward."""
-    _, args, _, _ = parsed
-    if args.temperature <= 0:
+    (nothing loads): the rollout samples as GRPOConfig says, vLLM needs a GPU, one weight per reward."""
+    script, args, _, _ = parsed
+    sampling = rollout_sampling(args, script.max_new_tokens)  # a bad top_k, min_p, ...: named here
+    if sampling.greedy:
         raise ConfigError(f"RL: temperature must be > 0 (GRPO compares sampled episodes), got {args.temperature}")
+    if args.generation_kwargs:
+        raise ConfigError("RL: generation_kwargs is not supported by the graph rollout; use GRPOConfig's own "
+                          "temperature, top_p, top_k, min_p and repetition_penalty")
+    if script.rollout_backend == "continuous" and not args.use_vllm:
+        check_continuous_sampling(sampling)
     if args.use_vllm and args.use_cpu:
         raise ConfigError("RL: use_vllm needs a GPU (use_cpu is set); on a CPU use the transformers rollouts")
     names = [f.__name__ for f in default_rewards()]

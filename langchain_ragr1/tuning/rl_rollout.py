@@ -33,7 +33,7 @@ from langchain_ragr1.transcript import Segment, token_ids_and_mask
 class RolloutSettings:
     """How episodes are run: the agent's whole :class:`RagR1Config` (``agent``: mode, k,
     max_turns, doc_max_tokens, ...), the tokens of one model turn and the batching. Sampling
-    (temperature, top_p) and ``max_completion_length`` are the trainer's ``GRPOConfig``
+    (:func:`rollout_sampling`) and ``max_completion_length`` are the trainer's ``GRPOConfig``
     (``trainer.args``), read at each call; ``max_completion_length`` here is only for calls
     without a trainer (a fixed policy)."""
 
@@ -188,9 +188,7 @@ class GraphRollout:
             return
         if trainer is None:
             raise ConfigError("GraphRollout needs a policy, or the trainer that calls it.")
-        # the run's GRPOConfig, built once: TRL's sampling settings are the rollouts' own
-        sampling = Sampling(max_new_tokens=s.max_new_tokens, temperature=trainer.args.temperature,
-                            top_p=trainer.args.top_p)
+        sampling = rollout_sampling(trainer.args, s.max_new_tokens)
         policy: Policy
         if getattr(trainer, "use_vllm", False):
             policy = _vllm_policy(trainer, sampling)
@@ -225,6 +223,13 @@ class GraphRollout:
             finally:
                 policy.close()
                 model.train(was_training)
+
+
+def rollout_sampling(args: Any, max_new_tokens: int) -> Sampling:
+    """The rollouts' :class:`Sampling`: the sampling fields of the run's ``trl.GRPOConfig`` (``args``),
+    as TRL's own generation reads them (``min_p`` None is off)."""
+    return Sampling(max_new_tokens=max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                    top_k=args.top_k, min_p=args.min_p or 0.0, repetition_penalty=args.repetition_penalty)
 
 
 def _vllm_policy(trainer: Any, sampling: Sampling) -> Policy:

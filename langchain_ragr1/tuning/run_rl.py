@@ -24,7 +24,7 @@ import sys  # noqa: E402
 from typing import Any, Mapping, Sequence  # noqa: E402
 
 from langchain_ragr1.config import RagR1Config  # noqa: E402
-from langchain_ragr1.tuning.args import PROJECT_DEFAULTS, RL_DEFAULTS, RLScriptArguments, RunParser  # noqa: E402
+from langchain_ragr1.tuning.args import RLScriptArguments, RunParser  # noqa: E402
 
 DEFAULT_CONFIG = "rl_cpu"
 
@@ -35,7 +35,7 @@ def make_parser(default_config: str | None = DEFAULT_CONFIG) -> RunParser:
 
     trl = require("trl", "training")
     return RunParser((RLScriptArguments, trl.GRPOConfig, trl.ModelConfig, RagR1Config), label="RL",
-                     description=(__doc__ or "").split("\n\n")[0], defaults={**PROJECT_DEFAULTS, **RL_DEFAULTS},
+                     description=(__doc__ or "").split("\n\n")[0],
                      default_config=default_config)
 
 
@@ -43,7 +43,7 @@ def parse(values: Mapping[str, Any] | None = None, argv: Sequence[str] = ()) -> 
     """The parsed ``(RLScriptArguments, trl.GRPOConfig, trl.ModelConfig, RagR1Config)``
     from a mapping of YAML keys (``values``) and flags (``argv``, as on the command line;
     ``--config FILE`` when there are no ``values``): the script's settings for Python use."""
-    return make_parser().parse(list(argv), values)[0]
+    return make_parser().parse(list(argv), values)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

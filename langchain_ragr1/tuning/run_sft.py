@@ -21,7 +21,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: busy-
 import sys  # noqa: E402
 from typing import Any, Mapping, Sequence  # noqa: E402
 
-from langchain_ragr1.tuning.args import PROJECT_DEFAULTS, SFT_DEFAULTS, RunParser, SFTScriptArguments  # noqa: E402
+from langchain_ragr1.tuning.args import RunParser, SFTScriptArguments  # noqa: E402
 
 
 def make_parser() -> RunParser:
@@ -30,14 +30,14 @@ def make_parser() -> RunParser:
 
     trl = require("trl", "training")
     return RunParser((SFTScriptArguments, trl.SFTConfig, trl.ModelConfig), label="SFT",
-                     description=(__doc__ or "").split("\n\n")[0], defaults={**PROJECT_DEFAULTS, **SFT_DEFAULTS})
+                     description=(__doc__ or "").split("\n\n")[0])
 
 
 def parse(values: Mapping[str, Any] | None = None, argv: Sequence[str] = ()) -> tuple[Any, ...]:
     """The parsed ``(SFTScriptArguments, trl.SFTConfig, trl.ModelConfig)``
     from a mapping of YAML keys (``values``) and flags (``argv``, as on the command line;
     ``--config FILE`` when there are no ``values``): the script's settings for Python use."""
-    return make_parser().parse(list(argv), values)[0]
+    return make_parser().parse(list(argv), values)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
