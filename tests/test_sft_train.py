@@ -14,8 +14,9 @@ from _recipe import segment
 
 from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.tuning import build_sft_dataset, to_samples, write_jsonl
+from langchain_ragr1.tuning.args import SFTScriptArguments
 from langchain_ragr1.tuning.run_sft import parse
-from langchain_ragr1.tuning.sft import check_dataset, train_sft
+from langchain_ragr1.tuning.sft import check_dataset, run_control_callback, train_sft
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -207,6 +208,42 @@ def test_time_budget_stops_after_the_step_that_passes_it_and_saves(tiny_model_di
     assert (out / "checkpoint-1").is_dir() and (out / "final").is_dir()
     unlimited = train_sft(*_config(tiny_model_dir, sft_dataset_dir, tmp_path / "free", max_steps=2), progress=False)
     assert unlimited["global_step"] == 2 and unlimited["stopped_by_time_budget"] is False
+
+
+def test_pause_every_epochs_stops_at_each_multiple_and_the_rerun_resumes(tiny_model_dir, sft_dataset_dir, tmp_path):
+    # 4 samples, batch 1: 4 steps an epoch; a pause each half epoch, so a campaign can evaluate between
+    out = tmp_path / "pause"
+    values = {"max_steps": -1, "num_train_epochs": 1, "per_device_train_batch_size": 1, "save_steps": 100,
+              "pause_every_epochs": 0.5}
+    first = train_sft(*_config(tiny_model_dir, sft_dataset_dir, out, **values), progress=False)
+    assert first["global_step"] == 2 and first["stopped"] == "pause" and (out / "checkpoint-2").is_dir()
+    second = train_sft(*_config(tiny_model_dir, sft_dataset_dir, out, **values), progress=False)
+    assert Path(second["resumed_from"]).name == "checkpoint-2"
+    assert second["global_step"] == 4 and (out / "checkpoint-4").is_dir()
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["epoch"] == pytest.approx(1.0)
+
+
+def test_sigterm_ends_the_run_after_the_step_with_a_checkpoint(sft_dataset_dir):
+    import os
+    import signal
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl
+
+    callback = run_control_callback(SFTScriptArguments(dataset=str(sft_dataset_dir)))
+    before = signal.getsignal(signal.SIGTERM)
+    state = SimpleNamespace(epoch=0.0, global_step=3)
+    callback.on_train_begin(None, state, TrainerControl())
+    try:
+        control = callback.on_step_end(None, state, TrainerControl())
+        assert not control.should_training_stop
+        os.kill(os.getpid(), signal.SIGTERM)  # handled: the test process lives on
+        control = callback.on_step_end(None, state, TrainerControl())
+        assert control.should_training_stop and control.should_save and callback.stopped == "sigterm"
+    finally:
+        callback.on_train_end(None, state, TrainerControl())
+    assert signal.getsignal(signal.SIGTERM) == before
 
 
 def test_lora_run_saves_an_adapter(tiny_model_dir, sft_dataset_dir, tmp_path):

@@ -48,14 +48,23 @@ class SFTScriptArguments:
     max_samples: int | None = field(default=None, metadata=_help("a seeded random subset of this many samples"))
     max_train_seconds: float | None = field(default=None, metadata=_help(
         "stop (and save) after the optimizer step that passes this many seconds of training"))
+    save_every_seconds: float | None = field(default=None, metadata=_help(
+        "also save a checkpoint after the optimizer step that passes this many seconds since the last save"))
+    pause_every_epochs: float | None = field(default=None, metadata=_help(
+        "stop (and save) each time the epoch count reaches a multiple of this; rerun to resume (a campaign "
+        "evaluates in between)"))
 
     def __post_init__(self) -> None:
         if not self.dataset:
             raise ConfigError("dataset is required: make_sft_data's --out folder (training/make_sft_data.py --out DIR)")
         if self.max_samples is not None:
             check_int("max_samples", self.max_samples, 1)
-        if self.max_train_seconds is not None:
-            check_seconds("max_train_seconds", self.max_train_seconds)
+        for name in ("max_train_seconds", "save_every_seconds"):
+            if getattr(self, name) is not None:
+                check_seconds(name, getattr(self, name))
+        every = self.pause_every_epochs
+        if every is not None and (isinstance(every, bool) or not isinstance(every, (int, float)) or not 0 < every < 1e6):
+            raise ConfigError(f"pause_every_epochs must be a number of epochs > 0 (e.g. 1 or 0.5), got {every!r}")
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
     python -m langchain_ragr1.tuning.export_adapter runs/sft-default/final langchain_ragr1/adapters/smollm2-ragr1-sft
     python training/export_adapter.py SRC DEST   # a checkout: the same command
+    python -m langchain_ragr1.tuning.export_adapter runs/x/checkpoint-40 merged/ --merge-into base  # a model folder
 
 The default model (``langchain_ragr1.models.default_model_path``) merges the adapter found in
 ``langchain_ragr1/adapters/smollm2-ragr1-sft`` into the bundled SmolLM2 once, keyed by its digest.
@@ -21,11 +22,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float16", choices=("float16", "bfloat16", "float32"))
     parser.add_argument("--base-model-name", default="SmolLM2-135M-Instruct",
                         help="recorded in adapter_config.json instead of the local base path")
+    parser.add_argument("--merge-into", metavar="BASE", default=None,
+                        help="write a plain model folder instead: the adapter merged into BASE (a model folder, "
+                             "'base' for the bundled SmolLM2, or another alias of --model)")
     args = parser.parse_args(argv)
     from langchain_ragr1.errors import RagR1Error
-    from langchain_ragr1.models import export_adapter
+    from langchain_ragr1.models import export_adapter, merge_adapter, resolve_model_path
 
     try:
+        if args.merge_into:
+            out = merge_adapter(resolve_model_path(args.merge_into), args.src, args.dest)
+            print(f"wrote {out} (merged into {args.merge_into})")
+            return 0
         out = export_adapter(args.src, args.dest, dtype=args.dtype, base_model_name=args.base_model_name)
     except RagR1Error as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -204,31 +204,67 @@ def load_sft_dataset(script: SFTScriptArguments, args: Any, tokenizer: Any, sour
     return dataset.select_columns(keep), counts
 
 
-def time_budget_callback(seconds: float):
-    """A ``TrainerCallback`` that ends training (saving a checkpoint) after the optimizer step
-    at which ``seconds`` of training have passed; ``.stopped`` says whether it did."""
+def run_control_callback(script: SFTScriptArguments):
+    """A ``TrainerCallback`` that ends the run early, saving a checkpoint, after the optimizer step
+    at which ``max_train_seconds`` of training have passed, at which the epoch count reaches the next
+    multiple of ``pause_every_epochs`` (a campaign evaluates it, then resumes), or that follows a
+    SIGTERM (the run was asked to stop: the step finishes and is saved, nothing is lost). It also
+    saves every ``save_every_seconds`` of training. ``.stopped`` says why it stopped (None if it
+    did not)."""
+    import signal
+    import threading
     import time
 
     from transformers import TrainerCallback
 
-    class TimeBudget(TrainerCallback):
+    class RunControl(TrainerCallback):
         def __init__(self) -> None:
-            self.start: float | None = None
-            self.stopped = False
+            self.start = self.last_save = time.monotonic()
+            self.next_pause: float | None = None
+            self.stopped: str | None = None
+            self.signalled = False
+            self.previous_handler: Any = None
 
         def on_train_begin(self, args, state, control, **kwargs):
-            self.start = time.monotonic()
+            self.start = self.last_save = time.monotonic()
+            if script.pause_every_epochs:
+                every = script.pause_every_epochs
+                self.next_pause = (math.floor(state.epoch / every + 1e-6) + 1) * every
+            if threading.current_thread() is threading.main_thread():
+                self.previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.previous_handler is not None:
+                signal.signal(signal.SIGTERM, self.previous_handler)
+                self.previous_handler = None
+
+        def _on_sigterm(self, signum, frame):
+            logger.warning("SIGTERM: stopping after this optimizer step, with a checkpoint.")
+            self.signalled = True
+
+        def _stop(self, control, why: str, step: int):
+            logger.warning("Stopping at step %d (%s); saving a checkpoint.", step, why)
+            self.stopped = why
+            control.should_training_stop = True
+            control.should_save = True
 
         def on_step_end(self, args, state, control, **kwargs):
-            if self.start is not None and time.monotonic() - self.start >= seconds:
-                logger.warning("Time budget of %g s reached at step %d: stopping and saving.",
-                               seconds, state.global_step)
-                self.stopped = True
-                control.should_training_stop = True
+            now = time.monotonic()
+            if self.signalled:
+                self._stop(control, "sigterm", state.global_step)
+            elif script.max_train_seconds and now - self.start >= script.max_train_seconds:
+                self._stop(control, "time_budget", state.global_step)
+            elif self.next_pause is not None and state.epoch >= self.next_pause - 1e-6:
+                self._stop(control, "pause", state.global_step)
+            elif script.save_every_seconds and now - self.last_save >= script.save_every_seconds:
                 control.should_save = True
             return control
 
-    return TimeBudget()
+        def on_save(self, args, state, control, **kwargs):
+            self.last_save = time.monotonic()
+            return control
+
+    return RunControl()
 
 
 def load_model(model_args: Any, default: str) -> tuple[str, Any, Any]:
@@ -272,9 +308,9 @@ def train_sft(script: SFTScriptArguments, args: Any, model_args: Any, *, progres
     logger.info("SFT data (%s): %d samples, %d tokens and %d labelled tokens per epoch, %d optimizer steps per epoch",
                 script.sample_format, train["samples"], train["tokens"], train["labelled_tokens"],
                 train["optimizer_steps_per_epoch"])
-    callbacks = [time_budget_callback(script.max_train_seconds)] if script.max_train_seconds else None
+    run_control = run_control_callback(script)
     trainer = trl.SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                             peft_config=trl.get_peft_config(model_args), callbacks=callbacks)
+                             peft_config=trl.get_peft_config(model_args), callbacks=[run_control])
     last = args.resume_from_checkpoint or last_complete_checkpoint(output_dir)
     if last:
         logger.warning("Resuming from %s", last)
@@ -295,7 +331,8 @@ def train_sft(script: SFTScriptArguments, args: Any, model_args: Any, *, progres
         "labelled_tokens_per_epoch": train["labelled_tokens"],
         "data_counts": data_counts,
         "train_runtime": result.metrics.get("train_runtime"),
-        "stopped_by_time_budget": bool(callbacks and callbacks[0].stopped),
+        "stopped_by_time_budget": run_control.stopped == "time_budget",
+        "stopped": run_control.stopped,
         "train_loss": result.metrics.get("train_loss"),
         "loss_rows": rows,
     }
