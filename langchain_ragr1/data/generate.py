@@ -1,4 +1,4 @@
-"""Deterministic QA over the bundled Wikipedia summaries, verified against the corpus text (v2).
+"""Deterministic QA over the bundled Wikipedia summaries, verified against the corpus text (v3).
 
 Facts are read from the passages (``"{description}. {extract}"``) by conservative patterns
 (:mod:`langchain_ragr1.data.facts`):
@@ -10,18 +10,37 @@ Facts are read from the passages (``"{description}. {extract}"``) by conservativ
   Shelley"``: published; a film: released; a painting: painted; an opera: premiered ...);
 - relations between articles: a work's creator (director, author, composer, artist), a
   country's capital (``"Its capital and largest city is Accra"`` in the country's article, or
-  ``"Accra is the capital of Ghana"`` in the city's) and an object's discoverer (a person).
+  ``"Accra is the capital of Ghana"`` in the city's), who discovered, founded, invented,
+  created, designed or first described something (a person article, also after a descriptor:
+  ``"created in 1907 by the Spanish artist Pablo Picasso"``), where something is located
+  (``"Public university in Beijing, China"``, ``"It is located in ..."``) and what it is part
+  of (``"Scotland is a country that is part of the United Kingdom"``). A relation in the text
+  counts only when its clause is about the article itself (no ``which``/``who`` clause, comma
+  or parenthesis before the verb), so ``"the Gulf of Guinea, which is part of the Atlantic"``
+  says nothing about Accra.
 
 Four kinds: ``single-hop`` (one attribute or relation), ``comparison`` (which of two entities
 has the larger/earlier value), ``fan-out`` (the largest/earliest of three or four: parallel
 lookups) and ``bridge`` (a relation, then an attribute of the article it names: two hops).
+Questions are worded as people ask them (:mod:`langchain_ragr1.data.phrasings`): at least three
+phrasings per attribute or relation and per kind, with descriptors (``"the German composer
+Johann Sebastian Bach"``, ``"Accra, a capital city of Ghana"``), possessives (``"Ghana's
+capital"``), other question words and word orders; a descriptor that contains the answer is never
+used. Each item records its phrasing in ``template`` (``"single-hop/founder/2"``,
+``"bridge/location/1+population/0"``). A bridge chain may be asked in up to
+:data:`BRIDGE_PHRASINGS` wordings in one split (the corpus has few chains).
+
 Every item carries ``facts`` (one per evidence article, in hop order: title, entity, attribute,
 value and a short quote, both exact substrings of the article's text, and a plain statement)
 and a ``reasoning`` sentence. Articles linked by a relation form a group; each group goes to
-train/dev/test by a hash, so the splits share no evidence article. Articles whose title's
-sha256 is listed in ``excluded_titles.sha256`` (or named in the reserved-titles file, see
-:func:`reserved_titles`) are never used. :func:`verify_item` re-derives every answer and fact
-from the corpus text.
+train/dev/test by a hash, so the splits share no evidence article; a group holding an evidence
+article of the v2 sets (``ragr1-dev``, ``ragr1-test``, see :data:`PINNED_SETS`) keeps that split,
+so ``ragr1-train`` never uses their evidence. Articles whose title's sha256 is listed in
+``excluded_titles.sha256`` (or named in the reserved-titles file, see :func:`reserved_titles`)
+are never used. :func:`verify_item` re-derives every answer and fact from the corpus text.
+
+Shipped: ``ragr1-dev-v3`` and ``ragr1-test-v3`` (``python -m langchain_ragr1.data.generate``
+rewrites them); ``ragr1-train`` is :func:`generate_train`, made on the fly.
 """
 
 from __future__ import annotations
