@@ -1,4 +1,5 @@
-"""The offline QA generator (v2): reproducible shipped sets, verified answers and facts, disjoint splits."""
+"""The offline QA generator (v3): reproducible shipped sets, verified answers and facts, disjoint splits,
+phrasings people use, and the v2 sets kept (their evidence never in ragr1-train)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ import dataclasses
 import pytest
 
 from langchain_ragr1.data import DataError, load_qa
+from langchain_ragr1.data.facts import PERSON_RELATIONS, RELATIONS
 from langchain_ragr1.data.generate import (
     EXCLUDED_DIGESTS_FILE,
     KINDS,
     TRAIN_COUNTS,
+    VERSION,
     collect_facts,
     corpus_texts,
     generate_split,
+    pinned_titles,
     reserved_titles,
     split_of,
     title_digest,
@@ -22,6 +26,7 @@ from langchain_ragr1.data.generate import (
     write_shipped,
 )
 from langchain_ragr1.data.items import SHIPPED_DIR
+from langchain_ragr1.data.phrasings import BRIDGE_ASK, BRIDGE_REFER, COMPARE, SINGLE, work_single
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +43,19 @@ def facts(corpus):
 def splits(corpus, facts):
     return {
         "train": generate_split("train", TRAIN_COUNTS, corpus=corpus, facts=facts),
-        "dev": load_qa("ragr1-dev"),
-        "test": load_qa("ragr1-test"),
+        "dev": load_qa(f"ragr1-dev-{VERSION}"),
+        "test": load_qa(f"ragr1-test-{VERSION}"),
     }
+
+
+def _source(split: str) -> str:
+    return "ragr1-train" if split == "train" else f"ragr1-{split}-{VERSION}"
 
 
 def test_shipped_files_are_reproduced_byte_for_byte(tmp_path):
     write_shipped(tmp_path)
     for split in ("dev", "test"):
-        name = f"ragr1-{split}.jsonl"
+        name = f"ragr1-{split}-{VERSION}.jsonl"
         assert (tmp_path / name).read_bytes() == (SHIPPED_DIR / name).read_bytes()
 
 
@@ -55,9 +64,10 @@ def test_every_kind_present_and_bridge_share(splits):
         kinds = collections.Counter(i.kind for i in items)
         assert set(kinds) == set(KINDS), name
         assert kinds["bridge"] / len(items) >= 0.2, (name, kinds)
-        assert {i.source for i in items} == {f"ragr1-{name}"}
-        assert all(i.id.startswith(f"ragr1-{name}-") for i in items)
-    assert len(splits["dev"]) >= 90 and len(splits["test"]) >= 90 and len(splits["train"]) >= 700
+        assert {i.source for i in items} == {_source(name)}
+        assert all(i.id.startswith(f"{_source(name)}-") for i in items)
+    assert len(splits["dev"]) == 100 and len(splits["test"]) == 100
+    assert len(splits["train"]) >= 2 * 878  # twice the v2 generator's train split
 
 
 def test_attributes_are_mixed(splits):
@@ -91,7 +101,7 @@ def test_splits_share_no_evidence_article(splits, facts):
     titles = {name: {t for i in items for t in i.evidence_titles} for name, items in splits.items()}
     assert not titles["train"] & titles["dev"] and not titles["train"] & titles["test"]
     assert not titles["dev"] & titles["test"]
-    where = split_of(facts)
+    where = split_of(facts, pinned_titles())
     for relation, target in facts.links:  # linked articles always land in one split
         assert where[relation.title] == where[target]
 
@@ -147,3 +157,73 @@ def test_old_v1_sets_still_load():
         items = load_qa(name)
         assert len(items) == n and all(i.facts == [] and i.reasoning is None for i in items)
         assert {i.source for i in items} == {name}
+
+
+def test_v2_sets_load_unchanged_and_still_verify(corpus):
+    for name in ("ragr1-dev", "ragr1-test"):
+        items = load_qa(name)
+        assert len(items) == 100 and {i.source for i in items} == {name}
+        assert all(i.id.startswith(f"{name}-0") and i.template is None for i in items)
+        for item in items:
+            verify_item(item, corpus[0])
+
+
+def test_ragr1_train_never_uses_v2_or_v3_dev_test_evidence():
+    train = {t for i in load_qa("ragr1-train") for t in i.evidence_titles}
+    for name in ("ragr1-dev", "ragr1-test", f"ragr1-dev-{VERSION}", f"ragr1-test-{VERSION}"):
+        held = {t for i in load_qa(name) for t in i.evidence_titles}
+        assert held and not train & held, name
+
+
+def test_pinned_groups_keep_their_split(facts):
+    pinned = pinned_titles()
+    assert set(pinned.values()) <= {"dev", "test", "held out"} and len(pinned) >= 150
+    where = split_of(facts, pinned)
+    for title, split in pinned.items():
+        if title in where:
+            assert where[title] == split
+    # a group pinned to two splits is in none
+    relation, target = next((f, t) for f, t in facts.links if f.attribute == "location")
+    both = split_of(facts, {relation.title: "dev", target: "test"})
+    assert both[relation.title] == both[target] == "held out"
+
+
+def test_every_relation_and_kind_has_three_phrasings():
+    for key, templates in {**SINGLE, **BRIDGE_REFER, **BRIDGE_ASK}.items():
+        assert len(set(templates)) >= 3, key
+    for verb in ("published", "premiered", "released"):
+        assert len(set(work_single(verb))) >= 3
+    for fam, (pair, fan) in COMPARE.items():
+        for templates in (*pair, *fan):
+            assert len(set(templates)) >= 3, fam
+    assert set(RELATIONS) <= set(SINGLE) and set(RELATIONS) <= set(BRIDGE_REFER)
+
+
+def test_train_uses_the_phrasings_with_descriptors_and_new_relations(splits):
+    train = splits["train"]
+    assert all(i.template and i.template.startswith(f"{i.kind}/") for i in train)
+    by_key = collections.defaultdict(set)
+    for item in train:
+        kind, key, index = item.template.split("/", 2)
+        by_key[(kind, key.split("-")[0])].add(index)
+    for (kind, key), used in by_key.items():
+        n = sum(1 for i in train if i.template.startswith(f"{kind}/{key}"))
+        if n >= 20 and kind != "bridge":
+            assert len(used) >= 3, (kind, key, used)
+    questions = " ".join(i.question for i in train)
+    assert "'s " in questions and " the English " in questions and ", a city in " in questions
+    assert {"where", "when", "who", "which", "what", "how"} <= {i.question.split()[0].lower() for i in train}
+    single = {i.facts[0]["attribute"] for i in train if i.kind == "single-hop"}
+    bridge = {i.facts[0]["attribute"] for i in train if i.kind == "bridge"}
+    for relation in ("founder", "creator", "location", "part of"):
+        assert relation in single, relation
+    assert {"location", "creator"} <= bridge and PERSON_RELATIONS & single
+
+
+def test_descriptors_never_give_the_answer_away(splits):
+    for item in splits["train"]:
+        if item.kind in ("single-hop", "bridge"):
+            entity = item.facts[0]["entity"]
+            rest = item.question.replace(entity, " ")
+            answers = item.golden_answers[:1] + ([item.facts[0]["value"]] if item.kind == "bridge" else [])
+            assert not any(a in rest for a in answers), item

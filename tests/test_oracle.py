@@ -75,7 +75,7 @@ def test_answer_turn_states_the_deciding_facts_then_the_reasoning(mode):
     final = _think(_turns(result)[-1])
     assert "Mary Shelley died in 1851." in final
     assert "Augustin-Louis Cauchy died in 1857." in final
-    assert final.endswith(COMPARISON.reasoning)
+    assert COMPARISON.reasoning in final  # then the answer discipline (a name, not a value)
     assert result["turns"] == (1 if mode == "multi" else 2)
 
 
@@ -147,3 +147,47 @@ def test_the_oracle_refuses_an_information_block_without_its_fields():
     assert information_text([make_segment("prompt", "p"), shown]) == "Doc 1: x"
     with pytest.raises(ValueError, match="'retrieval' field"):
         information_text([make_segment("env", "\n<information>\nDoc 1: x\n</information>\n")])
+
+
+DISCOVERY_DOCS = DOCS + [Document(
+    page_content="Radioactive element. Polonium was discovered in 1898 by Marie Curie and named after Poland.",
+    metadata={"title": "Polonium"})]
+DISCOVERER = QAItem(
+    id="s1", question="Who discovered Polonium?", golden_answers=["Marie Curie"], kind="single-hop",
+    evidence_titles=["Polonium"], gold_queries=[["Polonium discoverer"]],
+)
+DISCOVERER.facts = [
+    {"title": "Polonium", "entity": "Polonium", "attribute": "discoverer", "value": "Marie Curie",
+     "quote": "Polonium was discovered in 1898 by Marie Curie", "statement": "Polonium was discovered by Marie Curie."},
+]
+DISCOVERER.reasoning = "Polonium was discovered by Marie Curie, so the answer is Marie Curie."
+
+
+@pytest.mark.parametrize("mode", ["multi", "single"])
+def test_a_comparison_is_answered_with_the_entity_never_its_value(mode):
+    (result,) = _run([COMPARISON], mode)
+    final = _turns(result)[-1]
+    action = parse_action(final, mode)
+    assert action.kind == "answer" and action.answer == "Augustin-Louis Cauchy"
+    assert _think(final).rstrip().endswith(("not its value.", "not the number.", "name, Augustin-Louis Cauchy."))
+
+
+@pytest.mark.parametrize("mode", ["multi", "single"])
+def test_a_who_discovered_question_is_answered_after_one_search(mode):
+    (result,) = _run([DISCOVERER], mode, docs=DISCOVERY_DOCS)
+    turns = _turns(result)
+    assert [parse_action(t, mode).kind for t in turns] == ["search", "answer"]
+    assert result["answer"] == "Marie Curie" and result["turns"] == 1
+    final = _think(turns[-1])
+    assert "Polonium was discovered by Marie Curie" in final
+    assert any(s in final for s in ("without searching again", "answers the question directly", "nothing more"))
+
+
+@pytest.mark.parametrize("mode", ["multi", "single"])
+def test_a_bridge_searches_the_first_hops_answer_not_the_question_again(mode):
+    (result,) = _run([BRIDGE], mode)
+    first, second, last = (parse_action(t, mode) for t in _turns(result))
+    assert first.kind == "search" and second.kind == "search" and last.kind == "answer"
+    assert all("Federico Fellini" in q for q in second.queries)
+    assert not any("La Dolce Vita" in q for q in second.queries)
+    assert last.answer == "1920"

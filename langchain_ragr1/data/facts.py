@@ -1,15 +1,21 @@
 """Facts read from the bundled Wikipedia passages (``"{description}. {extract}"``) by conservative
 patterns: a person's lifespan, populations, areas, elevations, lengths, founding and work years,
-and relations between articles (a work's creator, a country's capital, an object's discoverer).
+and relations between articles: a work's creator (from its description), a country's capital,
+who discovered, founded, invented, created, designed or first described something (a person,
+possibly after a descriptor: ``"invented by Italian scientist Alessandro Volta"``), where
+something is located and what it is part of.
 
 Each :class:`Fact` keeps its value and a short quote, both exact substrings of the article's
-text; :mod:`langchain_ragr1.data.generate` turns facts into questions.
+text; :mod:`langchain_ragr1.data.generate` turns facts into questions. :func:`descriptor` gives
+an article's short description as a noun phrase (``"German composer"``) for questions that
+describe an entity the way people do.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Iterable
 
 _LIFESPAN_RE = re.compile(r"\((\d{3,4})\s*[–-]\s*(\d{3,4})\)")
 _CREATOR_RE = re.compile(r"^(.*?)\s+by ([A-Z][^,;()]+?)\s*$")
@@ -46,6 +52,38 @@ _FOUNDED_RE = re.compile(r"\b(founded|established) in (\d{3,4})\b(?! BC)")
 _CAPITAL_OF_RE = re.compile(r"\bis the capital(?: and (?:the )?largest city)? of (?:the )?([A-Z][^.;:()]*)")
 _ITS_CAPITAL_RE = re.compile(r"\b[Ii]ts capital(?: and (?:the )?largest city)? is ([A-Z][^.;:()]*)")
 _DISCOVERED_RE = re.compile(r"\bdiscovered (?:in \d{4} )?by ([A-Z][^.;:()]*)")
+#: Head nouns of a description that places its article (``"Public university in Beijing, China"``).
+_PLACES = ("city", "town", "village", "river", "lake", "mountain", "island", "university", "museum", "palace",
+           "church", "temple", "cathedral", "mosque", "castle", "bridge", "tower", "park", "desert", "volcano",
+           "waterfall", "stadium", "monument", "port", "peninsula", "bay", "valley", "archipelago", "mountain range",
+           "building", "skyscraper", "square", "fortress", "region", "province", "state", "municipality")
+_BY = r" (?:in \d{3,4} )?by (?:the )?([A-Z][^.;:()]*)"
+#: Relations written in an article's text: attribute -> the pattern whose group 1 starts with the named article's name.
+TEXT_RELATIONS: dict[str, re.Pattern] = {
+    "capital": _ITS_CAPITAL_RE,
+    "capital of": _CAPITAL_OF_RE,
+    "discoverer": _DISCOVERED_RE,
+    "founder": re.compile(r"\b(?:co-)?founded" + _BY),
+    "inventor": re.compile(r"\binvented" + _BY),
+    "creator": re.compile(r"\bcreated" + _BY),
+    "designer": re.compile(r"\bdesigned" + _BY),
+    "describer": re.compile(r"\bfirst described" + _BY),
+    "location": re.compile(r"(?:^(?:[A-Za-z-]+ ){0,3}?(?i:" + "|".join(_PLACES) + r")|\b(?:is|are|was) (?:located|"
+                           r"situated)) in (?:the )?([A-Z][^.;:()]*)"),
+    "part of": re.compile(r"\b(?:is|are|was|forms) (?:a |an )?part of (?:the )?([A-Z][^.;:()]*)"),
+}
+#: Relations that name a person (the article named must be a person, the article itself not).
+PERSON_RELATIONS = frozenset({"discoverer", "founder", "inventor", "creator", "designer", "describer"})
+#: How each relation is said, ``{e}`` the entity and ``{v}`` the article named.
+RELATION_STATEMENT = {
+    "capital": "The capital of {e} is {v}.", "capital of": "{e} is the capital of {v}.",
+    "discoverer": "{e} was discovered by {v}.", "founder": "{e} was founded by {v}.",
+    "inventor": "{e} was invented by {v}.", "creator": "{e} was created by {v}.",
+    "designer": "{e} was designed by {v}.", "describer": "{e} was first described by {v}.",
+    "location": "{e} is located in {v}.", "part of": "{e} is part of {v}.",
+}
+#: A person's descriptor written before the name (``"Italian scientist "``, ``"the English astronomer "``).
+_PERSON_DESCRIPTOR_RE = re.compile(r"^(?:[A-Z][a-z]+(?:-[A-Z][a-z]+)* )?(?:[a-z]+ ){1,2}(?=[A-Z])")
 _METRO_WORDS = re.compile(r"metropolitan|metro\b|urban area|agglomeration|greater|conurbation|region|county|"
                           r"district|province|municipality|including", re.I)
 
@@ -58,7 +96,7 @@ _PERSON_WORDS = frozenset(
     "historian microbiologist pharmacist novelist".split()
 )
 _YEAR_ATTRIBUTES = {"birth year", "death year", "founding year"} | WORK_ATTRIBUTES
-RELATIONS = {"capital", "capital of", "discoverer"} | set(ROLE_VERB)
+RELATIONS = set(TEXT_RELATIONS) | set(ROLE_VERB)
 
 
 @dataclass(frozen=True)
@@ -100,6 +138,12 @@ def creator(text: str) -> tuple[str, str] | None:
     """``(what, name)`` from a work's description such as ``"1878 novel by Leo Tolstoy"``."""
     match = _CREATOR_RE.match(description(text))
     return (match.group(1), match.group(2)) if match else None
+
+
+def made_by(what: str) -> bool:
+    """Whether a description's ``"<what> by <name>"`` names a maker: not ``"series of wars led by"``
+    (the generator asks only about these; the verifier still accepts the v2 sets' one such item)."""
+    return not re.search(r"(?<!creat)(?<!writt)(?<!compos)(?<!direct)(?<!paint)(?<!establish)ed$", what)
 
 
 def display_name(title: str) -> str:
@@ -245,20 +289,23 @@ def is_person(title: str, text: str, people_titles: set[str]) -> bool:
     return lifespan(text) is not None and bool(words & _PERSON_WORDS)
 
 
-def relation_candidates(title: str, text: str) -> list[Fact]:
-    """Relations as written; ``target`` is the text that must start with the named article's name."""
+def relation_candidates(title: str, text: str, strict: bool = True) -> list[Fact]:
+    """Relations as written; ``target`` is the text that must start with the named article's name.
+
+    A work's creator read from its description comes complete (``value`` set); the relations of
+    :data:`TEXT_RELATIONS` come with only their ``target`` and are completed by :func:`resolve`.
+    ``strict=False`` (the verifier) also accepts a description's non-maker (see :func:`made_by`)."""
     entity = display_name(title)
     out = []
     found = creator(text)
     if found:
         role = _role(found[0])
         desc = description(text)
-        if len(desc) <= 100:
+        if len(desc) <= 100 and (made_by(found[0]) or not strict):
             verb = "painted" if role == "artist" and "painting" in found[0].lower() else ROLE_VERB[role]
             out.append(Fact(title, entity, role, found[1], desc, f"{entity} was {verb} by {found[1]}.",
                             target=found[1]))
-    for regex, attribute in ((_ITS_CAPITAL_RE, "capital"), (_CAPITAL_OF_RE, "capital of"),
-                             (_DISCOVERED_RE, "discoverer")):
+    for attribute, regex in TEXT_RELATIONS.items():
         match = regex.search(text)
         if match:
             out.append(Fact(title, entity, attribute, "", "", "", target=match.group(1).strip()))
@@ -270,32 +317,83 @@ def prefix_name(target: str, name: str) -> bool:
     if not target.startswith(name) or not name:
         return False
     rest = target[len(name):]
-    if rest.startswith(" and ") or rest.startswith(", and ") or rest.startswith(" or "):
-        return False  # "the capital of England and the United Kingdom": more than one
+    for joint in (" and ", ", and ", " or "):
+        if rest.startswith(joint) and not rest[len(joint):][:1].islower():
+            return False  # "the capital of England and the United Kingdom": more than one
+    if rest.startswith(" of "):
+        return False  # a longer name: "the City of Cape Town", "Cyrus the Great of the Achaemenid dynasty"
     return not rest or rest[0] in ",;" or (rest[0] == " " and rest[1:2].islower())
+
+
+def name_offsets(attribute: str, target: str) -> tuple[int, ...]:
+    """Where in ``target`` the named article's name may start: at once, or (a person) after a descriptor."""
+    match = _PERSON_DESCRIPTOR_RE.match(target) if attribute in PERSON_RELATIONS else None
+    return (0, match.end()) if match else (0,)
 
 
 def resolve(fact: Fact, text: str, name: str) -> Fact | None:
     """The relation ``fact`` completed for the article named ``name``; None if the text does not say so."""
-    if fact.attribute in ROLE_VERB:
+    if fact.value:  # a work's creator, complete from its description
         return fact if fact.target == name else None
     assert fact.target is not None  # relation_candidates gives every relation a target
-    if not prefix_name(fact.target, name):
+    offset = next((o for o in name_offsets(fact.attribute, fact.target) if prefix_name(fact.target[o:], name)), None)
+    match = TEXT_RELATIONS[fact.attribute].search(text)
+    if offset is None or match is None:
         return None
-    regex = {"capital": _ITS_CAPITAL_RE, "capital of": _CAPITAL_OF_RE, "discoverer": _DISCOVERED_RE}[fact.attribute]
-    match = regex.search(text)
-    if match is None:
+    end = match.start(1) + offset + len(name)
+    if text[match.start(1) + offset: end] != name:
         return None
-    value_start = match.start(1)
-    end = value_start + len(name)
-    quote = _quote(text, match.start(), end)
-    if fact.attribute == "capital":
-        statement = f"The capital of {fact.entity} is {name}."
-    elif fact.attribute == "capital of":
-        statement = f"{fact.entity} is the capital of {name}."
-    else:
-        statement = f"{fact.entity} was discovered by {name}."
-    return Fact(fact.title, fact.entity, fact.attribute, name, quote, statement, target=fact.target)
+    if fact.attribute not in ("capital", "capital of") and not _about_entity(text, match.start(), fact.entity):
+        return None
+    the = "the " if text[:match.start(1)].endswith(" the ") and offset == 0 else ""
+    statement = RELATION_STATEMENT[fact.attribute].format(e=fact.entity, v=the + name)
+    return Fact(fact.title, fact.entity, fact.attribute, name, _quote(text, match.start(), end), statement,
+                target=fact.target)
+
+
+_SUBJECT_RE = re.compile(r"^(?:It|Its|They|The [a-z]+)\b")
+
+
+def _about_entity(text: str, position: int, entity: str) -> bool:
+    """Whether the clause that ends at ``position`` is about the article itself: the description, or
+    a sentence that starts with its name, ``It``, ``Its``, ``They`` or ``The <noun>`` and has no
+    relative clause, comma or parenthesis that could make something else the subject."""
+    start = text.rfind(". ", 0, position)
+    head = text[start + 2 if start >= 0 else 0: position]
+    if re.search(r"\b(?:which|who|whose|where)\b|[,()]", head):
+        return False
+    return start < 0 or head.startswith(entity.split(" ")[0]) or bool(_SUBJECT_RE.match(head))
+
+
+_DIRECTION_WORDS = re.compile(r"\b(?:first|last|earl|late|larg|small|high|low|long|short|old|recent|most|least|"
+                              r"big|tall|deep|great|major|main|new)", re.I)
+
+
+def descriptor(text: str, entity: str, proper: frozenset[str] = frozenset()) -> str | None:
+    """The article's short description as a noun phrase for a question (``"German composer"``,
+    ``"public university in Beijing, China"``), or None when it would not read well: too long,
+    with digits, the entity's own name, or a word that could tip a comparison. ``proper``: words
+    that keep their capital (``German``); any other first word is lower-cased."""
+    desc = _LIFESPAN_RE.sub("", description(text)).strip().rstrip(",")
+    words = desc.split()
+    if not 1 <= len(words) <= 6 or re.search(r"[\d()\"';:]", desc) or entity.lower() in desc.lower():
+        return None
+    if _DIRECTION_WORDS.search(desc) or not desc[:1].isupper():
+        return None
+    if words[0] not in proper and len(words) > 1 and words[1][:1].isupper():
+        return None  # a name, not a description ("Public Broadcasting ...")
+    return desc if words[0] in proper else desc[:1].lower() + desc[1:]
+
+
+def proper_words(texts: Iterable[str]) -> frozenset[str]:
+    """Capitalised words that the texts write capitalised mid-sentence more often than not (``German``)."""
+    upper: dict[str, int] = {}
+    lower: dict[str, int] = {}
+    for text in texts:
+        for word in re.findall(r"(?<=[a-z,] )([A-Za-z][a-z]+)\b", text):
+            counts = upper if word[0].isupper() else lower
+            counts[word.lower()] = counts.get(word.lower(), 0) + 1
+    return frozenset(w.capitalize() for w, n in upper.items() if n > lower.get(w, 0))
 
 
 def article_facts(title: str, text: str, person: bool) -> dict[str, Fact]:

@@ -1,4 +1,4 @@
-"""Deterministic QA over the bundled Wikipedia summaries, verified against the corpus text (v2).
+"""Deterministic QA over the bundled Wikipedia summaries, verified against the corpus text (v3).
 
 Facts are read from the passages (``"{description}. {extract}"``) by conservative patterns
 (:mod:`langchain_ragr1.data.facts`):
@@ -10,18 +10,37 @@ Facts are read from the passages (``"{description}. {extract}"``) by conservativ
   Shelley"``: published; a film: released; a painting: painted; an opera: premiered ...);
 - relations between articles: a work's creator (director, author, composer, artist), a
   country's capital (``"Its capital and largest city is Accra"`` in the country's article, or
-  ``"Accra is the capital of Ghana"`` in the city's) and an object's discoverer (a person).
+  ``"Accra is the capital of Ghana"`` in the city's), who discovered, founded, invented,
+  created, designed or first described something (a person article, also after a descriptor:
+  ``"created in 1907 by the Spanish artist Pablo Picasso"``), where something is located
+  (``"Public university in Beijing, China"``, ``"It is located in ..."``) and what it is part
+  of (``"Scotland is a country that is part of the United Kingdom"``). A relation in the text
+  counts only when its clause is about the article itself (no ``which``/``who`` clause, comma
+  or parenthesis before the verb), so ``"the Gulf of Guinea, which is part of the Atlantic"``
+  says nothing about Accra.
 
 Four kinds: ``single-hop`` (one attribute or relation), ``comparison`` (which of two entities
 has the larger/earlier value), ``fan-out`` (the largest/earliest of three or four: parallel
 lookups) and ``bridge`` (a relation, then an attribute of the article it names: two hops).
+Questions are worded as people ask them (:mod:`langchain_ragr1.data.phrasings`): at least three
+phrasings per attribute or relation and per kind, with descriptors (``"the German composer
+Johann Sebastian Bach"``, ``"Accra, a capital city of Ghana"``), possessives (``"Ghana's
+capital"``), other question words and word orders; a descriptor that contains the answer is never
+used. Each item records its phrasing in ``template`` (``"single-hop/founder/2"``,
+``"bridge/location/1+population/0"``). A bridge chain may be asked in up to
+:data:`BRIDGE_PHRASINGS` wordings in one split (the corpus has few chains).
+
 Every item carries ``facts`` (one per evidence article, in hop order: title, entity, attribute,
 value and a short quote, both exact substrings of the article's text, and a plain statement)
 and a ``reasoning`` sentence. Articles linked by a relation form a group; each group goes to
-train/dev/test by a hash, so the splits share no evidence article. Articles whose title's
-sha256 is listed in ``excluded_titles.sha256`` (or named in the reserved-titles file, see
-:func:`reserved_titles`) are never used. :func:`verify_item` re-derives every answer and fact
-from the corpus text.
+train/dev/test by a hash, so the splits share no evidence article; a group holding an evidence
+article of the v2 sets (``ragr1-dev``, ``ragr1-test``, see :data:`PINNED_SETS`) keeps that split,
+so ``ragr1-train`` never uses their evidence. Articles whose title's sha256 is listed in
+``excluded_titles.sha256`` (or named in the reserved-titles file, see :func:`reserved_titles`)
+are never used. :func:`verify_item` re-derives every answer and fact from the corpus text.
+
+Shipped: ``ragr1-dev-v3`` and ``ragr1-test-v3`` (``python -m langchain_ragr1.data.generate``
+rewrites them); ``ragr1-train`` is :func:`generate_train`, made on the fly.
 """
 
 from __future__ import annotations
@@ -30,34 +49,55 @@ import hashlib
 import os
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, NoReturn
 
 from langchain_ragr1.data.facts import (
+    PERSON_RELATIONS,
     RELATIONS,
-    ROLE_QUESTION,
     ROLE_VERB,
     WORK_ATTRIBUTES,
     WORK_YEARS,
     Fact,
     article_facts,
+    descriptor,
     display_name,
     is_person,
     lifespan,
+    name_offsets,
     prefix_name,
+    proper_words,
     relation_candidates,
     resolve,
 )
 from langchain_ragr1.data.items import FACT_KEYS, SHIPPED_DIR, DataError, QAItem, write_jsonl
+from langchain_ragr1.data.phrasings import (
+    BRIDGE_ASK,
+    BRIDGE_REFER,
+    COMPARE,
+    SINGLE,
+    choose,
+    described,
+    possessive,
+    tidy,
+    work_single,
+)
 
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
 KINDS: tuple[str, ...] = ("comparison", "bridge", "fan-out", "single-hop")
 DEFAULT_SEED = 1234
 #: Items per kind in the shipped dev and test sets.
 SHIPPED_COUNTS: dict[str, int] = {"comparison": 25, "fan-out": 20, "bridge": 25, "single-hop": 30}
-#: Items per kind of the on-the-fly train split (bridge is limited by the corpus; see docs).
-TRAIN_COUNTS: dict[str, int] = {"comparison": 220, "fan-out": 180, "bridge": 250, "single-hop": 280}
+#: Items per kind of the on-the-fly train split (bridge and single-hop are limited by the corpus; see docs).
+TRAIN_COUNTS: dict[str, int] = {"comparison": 520, "fan-out": 420, "bridge": 460, "single-hop": 700}
+#: Wordings per bridge chain (relation + attribute of the named article) at most: bridges are what the
+#: corpus has fewest of, and a second wording of the same chain is a question people also ask.
+BRIDGE_PHRASINGS = 2
+#: The generator's version: the shipped dev/test sets it writes are ``ragr1-dev-v3`` and ``ragr1-test-v3``.
+VERSION = "v3"
+#: Earlier shipped sets whose evidence articles stay in their split (never train evidence).
+PINNED_SETS: dict[str, str] = {"ragr1-dev": "dev", "ragr1-test": "test"}
 #: Largest share of birth/death-year items among comparison, fan-out and single-hop items.
 PEOPLE_YEAR_SHARE = 0.4
 #: sha256 hex digests of titles that are never used as evidence (kept for an external evaluation).
@@ -108,6 +148,7 @@ class Facts:
     attributes: dict[str, dict[str, Fact]]  # title -> attribute -> fact
     links: list[tuple[Fact, str]]  # (relation fact in its article, title of the article it names)
     excluded: int  # articles of the corpus left out as reserved
+    descriptors: dict[str, str] = field(default_factory=dict)  # title -> short description for questions
 
 
 def collect_facts(texts: Mapping[str, str], people_titles: set[str], digests: set[str] | None = None) -> Facts:
@@ -124,34 +165,39 @@ def collect_facts(texts: Mapping[str, str], people_titles: set[str], digests: se
     for title in usable:
         by_name.setdefault(display_name(title), []).append(title)
     names = {n: ts[0] for n, ts in by_name.items() if len(ts) == 1}
-    persons = {t for t in usable if t in people_titles and "birth year" in attributes.get(t, {})}
-    links = []
+    links: list[tuple[Fact, str]] = []
     for title in sorted(usable):
         for candidate in relation_candidates(title, usable[title]):
             name = _longest_name(candidate, names)
             if name is None or names[name] == title:
                 continue
             target = names[name]
-            if candidate.attribute in ROLE_VERB or candidate.attribute == "discoverer":
-                if target not in persons or title in people_titles:
-                    continue
+            if candidate.attribute in ROLE_VERB or candidate.attribute in PERSON_RELATIONS:
+                if target not in people_titles or title in people_titles:
+                    continue  # a person's work or find: never a person's own relation to a person
             elif target in people_titles or title in people_titles:
-                continue
+                continue  # places and things only
             fact = resolve(candidate, usable[title], name)
-            if fact is not None:
+            if fact is not None and (fact.attribute, fact.title, target) not in {(f.attribute, f.title, t)
+                                                                                  for f, t in links[-3:]}:
                 links.append((fact, target))
-    return Facts(attributes, links, len(texts) - len(usable))
+    proper = proper_words(usable.values())
+    descriptors = {t: d for t in usable if (d := descriptor(usable[t], display_name(t), proper))}
+    return Facts(attributes, links, len(texts) - len(usable), descriptors)
 
 
 def _longest_name(candidate: Fact, names: Mapping[str, str]) -> str | None:
-    if candidate.attribute in ROLE_VERB:
-        return candidate.target if candidate.target in names else None
+    """The longest article name that the relation's text names (after a person's descriptor, if any)."""
     assert candidate.target is not None  # relation_candidates gives every relation a target
-    words = candidate.target.split(" ")
-    for n in range(min(len(words), 8), 0, -1):
-        name = " ".join(words[:n]).rstrip(",;")
-        if name in names and prefix_name(candidate.target, name):
-            return name
+    if candidate.value:  # a work's creator from its description: the whole text is the name
+        return candidate.target if candidate.target in names else None
+    for offset in name_offsets(candidate.attribute, candidate.target):
+        target = candidate.target[offset:]
+        words = target.split(" ")
+        for n in range(min(len(words), 8), 0, -1):
+            name = " ".join(words[:n]).rstrip(",;")
+            if name in names and prefix_name(target, name):
+                return name
     return None
 
 
@@ -160,8 +206,27 @@ def _bucket(key: str) -> str:
     return "dev" if value < 15 else "test" if value < 30 else "train"
 
 
-def split_of(facts: Facts) -> dict[str, str]:
-    """Split per article: articles linked by any relation (union-find) share the split of their group."""
+def pinned_titles(sets: Mapping[str, str] = PINNED_SETS) -> dict[str, str]:
+    """Title -> split of every evidence article of the shipped sets named in ``sets`` (name -> split)."""
+    pinned: dict[str, str] = {}
+    for name, split in sets.items():
+        path = SHIPPED_DIR / f"{name}.jsonl"
+        if not path.is_file():
+            raise DataError(f"{path} is missing: the generator keeps {name}'s evidence out of ragr1-train; restore "
+                            f"it with `git checkout -- {path.relative_to(SHIPPED_DIR.parents[2])}`.")
+        from langchain_ragr1.data.loaders import load_jsonl
+
+        for item in load_jsonl(path, name):
+            for title in item.evidence_titles:
+                pinned[title] = split if pinned.get(title, split) == split else "held out"
+    return pinned
+
+
+def split_of(facts: Facts, pinned: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Split per article: articles linked by any relation (union-find) share the split of their group.
+
+    A group that holds a ``pinned`` title (title -> split) takes that split; a group pinned to two
+    splits is ``"held out"`` (in none). Other groups go by a hash of their first title."""
     parent: dict[str, str] = {}
 
     def find(title: str) -> str:
@@ -176,69 +241,34 @@ def split_of(facts: Facts) -> dict[str, str]:
         if a != b:
             parent[max(a, b)] = min(a, b)
     titles = set(facts.attributes) | {f.title for f, _ in facts.links} | {t for _, t in facts.links}
-    return {t: _bucket(find(t)) for t in titles}
+    group_split: dict[str, str] = {}
+    for title, split in sorted((pinned or {}).items()):
+        root = find(title)
+        group_split[root] = split if group_split.get(root, split) == split else "held out"
+    return {t: group_split.get(find(t)) or _bucket(find(t)) for t in titles}
 
 
 # ---------------------------------------------------------------- questions
 
-_COMPARE = {  # attribute family -> (pair question for max, for min), fan-out (max, min), max word, min word
-    "birth year": (("Who was born later, {a} or {b}?", "Who was born first, {a} or {b}?"),
-                   ("Who among {l} was born latest?", "Who among {l} was born earliest?"), "later", "earlier"),
-    "death year": (("Who died later, {a} or {b}?", "Who died first, {a} or {b}?"),
-                   ("Who among {l} died latest?", "Who among {l} died earliest?"), "later", "earlier"),
-    "population": (("Which has the larger population, {a} or {b}?", "Which has the smaller population, {a} or {b}?"),
-                   ("Which of {l} has the largest population?", "Which of {l} has the smallest population?"),
-                   "larger", "smaller"),
-    "area": (("Which has the larger area, {a} or {b}?", "Which has the smaller area, {a} or {b}?"),
-             ("Which of {l} has the largest area?", "Which of {l} has the smallest area?"), "larger", "smaller"),
-    "elevation": (("Which has the higher elevation, {a} or {b}?", "Which has the lower elevation, {a} or {b}?"),
-                  ("Which of {l} has the highest elevation?", "Which of {l} has the lowest elevation?"),
-                  "higher", "lower"),
-    "length": (("Which is longer, {a} or {b}?", "Which is shorter, {a} or {b}?"),
-               ("Which of {l} is the longest?", "Which of {l} is the shortest?"), "longer", "shorter"),
-    "founding year": (("Which was founded later, {a} or {b}?", "Which was founded earlier, {a} or {b}?"),
-                      ("Which of {l} was founded most recently?", "Which of {l} was founded earliest?"),
-                      "later", "earlier"),
-    "work year": (("Which is more recent, {a} or {b}?", "Which is older, {a} or {b}?"),
-                  ("Which of {l} is the most recent?", "Which of {l} is the oldest?"), "later", "earlier"),
-}
 _MAX_WORDS = ("later", "latest", "larger", "largest", "higher", "highest", "longer", "longest", "more recent",
               "most recent", "most recently")
 _MIN_WORDS = ("first", "earlier", "earliest", "smaller", "smallest", "lower", "lowest", "shorter", "shortest",
               "older", "oldest")
-_SINGLE = {
-    "birth year": ("In what year was {e} born?", "When was {e} born?"),
-    "death year": ("In what year did {e} die?", "When did {e} die?"),
-    "population": ("What is the population of {e}?", "How many people live in {e}?"),
-    "area": ("What is the area of {e}?", "How large is the area of {e}?"),
-    "elevation": ("What is the elevation of {e}?", "At what elevation is {e}?"),
-    "length": ("How long is {e}?", "What is the length of {e}?"),
-    "founding year": ("In what year was {e} founded?", "When was {e} established?"),
-    "capital": ("What is the capital of {e}?", "Which city is the capital of {e}?"),
-    "capital of": ("Which country or region has {e} as its capital?", "{e} is the capital of which country or region?"),
-    "discoverer": ("Who discovered {e}?", "By whom was {e} discovered?"),
-}
-_QUERY_WORD = {"capital": "capital", "capital of": "country", "discoverer": "discoverer"}
+_SUPERLATIVE = {"later": "latest", "earlier": "earliest", "larger": "largest", "smaller": "smallest",
+                "higher": "highest", "lower": "lowest", "longer": "longest", "shorter": "shortest"}
+_WORDS = {"birth year": ("later", "earlier"), "death year": ("later", "earlier"), "population": ("larger", "smaller"),
+          "area": ("larger", "smaller"), "elevation": ("higher", "lower"), "length": ("longer", "shorter"),
+          "founding year": ("later", "earlier"), "work year": ("later", "earlier")}
+_QUERY_WORD = {"capital": "capital", "capital of": "country", "describer": "first described", "location": "location"}
+_PERSON_SECOND = ("birth year", "death year")
 _BRIDGE_SECOND = {  # relation -> attributes of the named article asked by bridges
     "capital": ("population", "area", "elevation", "founding year"),
     "capital of": ("population", "area"),
-    "discoverer": ("birth year", "death year"),
-    **{role: ("birth year", "death year") for role in ROLE_VERB},
+    "location": ("population", "area", "elevation", "founding year"),
+    "part of": ("population", "area"),
+    **{relation: _PERSON_SECOND for relation in set(ROLE_VERB) | PERSON_RELATIONS},
 }
-_BRIDGE_FIRST = {  # relation -> how the question refers to the named article
-    "capital": "the capital of {e}",
-    "capital of": "the country or region whose capital is {e}",
-    "discoverer": "the discoverer of {e}",
-    **{role: f"the {role} of {{e}}" for role in ROLE_VERB},
-}
-_BRIDGE_ASK = {
-    "birth year": "In what year was {x} born?",
-    "death year": "In what year did {x} die?",
-    "population": "What is the population of {x}?",
-    "area": "What is the area of {x}?",
-    "elevation": "What is the elevation of {x}?",
-    "founding year": "In what year was {x} founded?",
-}
+_WORK_YEARS_BY_ATTRIBUTE = dict((attribute, verb) for _, (attribute, verb) in WORK_YEARS)
 
 
 def family(attribute: str) -> str:
@@ -246,23 +276,25 @@ def family(attribute: str) -> str:
     return "work year" if attribute in WORK_ATTRIBUTES else attribute
 
 
-def _single_question(fact: Fact, rng: random.Random) -> str:
+def _single_key(fact: Fact) -> tuple[str, tuple[str, ...]]:
+    """The phrasing key of a single-hop fact and its templates."""
     if fact.attribute in WORK_ATTRIBUTES:
-        verb = dict(_WORK_YEARS_BY_ATTRIBUTE)[fact.attribute]
-        return (f"In what year did {fact.entity} premiere?" if verb == "premiered"
-                else f"In what year was {fact.entity} {verb}?")
-    if fact.attribute in ROLE_VERB:
-        if fact.attribute == "artist" and " painted by " in fact.statement:
-            return f"Who painted {fact.entity}?"
-        return ROLE_QUESTION[fact.attribute].format(e=fact.entity)
-    return rng.choice(_SINGLE[fact.attribute]).format(e=fact.entity)
+        return fact.attribute, work_single(_WORK_YEARS_BY_ATTRIBUTE[fact.attribute])
+    if fact.attribute == "artist" and " painted by " in fact.statement:
+        return "painter", SINGLE["painter"]
+    return fact.attribute, SINGLE[fact.attribute]
 
 
-_WORK_YEARS_BY_ATTRIBUTE = tuple((attribute, verb) for _, (attribute, verb) in WORK_YEARS)
+def _slots(fact: Fact, descriptors: Mapping[str, str], avoid: Iterable[str]) -> dict[str, str | None]:
+    """``{e}``, ``{p}`` and (when the descriptor gives none of ``avoid`` away) ``{d}`` for the fact's entity."""
+    found = descriptors.get(fact.title)
+    if found and any(a and a.lower() in found.lower() for a in avoid):
+        found = None
+    return {"e": fact.entity, "p": possessive(fact.entity), "d": described(fact.entity, found) if found else None}
 
 
 def _query(fact: Fact) -> str:
-    if fact.attribute in ROLE_VERB or fact.attribute in _QUERY_WORD:
+    if fact.attribute in ROLE_VERB or fact.attribute in PERSON_RELATIONS or fact.attribute in _QUERY_WORD:
         return f"{fact.entity} {_QUERY_WORD.get(fact.attribute, fact.attribute)}"
     word = "year" if fact.attribute in WORK_ATTRIBUTES else fact.attribute
     return f"{fact.entity} {word}"
@@ -290,14 +322,13 @@ def _number(fact: Fact) -> float:
 
 
 def _comparison(rng: random.Random, pools: Mapping[str, list[Fact]], fam: str, size: int, used: set,
-                texts: Mapping[str, str]) -> QAItem | None:
+                texts: Mapping[str, str], descriptors: Mapping[str, str]) -> QAItem | None:
     pool = pools.get(fam, [])
     if len(pool) < size:
         return None
     group = rng.sample(pool, size)
-    names = [f.entity for f in group]
     numbers = sorted(_number(f) for f in group)
-    if len(set(names)) != size or len({f.title for f in group}) != size:
+    if len({f.entity for f in group}) != size or len({f.title for f in group}) != size:
         return None
     years = fam in ("birth year", "death year", "founding year", "work year")
     if any((b - a < 1) if years else (b < 1.2 * a) for a, b in zip(numbers, numbers[1:])):
@@ -308,46 +339,60 @@ def _comparison(rng: random.Random, pools: Mapping[str, list[Fact]], fam: str, s
         return None
     used.add(key)
     best = (max if pick_max else min)(group, key=_number)
-    pair, fan, max_word, min_word = _COMPARE[fam]
+    others = [f.entity for f in group]
+    # only "the German composer Bach" forms: an appositive's commas would blur the list
+    names = [d if (d := _slots(f, descriptors, others)["d"]) and d.startswith("the ") and rng.random() < 0.4
+             else f.entity for f in group]
+    pairs, fans = COMPARE[fam]
+    word = _WORDS[fam][0 if pick_max else 1]
     if size == 2:
-        kind, question = "comparison", pair[0 if pick_max else 1].format(a=names[0], b=names[1])
-        other = next(f for f in group if f is not best)
-        word = max_word if pick_max else min_word
-        reasoning = rng.choice((
-            " ".join(f.statement for f in group) + f" {best.value} is {word} than {other.value}, so the answer "
-            f"is {best.entity}.",
-            f"The passages give {best.value} for {best.entity} and {other.value} for {other.entity}; "
-            f"{best.value} is {word}, so the answer is {best.entity}.",
-            f"{best.entity}: {best.value}; {other.entity}: {other.value}. {best.value} is {word} than "
-            f"{other.value}, so {best.entity} is the answer.",
-        ))
+        kind = "comparison"
+        index, question = choose(rng, pairs[0 if pick_max else 1], {"a": names[0], "b": names[1]})
+        reasoning = _comparison_reasoning(rng, group, best, word)
     else:
-        kind, question = "fan-out", fan[0 if pick_max else 1].format(l=_listed(names))
-        values = ", ".join(f.value for f in group[:-1]) + f" and {group[-1].value}"
-        word = {"later": "latest", "earlier": "earliest", "larger": "largest", "smaller": "smallest",
-                "higher": "highest", "lower": "lowest", "longer": "longest", "shorter": "shortest"}[
-            max_word if pick_max else min_word]
-        reasoning = rng.choice((
-            f"The {word} of {values} is {best.value}, so the answer is {best.entity}.",
-            f"Looking up each one gives {values}; {best.value} ({best.entity}) is the {word}, "
-            f"so the answer is {best.entity}.",
-            "; ".join(f"{f.entity}: {f.value}" for f in group) + f". The {word} is {best.value}, so the answer "
-            f"is {best.entity}.",
-        ))
+        kind = "fan-out"
+        index, question = choose(rng, fans[0 if pick_max else 1], {"l": _listed(names)})
+        reasoning = _fan_out_reasoning(rng, group, best, _SUPERLATIVE[word])
     return QAItem(
-        id="", question=question, golden_answers=_name_aliases(best.title, texts.get(best.title)), kind=kind,
+        id="", question=tidy(question), golden_answers=_name_aliases(best.title, texts.get(best.title)), kind=kind,
         evidence_titles=[f.title for f in group], gold_queries=[[_query(f) for f in group]],
         facts=[f.record() for f in group], reasoning=reasoning,
+        template=f"{kind}/{fam}-{'max' if pick_max else 'min'}/{index}",
     )
 
 
-def _single(rng: random.Random, fact: Fact, texts: Mapping[str, str], target: str | None = None) -> QAItem:
-    question = _single_question(fact, rng)
+def _comparison_reasoning(rng: random.Random, group: list[Fact], best: Fact, word: str) -> str:
+    other = next(f for f in group if f is not best)
+    return rng.choice((
+        " ".join(f.statement for f in group) + f" {best.value} is {word} than {other.value}, so the answer "
+        f"is {best.entity}.",
+        f"The passages give {best.value} for {best.entity} and {other.value} for {other.entity}; "
+        f"{best.value} is {word}, so the answer is {best.entity}.",
+        f"{best.entity}: {best.value}; {other.entity}: {other.value}. {best.value} is {word} than "
+        f"{other.value}, so {best.entity} is the answer.",
+    ))
+
+
+def _fan_out_reasoning(rng: random.Random, group: list[Fact], best: Fact, word: str) -> str:
+    values = ", ".join(f.value for f in group[:-1]) + f" and {group[-1].value}"
+    return rng.choice((
+        f"The {word} of {values} is {best.value}, so the answer is {best.entity}.",
+        f"Looking up each one gives {values}; {best.value} ({best.entity}) is the {word}, "
+        f"so the answer is {best.entity}.",
+        "; ".join(f"{f.entity}: {f.value}" for f in group) + f". The {word} is {best.value}, so the answer "
+        f"is {best.entity}.",
+    ))
+
+
+def _single(rng: random.Random, fact: Fact, texts: Mapping[str, str], descriptors: Mapping[str, str],
+            target: str | None = None) -> QAItem:
     if fact.number is not None:
         answers = list(fact.aliases)
     else:
         assert target is not None  # a relation (no number) comes with the title of the article it names
         answers = [fact.value] + [a for a in _name_aliases(target, texts.get(target)) if a != fact.value]
+    key, templates = _single_key(fact)
+    index, question = choose(rng, templates, _slots(fact, descriptors, answers))
     statement = ("t" + fact.statement[1:]) if fact.statement.startswith("The capital of ") else fact.statement
     reasoning = rng.choice((
         f"The passage says {statement}",
@@ -355,14 +400,17 @@ def _single(rng: random.Random, fact: Fact, texts: Mapping[str, str], target: st
         f"{fact.statement[:-1]}, so the answer is {fact.value}.",
     ))
     return QAItem(
-        id="", question=question, golden_answers=answers, kind="single-hop", evidence_titles=[fact.title],
+        id="", question=tidy(question), golden_answers=answers, kind="single-hop", evidence_titles=[fact.title],
         gold_queries=[[_query(fact)]], facts=[fact.record()], reasoning=reasoning,
+        template=f"single-hop/{key}/{index}",
     )
 
 
-def _bridge(rng: random.Random, relation: Fact, second: Fact) -> QAItem:
-    referred = _BRIDGE_FIRST[relation.attribute].format(e=relation.entity)
-    question = _BRIDGE_ASK[second.attribute].format(x=referred)
+def _bridge(rng: random.Random, relation: Fact, second: Fact, descriptors: Mapping[str, str]) -> QAItem:
+    slots = _slots(relation, descriptors, [second.entity, second.value])
+    refer, referred = choose(rng, BRIDGE_REFER[relation.attribute], slots)
+    ask, question = choose(rng, BRIDGE_ASK[second.attribute], {"x": referred})
+    referred = referred.rstrip(",")
     first_query = (relation.entity if relation.attribute in ROLE_VERB or relation.attribute == "capital of"
                    else _query(relation))
     reasoning = rng.choice((
@@ -371,9 +419,10 @@ def _bridge(rng: random.Random, relation: Fact, second: Fact) -> QAItem:
         f"First hop: {relation.statement} Second hop: {second.statement} The answer is {second.value}.",
     ))
     return QAItem(
-        id="", question=question, golden_answers=list(second.aliases), kind="bridge",
+        id="", question=tidy(question), golden_answers=list(second.aliases), kind="bridge",
         evidence_titles=[relation.title, second.title], gold_queries=[[first_query], [_query(second)]],
         facts=[relation.record(), second.record()], reasoning=reasoning,
+        template=f"bridge/{relation.attribute}/{refer}+{second.attribute}/{ask}",
     )
 
 
@@ -381,17 +430,111 @@ def _weights(kind: str) -> dict[str, float]:
     base = {"birth year": 0.2, "death year": 0.15, "population": 0.2, "area": 0.12, "elevation": 0.05,
             "length": 0.06, "founding year": 0.08, "work year": 0.14}
     if kind == "single-hop":
-        base.update({"relation": 0.3})
+        base.update({"relation": 0.45})
     return base
+
+
+@dataclass
+class _Pools:
+    """The facts of one split: attribute facts by family, and relations (with the article named) by relation."""
+
+    attributes: dict[str, list[Fact]]
+    relations: dict[str, list[tuple[Fact, str]]]
+
+
+def _pools(facts: Facts, where: Mapping[str, str], split: str) -> _Pools:
+    attributes: dict[str, list[Fact]] = {}
+    for title in sorted(facts.attributes):
+        if where.get(title) == split:
+            for fact in facts.attributes[title].values():
+                attributes.setdefault(family(fact.attribute), []).append(fact)
+    relations: dict[str, list[tuple[Fact, str]]] = {}
+    for fact, target in facts.links:
+        if where.get(fact.title) == split and where.get(target) == split:
+            relations.setdefault(fact.attribute, []).append((fact, target))
+    return _Pools(attributes, relations)
+
+
+def _bridges(rng: random.Random, pools: _Pools, facts: Facts, wanted: int) -> list[QAItem]:
+    """Each link with one attribute of the named article, then further attributes of the same links;
+    then (when ``wanted`` asks for more) the same chains again in another phrasing, up to
+    :data:`BRIDGE_PHRASINGS` wordings per chain."""
+    candidates = []
+    for relation, named in (link for attribute in sorted(pools.relations) for link in pools.relations[attribute]):
+        found = [facts.attributes.get(named, {}).get(a) for a in _BRIDGE_SECOND[relation.attribute]]
+        seconds = [s for s in found if s is not None]
+        if seconds:
+            rng.shuffle(seconds)
+            candidates.append((relation, seconds))
+    rng.shuffle(candidates)
+    bridges: list[QAItem] = []
+    asked: set[str] = set()
+    for phrasing in range(BRIDGE_PHRASINGS):  # every chain once, then again in another wording
+        for depth in range(4):
+            for relation, seconds in candidates:
+                if depth >= len(seconds) or len(bridges) >= wanted:
+                    continue
+                for _ in range(4 if phrasing else 1):
+                    item = _bridge(rng, relation, seconds[depth], facts.descriptors)
+                    if item.question not in asked:
+                        asked.add(item.question)
+                        bridges.append(item)
+                        break
+    return bridges
+
+
+def _others(rng: random.Random, kind: str, wanted: int, pools: _Pools, texts: Mapping[str, str],
+            facts: Facts) -> list[QAItem]:
+    """``wanted`` comparison, fan-out or single-hop items; at most :data:`PEOPLE_YEAR_SHARE` on birth/death years.
+
+    A single-hop relation is drawn by relation first (each as likely), so that rare relations (who
+    founded, who discovered) are asked as often as the corpus allows."""
+    made: list[QAItem] = []
+    used: set[tuple] = set()
+    people_years, limit = 0, int(PEOPLE_YEAR_SHARE * wanted)
+    weights = _weights(kind)
+    families = sorted(weights)
+    relations = sorted(pools.relations)
+    for _ in range(60 * wanted):
+        if len(made) >= wanted:
+            break
+        fam = rng.choices(families, [weights[f] for f in families])[0]
+        is_people = fam in ("birth year", "death year")
+        if is_people and people_years >= limit:
+            continue
+        item: QAItem | None
+        if kind == "single-hop":
+            if fam == "relation":
+                if not relations:
+                    continue
+                fact, target = rng.choice(pools.relations[rng.choice(relations)])
+            elif pools.attributes.get(fam):
+                fact, target = rng.choice(pools.attributes[fam]), None
+            else:
+                continue
+            if (fact.attribute, fact.title) in used:
+                continue
+            used.add((fact.attribute, fact.title))
+            item = _single(rng, fact, texts, facts.descriptors, target)
+        else:
+            size = 2 if kind == "comparison" else rng.choice((3, 3, 4))
+            item = _comparison(rng, pools.attributes, fam, size, used, texts, facts.descriptors)
+        if item is not None:
+            made.append(item)
+            people_years += is_people
+    return made
 
 
 def generate_split(split: str, counts: Mapping[str, int], *, seed: int = DEFAULT_SEED,
                    corpus: tuple[Mapping[str, str], set[str]] | None = None,
-                   facts: Facts | None = None) -> list[QAItem]:
+                   facts: Facts | None = None, pinned: Mapping[str, str] | None = None,
+                   name: str | None = None) -> list[QAItem]:
     """Up to ``counts[kind]`` verified items of each kind from the articles of ``split``.
 
     ``corpus`` is :func:`corpus_texts`'s ``(texts, people_titles)``, loaded when absent; ``facts``
-    is :func:`collect_facts` of it, computed when absent.
+    is :func:`collect_facts` of it, computed when absent; ``pinned`` (title -> split) is
+    :func:`pinned_titles` when absent (the v2 sets' evidence stays in their split); ``name``
+    names the set in ids and ``source`` (``ragr1-{split}`` by default).
     """
     if split not in SPLITS:
         raise DataError(f"Unknown split {split!r}: use one of {', '.join(SPLITS)}.")
@@ -400,88 +543,35 @@ def generate_split(split: str, counts: Mapping[str, int], *, seed: int = DEFAULT
         raise DataError(f"Unknown kinds {sorted(unknown)}: use {', '.join(KINDS)}.")
     texts, people_titles = corpus if corpus is not None else corpus_texts()
     facts = facts if facts is not None else collect_facts(texts, people_titles)
-    where = split_of(facts)
+    pools = _pools(facts, split_of(facts, pinned_titles() if pinned is None else pinned), split)
     rng = random.Random(f"{seed}-{split}")
-    pools: dict[str, list[Fact]] = {}
-    for title in sorted(facts.attributes):
-        if where.get(title) == split:
-            for fact in facts.attributes[title].values():
-                pools.setdefault(family(fact.attribute), []).append(fact)
-    links = [(f, t) for f, t in facts.links if where.get(f.title) == split]
-
-    items: list[QAItem] = []
-    # bridges: each link with one (dev/test) or every (train) attribute of the named article
-    candidates = []
-    for relation, named in links:
-        found = [facts.attributes.get(named, {}).get(a) for a in _BRIDGE_SECOND[relation.attribute]]
-        seconds = [s for s in found if s is not None]
-        if seconds:
-            rng.shuffle(seconds)
-            candidates.append((relation, seconds))
-    rng.shuffle(candidates)
-    wanted = counts.get("bridge", 0)
-    bridges: list[QAItem] = []
-    for depth in range(4):  # first one item per link, then further attributes of the same links
-        for relation, seconds in candidates:
-            if depth < len(seconds) and len(bridges) < wanted:
-                bridges.append(_bridge(rng, relation, seconds[depth]))
-    items += bridges
-
-    limit = {k: int(PEOPLE_YEAR_SHARE * counts.get(k, 0)) for k in KINDS}
-    relations = list(links)
+    items = _bridges(rng, pools, facts, counts.get("bridge", 0))
     for kind in ("comparison", "fan-out", "single-hop"):
-        wanted = counts.get(kind, 0)
-        made: list[QAItem] = []
-        used: set[tuple] = set()
-        people_years = 0
-        weights = _weights(kind)
-        families = sorted(weights)
-        for _ in range(60 * wanted):
-            if len(made) >= wanted:
-                break
-            fam = rng.choices(families, [weights[f] for f in families])[0]
-            is_people = fam in ("birth year", "death year")
-            if is_people and people_years >= limit[kind]:
-                continue
-            item: QAItem | None
-            if kind == "single-hop":
-                target: str | None
-                if fam == "relation":
-                    if not relations:
-                        continue
-                    fact, target = rng.choice(relations)
-                else:
-                    if not pools.get(fam):
-                        continue
-                    fact, target = rng.choice(pools[fam]), None
-                key = (fact.attribute, fact.title)
-                if key in used:
-                    continue
-                used.add(key)
-                item = _single(rng, fact, texts, target)
-            else:
-                item = _comparison(rng, pools, fam, 2 if kind == "comparison" else rng.choice((3, 3, 4)), used, texts)
-            if item is not None:
-                made.append(item)
-                people_years += is_people
-        items += made
+        items += _others(rng, kind, counts.get(kind, 0), pools, texts, facts)
+    name = name or f"ragr1-{split}"
     for number, item in enumerate(items, start=1):
-        item.id = f"ragr1-{split}-{number:04d}"
-        item.source = f"ragr1-{split}"
+        item.id = f"{name}-{number:04d}"
+        item.source = name
         verify_item(item, texts)
     return items
 
 
 def generate_splits(*, seed: int = DEFAULT_SEED, dev_test_counts: Mapping[str, int] = SHIPPED_COUNTS,
                     train_counts: Mapping[str, int] | None = None) -> dict[str, list[QAItem]]:
-    """All three splits; dev and test as shipped, train as :data:`TRAIN_COUNTS` by default."""
+    """All three splits; dev and test as shipped (``ragr1-dev-v3``, ``ragr1-test-v3``), train as
+    :data:`TRAIN_COUNTS` by default."""
     corpus = corpus_texts()
     facts = collect_facts(*corpus)
     return {
         "train": generate_split("train", train_counts or TRAIN_COUNTS, seed=seed, corpus=corpus, facts=facts),
-        "dev": generate_split("dev", dev_test_counts, seed=seed, corpus=corpus, facts=facts),
-        "test": generate_split("test", dev_test_counts, seed=seed, corpus=corpus, facts=facts),
+        **{split: generate_split(split, dev_test_counts, seed=seed, corpus=corpus, facts=facts,
+                                 name=f"ragr1-{split}-{VERSION}") for split in ("dev", "test")},
     }
+
+
+def generate_train(*, seed: int = DEFAULT_SEED) -> list[QAItem]:
+    """``ragr1-train``: the train split at :data:`TRAIN_COUNTS`."""
+    return generate_split("train", TRAIN_COUNTS, seed=seed)
 
 
 # ---------------------------------------------------------------- verification
@@ -503,7 +593,7 @@ def _rederive(item: QAItem, record: Mapping[str, str], texts: Mapping[str, str])
         _fail(item, f"the quote {record['quote']!r} does not contain the value {record['value']!r}")
     attribute = record["attribute"]
     if attribute in RELATIONS:
-        for candidate in relation_candidates(title, text):
+        for candidate in relation_candidates(title, text, strict=False):
             if candidate.attribute == attribute:
                 fact = resolve(candidate, text, record["value"])
                 if fact is not None:
@@ -584,16 +674,19 @@ def verify_item(item: QAItem, texts: Mapping[str, str]) -> None:
 
 
 def write_shipped(directory=None, *, seed: int = DEFAULT_SEED) -> dict[str, int]:
-    """Regenerate the shipped ``ragr1-dev.jsonl`` and ``ragr1-test.jsonl``; returns item counts."""
+    """Regenerate the shipped ``ragr1-dev-v3.jsonl`` and ``ragr1-test-v3.jsonl``; returns item counts.
+
+    (``ragr1-dev.jsonl`` / ``ragr1-test.jsonl`` are the v2 generator's sets, kept as they are.)"""
     directory = Path(directory) if directory else SHIPPED_DIR
     directory.mkdir(parents=True, exist_ok=True)
     corpus = corpus_texts()
     facts = collect_facts(*corpus)
     counts = {}
     for split in ("dev", "test"):
-        items = generate_split(split, SHIPPED_COUNTS, seed=seed, corpus=corpus, facts=facts)
-        write_jsonl(items, directory / f"ragr1-{split}.jsonl")
-        counts[split] = len(items)
+        name = f"ragr1-{split}-{VERSION}"
+        items = generate_split(split, SHIPPED_COUNTS, seed=seed, corpus=corpus, facts=facts, name=name)
+        write_jsonl(items, directory / f"{name}.jsonl")
+        counts[name] = len(items)
     return counts
 
 

@@ -25,7 +25,8 @@ class QAItem:
 
     ``facts`` (generated items): one dict per evidence article, in hop order, with the string
     fields :data:`FACT_KEYS` (``value`` and ``quote`` are exact substrings of the article's text);
-    ``reasoning``: the deciding step in words, with the values.
+    ``reasoning``: the deciding step in words, with the values; ``template``: which phrasing of
+    :mod:`langchain_ragr1.data.phrasings` the question uses.
     """
 
     id: str
@@ -37,6 +38,7 @@ class QAItem:
     source: str | None = None
     facts: list[dict[str, str]] = field(default_factory=list)
     reasoning: str | None = None
+    template: str | None = None  # generated items (v3): the phrasing, "<kind>/<key>/<index>"
 
     def to_dict(self) -> dict[str, Any]:
         """The item as plain JSON-ready data."""
@@ -47,5 +49,5 @@ def write_jsonl(items: Iterable[QAItem], path: str | Path) -> None:
     """Write items as JSONL (the FlashRAG layout, plus our generated fields)."""
     with Path(path).open("w", encoding="utf-8") as handle:
         for item in items:
-            record = {k: v for k, v in item.to_dict().items() if k != "source"}
+            record = {k: v for k, v in item.to_dict().items() if k != "source" and (k != "template" or v)}
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")

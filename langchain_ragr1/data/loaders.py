@@ -4,8 +4,9 @@ Formats: RAG-R1 JSON (``[{"question", "golden_answers"}]``), FlashRAG JSONL
 (``{"id", "question", "golden_answers", ...}`` per line), Search-R1 parquet (``question``
 plus ``golden_answers`` or ``reward_model.ground_truth.target``) and the FanOutQA dev JSON of
 the ``fanoutqa`` package. Names: ``NAME:PATH`` for the paper's seven benchmarks, the shipped
-generated sets (``ragr1-dev``, ``ragr1-test``; the first generator's ``ragr1-dev-v1``,
-``ragr1-test-v1``), ``ragr1-train`` (generated on the fly) and ``fanoutqa``. Nothing is downloaded.
+generated sets (the current generator's ``ragr1-dev-v3``, ``ragr1-test-v3``; the v2 generator's
+``ragr1-dev``, ``ragr1-test``; the first one's ``ragr1-dev-v1``, ``ragr1-test-v1``), ``ragr1-train``
+(the current generator's train split, made on the fly) and ``fanoutqa``. Nothing is downloaded.
 
 Every loader checks the whole file before anything runs: the file must be UTF-8 and hold at
 least one question, ids must be unique, ``kind`` must be one string; a :class:`DataError` names
@@ -29,9 +30,12 @@ BENCHMARKS: tuple[str, ...] = (
     "nq", "triviaqa", "popqa", "hotpotqa", "2wikimultihopqa", "musique", "bamboogle",
 )
 #: Sets that need no path: the shipped generated splits and the FanOutQA dev set.
-NAMED_SETS: tuple[str, ...] = ("ragr1-dev", "ragr1-test", "ragr1-train", "ragr1-dev-v1", "ragr1-test-v1", "fanoutqa")
-#: The shipped files among :data:`NAMED_SETS` (``sets/NAME.jsonl``); ``-v1``: the first generator's sets.
-SHIPPED_SETS: tuple[str, ...] = ("ragr1-dev", "ragr1-test", "ragr1-dev-v1", "ragr1-test-v1")
+NAMED_SETS: tuple[str, ...] = ("ragr1-dev", "ragr1-test", "ragr1-train", "ragr1-dev-v3", "ragr1-test-v3",
+                               "ragr1-dev-v1", "ragr1-test-v1", "fanoutqa")
+#: The shipped files among :data:`NAMED_SETS` (``sets/NAME.jsonl``): ``ragr1-dev``/``ragr1-test`` are the
+#: v2 generator's sets (kept for comparison), ``-v3`` the current generator's, ``-v1`` the first one's.
+SHIPPED_SETS: tuple[str, ...] = ("ragr1-dev", "ragr1-test", "ragr1-dev-v3", "ragr1-test-v3", "ragr1-dev-v1",
+                                 "ragr1-test-v1")
 
 
 
@@ -123,6 +127,10 @@ def item_from_record(record: Any, where: str, default_id: str, source: str | Non
     if reasoning is not None and not isinstance(reasoning, str):
         raise DataError(f"{where}: 'reasoning' must be a string, got {type(reasoning).__name__}; "
                         f"fix it or leave 'reasoning' out.")
+    template = _plain(record.get("template"))
+    if template is not None and not isinstance(template, str):
+        raise DataError(f"{where}: 'template' must be a string (a phrasing id), got {type(template).__name__}; "
+                        f"fix it or leave 'template' out.")
     return QAItem(
         id=_id(record.get("id"), where, default_id),
         question=question.strip(),
@@ -133,6 +141,7 @@ def item_from_record(record: Any, where: str, default_id: str, source: str | Non
         source=source,
         facts=[dict(f) for f in facts],
         reasoning=reasoning,
+        template=template,
     )
 
 
@@ -341,9 +350,9 @@ def _load_spec(spec: str) -> list[QAItem]:
             )
         return load_jsonl(path, spec)
     if spec == "ragr1-train":
-        from langchain_ragr1.data.generate import generate_splits
+        from langchain_ragr1.data.generate import generate_train
 
-        items = generate_splits()["train"]
+        items = generate_train()
         return _check_items([(item, f"item {i}") for i, item in enumerate(items, start=1)], spec,
                             "regenerate it with `python -m langchain_ragr1.data.generate`.")
     if spec == "fanoutqa":

@@ -11,7 +11,10 @@ Its reasoning reads: after a search, the next ``<think>`` states the facts the l
 searches were for, with their values as the passages write them ("La Dolce Vita was
 directed by Federico Fellini. Now I need Federico Fellini birth year."), and the answer
 turn states every deciding fact and then the item's ``reasoning`` ("1844 is earlier, so
-..."). A fact is stated only when its quote is in the retrieved text: with
+..."), then what kind of answer the question wants: a comparison or fan-out is answered with
+the entity's name, never its value; a single-hop relation ("Who discovered X?") is answered with
+the name just read, without another search; a bridge states the first hop's answer before it
+searches the second. A fact is stated only when its quote is in the retrieved text: with
 ``grounded=True`` a fact the searches did not bring back ends the episode with the answer
 ``unknown``, so rejection sampling drops trajectories whose text would not support what
 they say. Items without facts (old sets, FanOutQA) get the generic sentences. A seeded
@@ -32,6 +35,7 @@ from typing import Any, Iterable, Sequence, cast
 
 from langchain_core.runnables import RunnableConfig
 
+from langchain_ragr1.data.facts import RELATIONS
 from langchain_ragr1.data.items import QAItem
 from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.policies.base import Generation, Policy
@@ -70,6 +74,18 @@ _ANSWER_FACTS = (
     "{facts} {reasoning}",
     "The results say: {facts} {reasoning}",
     "From the passages: {facts} {reasoning}",
+)
+#: Answer discipline, said after the reasoning: a comparison or fan-out names the entity, never its value.
+_WHICH_ONE = (
+    "The question asks which one, so I answer with the name {answer}, not its value.",
+    "It asks for the one that fits, so the answer is {answer} itself, not the number.",
+    "The answer is the name, {answer}.",
+)
+#: A single-hop relation ("Who discovered X?"): the name read is the answer; no second search.
+_NAME_READ = (
+    "That name is what the question asks for, so I answer {answer} without searching again.",
+    "The passage names {answer}; that answers the question directly.",
+    "{answer} is the answer; nothing more to look up.",
 )
 _ANSWER_AFTER_SEARCH = (
     "The passages on {found} give what I need. The answer is {answer}.",
@@ -130,6 +146,17 @@ def fact_found(fact: dict[str, str], info: str) -> bool:
     """Whether the retrieved text holds the fact's quote (so the value is read, not known)."""
     quote = fact.get("quote") or fact.get("value") or ""
     return bool(quote) and quote in info
+
+
+def _discipline(item: QAItem, rng: random.Random) -> str:
+    """The closing sentence of an answer turn that says what kind of answer the question wants."""
+    facts = item_facts(item)
+    answer = item.golden_answers[0]
+    if item.kind in ("comparison", "fan-out"):
+        return rng.choice(_WHICH_ONE).format(answer=answer)
+    if item.kind == "single-hop" and facts and facts[0].get("attribute") in RELATIONS:
+        return rng.choice(_NAME_READ).format(answer=answer)
+    return ""
 
 
 class OraclePolicy(Policy):
@@ -278,7 +305,7 @@ class OraclePolicy(Policy):
                 # A reasoning that already states a fact (a bridge's chain) does not get it twice.
                 stated = [f["statement"] for f in wanted if f["statement"].rstrip(".") not in reasoning]
                 think = rng.choice(_ANSWER_FACTS).format(facts=_sentences(stated), reasoning=reasoning)
-                think = " ".join(think.split())
+                think = " ".join(f"{think} {_discipline(item, rng)}".split())
             elif not self.grounded or all(t in info for t in item.evidence_titles):
                 think = rng.choice(_ANSWER_AFTER_SEARCH).format(answer=answer, found=found)
             else:
