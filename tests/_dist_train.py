@@ -7,7 +7,8 @@ before training and after the first optimizer step (equal on all ranks after the
 the gradients were averaged; each rank trains on other samples). ``rl``: the rollouts' policy is
 scripted (a search for the question's case word, then an answer that is right for every other episode,
 so that exact match varies within a group and the step has a gradient); the questions it
-searched for are in the probe file too.
+searched for are in the probe file too. ``RAGR1_TEST_NO_GRADIENT_AVERAGING=1`` turns DDP's
+all-reduce off, to show that the ranks' weights then differ.
 """
 
 from __future__ import annotations
@@ -85,8 +86,19 @@ def scripted_policy(probe: Probe) -> Any:
     return ScriptedPolicy(turn, token_level=True)
 
 
+def skip_gradient_averaging() -> None:
+    """For the test that the check can fail: DDP never all-reduces (its sync flag stays False)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    DistributedDataParallel.require_backward_grad_sync = property(  # type: ignore[assignment]
+        lambda self: False, lambda self, value: None)
+
+
 def main(argv: list[str]) -> int:
     from langchain_ragr1.tuning.args import run_main
+
+    if os.environ.get("RAGR1_TEST_NO_GRADIENT_AVERAGING") == "1":
+        skip_gradient_averaging()
 
     kind, out, rest = argv[0], Path(argv[1]), argv[2:]
     out.mkdir(parents=True, exist_ok=True)

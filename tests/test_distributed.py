@@ -36,13 +36,13 @@ def _env() -> dict[str, str]:
     return env
 
 
-def launch(kind: str, probe: Path, args: list[str], processes: int = 2) -> list[dict]:
-    """``accelerate launch`` of tests/_dist_train.py; each rank's probe record."""
+def launch(kind: str, probe: Path, args: list[str], processes: int = 2, **env: str) -> list[dict]:
+    """``accelerate launch`` of tests/_dist_train.py (``env``: more environment); each rank's probe record."""
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "--main_process_port", str(free_port()), str(ROOT / "tests" / "_dist_train.py"), kind, str(probe),
                *args, "--quiet"]
-    done = subprocess.run(command, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, cwd=ROOT, env=_env() | env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
     return [json.loads((probe / f"rank{rank}.json").read_text(encoding="utf-8")) for rank in range(processes)]
 
@@ -65,18 +65,30 @@ def tiny_dir(tmp_path_factory, smollm2_tokenizer) -> Path:
     return make_tiny_model_dir(tmp_path_factory.mktemp("dist") / "tiny", smollm2_tokenizer)
 
 
+def sft_args(tiny_dir: Path, data: Path, out: Path, steps: int) -> list[str]:
+    return ["--config", "sft_default", "--model_name_or_path", str(tiny_dir), "--dataset", str(data),
+            "--output_dir", str(out), "--max_steps", str(steps), "--gradient_accumulation_steps", "2",
+            "--save_steps", "2", "--warmup_steps", "0", "--max_train_seconds", "600"]
+
+
 def test_sft_on_two_processes_averages_gradients(tiny_dir, smollm2_tokenizer, tmp_path):
     data = make_sft_dir(tmp_path / "data", smollm2_tokenizer)
     out = tmp_path / "sft"
-    ranks = launch("sft", tmp_path / "probe", [
-        "--config", "sft_default", "--model_name_or_path", str(tiny_dir), "--dataset", str(data),
-        "--output_dir", str(out), "--max_steps", "2", "--gradient_accumulation_steps", "2", "--save_steps", "2",
-        "--warmup_steps", "0", "--max_train_seconds", "600"])
+    ranks = launch("sft", tmp_path / "probe", sft_args(tiny_dir, data, out, 2))
     assert_averaged(ranks)
     assert [r["global_step"] for r in ranks] == [2, 2]
     assert_one_checkpoint(out, 2)
     rows = (out / "loss.csv").read_text(encoding="utf-8").splitlines()
     assert len(rows) == 3  # header + one row per step, written once (by the main process)
+
+
+def test_without_gradient_averaging_the_ranks_weights_differ(tiny_dir, smollm2_tokenizer, tmp_path):
+    """The check above can fail: with DDP's all-reduce off, each rank's step follows its own samples."""
+    data = make_sft_dir(tmp_path / "data", smollm2_tokenizer)
+    ranks = launch("sft", tmp_path / "probe", sft_args(tiny_dir, data, tmp_path / "sft", 1),
+                   RAGR1_TEST_NO_GRADIENT_AVERAGING="1")
+    assert ranks[0]["initial"] == ranks[1]["initial"]
+    assert ranks[0]["step1"][0] != ranks[1]["step1"][0]
 
 
 @pytest.fixture
