@@ -237,3 +237,20 @@ def test_python_m_help_exits_0_and_the_repo_script_lists_the_same_flags(name, tm
     assert help_flags(script.stdout) == help_flags(proc.stdout)
     assert sorted(p.stem for p in (ROOT / "training").glob("*.py")) == sorted([*STAGES, "run_sft", "run_rl"])
     assert f"from langchain_ragr1.tuning.{name} import main" in (ROOT / "training" / f"{name}.py").read_text()
+
+
+@pytest.mark.parametrize("name, kind", [("ddp", "MULTI_GPU"), ("zero3", "DEEPSPEED"), ("fsdp2", "FSDP")])
+def test_shipped_accelerate_configs_load_as_accelerate_reads_them(name, kind):
+    """training/accelerate/*.yaml (docs/training.md, "Several processes"): accelerate's own loader
+    takes them, 8 GPU processes each; ZeRO stage 3; FSDP version 2 wrapping Qwen2's decoder layers."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    path = Path(__file__).resolve().parents[1] / "training" / "accelerate" / f"{name}.yaml"
+    config = load_config_from_file(str(path))
+    assert (str(config.distributed_type).split(".")[-1], config.num_processes, config.use_cpu) == (kind, 8, False)
+    assert str(config.mixed_precision).split(".")[-1].lower() == "bf16"
+    if name == "zero3":
+        assert config.deepspeed_config["zero_stage"] == 3 and config.deepspeed_config["zero3_init_flag"]
+    if name == "fsdp2":
+        assert config.fsdp_config["fsdp_version"] == 2
+        assert config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "Qwen2DecoderLayer"

@@ -98,13 +98,18 @@ def metrics_callback(output_dir: Path, echo: bool):
     return MetricsCallback()
 
 
-def write_loss_curve(log_history: list[dict[str, Any]], output_dir: str | Path) -> list[dict[str, float]]:
-    """``loss.csv`` (step, epoch, loss, learning_rate, grad_norm) and ``loss.png``; returns the rows."""
-    rows = [
+def loss_rows(log_history: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
+    """One row per logged SFT step: step, epoch, loss, learning_rate, grad_norm."""
+    return [
         {"step": e["step"], "epoch": e.get("epoch", float("nan")), "loss": e["loss"],
          "learning_rate": e.get("learning_rate", float("nan")), "grad_norm": e.get("grad_norm", float("nan"))}
         for e in log_history if "loss" in e and "step" in e
     ]
+
+
+def write_loss_curve(log_history: list[dict[str, Any]], output_dir: str | Path) -> list[dict[str, float]]:
+    """``loss.csv`` (step, epoch, loss, learning_rate, grad_norm) and ``loss.png``; returns the rows."""
+    rows = loss_rows(log_history)
     out = Path(output_dir)
     with (out / "loss.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=["step", "epoch", "loss", "learning_rate", "grad_norm"])

@@ -21,7 +21,7 @@ from langchain_ragr1.extras import require
 from langchain_ragr1.policies.continuous import check_continuous_sampling
 from langchain_ragr1.tuning.args import RLScriptArguments
 from langchain_ragr1.tuning.checkpoints import last_complete_checkpoint
-from langchain_ragr1.tuning.metrics import metrics_callback, write_metrics
+from langchain_ragr1.tuning.metrics import metric_rows, metrics_callback, write_metrics
 from langchain_ragr1.tuning.rl_questions import load_questions
 from langchain_ragr1.tuning.rl_rewards import default_rewards
 from langchain_ragr1.tuning.rl_rollout import GraphRollout, RolloutSettings, rollout_sampling
@@ -106,10 +106,11 @@ def timed_trainer_class() -> type:
 
 def build_trainer(script: RLScriptArguments, args: Any, model_args: Any, agent: RagR1Config, *, model: Any,
                   tokenizer: Any, retriever: Any, items: Sequence[Any], reward_funcs: list[Callable] | None = None,
-                  echo: bool = False) -> tuple[Any, GraphRollout]:
+                  echo: bool = False, callbacks: Sequence[Any] = ()) -> tuple[Any, GraphRollout]:
     """A ready ``GRPOTrainer`` over the parsed run (``args``: its ``trl.GRPOConfig``, LoRA from
     ``model_args`` through TRL's ``get_peft_config``) and its :class:`GraphRollout`, whose agent
-    is ``agent`` whole. ``reward_funcs`` (TRL batch functions) replace exact match + format."""
+    is ``agent`` whole. ``reward_funcs`` (TRL batch functions) replace exact match + format;
+    ``callbacks``: more ``TrainerCallback``s."""
     import os
 
     trl = require("trl", "training")
@@ -129,15 +130,21 @@ def build_trainer(script: RLScriptArguments, args: Any, model_args: Any, agent: 
         processing_class=tokenizer,
         peft_config=trl.get_peft_config(model_args),
         rollout_func=rollout,
-        callbacks=[metrics_callback(output_dir, echo)],
+        callbacks=[metrics_callback(output_dir, echo), *callbacks],
     )
     return trainer, rollout
 
 
 def train_rl(script: RLScriptArguments, args: Any, model_args: Any, agent: RagR1Config, *, progress: bool = True,
-             retriever: Any = None) -> dict[str, Any]:
+             retriever: Any = None, callbacks: Sequence[Any] = (), policy: Any = None) -> dict[str, Any]:
     """Train from the parsed ``(RLScriptArguments, trl.GRPOConfig, trl.ModelConfig, RagR1Config)``;
-    returns ``{global_step, resumed_from, final_dir, metrics_rows, truncated, ...}``."""
+    returns ``{global_step, resumed_from, final_dir, metrics_rows, truncated, ...}``.
+
+    ``retriever`` replaces the one the script arguments name, ``policy`` the rollouts' policy
+    over the trainer's weights (a fixed one: :attr:`GraphRollout.policy`), ``callbacks`` are more
+    ``TrainerCallback``s. Under ``accelerate launch`` each process rolls out its own share of
+    the step's questions (TRL gathers the rewards for the group advantages), gradients are
+    averaged (DDP), and only the main process writes files."""
     check_rl((script, args, model_args, agent))
     from langchain_ragr1.tuning.sft import load_model
 
@@ -149,16 +156,20 @@ def train_rl(script: RLScriptArguments, args: Any, model_args: Any, agent: RagR1
                                    url=script.retriever_url, show_progress=progress)
     model_path, model, tokenizer = load_model(model_args, "default")
     trainer, rollout = build_trainer(script, args, model_args, agent, model=model, tokenizer=tokenizer,
-                                     retriever=retriever, items=items, echo=progress)
+                                     retriever=retriever, items=items, echo=progress, callbacks=callbacks)
+    if policy is not None:
+        rollout.policy = policy
     last = args.resume_from_checkpoint or last_complete_checkpoint(args.output_dir)
     if last:
         logger.warning("Resuming from %s", last)
     result = trainer.train(resume_from_checkpoint=last)
     output_dir = Path(args.output_dir)
     final_dir = output_dir / "final"
-    trainer.save_model(str(final_dir))
-    tokenizer.save_pretrained(str(final_dir))
-    rows = write_metrics(trainer.state.log_history, output_dir)
+    trainer.save_model(str(final_dir))  # the Trainer saves on the main process only
+    rows = metric_rows(trainer.state.log_history)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(final_dir))
+        write_metrics(trainer.state.log_history, output_dir)
     return {
         "global_step": trainer.state.global_step,
         "resumed_from": last,

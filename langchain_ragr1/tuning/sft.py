@@ -39,11 +39,12 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.extras import require
 from langchain_ragr1.tuning.args import SFTScriptArguments
+from langchain_ragr1.tuning.metrics import loss_rows as _loss_rows
 from langchain_ragr1.tuning.metrics import write_loss_curve
 
 logger = logging.getLogger(__name__)
@@ -288,10 +289,13 @@ def load_model(model_args: Any, default: str) -> tuple[str, Any, Any]:
     return path, AutoModelForCausalLM.from_pretrained(path, **kwargs), tokenizer
 
 
-def train_sft(script: SFTScriptArguments, args: Any, model_args: Any, *, progress: bool = True) -> dict[str, Any]:
+def train_sft(script: SFTScriptArguments, args: Any, model_args: Any, *, progress: bool = True,
+              callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train from the parsed ``(SFTScriptArguments, trl.SFTConfig, trl.ModelConfig)``; returns
     ``{global_step, resumed_from, final_dir, loss_rows, train_runtime, ...}`` (``data_counts``: what
-    :func:`load_sft_dataset` counted, also in ``output_dir/data_counts.json``)."""
+    :func:`load_sft_dataset` counted, also in ``output_dir/data_counts.json``). ``callbacks``: more
+    ``TrainerCallback``s. Under ``accelerate launch`` every process trains (DDP) and only the main
+    one writes files (checkpoints, ``final/``, ``loss.csv``, ``data_counts.json``)."""
     check_sft((script, args, model_args))
     source = check_dataset(script)
     trl = require("trl", "training")
@@ -303,22 +307,25 @@ def train_sft(script: SFTScriptArguments, args: Any, model_args: Any, *, progres
     dataset, data_counts = load_sft_dataset(script, args, tokenizer, source)
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "data_counts.json").write_text(json.dumps(data_counts, indent=2) + "\n", encoding="utf-8")
+    if args.should_save:  # the main process of a multi-process run (DDP ranks hold the same data counts)
+        (output_dir / "data_counts.json").write_text(json.dumps(data_counts, indent=2) + "\n", encoding="utf-8")
     train = data_counts["train"]
     logger.info("SFT data (%s): %d samples, %d tokens and %d labelled tokens per epoch, %d optimizer steps per epoch",
                 script.sample_format, train["samples"], train["tokens"], train["labelled_tokens"],
                 train["optimizer_steps_per_epoch"])
     run_control = run_control_callback(script)
     trainer = trl.SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                             peft_config=trl.get_peft_config(model_args), callbacks=[run_control])
+                             peft_config=trl.get_peft_config(model_args), callbacks=[run_control, *callbacks])
     last = args.resume_from_checkpoint or last_complete_checkpoint(output_dir)
     if last:
         logger.warning("Resuming from %s", last)
     result = trainer.train(resume_from_checkpoint=last)
     final_dir = output_dir / "final"
-    trainer.save_model(str(final_dir))
-    tokenizer.save_pretrained(str(final_dir))
-    rows = write_loss_curve(trainer.state.log_history, output_dir)
+    trainer.save_model(str(final_dir))  # the Trainer saves on the main process only
+    rows = _loss_rows(trainer.state.log_history)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(final_dir))
+        write_loss_curve(trainer.state.log_history, output_dir)
     summary = {
         "global_step": trainer.state.global_step,
         "resumed_from": last,
