@@ -114,7 +114,8 @@ class FrozenLayerCache:
               signature: dict[str, Any], autocast: Any) -> tuple[FrozenLayerCache, bool]:
         """The cache of ``samples`` (token id lists) at ``layer``: reused from ``folder`` when its
         signature matches, else (re)built by running the model up to ``layer`` under ``autocast``
-        (a context-manager factory: the training step's own). Returns ``(cache, built)``."""
+        (a context-manager factory: the training step's own) in eval mode: dropout in the frozen layers,
+        if a model had any (SmolLM2 and Gemma 3 have none), is off in the cache. Returns ``(cache, built)``."""
         import numpy as np
         import torch
 

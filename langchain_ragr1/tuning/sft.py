@@ -305,8 +305,9 @@ def attach_frozen_cache(trainer: Any, dataset: Any, model_path: str, lora_layers
                  "n_layers": len(decoder_layers(model)), "bf16": bool(trainer.args.bf16),
                  "fp16": bool(trainer.args.fp16), "dtype": str(next(model.parameters()).dtype)}
     start, cpu_start = time.monotonic(), time.process_time()
-    cache, built = FrozenLayerCache.build(model, dataset["input_ids"], first, output_dir / "frozen_cache",
-                                          signature=signature, autocast=trainer.accelerator.autocast)
+    with trainer.accelerator.main_process_first():  # several processes: the first builds, the others reuse
+        cache, built = FrozenLayerCache.build(model, dataset["input_ids"], first, output_dir / "frozen_cache",
+                                              signature=signature, autocast=trainer.accelerator.autocast)
     seconds, cpu_seconds = time.monotonic() - start, time.process_time() - cpu_start
     drop_frozen_layers(model, first)
     trainer.frozen_cache = cache
