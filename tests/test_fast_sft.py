@@ -166,6 +166,13 @@ def test_bad_fast_settings_name_the_key(dirs, tmp_path, extra, match):
         _parse(dirs, tmp_path, **extra)
 
 
+@pytest.mark.parametrize("extra", [{"loss_type": "dft"}, {"label_smoothing_factor": 0.1}])
+def test_the_fast_loss_refuses_other_loss_settings(dirs, tmp_path, extra):
+    with pytest.raises(ConfigError, match="lm_head_on_labels/cache_frozen_layers compute the plain token cross-entropy"):
+        check_sft(_parse(dirs, tmp_path, lm_head_on_labels=True, **extra))
+    check_sft(_parse(dirs, tmp_path, **extra))  # without the fast keys TRL's own loss handles them
+
+
 def test_lora_layers_needs_peft_and_at_most_the_models_layers(dirs, tmp_path):
     with pytest.raises(ConfigError, match="lora_layers chooses the layers LoRA adapts: set use_peft"):
         check_sft(_parse(dirs, tmp_path, use_peft=False, lora_layers=1))

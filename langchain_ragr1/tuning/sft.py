@@ -120,6 +120,10 @@ def check_sft(parsed: tuple[Any, ...]) -> None:
     script, args, model_args = parsed
     if script.lora_layers and not model_args.use_peft:
         raise ConfigError("SFT: lora_layers chooses the layers LoRA adapts: set use_peft: true, or lora_layers: 0")
+    fast = script.lm_head_on_labels or script.cache_frozen_layers
+    if fast and (args.loss_type != "nll" or args.label_smoothing_factor):
+        raise ConfigError("SFT: lm_head_on_labels/cache_frozen_layers compute the plain token cross-entropy: set "
+                          "loss_type: nll and label_smoothing_factor: 0, or turn both keys off")
     if args.packing:
         raise ConfigError("SFT: packing must stay false: samples are trained one per row with their label mask")
     if not (args.dataset_kwargs or {}).get("skip_prepare_dataset"):
