@@ -53,6 +53,12 @@ class SFTScriptArguments:
     pause_every_epochs: float | None = field(default=None, metadata=_help(
         "stop (and save) each time the epoch count reaches a multiple of this; rerun to resume (a campaign "
         "evaluates in between)"))
+    lora_layers: int = field(default=0, metadata=_help(
+        "LoRA on the top K decoder layers only (0: all layers); see langchain_ragr1/tuning/fast_sft.py"))
+    cache_frozen_layers: bool = field(default=False, metadata=_help(
+        "with lora_layers: compute the frozen lower layers once per sample, cached in output_dir/frozen_cache"))
+    lm_head_on_labels: bool = field(default=False, metadata=_help(
+        "project through the LM head only the positions whose next token is labelled (same loss as TRL's)"))
 
     def __post_init__(self) -> None:
         if not self.dataset:
@@ -65,6 +71,10 @@ class SFTScriptArguments:
         every = self.pause_every_epochs
         if every is not None and (isinstance(every, bool) or not isinstance(every, (int, float)) or not 0 < every < 1e6):
             raise ConfigError(f"pause_every_epochs must be a number of epochs > 0 (e.g. 1 or 0.5), got {every!r}")
+        check_int("lora_layers", self.lora_layers, 0)
+        if self.cache_frozen_layers and not self.lora_layers:
+            raise ConfigError("cache_frozen_layers needs lora_layers K > 0 (the layers below the top K are the "
+                              "frozen ones it caches): set lora_layers, or cache_frozen_layers: false")
 
 
 @dataclass

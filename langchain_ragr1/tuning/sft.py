@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -116,7 +117,13 @@ def _saved_format(folder: Path) -> str:
 def check_sft(parsed: tuple[Any, ...]) -> None:
     """What crosses the parsed dataclasses of an SFT run (nothing loads): the dataset is used as it
     is, pre-tokenised with its own label mask, so TRL's dataset preparation and packing stay off."""
-    _, args, _ = parsed
+    script, args, model_args = parsed
+    if script.lora_layers and not model_args.use_peft:
+        raise ConfigError("SFT: lora_layers chooses the layers LoRA adapts: set use_peft: true, or lora_layers: 0")
+    fast = script.lm_head_on_labels or script.cache_frozen_layers
+    if fast and (args.loss_type != "nll" or args.label_smoothing_factor):
+        raise ConfigError("SFT: lm_head_on_labels/cache_frozen_layers compute the plain token cross-entropy: set "
+                          "loss_type: nll and label_smoothing_factor: 0, or turn both keys off")
     if args.packing:
         raise ConfigError("SFT: packing must stay false: samples are trained one per row with their label mask")
     if not (args.dataset_kwargs or {}).get("skip_prepare_dataset"):
@@ -289,6 +296,32 @@ def load_model(model_args: Any, default: str) -> tuple[str, Any, Any]:
     return path, AutoModelForCausalLM.from_pretrained(path, **kwargs), tokenizer
 
 
+def attach_frozen_cache(trainer: Any, dataset: Any, model_path: str, lora_layers: int, output_dir: Path
+                        ) -> dict[str, Any]:
+    """Build (or reuse) the cache of the layers below the top ``lora_layers`` for ``dataset``, under the
+    trainer's own autocast, then drop those layers from the model; returns what the summary reports."""
+    from langchain_ragr1.tuning.fast_sft import FrozenLayerCache, decoder_layers, drop_frozen_layers, top_layers
+
+    model = trainer.model
+    first = top_layers(model, lora_layers)[0]
+    config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
+    signature = {"model": model_path, "config": config.to_json_string(use_diff=False),
+                 "n_layers": len(decoder_layers(model)), "bf16": bool(trainer.args.bf16),
+                 "fp16": bool(trainer.args.fp16), "dtype": str(next(model.parameters()).dtype)}
+    start, cpu_start = time.monotonic(), time.process_time()
+    with trainer.accelerator.main_process_first():  # several processes: the first builds, the others reuse
+        cache, built = FrozenLayerCache.build(model, dataset["input_ids"], first, output_dir / "frozen_cache",
+                                              signature=signature, autocast=trainer.accelerator.autocast)
+    seconds, cpu_seconds = time.monotonic() - start, time.process_time() - cpu_start
+    drop_frozen_layers(model, first)
+    trainer.frozen_cache = cache
+    logger.info("Frozen layers 0-%d %s in %.1f s (%s)", first - 1, "cached" if built else "from the cache",
+                seconds, cache.folder)
+    return {"first_trained_layer": first, "built": built, "seconds": round(seconds, 2),
+            "cpu_seconds": round(cpu_seconds, 2), "folder": str(cache.folder),
+            "samples": len(cache.index)}
+
+
 def train_sft(script: SFTScriptArguments, args: Any, model_args: Any, *, progress: bool = True,
               callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train from the parsed ``(SFTScriptArguments, trl.SFTConfig, trl.ModelConfig)``; returns
@@ -314,12 +347,28 @@ def train_sft(script: SFTScriptArguments, args: Any, model_args: Any, *, progres
                 script.sample_format, train["samples"], train["tokens"], train["labelled_tokens"],
                 train["optimizer_steps_per_epoch"])
     run_control = run_control_callback(script)
-    trainer = trl.SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                             peft_config=trl.get_peft_config(model_args), callbacks=[run_control, *callbacks])
+    peft_config = trl.get_peft_config(model_args)
+    if script.lora_layers:
+        from langchain_ragr1.tuning.fast_sft import top_layers
+
+        peft_config.layers_to_transform = top_layers(model, script.lora_layers)
+    fast = script.lm_head_on_labels or script.cache_frozen_layers
+    trainer_class = trl.SFTTrainer
+    if fast:
+        from langchain_ragr1.tuning.fast_sft import fast_trainer_class
+
+        trainer_class = fast_trainer_class(trl.SFTTrainer)
+    trainer = trainer_class(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                            peft_config=peft_config, callbacks=[run_control, *callbacks])
+    cache_info = None
+    if script.cache_frozen_layers:
+        cache_info = attach_frozen_cache(trainer, dataset, model_path, script.lora_layers, output_dir)
     last = args.resume_from_checkpoint or last_complete_checkpoint(output_dir)
     if last:
         logger.warning("Resuming from %s", last)
+    cpu_start = time.process_time()
     result = trainer.train(resume_from_checkpoint=last)
+    train_cpu_seconds = time.process_time() - cpu_start
     final_dir = output_dir / "final"
     trainer.save_model(str(final_dir))  # the Trainer saves on the main process only
     rows = _loss_rows(trainer.state.log_history)
@@ -338,6 +387,8 @@ def train_sft(script: SFTScriptArguments, args: Any, model_args: Any, *, progres
         "labelled_tokens_per_epoch": train["labelled_tokens"],
         "data_counts": data_counts,
         "train_runtime": result.metrics.get("train_runtime"),
+        "train_cpu_seconds": round(train_cpu_seconds, 2),
+        "frozen_cache": cache_info,
         "stopped_by_time_budget": run_control.stopped == "time_budget",
         "stopped": run_control.stopped,
         "train_loss": result.metrics.get("train_loss"),
