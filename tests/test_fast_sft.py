@@ -147,6 +147,54 @@ def test_the_cache_is_reused_on_resume_and_rebuilt_for_other_settings(dirs, tmp_
     assert len(meta["index"]) == 6
 
 
+def test_a_cache_build_cut_short_goes_on_where_it_stopped(dirs, tmp_path, smollm2_tokenizer, monkeypatch):
+    import contextlib
+
+    import numpy as np
+
+    from langchain_ragr1.tuning import fast_sft
+    from langchain_ragr1.tuning.fast_sft import FrozenLayerCache
+
+    trainer, _, dataset = _trainer(dirs, tmp_path, smollm2_tokenizer, fast=True, lora_layers=1)
+    samples = dataset["input_ids"]
+    monkeypatch.setattr(fast_sft, "_FLUSH_SECONDS", 0.0)  # record progress after every sample
+    calls = []
+
+    def dying_autocast():  # the run is killed while it computes the 4th sample
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return contextlib.nullcontext()
+
+    with pytest.raises(KeyboardInterrupt):
+        FrozenLayerCache.build(trainer.model, samples, 1, tmp_path / "cut", signature={"t": 1}, autocast=dying_autocast)
+    assert not (tmp_path / "cut" / "meta.json").exists()
+    assert len(json.loads((tmp_path / "cut" / "partial.json").read_text())["index"]) == 3
+    calls.clear()
+
+    def counting_autocast():
+        calls.append(1)
+        return contextlib.nullcontext()
+
+    resumed, built = FrozenLayerCache.build(trainer.model, samples, 1, tmp_path / "cut", signature={"t": 1},
+                                            autocast=counting_autocast)
+    distinct = len(set(map(tuple, samples)))
+    assert len(calls) == distinct - 3  # only the samples the cut build had not recorded
+    assert built and len(resumed.index) == distinct and not (tmp_path / "cut" / "partial.json").exists()
+    straight, _ = FrozenLayerCache.build(trainer.model, samples, 1, tmp_path / "straight", signature={"t": 1},
+                                         autocast=contextlib.nullcontext)
+    for ids in samples:  # every sample's states equal an uninterrupted build's
+        key = fast_sft.sample_key(ids)
+        (a, n), (b, m) = resumed.index[key], straight.index[key]
+        assert n == m and np.array_equal(resumed._states[a:a + n], straight._states[b:b + m])
+    (tmp_path / "cut" / "meta.json").unlink()  # a record for other settings is not resumed from
+    (tmp_path / "cut" / "partial.json").write_text(json.dumps({"signature": {"t": 2}, "index": {}, "offset": 0,
+                                                                "hidden": 0, "dtype": "float32"}))
+    _, rebuilt = FrozenLayerCache.build(trainer.model, samples, 1, tmp_path / "cut", signature={"t": 1},
+                                        autocast=contextlib.nullcontext)
+    assert rebuilt and not (tmp_path / "cut" / "partial.json").exists()
+
+
 def test_fast_run_logs_trls_loss_on_the_recipe_data(dirs, tmp_path):
     """Two optimizer steps: the labelled-only head and the cache log the loss plain TRL logs (the first
     step's loss does not depend on where LoRA sits: B starts at zero)."""

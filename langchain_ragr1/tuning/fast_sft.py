@@ -32,6 +32,7 @@ import hashlib
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -41,6 +42,23 @@ logger = logging.getLogger(__name__)
 
 CACHE_DIR = "frozen_cache"
 _CACHE_VERSION = 1
+#: A cache build records how far it got this often (a killed build goes on from there).
+_FLUSH_SECONDS = 60.0
+
+
+def _read_partial(path: Path, signature: dict[str, Any]) -> dict[str, Any] | None:
+    """The record of a build cut short, if it is for ``signature`` (else None: start afresh)."""
+    try:
+        partial = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    states = path.parent / "states.bin"
+    if partial.get("signature") != signature or not states.is_file():
+        return None
+    itemsize = 2 if partial.get("dtype") in ("bfloat16", "float16") else 4
+    if states.stat().st_size < partial["offset"] * partial["hidden"] * itemsize:
+        return None  # the states file lost what the record says it holds
+    return partial
 
 
 def decoder_layers(model: Any) -> Any:
@@ -122,15 +140,24 @@ class FrozenLayerCache:
         keys = {sample_key(ids): ids for ids in samples}
         signature = {**signature, "version": _CACHE_VERSION, "layer": layer,
                      "data": hashlib.sha1("".join(sorted(keys)).encode()).hexdigest()}
-        meta_path = folder / "meta.json"
+        meta_path, partial_path = folder / "meta.json", folder / "partial.json"
         if meta_path.is_file():
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
             if meta.get("signature") == signature:
                 logger.info("Frozen-layer cache reused: %s", folder)
                 return cls(folder, meta["index"], meta["hidden"], getattr(torch, meta["dtype"])), False
             logger.warning("Frozen-layer cache in %s is for other settings or data: rebuilding it", folder)
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
+        index: dict[str, list[int]] = {}
+        offset, hidden, dtype = 0, 0, None
+        partial = _read_partial(partial_path, signature)
+        if partial is not None:  # a build cut short (a killed run): go on from its last flush
+            index, offset, hidden = partial["index"], partial["offset"], partial["hidden"]
+            dtype = getattr(torch, partial["dtype"])
+            logger.warning("Frozen-layer cache: resuming the build in %s at %d of %d samples",
+                           folder, len(index), len(keys))
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
         layers = decoder_layers(model)
         captured: list[Any] = []
 
@@ -138,14 +165,23 @@ class FrozenLayerCache:
             captured.append(args[0] if args else kwargs["hidden_states"])
             raise _Stop
 
-        index: dict[str, list[int]] = {}
-        offset, hidden, dtype = 0, 0, None
+        def flush(out: Any) -> None:
+            out.flush()
+            tmp = partial_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"signature": signature, "index": index, "offset": offset, "hidden": hidden,
+                                       "dtype": str(dtype).split(".")[-1]}), encoding="utf-8")
+            tmp.replace(partial_path)
+
+        todo = [(key, ids) for key, ids in keys.items() if key not in index]
         handle = layers[layer].register_forward_pre_hook(grab, with_kwargs=True)
         was_training = model.training
         model.eval()
+        start = last_flush = time.monotonic()
         try:
-            with open(folder / "states.bin", "wb") as out, torch.no_grad():
-                for key, ids in keys.items():
+            with open(folder / "states.bin", "r+b" if partial is not None else "wb") as out, torch.no_grad():
+                out.truncate(offset * hidden * (dtype.itemsize if dtype is not None else 0))
+                out.seek(0, 2)
+                for done, (key, ids) in enumerate(todo, 1):
                     captured.clear()
                     tokens = torch.tensor([ids], dtype=torch.long, device=model.device)
                     with autocast():
@@ -159,6 +195,14 @@ class FrozenLayerCache:
                     out.write(raw.contiguous().numpy().tobytes())
                     index[key] = [offset, len(ids)]
                     offset += len(ids)
+                    now = time.monotonic()
+                    if now - last_flush >= _FLUSH_SECONDS or done == len(todo):
+                        flush(out)
+                        last_flush = now
+                        rate = done / max(now - start, 1e-9)
+                        logger.info("Frozen-layer cache: %d of %d samples (%d tokens), %.1f min, ~%.1f min left",
+                                    len(index), len(keys), offset, (now - start) / 60,
+                                    (len(todo) - done) / rate / 60)
         finally:
             handle.remove()
             model.train(was_training)
@@ -168,6 +212,7 @@ class FrozenLayerCache:
             np.zeros((1, hidden), dtype=np.int16).tofile(folder / "states.bin")
         meta = {"signature": signature, "index": index, "hidden": hidden, "dtype": str(dtype).split(".")[-1]}
         meta_path.write_text(json.dumps(meta), encoding="utf-8")  # written last: its presence means complete
+        partial_path.unlink(missing_ok=True)
         return cls(folder, index, hidden, dtype), True
 
     def lookup(self, input_ids: Any, attention_mask: Any | None) -> Any:
