@@ -68,13 +68,15 @@ class FastPolicy(TransformersPolicy):
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path | None = None, *, dtype: str = "float32", **kwargs: Any
+        cls, path: str | Path | None = None, *, dtype: str | None = None, **kwargs: Any
     ) -> "FastPolicy":
         """Load a local model folder, ``"base"`` or (``None``) the trained default SmolLM2; ``kwargs``
         (``sampling``, ``weights``, ``max_batch_size``, ``batch_wait_s``) go to the constructor,
-        checked before anything loads. ``dtype`` is the transformers model's (the engine's copy
-        follows ``weights``)."""
+        checked before anything loads. ``dtype`` is the transformers model's; by default bfloat16
+        for bf16 weights (half the bytes to read and convert at start-up), float32 otherwise."""
         cls.check_kwargs(kwargs)
+        if dtype is None:
+            dtype = "bfloat16" if kwargs.get("weights", "bfloat16") == "bfloat16" else "float32"
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = resolve_model_path(path)
