@@ -90,6 +90,24 @@ def _weight(linear: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     return weight, None if base.bias is None else base.bias.detach()
 
 
+#: Weights per int4 group (one scale and one zero point each): GGUF Q4_1's block, the bundled model's format.
+INT4_GROUP = 32
+
+
+def _int4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``weight`` [out, in] as asymmetric 4-bit groups of :data:`INT4_GROUP` along ``in`` (GGUF Q4_1's
+    scheme: w = min + q x (max - min) / 15), packed for ``torch._weight_int4pack_mm_for_cpu`` (which
+    computes (q - 8) x scale + zero)."""
+    out, inner = weight.shape
+    groups = weight.view(out, inner // INT4_GROUP, INT4_GROUP)
+    low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
+    scale = ((high - low) / 15).clamp_min(1e-12)
+    q = torch.round((groups - low) / scale).clamp(0, 15).to(torch.int32).view(out, inner)
+    zero = low + 8 * scale
+    scales = torch.stack([scale.squeeze(-1).t(), zero.squeeze(-1).t()], -1).contiguous().to(torch.bfloat16)
+    return torch._convert_weight_to_int4pack_for_cpu(q, 1), scales
+
+
 @dataclass
 class _Linear:
     """One weight matrix as the engine multiplies it: dense (bf16/fp32), bf16 prepacked for oneDNN
@@ -99,6 +117,8 @@ class _Linear:
     scale: torch.Tensor | None = None
     bias: torch.Tensor | None = None
     packed: torch.Tensor | None = None
+    #: int4: the packed 4-bit weight and its [groups, out, 2] scales and zero points
+    int4: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
     def of(cls, linears: Sequence[Any], kind: str, dtype: torch.dtype) -> "_Linear":
@@ -114,7 +134,9 @@ class _Linear:
             packed = _onednn_pack(w)
             # packed: the plain copy is not needed, a meta tensor keeps its shape for the byte counts
             return cls(w if packed is None else w.to("meta"), None, bias, packed)
-        if kind != "int8":
+        if kind == "int4" and w.shape[1] % INT4_GROUP == 0:
+            return cls(w.to("meta", torch.bfloat16), None, bias, None, _int4(w.float()))
+        if kind not in ("int8", "int4"):  # (an int4 matrix whose width is not a multiple of the group: int8)
             return cls(w.to(dtype).contiguous(), None, bias)
         w = w.float()
         scale = (w.abs().amax(1) / 127.0).clamp_min(1e-12)
@@ -123,7 +145,12 @@ class _Linear:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        if self.packed is not None:
+        if self.int4 is not None:
+            y = torch._weight_int4pack_mm_for_cpu(x.reshape(-1, shape[-1]), self.int4[0], INT4_GROUP, self.int4[1])
+            y = y.reshape(*shape[:-1], y.shape[-1])
+            if self.bias is not None:
+                y = y + self.bias
+        elif self.packed is not None:
             y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), self.packed, self.bias, "none", [], "")
             y = y.reshape(*shape[:-1], y.shape[-1])
         elif self.scale is None:
@@ -137,6 +164,8 @@ class _Linear:
 
     @property
     def nbytes(self) -> int:
+        if self.int4 is not None:
+            return self.weight.numel() // 2 + self.int4[1].numel() * 2
         return sum(t.numel() * t.element_size() for t in (self.weight, self.scale, self.bias) if t is not None)
 
 
@@ -163,8 +192,9 @@ class DecodeResult:
 class LlamaDecoder:
     """Batched prefill + decode over a Llama-family ``model``'s weights (see the module docstring).
 
-    ``weights`` is ``"bfloat16"`` (default), ``"float32"`` or ``"int8"`` (weight-only, per output
-    channel; activations in bf16). The model itself is left as it is: the engine holds its own copy.
+    ``weights`` is ``"bfloat16"`` (default), ``"float32"``, ``"int8"`` (weight-only, per output
+    channel; activations in bf16) or ``"int4"`` (weight-only, asymmetric groups of 32 like GGUF Q4_1).
+    The model itself is left as it is: the engine holds its own copy.
     """
 
     def __init__(self, model: Any, *, weights: str = "bfloat16") -> None:

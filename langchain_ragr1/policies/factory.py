@@ -27,7 +27,7 @@ BACKENDS: tuple[str, ...] = ("fast", "transformers", "continuous", "vllm")
 #: The backend used when none is named.
 DEFAULT_BACKEND = "fast"
 #: What ``weights`` of the ``"fast"`` backend may be: the format its weights are stored and multiplied in.
-WEIGHT_KINDS: tuple[str, ...] = ("bfloat16", "float32", "int8")
+WEIGHT_KINDS: tuple[str, ...] = ("bfloat16", "float32", "int8", "int4")
 
 
 def check_path(name: str, value: Any) -> None:
