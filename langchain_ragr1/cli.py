@@ -270,6 +270,7 @@ def _ask(args: argparse.Namespace, out: Console, err: Console) -> int:
         max_turns=args.max_turns,
     )
     _seed(args.seed)
+    _warm_retriever(agent.retriever)
     if args.json:
         episode_start = time.perf_counter()
         result = agent.invoke(args.question)
@@ -278,6 +279,16 @@ def _ask(args: argparse.Namespace, out: Console, err: Console) -> int:
         err.print(f"[dim]ready in {time.perf_counter() - started:.1f} s[/dim]")
         stream_episode(agent, args.question, out)
     return 0
+
+
+def _warm_retriever(retriever: Any) -> None:
+    """Load a vector store's query embedder in a daemon thread, so that it loads while the first model
+    turn is generated instead of after it (the first search would wait for it)."""
+    import threading
+
+    warm = getattr(getattr(getattr(retriever, "vectorstore", None), "embeddings", None), "warm", None)
+    if callable(warm):
+        threading.Thread(target=warm, name="ragr1-warm-embedder", daemon=True).start()
 
 
 def _index_documents(args: argparse.Namespace, err: Console) -> tuple[list, Any]:
