@@ -157,8 +157,8 @@ def test_other_models_fall_back_to_model_generate(smollm2_tokenizer, greedy, cap
 
 
 def test_weights_setting_is_checked_before_loading():
-    with pytest.raises(ConfigError, match="weights='int4' is unknown"):
-        check_policy_settings(None, backend="fast", weights="int4")
+    with pytest.raises(ConfigError, match="weights='int3' is unknown"):
+        check_policy_settings(None, backend="fast", weights="int3")
     with pytest.raises(ConfigError, match="setting of backend='fast'"):
         check_policy_settings(None, backend="transformers", weights="int8")
     with pytest.raises(ConfigError, match="weights='fp8' is unknown"):
