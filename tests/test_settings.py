@@ -151,7 +151,10 @@ def test_policy_settings_are_the_transformers_policy_ones():
     from langchain_ragr1.policies.transformers import TransformersPolicy
 
     constructor = set(inspect.signature(TransformersPolicy.__init__).parameters)
-    assert set(_POLICY_SETTINGS) - {"dtype"} <= constructor and "sampling" in constructor
+    assert set(_POLICY_SETTINGS) - {"dtype", "weights"} <= constructor and "sampling" in constructor
+    from langchain_ragr1.policies.fast import FastPolicy  # the default backend's own setting
+
+    assert "weights" in inspect.signature(FastPolicy.__init__).parameters
     assert "dtype" in inspect.signature(TransformersPolicy.from_pretrained).parameters
     assert not SAMPLING_FIELDS & constructor  # the sampling fields live in Sampling only
 
@@ -227,7 +230,7 @@ def test_default_policy_checks_every_setting_before_the_model_loads(nothing_load
         default_policy(**kwargs)
 
 
-@pytest.mark.parametrize("module", ["transformers", "continuous", "vllm"])
+@pytest.mark.parametrize("module", ["fast", "transformers", "continuous", "vllm"])
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"temperature": 0}, r"Policy takes temperature inside sampling=Sampling\(temperature=0\)"),
     ({"sampling": "greedy"}, r"sampling must be a langchain_ragr1.Sampling .*'greedy' \(str\)"),
@@ -237,7 +240,8 @@ def test_default_policy_checks_every_setting_before_the_model_loads(nothing_load
 def test_each_from_pretrained_checks_its_settings_before_loading(nothing_loads, module, kwargs, match):
     from langchain_ragr1 import policies
 
-    cls = {"transformers": policies.TransformersPolicy, "continuous": policies.ContinuousTransformersPolicy,
+    cls = {"fast": policies.FastPolicy, "transformers": policies.TransformersPolicy,
+           "continuous": policies.ContinuousTransformersPolicy,
            "vllm": policies.VLLMPolicy}[module]
     with pytest.raises(ConfigError, match=match):
         cls.from_pretrained("base", **kwargs)

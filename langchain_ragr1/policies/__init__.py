@@ -13,6 +13,7 @@ from langchain_ragr1.policies.langchain import LangChainPolicy
 from langchain_ragr1.policies.sampling import Sampling
 
 _LAZY = {
+    "FastPolicy": "langchain_ragr1.policies.fast",
     "TransformersPolicy": "langchain_ragr1.policies.transformers",
     "ContinuousTransformersPolicy": "langchain_ragr1.policies.continuous",
     "VLLMPolicy": "langchain_ragr1.policies.vllm",
@@ -21,6 +22,7 @@ _LAZY = {
 
 if TYPE_CHECKING:  # the lazy names, visible to type checkers and IDEs (imported on first use)
     from langchain_ragr1.policies.continuous import ContinuousTransformersPolicy as ContinuousTransformersPolicy
+    from langchain_ragr1.policies.fast import FastPolicy as FastPolicy
     from langchain_ragr1.policies.openai_server import openai_server_policy as openai_server_policy
     from langchain_ragr1.policies.transformers import TransformersPolicy as TransformersPolicy
     from langchain_ragr1.policies.vllm import VLLMPolicy as VLLMPolicy

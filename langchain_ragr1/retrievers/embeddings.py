@@ -86,6 +86,13 @@ class EncoderEmbeddings(BaseModel, Embeddings):
         model = AutoModel.from_pretrained(path, local_files_only=True, dtype=getattr(torch, self.dtype))
         self._model = model.to(self.device).eval()
 
+    def warm(self) -> None:
+        """Load the model now (otherwise the first query does): ``ragr1 ask`` calls it in a thread while the
+        first model turn is generated."""
+        with self._lock:
+            if self._model is None:
+                self._load()
+
     @torch.inference_mode()
     def _encode(self, texts: list[str]) -> list[list[float]]:
         with self._lock:

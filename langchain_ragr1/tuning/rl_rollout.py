@@ -40,8 +40,12 @@ class RolloutSettings:
     agent: RagR1Config = field(default_factory=RagR1Config)
     max_new_tokens: int = 500
     max_batch_size: int = 64
-    #: without vLLM: "transformers" (static batches) or "continuous" (continuous batching)
-    backend: str = "transformers"
+    #: without vLLM: "fast" (the lean engine over the training model's weights, static batches, finished
+    #: rows dropped), "transformers" (``model.generate``, static batches) or "continuous" (continuous batching)
+    backend: str = "fast"
+    #: the "fast" engine's weights: "float32" (default: the training pass's own numbers, so the rollout's
+    #: log-probs are the policy's being trained), "bfloat16" or "int8" (faster, log-probs off by rounding)
+    weights: str = "float32"
     max_completion_length: int | None = None
 
 
@@ -202,6 +206,7 @@ class GraphRollout:
         unwrap_model_for_generation = require("trl.models.utils", "training").unwrap_model_for_generation
 
         from langchain_ragr1.policies.continuous import ContinuousTransformersPolicy
+        from langchain_ragr1.policies.fast import FastPolicy
         from langchain_ragr1.policies.transformers import TransformersPolicy
 
         with unwrap_model_for_generation(
@@ -215,6 +220,10 @@ class GraphRollout:
                     model, trainer.processing_class, max_batch_size=s.max_batch_size,
                     max_context=trainer.args.max_completion_length + 1024,
                     seed=trainer.args.seed + trainer.state.global_step, sampling=sampling)
+            elif s.backend == "fast":
+                policy = FastPolicy(model, trainer.processing_class, max_batch_size=s.max_batch_size,
+                                    sampling=sampling, weights=s.weights,
+                                    seed=trainer.args.seed + trainer.state.global_step)
             else:
                 policy = TransformersPolicy(model, trainer.processing_class, max_batch_size=s.max_batch_size,
                                             sampling=sampling)

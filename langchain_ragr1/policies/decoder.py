@@ -1,0 +1,422 @@
+"""A lean decoding engine for Llama-family causal LMs on CPU: the loop that ``FastPolicy`` runs.
+
+Decoding a small model on a CPU is bound by reading its weights once per step and by the
+per-operation overhead of a general forward pass. :class:`LlamaDecoder` keeps only what a
+Llama block computes, on weights prepared once:
+
+- the q/k/v projections fused into one matrix and gate/up into another (4 matrix products a
+  layer instead of 7), in ``bfloat16`` (half the bytes of fp32; prepacked once into oneDNN's
+  blocked layout, as torch.compile's freezing pass does, which reads them 1.5-2x faster than
+  ``F.linear`` on plain bf16 here), ``float32``, or per-channel int8 for
+  ``torch._weight_int8pack_mm`` (a quarter of the bytes);
+- a key/value cache allocated once per batch and written in place (no ``torch.cat`` per step);
+- grouped-query attention without repeating keys and values (the query heads of a group are
+  folded into the query length);
+- logits of the last position only during the prefill, and rows that finished dropped from the
+  batch so later steps compute only the live ones.
+
+The arithmetic is transformers' own (same RMSNorm, rotary embedding and attention formula, same
+dtype casts), so with the same weights and dtype the greedy tokens equal ``model.generate``'s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from langchain_ragr1.policies.factory import WEIGHT_KINDS
+
+__all__ = ["SUPPORTED_MODEL_TYPES", "DecodeResult", "LlamaDecoder", "supports"]
+
+#: Model types whose decoder block is Llama's (pre-norm RMSNorm, rotary q/k, SiLU-gated MLP).
+SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("llama", "mistral", "qwen2")
+#: Prompt positions a prefill forward pass takes at once (bounds the activations' memory).
+PREFILL_CHUNK = 512
+
+
+def _causal_lm(model: Any) -> Any:
+    """The transformers causal LM inside ``model`` (a peft ``PeftModel`` wraps it)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def supports(model: Any) -> str | None:
+    """``None`` when :class:`LlamaDecoder` can run ``model`` (or the causal LM a peft model wraps), else why not."""
+    model = _causal_lm(model)
+    config = getattr(model, "config", None)
+    kind = getattr(config, "model_type", None)
+    if kind not in SUPPORTED_MODEL_TYPES:
+        return f"model type {kind!r} is not one of {', '.join(SUPPORTED_MODEL_TYPES)}"
+    act = getattr(config, "hidden_act", "silu")
+    if act != "silu":
+        return f"activation {act!r} is not silu"
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    if rope.get("rope_type", "default") != "default":
+        return f"rope type {rope.get('rope_type')!r} is not the default"
+    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", False):
+        return "sliding-window attention"
+    if any(p.device.type != "cpu" for p in model.parameters()):
+        return "the model is not on the CPU"
+    return None
+
+
+def _onednn_pack(weight: torch.Tensor) -> torch.Tensor | None:
+    """``weight`` (bf16 [out, in]) in oneDNN's prepacked layout, or ``None`` where this torch has no
+    oneDNN or the packed product disagrees with ``F.linear`` beyond bf16 rounding."""
+    try:
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight, 1)
+        probe = torch.randn(3, weight.shape[1], generator=torch.Generator().manual_seed(0)).to(weight.dtype)
+        got = torch.ops.mkldnn._linear_pointwise(probe, packed, None, "none", [], "").float()
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return None
+    want = F.linear(probe.float(), weight.float())
+    return packed if torch.allclose(got, want, rtol=2e-2, atol=2e-2 * float(want.abs().max())) else None
+
+
+def _weight(linear: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The weight and bias that ``linear`` applies: a plain ``nn.Linear``'s, or for a peft LoRA layer
+    its base weight plus the active adapters' deltas (unless they are merged in already)."""
+    base = getattr(linear, "base_layer", None)
+    if base is None or not hasattr(linear, "get_delta_weight"):
+        return linear.weight.detach(), None if linear.bias is None else linear.bias.detach()
+    weight = base.weight.detach()
+    if not getattr(linear, "merged", False) and not getattr(linear, "disable_adapters", False):
+        for name in linear.active_adapters:
+            if name in linear.lora_A:
+                weight = weight + linear.get_delta_weight(name).detach().to(weight.dtype)
+    return weight, None if base.bias is None else base.bias.detach()
+
+
+#: Weights per int4 group (one scale and one zero point each): GGUF Q4_1's block, the bundled model's format.
+INT4_GROUP = 32
+
+
+def _int4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``weight`` [out, in] as asymmetric 4-bit groups of :data:`INT4_GROUP` along ``in`` (GGUF Q4_1's
+    scheme: w = min + q x (max - min) / 15), packed for ``torch._weight_int4pack_mm_for_cpu`` (which
+    computes (q - 8) x scale + zero)."""
+    out, inner = weight.shape
+    groups = weight.view(out, inner // INT4_GROUP, INT4_GROUP)
+    low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
+    scale = ((high - low) / 15).clamp_min(1e-12)
+    q = torch.round((groups - low) / scale).clamp(0, 15).to(torch.int32).view(out, inner)
+    zero = low + 8 * scale
+    scales = torch.stack([scale.squeeze(-1).t(), zero.squeeze(-1).t()], -1).contiguous().to(torch.bfloat16)
+    return torch._convert_weight_to_int4pack_for_cpu(q, 1), scales
+
+
+@dataclass
+class _Linear:
+    """One weight matrix as the engine multiplies it: dense (bf16/fp32), bf16 prepacked for oneDNN
+    (``packed``), or int8 with per-row scales (``scale``)."""
+
+    weight: torch.Tensor
+    scale: torch.Tensor | None = None
+    bias: torch.Tensor | None = None
+    packed: torch.Tensor | None = None
+    #: int4: the packed 4-bit weight and its [groups, out, 2] scales and zero points
+    int4: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @classmethod
+    def of(cls, linears: Sequence[Any], kind: str, dtype: torch.dtype) -> "_Linear":
+        """``linears`` (``nn.Linear`` or peft LoRA layers with the same input) as one matrix."""
+        weights, biases = zip(*(_weight(linear) for linear in linears))
+        w = torch.cat(weights, 0) if len(weights) > 1 else weights[0]
+        bias = None
+        if any(b is not None for b in biases):
+            bias = torch.cat([b.detach() if b is not None else torch.zeros(t.shape[0], dtype=t.dtype)
+                              for t, b in zip(weights, biases)]).to(dtype)
+        if kind == "bfloat16":
+            w = w.to(dtype).contiguous()
+            packed = _onednn_pack(w)
+            # packed: the plain copy is not needed, a meta tensor keeps its shape for the byte counts
+            return cls(w if packed is None else w.to("meta"), None, bias, packed)
+        if kind == "int4" and w.shape[1] % INT4_GROUP == 0:
+            return cls(w.to("meta", torch.bfloat16), None, bias, None, _int4(w.float()))
+        if kind not in ("int8", "int4"):  # (an int4 matrix whose width is not a multiple of the group: int8)
+            return cls(w.to(dtype).contiguous(), None, bias)
+        w = w.float()
+        scale = (w.abs().amax(1) / 127.0).clamp_min(1e-12)
+        q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
+        return cls(q, scale.to(dtype), bias)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        if self.int4 is not None:
+            y = torch._weight_int4pack_mm_for_cpu(x.reshape(-1, shape[-1]), self.int4[0], INT4_GROUP, self.int4[1])
+            y = y.reshape(*shape[:-1], y.shape[-1])
+            if self.bias is not None:
+                y = y + self.bias
+        elif self.packed is not None:
+            y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), self.packed, self.bias, "none", [], "")
+            y = y.reshape(*shape[:-1], y.shape[-1])
+        elif self.scale is None:
+            y = F.linear(x, self.weight, self.bias)
+        else:
+            y = torch._weight_int8pack_mm(x.reshape(-1, shape[-1]), self.weight, self.scale)
+            y = y.reshape(*shape[:-1], y.shape[-1])
+            if self.bias is not None:
+                y = y + self.bias
+        return y
+
+    @property
+    def nbytes(self) -> int:
+        if self.int4 is not None:
+            return self.weight.numel() // 2 + self.int4[1].numel() * 2
+        return sum(t.numel() * t.element_size() for t in (self.weight, self.scale, self.bias) if t is not None)
+
+
+@dataclass
+class _Layer:
+    norm1: torch.Tensor
+    qkv: _Linear
+    o: _Linear
+    norm2: torch.Tensor
+    gate_up: _Linear
+    down: _Linear
+
+
+@dataclass
+class DecodeResult:
+    """What one row of a batch generated: token ids and the log-prob of each under the raw logits."""
+
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    #: ``"eos"`` (an end id, which is kept as the last token), ``"stop"`` (``should_stop`` said so) or ``"length"``.
+    finish_reason: str = "length"
+
+
+class LlamaDecoder:
+    """Batched prefill + decode over a Llama-family ``model``'s weights (see the module docstring).
+
+    ``weights`` is ``"bfloat16"`` (default), ``"float32"``, ``"int8"`` (weight-only, per output
+    channel; activations in bf16) or ``"int4"`` (weight-only, asymmetric groups of 32 like GGUF Q4_1).
+    The model itself is left as it is: the engine holds its own copy.
+    """
+
+    def __init__(self, model: Any, *, weights: str = "bfloat16") -> None:
+        reason = supports(model)
+        if reason is not None:
+            raise ValueError(f"LlamaDecoder cannot run this model: {reason}")
+        if weights not in WEIGHT_KINDS:
+            raise ValueError(f"weights={weights!r}: use one of {', '.join(WEIGHT_KINDS)}")
+        self.weights = weights
+        self.dtype = torch.float32 if weights == "float32" else torch.bfloat16
+        model = _causal_lm(model)
+        config = model.config
+        inner = model.model
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.eps = config.rms_norm_eps
+        self.scaling = self.head_dim ** -0.5
+        dt = self.dtype
+        self.layers: list[_Layer] = []
+        for block in inner.layers:
+            attn, mlp = block.self_attn, block.mlp
+            self.layers.append(_Layer(
+                norm1=block.input_layernorm.weight.detach().to(dt),
+                qkv=_Linear.of([attn.q_proj, attn.k_proj, attn.v_proj], weights, dt),
+                o=_Linear.of([attn.o_proj], weights, dt),
+                norm2=block.post_attention_layernorm.weight.detach().to(dt),
+                gate_up=_Linear.of([mlp.gate_proj, mlp.up_proj], weights, dt),
+                down=_Linear.of([mlp.down_proj], weights, dt),
+            ))
+        self.embed = inner.embed_tokens.weight.detach().to(dt)
+        self.norm = inner.norm.weight.detach().to(dt)
+        self.head = _Linear.of([model.lm_head], weights, dt)
+        rotary = inner.rotary_emb
+        self.inv_freq = rotary.inv_freq.detach().float()
+        self.rope_scale = float(getattr(rotary, "attention_scaling", 1.0))
+        self.max_positions = config.max_position_embeddings
+        self._cos, self._sin = self._rope_table(min(self.max_positions, 4096))
+
+    # --- sizes (for the benchmark's roofline) -------------------------------------------------
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of the weights one decode step reads (every matrix and norm once; the embedding
+        lookup reads a row per token)."""
+        mats = [m for layer in self.layers for m in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+        norms = sum(t.numel() * t.element_size() for layer in self.layers for t in (layer.norm1, layer.norm2))
+        return sum(m.nbytes for m in mats) + self.head.nbytes + norms
+
+    @property
+    def matmul_params(self) -> int:
+        """Multiply-adds of the matrix products per token (each is 2 FLOPs)."""
+        mats = [m for layer in self.layers for m in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+        return sum(m.weight.numel() for m in mats) + self.head.weight.numel()
+
+    # --- the forward pass ---------------------------------------------------------------------
+
+    def _rope_table(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # transformers' LlamaRotaryEmbedding: fp32 freqs = position * inv_freq, emb = [freqs, freqs]
+        freqs = torch.arange(n, dtype=torch.float32)[:, None] * self.inv_freq[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos() * self.rope_scale, emb.sin() * self.rope_scale
+
+    def _rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        need = int(positions.max()) + 1
+        if need > self._cos.shape[0]:
+            self._cos, self._sin = self._rope_table(max(need, 2 * self._cos.shape[0]))
+        return self._cos[positions].to(self.dtype)[:, None], self._sin[positions].to(self.dtype)[:, None]
+
+    def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        if self.dtype != torch.float32:
+            # one fused kernel (fp32 inside) instead of eight ops: bf16 rounds once, at its output
+            return F.rms_norm(x, (x.shape[-1],), weight, self.eps)
+        # transformers' LlamaRMSNorm, cast for cast: fp32 gives its numbers exactly
+        h = x.to(torch.float32)
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return weight * h.to(x.dtype)
+
+    @staticmethod
+    def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+        return (x * cos) + (rotated * sin)
+
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, cache: "_Cache", start: int,
+                 mask: torch.Tensor) -> torch.Tensor:
+        """Hidden states of ``ids`` [B, T] at cache columns ``start .. start+T``; ``mask`` [B, 1, T, start+T]
+        says which cached columns each query may see. Writes the new keys and values into ``cache``."""
+        b, t = ids.shape
+        g = self.heads // self.kv_heads
+        d = self.head_dim
+        end = start + t
+        x = F.embedding(ids, self.embed)
+        cos, sin = self._rope(positions)
+        q_width, kv_width = self.heads * d, self.kv_heads * d
+        # the query heads of a group attend to the same keys: fold them into the query length
+        group_mask = mask if g == 1 else mask.repeat(1, 1, g, 1)
+        for i, layer in enumerate(self.layers):
+            h = self._rms(x, layer.norm1)
+            qk, v = layer.qkv(h).split((q_width + kv_width, kv_width), dim=-1)
+            # q and k rotated together (elementwise: the same numbers as one at a time)
+            qk = self._rotate(qk.view(b, t, self.heads + self.kv_heads, d).transpose(1, 2), cos, sin)
+            q, k = qk.split((self.heads, self.kv_heads), dim=1)
+            keys, values = cache.keys[i], cache.values[i]
+            keys[:, :, start:end] = k
+            values[:, :, start:end] = v.view(b, t, self.kv_heads, d).transpose(1, 2)
+            q = q.reshape(b, self.kv_heads, g * t, d)
+            a = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], attn_mask=group_mask,
+                                               scale=self.scaling)
+            a = a.view(b, self.heads, t, d).transpose(1, 2).reshape(b, t, q_width)
+            x = x + layer.o(a)
+            h = self._rms(x, layer.norm2)
+            gate, up = layer.gate_up(h).chunk(2, dim=-1)
+            x = x + layer.down(F.silu(gate) * up)
+        return x
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.head(self._rms(hidden, self.norm)).float()
+
+    # --- generation ---------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        max_new_tokens: int,
+        *,
+        end_ids: Sequence[int] = (),
+        pick: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        should_stop: Callable[[list[int]], bool] | None = None,
+        on_first_token: Callable[[], None] | None = None,
+    ) -> list[DecodeResult]:
+        """Continue each of ``prompts`` (token ids) by up to ``max_new_tokens`` tokens.
+
+        ``pick(logits [rows, vocab] fp32) -> ids [rows]`` chooses each token (default: argmax, greedy);
+        a row ends at an id in ``end_ids`` (kept) or when ``should_stop(its tokens)`` is true.
+        Log-probs are ``log_softmax`` of the raw logits at the chosen ids.
+        """
+        n = len(prompts)
+        width = max(map(len, prompts))
+        pads = torch.tensor([width - len(p) for p in prompts])
+        ids = torch.tensor([[0] * (width - len(p)) + list(p) for p in prompts], dtype=torch.long)
+        cache = _Cache.empty(len(self.layers), n, self.kv_heads, width + max_new_tokens, self.head_dim, self.dtype)
+        ends = set(end_ids)
+        pick = pick or (lambda logits: logits.argmax(-1))
+        columns = torch.arange(width + max_new_tokens)
+        valid = columns[None, :] >= pads[:, None]  # [B, S]: not padding
+
+        # prefill in chunks, the last chunk's last position gives the first logits
+        hidden = None
+        for start in range(0, width, PREFILL_CHUNK):
+            end = min(width, start + PREFILL_CHUNK)
+            cols = columns[start:end]
+            causal = cols[:, None] >= columns[None, :end]  # [T, end]
+            # a padding query sees itself only (a row with no key would give NaN)
+            visible = valid[:, None, :end] | (cols[:, None] == columns[None, :end])[None]
+            mask = (causal[None] & visible)[:, None]  # [B, 1, T, end]
+            positions = (cols[None, :] - pads[:, None]).clamp_min(0)
+            hidden = self._forward(ids[:, start:end], positions, cache, start, mask)
+        assert hidden is not None
+        logits = self._logits(hidden[:, -1])
+
+        results = [DecodeResult() for _ in range(n)]
+        live = list(range(n))  # the batch row -> the prompt it continues
+        pos = width - pads  # the next position of each live row
+        col = width
+        for step in range(max_new_tokens):
+            chosen = pick(logits)
+            logprobs = torch.log_softmax(logits, dim=-1).gather(1, chosen[:, None]).squeeze(1)
+            if step == 0 and on_first_token is not None:
+                on_first_token()
+            keep = []
+            for row, (token, lp) in enumerate(zip(chosen.tolist(), logprobs.tolist())):
+                result = results[live[row]]
+                result.token_ids.append(token)
+                result.logprobs.append(lp)
+                if token in ends:
+                    result.finish_reason = "eos"
+                elif should_stop is not None and should_stop(result.token_ids):
+                    result.finish_reason = "stop"
+                else:
+                    keep.append(row)
+            if not keep or step == max_new_tokens - 1:
+                break
+            if len(keep) < len(live):
+                index = torch.tensor(keep)
+                cache = cache.select(index)
+                valid, pos, chosen = valid[index], pos[index], chosen[index]
+                live = [live[r] for r in keep]
+            mask = valid[:, None, None, : col + 1]
+            hidden = self._forward(chosen[:, None], pos[:, None], cache, col, mask)
+            logits = self._logits(hidden[:, -1])
+            pos = pos + 1
+            col += 1
+        return results
+
+
+@dataclass
+class _Cache:
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+
+    @classmethod
+    def empty(cls, layers: int, batch: int, heads: int, length: int, dim: int, dtype: torch.dtype) -> "_Cache":
+        shape = (batch, heads, length, dim)
+        return cls([torch.empty(shape, dtype=dtype) for _ in range(layers)],
+                   [torch.empty(shape, dtype=dtype) for _ in range(layers)])
+
+    def select(self, rows: torch.Tensor) -> "_Cache":
+        return _Cache([k.index_select(0, rows) for k in self.keys], [v.index_select(0, rows) for v in self.values])
+
+
+def flops_per_token(decoder: LlamaDecoder, context: int) -> float:
+    """FLOPs of one decoded token at ``context`` cached positions: 2 per weight multiply-add, plus
+    attention's q.k and p.v products (2 x 2 x heads x head_dim per cached position)."""
+    attention = 4 * decoder.heads * decoder.head_dim * context * len(decoder.layers)
+    return 2.0 * decoder.matmul_params + attention
+
+
+def kv_bytes_per_token(decoder: LlamaDecoder, context: int, element: int | None = None) -> float:
+    """Bytes of the key/value cache one decoded token reads at ``context`` cached positions, in the
+    engine's dtype or ``element`` bytes per number."""
+    element = element or torch.empty((), dtype=decoder.dtype).element_size()
+    return 2.0 * len(decoder.layers) * decoder.kv_heads * decoder.head_dim * context * element
+

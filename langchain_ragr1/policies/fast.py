@@ -1,0 +1,130 @@
+"""A token-level policy on :class:`~langchain_ragr1.policies.decoder.LlamaDecoder`: transformers'
+weights, a lean decoding loop (bf16 or int8 weights, a preallocated KV cache, finished rows
+dropped), the same interface and batching as :class:`TransformersPolicy`.
+
+Models the engine cannot run (not Llama-family, not on the CPU) fall back to
+:class:`TransformersPolicy`'s ``model.generate`` with one logged notice.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from langchain_ragr1.models import resolve_model_path
+from langchain_ragr1.policies.base import Generation
+from langchain_ragr1.policies.batching import GenerateCall
+from langchain_ragr1.policies.decoder import LlamaDecoder, supports
+from langchain_ragr1.policies.factory import WEIGHT_KINDS, check_weights
+from langchain_ragr1.policies.sampling import Sampling, check_policy_kwargs
+from langchain_ragr1.policies.transformers import TransformersPolicy
+from langchain_ragr1.protocol import cut_at_stop
+
+__all__ = ["FastPolicy", "WEIGHT_KINDS"]
+
+logger = logging.getLogger(__name__)
+
+#: Generated tokens decoded to look for a stop string (the protocol's are 9 characters or fewer).
+_STOP_TAIL_TOKENS = 12
+
+
+class FastPolicy(TransformersPolicy):
+    """RAG-R1 turns from a local Llama-family model through :class:`LlamaDecoder`.
+
+    Token-exact like :class:`TransformersPolicy` (the prompt is the transcript's ids; the turn is
+    the ids the model produced, end tokens stripped, cut after the first stop string; log-probs
+    are ``log_softmax`` of the raw logits at those ids) and batched the same way. ``weights``:
+    ``"bfloat16"`` (default: half the bytes per step of fp32), ``"float32"`` (the model's own
+    numbers: greedy tokens equal ``model.generate``'s), ``"int8"`` (weight-only, per channel) or ``"int4"``
+    (weight-only, groups of 32: the fastest at batch 1, the largest change to the log-probs).
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, weights: str = "bfloat16", seed: int | None = None,
+                 **settings: Any) -> None:
+        """``settings``: :class:`TransformersPolicy`'s (``sampling``, ``max_batch_size``, ``batch_wait_s``);
+        ``seed`` seeds the sampling of this policy's own generator."""
+        super().__init__(model, tokenizer, **settings)
+        check_weights(weights)
+        self.weights = weights
+        reason = supports(model)
+        self.decoder: LlamaDecoder | None = None
+        if reason is None:
+            self.decoder = LlamaDecoder(model, weights=weights)
+        else:
+            logger.warning("FastPolicy: %s; generating with model.generate instead.", reason)
+        self._generator = torch.Generator().manual_seed(seed) if seed is not None else None
+
+    @classmethod
+    def check_kwargs(cls, kwargs: dict[str, Any]) -> None:
+        """Check ``cls(model, ..., **kwargs)``'s settings: this class's and :class:`TransformersPolicy`'s."""
+        known = set(inspect.signature(TransformersPolicy.__init__).parameters) - {"self", "model", "tokenizer"}
+        check_policy_kwargs(cls.__name__, kwargs, known | {"weights", "seed"})
+        if "weights" in kwargs:
+            check_weights(kwargs["weights"])
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path | None = None, *, dtype: str | None = None, **kwargs: Any
+    ) -> "FastPolicy":
+        """Load a local model folder, ``"base"`` or (``None``) the trained default SmolLM2; ``kwargs``
+        (``sampling``, ``weights``, ``max_batch_size``, ``batch_wait_s``) go to the constructor,
+        checked before anything loads. ``dtype`` is the transformers model's; by default bfloat16
+        for bf16 weights (half the bytes to read and convert at start-up), float32 otherwise."""
+        cls.check_kwargs(kwargs)
+        if dtype is None:
+            dtype = "bfloat16" if kwargs.get("weights", "bfloat16") == "bfloat16" else "float32"
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = resolve_model_path(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        return cls(model, tokenizer, **kwargs)
+
+    def _pick(self, sampling: Sampling):
+        if sampling.greedy:
+            return None
+        temperature, top_p, generator = float(sampling.temperature), float(sampling.top_p), self._generator
+
+        def pick(logits: torch.Tensor) -> torch.Tensor:
+            # transformers' order: temperature, then top-p (the smallest set whose mass reaches top_p)
+            scores = logits / temperature
+            if top_p < 1.0:
+                ordered, index = torch.sort(scores, descending=False)
+                cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
+                drop = cumulative <= (1 - top_p)
+                drop[:, -1] = False
+                scores = scores.masked_fill(drop.scatter(1, index, drop), float("-inf"))
+            return torch.multinomial(scores.softmax(dim=-1), 1, generator=generator).squeeze(1)
+
+        return pick
+
+    def _run_batch(self, key: tuple, prompts: list[list[int]]) -> list[Generation]:
+        if self.decoder is None:
+            return super()._run_batch(key, prompts)
+        stop, max_new_tokens, sampling = key
+        first: list[float] = []
+
+        def should_stop(tokens: list[int]) -> bool:
+            return bool(stop) and cut_at_stop(self.decode(tokens[-_STOP_TAIL_TOKENS:]), stop)[1]
+
+        started = time.perf_counter()
+        rows = self.decoder.generate(
+            prompts, max_new_tokens, end_ids=sorted(self._end_ids), pick=self._pick(sampling),
+            should_stop=should_stop, on_first_token=lambda: first.append(time.perf_counter()),
+        )
+        results = [
+            self._finish(row.token_ids, row.logprobs, "length", stop, len(prompt), len(prompts))
+            for row, prompt in zip(rows, prompts)
+        ]
+        self._record(results)
+        self._record_call(GenerateCall(
+            prompts=[list(p) for p in prompts], steps=max(len(r.token_ids) for r in rows),
+            kept=[len(g.token_ids or []) for g in results], seconds=time.perf_counter() - started,
+            prefill_s=(first[0] if first else time.perf_counter()) - started,
+        ))
+        return results

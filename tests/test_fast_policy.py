@@ -1,0 +1,182 @@
+"""FastPolicy / LlamaDecoder: the same turns as TransformersPolicy (model.generate) at fp32, close
+log-probs in bf16 and int8, stop strings, sampling, LoRA weights, the fallback for other models."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from _threads import run_threads
+
+from langchain_ragr1.errors import ConfigError
+from langchain_ragr1.policies import Sampling, TransformersPolicy
+from langchain_ragr1.policies.decoder import LlamaDecoder
+from langchain_ragr1.policies.factory import check_policy_settings
+from langchain_ragr1.policies.fast import FastPolicy
+from langchain_ragr1.protocol import make_prompt
+
+QUESTIONS = [
+    "Who wrote Hamlet",
+    "Which is older, the Eiffel Tower or the Statue of Liberty, and by how many years?",
+    "Capital of Australia?",
+    "What river flows through Paris and which sea does it reach after passing Rouen?",
+]
+
+
+def turns(policy, questions=QUESTIONS, stop=()):
+    """The turns of ``questions`` submitted together (one batch, rows of different lengths)."""
+    segments = [[policy.render_prompt(make_prompt(q))] for q in questions]
+    return run_threads(lambda i: policy.generate(segments[i], stop=stop), len(questions))
+
+
+def check_same(fast, eager, tolerance):
+    for f, e in zip(fast, eager):
+        assert f.token_ids == e.token_ids and f.text == e.text and f.finish_reason == e.finish_reason
+        assert max(abs(a - b) for a, b in zip(f.logprobs, e.logprobs)) <= tolerance
+
+
+@pytest.fixture
+def varied_model(smollm2_tokenizer):
+    """conftest's random 2-layer Llama, with weights large enough that its turns vary (at the default
+    init it repeats one token, which hides misplaced positions, masks and stop cuts)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(smollm2_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.5,
+        bos_token_id=smollm2_tokenizer.bos_token_id, eos_token_id=smollm2_tokenizer.eos_token_id,
+        pad_token_id=smollm2_tokenizer.pad_token_id, tie_word_embeddings=True,
+    )
+    return LlamaForCausalLM(config)
+
+
+@pytest.fixture
+def greedy():
+    return Sampling(max_new_tokens=24, temperature=0)
+
+
+def test_float32_engine_equals_model_generate(varied_model, smollm2_tokenizer, greedy):
+    with TransformersPolicy(varied_model, smollm2_tokenizer, sampling=greedy, batch_wait_s=0.2) as eager, \
+            FastPolicy(varied_model, smollm2_tokenizer, sampling=greedy, batch_wait_s=0.2, weights="float32") as fast:
+        expected, got = turns(eager), turns(fast)
+        assert fast.stats.max_batch == len(QUESTIONS)  # batched, rows of different lengths (left padding)
+    assert all(len(e.token_ids) == greedy.max_new_tokens for e in expected)
+    assert all(len(set(e.token_ids)) > 8 for e in expected)  # varied turns, not one token repeated
+    check_same(got, expected, 1e-4)
+
+
+def test_stop_strings_cut_the_same(varied_model, smollm2_tokenizer, greedy):
+    with TransformersPolicy(varied_model, smollm2_tokenizer, sampling=greedy) as eager:
+        text = turns(eager, QUESTIONS[:1])[0].text
+    stop = (text[len(text) // 3: len(text) // 3 + 4],)  # a piece of the middle of the turn
+    with TransformersPolicy(varied_model, smollm2_tokenizer, sampling=greedy) as eager, \
+            FastPolicy(varied_model, smollm2_tokenizer, sampling=greedy, weights="float32") as fast:
+        expected, got = turns(eager, QUESTIONS[:1], stop), turns(fast, QUESTIONS[:1], stop)
+    assert expected[0].finish_reason == "stop" and stop[0] in expected[0].text
+    assert len(expected[0].token_ids) < greedy.max_new_tokens
+    check_same(got, expected, 1e-4)
+
+
+def test_end_token_ends_a_row_and_the_others_go_on(varied_model, smollm2_tokenizer):
+    decoder = LlamaDecoder(varied_model, weights="float32")
+    prompts = [[1, 2, 3, 4, 5], [7, 8, 9]]
+    free = decoder.generate(prompts, 12)
+    end = free[0].token_ids[3]  # the 4th token of row 0 becomes an end id
+    cut = decoder.generate(prompts, 12, end_ids=[end])
+    first = free[0].token_ids.index(end)
+    assert cut[0].token_ids == free[0].token_ids[: first + 1] and cut[0].finish_reason == "eos"
+    assert cut[1].token_ids[: len(cut[1].token_ids)] == free[1].token_ids[: len(cut[1].token_ids)]
+    assert len(cut[1].token_ids) == 12 or cut[1].finish_reason == "eos"
+
+
+@pytest.mark.parametrize("weights, tolerance", [("bfloat16", 0.1), ("int8", 0.1), ("int4", 0.3)])
+def test_reduced_weights_stay_close(tiny_model, smollm2_tokenizer, greedy, weights, tolerance):
+    """Fewer bytes per weight: the log-probs of the tokens both paths chose move by rounding only."""
+    with TransformersPolicy(tiny_model, smollm2_tokenizer, sampling=greedy) as eager, \
+            FastPolicy(tiny_model, smollm2_tokenizer, sampling=greedy, weights=weights) as fast:
+        expected, got = turns(eager), turns(fast)
+    for f, e in zip(got, expected):
+        same = next((i for i, (a, b) in enumerate(zip(f.token_ids, e.token_ids)) if a != b), len(f.token_ids))
+        assert same >= 1
+        assert max(abs(a - b) for a, b in zip(f.logprobs[:same], e.logprobs[:same])) <= tolerance
+
+
+def test_bfloat16_weights_are_prepacked(tiny_model):
+    decoder = LlamaDecoder(tiny_model)
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch has no oneDNN")
+    assert decoder.layers[0].qkv.packed is not None and decoder.head.packed is not None
+    assert decoder.weight_bytes < sum(p.numel() * 4 for p in tiny_model.parameters()) / 1.9
+
+
+def test_sampling_is_seeded_and_top_p_keeps_the_nucleus(varied_model, smollm2_tokenizer):
+    sampled = Sampling(max_new_tokens=16, temperature=1.0, top_p=1.0)
+    runs = []
+    for _ in range(2):
+        with FastPolicy(varied_model, smollm2_tokenizer, sampling=sampled, seed=5, weights="float32") as fast:
+            runs.append([g.token_ids for g in turns(fast, QUESTIONS[:1])])
+    assert runs[0] == runs[1]
+    narrow = Sampling(max_new_tokens=16, temperature=1.0, top_p=1e-6)  # the nucleus is the top token
+    with FastPolicy(varied_model, smollm2_tokenizer, sampling=narrow, seed=5, weights="float32") as fast, \
+            FastPolicy(varied_model, smollm2_tokenizer, sampling=Sampling(max_new_tokens=16, temperature=0),
+                       weights="float32") as argmax:
+        assert turns(fast, QUESTIONS[:2]) == turns(argmax, QUESTIONS[:2])
+    with FastPolicy(varied_model, smollm2_tokenizer, sampling=sampled, seed=5, weights="float32") as fast, \
+            FastPolicy(varied_model, smollm2_tokenizer, sampling=Sampling(max_new_tokens=16, temperature=0),
+                       weights="float32") as argmax:
+        assert [g.token_ids for g in turns(fast, QUESTIONS[:2])] != [g.token_ids for g in turns(argmax, QUESTIONS[:2])]
+
+
+def test_lora_adapters_are_applied(varied_model, smollm2_tokenizer, greedy):
+    peft = pytest.importorskip("peft")
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "gate_proj", "down_proj"],
+                             init_lora_weights=False)
+    lora = peft.get_peft_model(varied_model, config)
+    with FastPolicy(lora, smollm2_tokenizer, sampling=greedy, weights="float32") as fast:
+        got = turns(fast)
+    merged = lora.merge_and_unload()
+    with TransformersPolicy(merged, smollm2_tokenizer, sampling=greedy) as eager:
+        expected = turns(eager)
+    check_same(got, expected, 1e-4)
+
+
+def test_other_models_fall_back_to_model_generate(smollm2_tokenizer, greedy, caplog):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(smollm2_tokenizer), n_layer=1, n_embd=32, n_head=2,
+                                       n_positions=256, eos_token_id=smollm2_tokenizer.eos_token_id))
+    with caplog.at_level(logging.WARNING, "langchain_ragr1.policies.fast"):
+        with FastPolicy(model, smollm2_tokenizer, sampling=greedy) as fast:
+            got = turns(fast, QUESTIONS[:2])
+    assert fast.decoder is None and sum("gpt2" in r.getMessage() for r in caplog.records) == 1
+    with TransformersPolicy(model, smollm2_tokenizer, sampling=greedy) as eager:
+        check_same(got, turns(eager, QUESTIONS[:2]), 0.0)
+
+
+def test_weights_setting_is_checked_before_loading():
+    with pytest.raises(ConfigError, match="weights='int3' is unknown"):
+        check_policy_settings(None, backend="fast", weights="int3")
+    with pytest.raises(ConfigError, match="setting of backend='fast'"):
+        check_policy_settings(None, backend="transformers", weights="int8")
+    with pytest.raises(ConfigError, match="weights='fp8' is unknown"):
+        FastPolicy.from_pretrained("/nonexistent", weights="fp8")
+
+
+@pytest.mark.slow
+def test_shipped_default_fast_float32_equals_eager(default_model_dir):
+    """The trained default, greedy: the engine at fp32 gives model.generate's tokens; bf16 keeps log-probs close."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from langchain_ragr1.models import default_model_path
+
+    path = default_model_path(show_progress=False)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
+    greedy = Sampling(max_new_tokens=48, temperature=0)
+    with TransformersPolicy(model, tokenizer, sampling=greedy, batch_wait_s=0.2) as eager, \
+            FastPolicy(model, tokenizer, sampling=greedy, weights="float32", batch_wait_s=0.2) as fast:
+        expected, got = turns(eager, QUESTIONS[:2]), turns(fast, QUESTIONS[:2])
+    check_same(got, expected, 1e-4)
