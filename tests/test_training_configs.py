@@ -201,7 +201,7 @@ def test_an_existing_file_wins_over_a_packaged_name(tmp_path, monkeypatch):
     write(tmp_path, {**RL_MIN, "max_steps": 7}, name="rl_cpu.yaml")
     assert run_rl.parse(argv=["--config", "rl_cpu.yaml"])[1].max_steps == 7  # ./rl_cpu.yaml, not the packaged one
     assert run_rl.parse(argv=["--config", "rl_cpu"])[1].max_steps == 50  # a bare name: the packaged one
-    with pytest.raises(ConfigError, match="not found.*sft_campaign_mq, sft_cpu_lora, sft_default, sft_fast, sft_gemma_compare, sft_paper_7b"):
+    with pytest.raises(ConfigError, match="not found.*" + ", ".join(SFT_NAMES)):
         run_sft.parse(argv=["--config", "rl_cpu"])  # an RL config is not an SFT one
 
 
