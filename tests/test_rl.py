@@ -279,7 +279,7 @@ def test_grpo_step_with_continuous_batching_rollouts(tmp_path, tiny_model, smoll
 
 
 def test_rollout_backend_is_checked():
-    with pytest.raises(ConfigError, match="rollout_backend must be one of transformers, continuous; got 'vllm'"):
+    with pytest.raises(ConfigError, match="rollout_backend must be one of fast, transformers, continuous; got 'vllm'"):
         parse({"output_dir": "x", "rollout_backend": "vllm"})
 
 

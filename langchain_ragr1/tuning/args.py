@@ -23,7 +23,7 @@ from langchain_ragr1.retrievers.factory import RetrieverKind
 from langchain_ragr1.tuning.sft_data import SampleFormat
 
 PACKAGED_CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
-RolloutBackend = Literal["transformers", "continuous"]
+RolloutBackend = Literal["fast", "transformers", "continuous"]
 #: Our defaults for TRL's fields, each where its dataclass has it (a config or flag changes them): nothing
 #: reported, every step logged, SFT's pre-tokenised dataset used as it is, GRPO rewarding exact match only.
 DEFAULTS: dict[str, Any] = {"report_to": "none", "logging_first_step": True, "logging_steps": 1,
@@ -89,8 +89,9 @@ class RLScriptArguments:
     retriever_url: str | None = field(default=None, metadata=_help("retriever http: a /retrieve endpoint"))
     max_new_tokens: int = field(default=500, metadata=_help("new tokens per model turn (paper: 500)"))
     max_batch_size: int = field(default=64, metadata=_help("concurrent turns batched into one generate call"))
-    rollout_backend: RolloutBackend = field(default="transformers", metadata=_help(
-        "without vLLM: transformers (static batches) or continuous (continuous batching)"))
+    rollout_backend: RolloutBackend = field(default="fast", metadata=_help(
+        "without vLLM: fast (the lean fp32 engine: training's own log-probs), transformers (model.generate) "
+        "or continuous (continuous batching)"))
 
     def __post_init__(self) -> None:
         for name in ("max_new_tokens", "max_batch_size", "max_questions"):
