@@ -268,11 +268,13 @@ def test_kill_and_resume_continues_step_and_optimizer(tmp_path, tiny_model, smol
     assert [r["step"] for r in rows] == [1, 2, 3] and (out / "metrics.png").is_file()
 
 
-def test_grpo_step_with_continuous_batching_rollouts(tmp_path, tiny_model, smollm2_tokenizer):
-    config = tiny_config(tmp_path, reward_weights=[1.0], use_peft=True, lora_r=4, lora_alpha=8, rollout_backend="continuous")
+@pytest.mark.parametrize("backend", ["continuous", "fast"])
+def test_grpo_step_with_each_rollout_engine_and_lora(tmp_path, tiny_model, smollm2_tokenizer, backend):
+    config = tiny_config(tmp_path, reward_weights=[1.0], use_peft=True, lora_r=4, lora_alpha=8, rollout_backend=backend)
+    assert parse({"output_dir": "x"})[0].rollout_backend == "fast"  # the default
     trainer, rollout = build_trainer(*config, model=tiny_model, tokenizer=smollm2_tokenizer, retriever=retriever(),
                                      items=[Item(i) for i in range(4)], reward_funcs=[alternating])
-    assert rollout.settings.backend == "continuous"
+    assert rollout.settings.backend == backend
     trainer.train()
     row = trainer.state.log_history[0]
     assert trainer.state.global_step == 1 and row["timing/rollout_s"] > 0 and "reward" in row
