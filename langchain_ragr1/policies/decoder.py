@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from langchain_ragr1.policies.factory import WEIGHT_KINDS
+from langchain_ragr1.policies.weights import WEIGHT_KINDS
 
 __all__ = ["SUPPORTED_MODEL_TYPES", "DecodeResult", "LlamaDecoder", "supports"]
 

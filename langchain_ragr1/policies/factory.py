@@ -10,6 +10,7 @@ from typing import Any
 from langchain_ragr1.config import unknown_settings
 from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.policies.sampling import Sampling, check_policy_kwargs
+from langchain_ragr1.policies.weights import WEIGHT_KINDS, check_weights
 
 __all__ = [
     "BACKENDS", "DEFAULT_BACKEND", "WEIGHT_KINDS", "check_path", "check_policy_settings", "check_weights",
@@ -26,8 +27,6 @@ _POLICY_SETTINGS: tuple[str, ...] = ("max_batch_size", "batch_wait_s", "dtype", 
 BACKENDS: tuple[str, ...] = ("fast", "transformers", "continuous", "vllm")
 #: The backend used when none is named.
 DEFAULT_BACKEND = "fast"
-#: What ``weights`` of the ``"fast"`` backend may be: the format its weights are stored and multiplied in.
-WEIGHT_KINDS: tuple[str, ...] = ("bfloat16", "float32", "int8", "int4")
 
 
 def check_path(name: str, value: Any) -> None:
@@ -51,12 +50,6 @@ def check_policy_settings(
         check_weights(kwargs["weights"])
         if backend != "fast":
             raise ConfigError(f"weights={kwargs['weights']!r} is a setting of backend='fast', not {backend!r}.")
-
-
-def check_weights(weights: Any) -> None:
-    """``weights`` is one of :data:`WEIGHT_KINDS`, or a :class:`ConfigError` says which are."""
-    if weights not in WEIGHT_KINDS:
-        raise ConfigError(f"weights={weights!r} is unknown: use one of {', '.join(WEIGHT_KINDS)}.")
 
 
 def default_policy(

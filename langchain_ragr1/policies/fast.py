@@ -20,9 +20,9 @@ from langchain_ragr1.models import resolve_model_path
 from langchain_ragr1.policies.base import Generation
 from langchain_ragr1.policies.batching import GenerateCall
 from langchain_ragr1.policies.decoder import LlamaDecoder, supports
-from langchain_ragr1.policies.factory import WEIGHT_KINDS, check_weights
 from langchain_ragr1.policies.sampling import Sampling, check_policy_kwargs
 from langchain_ragr1.policies.transformers import TransformersPolicy
+from langchain_ragr1.policies.weights import WEIGHT_KINDS, check_weights
 from langchain_ragr1.protocol import cut_at_stop
 
 __all__ = ["FastPolicy", "WEIGHT_KINDS"]

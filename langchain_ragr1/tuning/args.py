@@ -31,43 +31,39 @@ DEFAULTS: dict[str, Any] = {"report_to": "none", "logging_first_step": True, "lo
                             "reward_weights": [1.0, 0.0]}  # [exact_match, format]
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+def _arg(default: Any, text: str) -> Any:
+    return field(default=default, metadata={"help": text})
+
+
+def _check_positive(obj: Any, ints: Sequence[str] = (), seconds: Sequence[str] = ()) -> None:
+    for name in ints:
+        if getattr(obj, name) is not None:
+            check_int(name, getattr(obj, name), 1)
+    for name in seconds:
+        if getattr(obj, name) is not None:
+            check_seconds(name, getattr(obj, name))
 
 
 @dataclass
 class SFTScriptArguments:
-    """What an SFT run needs beyond ``trl.SFTConfig`` and ``trl.ModelConfig``
-    (``--model_name_or_path``: null is the untrained bundled SmolLM2, ``gemma3-270m`` Gemma-3-270M)."""
+    """What an SFT run needs beyond ``trl.SFTConfig`` and ``trl.ModelConfig`` (``--model_name_or_path``: null
+    is the untrained bundled SmolLM2, ``gemma3-270m`` Gemma-3-270M); the fast keys: ``tuning/fast_sft.py``."""
 
-    dataset: str = field(default="", metadata=_help(
-        "make_sft_data's --out folder (trajectories.jsonl, dataset/), its dataset/ subfolder, or a trajectories .jsonl"))
-    sample_format: SampleFormat = field(default="trajectory", metadata=_help(
-        "trajectory: one sequence per kept trajectory, labels on all its valid turns; turns: the paper's four-kind "
-        "cut, one sample per turn"))
-    max_samples: int | None = field(default=None, metadata=_help("a seeded random subset of this many samples"))
-    max_train_seconds: float | None = field(default=None, metadata=_help(
-        "stop (and save) after the optimizer step that passes this many seconds of training"))
-    save_every_seconds: float | None = field(default=None, metadata=_help(
-        "also save a checkpoint after the optimizer step that passes this many seconds since the last save"))
-    pause_every_epochs: float | None = field(default=None, metadata=_help(
-        "stop (and save) each time the epoch count reaches a multiple of this; rerun to resume (a campaign "
-        "evaluates in between)"))
-    lora_layers: int = field(default=0, metadata=_help(
-        "LoRA on the top K decoder layers only (0: all layers); see langchain_ragr1/tuning/fast_sft.py"))
-    cache_frozen_layers: bool = field(default=False, metadata=_help(
-        "with lora_layers: compute the frozen lower layers once per sample, cached in output_dir/frozen_cache"))
-    lm_head_on_labels: bool = field(default=False, metadata=_help(
-        "project through the LM head only the positions whose next token is labelled (same loss as TRL's)"))
+    dataset: str = _arg("", "make_sft_data's --out folder, its dataset/ subfolder, or a trajectories .jsonl")
+    sample_format: SampleFormat = _arg("trajectory", "trajectory: one sequence per kept trajectory, labels on "
+                                       "its valid turns; turns: the paper's cut, one sample per turn")
+    max_samples: int | None = _arg(None, "a seeded random subset of this many samples")
+    max_train_seconds: float | None = _arg(None, "stop (and save) after the step that passes this many seconds")
+    save_every_seconds: float | None = _arg(None, "also save after the step that passes this many seconds since a save")
+    pause_every_epochs: float | None = _arg(None, "stop (and save) at each multiple of this many epochs; rerun to resume")
+    lora_layers: int = _arg(0, "LoRA on the top K decoder layers only (0: all)")
+    cache_frozen_layers: bool = _arg(False, "with lora_layers: the layers below computed once, in output_dir/frozen_cache")
+    lm_head_on_labels: bool = _arg(False, "the LM head only where the next token is labelled (TRL's loss)")
 
     def __post_init__(self) -> None:
         if not self.dataset:
             raise ConfigError("dataset is required: make_sft_data's --out folder (training/make_sft_data.py --out DIR)")
-        if self.max_samples is not None:
-            check_int("max_samples", self.max_samples, 1)
-        for name in ("max_train_seconds", "save_every_seconds"):
-            if getattr(self, name) is not None:
-                check_seconds(name, getattr(self, name))
+        _check_positive(self, ints=("max_samples",), seconds=("max_train_seconds", "save_every_seconds"))
         every = self.pause_every_epochs
         if every is not None and (isinstance(every, bool) or not isinstance(every, (int, float)) or not 0 < every < 1e6):
             raise ConfigError(f"pause_every_epochs must be a number of epochs > 0 (e.g. 1 or 0.5), got {every!r}")
@@ -82,21 +78,18 @@ class RLScriptArguments:
     """What a GRPO run needs beyond ``trl.GRPOConfig``, ``trl.ModelConfig`` and the agent's
     :class:`RagR1Config` (``--model_name_or_path``: null or ``default`` is the shipped SFT model)."""
 
-    data: str = field(default="ragr1-train", metadata=_help("a QA set: ragr1-train, a JSONL file, BENCH:PATH, ..."))
-    max_questions: int | None = field(default=None, metadata=_help("a seeded random subset of the questions"))
-    retriever: RetrieverKind = field(default="bm25", metadata=_help("the environment's retriever"))
-    retriever_store: str | None = field(default=None, metadata=_help("a Chroma folder / BM25 index (null: bundled)"))
-    retriever_url: str | None = field(default=None, metadata=_help("retriever http: a /retrieve endpoint"))
-    max_new_tokens: int = field(default=500, metadata=_help("new tokens per model turn (paper: 500)"))
-    max_batch_size: int = field(default=64, metadata=_help("concurrent turns batched into one generate call"))
-    rollout_backend: RolloutBackend = field(default="fast", metadata=_help(
-        "without vLLM: fast (the lean fp32 engine: training's own log-probs), transformers (model.generate) "
-        "or continuous (continuous batching)"))
+    data: str = _arg("ragr1-train", "a QA set: ragr1-train, a JSONL file, BENCH:PATH, ...")
+    max_questions: int | None = _arg(None, "a seeded random subset of the questions")
+    retriever: RetrieverKind = _arg("bm25", "the environment's retriever")
+    retriever_store: str | None = _arg(None, "a Chroma folder / BM25 index (null: bundled)")
+    retriever_url: str | None = _arg(None, "retriever http: a /retrieve endpoint")
+    max_new_tokens: int = _arg(500, "new tokens per model turn (paper: 500)")
+    max_batch_size: int = _arg(64, "concurrent turns batched into one generate call")
+    rollout_backend: RolloutBackend = _arg("fast", "without vLLM: fast (the lean fp32 engine: training's own "
+                                           "log-probs), transformers (model.generate) or continuous")
 
     def __post_init__(self) -> None:
-        for name in ("max_new_tokens", "max_batch_size", "max_questions"):
-            if getattr(self, name) is not None:
-                check_int(name, getattr(self, name), 1)
+        _check_positive(self, ints=("max_new_tokens", "max_batch_size", "max_questions"))
         if self.retriever == "http" and not self.retriever_url:
             raise ConfigError("retriever_url is required with retriever: http (e.g. http://127.0.0.1:8000/retrieve)")
 

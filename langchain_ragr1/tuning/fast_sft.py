@@ -114,6 +114,29 @@ class _Stop(Exception):
     pass
 
 
+def _grabber(captured: list[Any]) -> Any:
+    """A forward pre-hook that records the hidden states entering its layer, then stops the forward."""
+    def grab(_module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        captured.append(args[0] if args else kwargs["hidden_states"])
+        raise _Stop
+
+    return grab
+
+
+def _layer_input(model: Any, ids: list[int], autocast: Any, captured: list[Any]) -> Any:
+    """The hidden states entering the hooked layer for one sample, on the CPU."""
+    import torch
+
+    captured.clear()
+    tokens = torch.tensor([ids], dtype=torch.long, device=model.device)
+    with autocast():
+        try:
+            model(input_ids=tokens, attention_mask=torch.ones_like(tokens), use_cache=False)
+        except _Stop:
+            pass
+    return captured[0][0].detach().cpu()
+
+
 class FrozenLayerCache:
     """The hidden states entering decoder layer ``layer`` for each distinct sample, in one
     memory-mapped file (``states.bin``) with ``index.json`` {key: [offset, length]} and a
@@ -158,13 +181,7 @@ class FrozenLayerCache:
         else:
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)
-        layers = decoder_layers(model)
         captured: list[Any] = []
-
-        def grab(_module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            captured.append(args[0] if args else kwargs["hidden_states"])
-            raise _Stop
-
         def flush(out: Any) -> None:
             out.flush()
             tmp = partial_path.with_suffix(".tmp")
@@ -173,7 +190,7 @@ class FrozenLayerCache:
             tmp.replace(partial_path)
 
         todo = [(key, ids) for key, ids in keys.items() if key not in index]
-        handle = layers[layer].register_forward_pre_hook(grab, with_kwargs=True)
+        handle = decoder_layers(model)[layer].register_forward_pre_hook(_grabber(captured), with_kwargs=True)
         was_training = model.training
         model.eval()
         start = last_flush = time.monotonic()
@@ -182,14 +199,7 @@ class FrozenLayerCache:
                 out.truncate(offset * hidden * (dtype.itemsize if dtype is not None else 0))
                 out.seek(0, 2)
                 for done, (key, ids) in enumerate(todo, 1):
-                    captured.clear()
-                    tokens = torch.tensor([ids], dtype=torch.long, device=model.device)
-                    with autocast():
-                        try:
-                            model(input_ids=tokens, attention_mask=torch.ones_like(tokens), use_cache=False)
-                        except _Stop:
-                            pass
-                    state = captured[0][0].detach().cpu()
+                    state = _layer_input(model, ids, autocast, captured)
                     hidden, dtype = state.shape[-1], state.dtype
                     raw = state.view(torch.int16) if state.element_size() == 2 else state.float()
                     out.write(raw.contiguous().numpy().tobytes())
