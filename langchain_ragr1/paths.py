@@ -18,6 +18,14 @@ def cache_dir() -> Path:
     return path
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary sibling and a rename: a process killed while
+    writing leaves the previous file whole, never half of the new one."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
 def atomic_folder(
     out_dir: Path, write: Callable[[Path], None], is_complete: Callable[[Path], bool], *,
     replace_incomplete: bool = False,

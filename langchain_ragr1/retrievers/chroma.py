@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from langchain_ragr1.config import check_int
 from langchain_ragr1.corpus import document_contents, document_ids
 from langchain_ragr1.errors import ConfigError, MissingResourceError
+from langchain_ragr1.paths import atomic_write_text
 from langchain_ragr1.retrievers.embeddings import MiniLMEmbeddings
 
 _CONFIGURATION: CreateCollectionConfiguration = {"hnsw": {"space": "cosine"}}
@@ -127,9 +128,7 @@ def _read_marker(path: Path) -> dict[str, Any] | None:
 
 
 def _write_marker(path: Path, record: dict[str, Any]) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
 
 
 def store_manifest(path: str | Path) -> dict[str, Any] | None:

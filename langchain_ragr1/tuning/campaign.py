@@ -23,7 +23,6 @@ import argparse
 import csv
 import json
 import logging
-import os
 import shutil
 import signal
 import subprocess
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from langchain_ragr1.errors import ConfigError, RagR1Error
+from langchain_ragr1.paths import atomic_write_text
 from langchain_ragr1.tuning.checkpoints import TRAINER_STATE, last_complete_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -71,10 +71,7 @@ def load_state(output_dir: Path) -> dict[str, Any]:
 
 
 def save_state(output_dir: Path, state: dict[str, Any]) -> None:
-    path = output_dir / STATE_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)  # a kill mid-write keeps the previous record
+    atomic_write_text(output_dir / STATE_FILE, json.dumps(state, indent=2) + "\n")  # a kill keeps the last record
     with (output_dir / "campaign.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()

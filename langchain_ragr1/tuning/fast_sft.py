@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from langchain_ragr1.errors import ConfigError
+from langchain_ragr1.paths import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -184,10 +185,8 @@ class FrozenLayerCache:
         captured: list[Any] = []
         def flush(out: Any) -> None:
             out.flush()
-            tmp = partial_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"signature": signature, "index": index, "offset": offset, "hidden": hidden,
-                                       "dtype": str(dtype).split(".")[-1]}), encoding="utf-8")
-            tmp.replace(partial_path)
+            atomic_write_text(partial_path, json.dumps({"signature": signature, "index": index, "offset": offset,
+                                                        "hidden": hidden, "dtype": str(dtype).split(".")[-1]}))
 
         todo = [(key, ids) for key, ids in keys.items() if key not in index]
         handle = decoder_layers(model)[layer].register_forward_pre_hook(_grabber(captured), with_kwargs=True)
