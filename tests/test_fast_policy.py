@@ -156,6 +156,29 @@ def test_other_models_fall_back_to_model_generate(smollm2_tokenizer, greedy, cap
         check_same(got, turns(eager, QUESTIONS[:2]), 0.0)
 
 
+@pytest.mark.parametrize("setting", [{"repetition_penalty": 50.0, "temperature": 0},
+                                     {"top_k": 3, "temperature": 1.0}, {"min_p": 0.5, "temperature": 1.0}])
+def test_settings_the_engine_lacks_go_through_model_generate(tiny_model, varied_model, smollm2_tokenizer, setting,
+                                                             caplog):
+    # RL rollouts take GRPOConfig's top_k, min_p and repetition_penalty: never silently dropped. Greedy with a
+    # penalty runs on conftest's tiny model, whose plain greedy turn repeats one token (the penalty changes it)
+    model = tiny_model if "repetition_penalty" in setting else varied_model
+    sampling = Sampling(max_new_tokens=16, **setting)
+    torch.manual_seed(1)
+    with caplog.at_level(logging.WARNING, "langchain_ragr1.policies.fast"):
+        with FastPolicy(model, smollm2_tokenizer, sampling=sampling, weights="float32") as fast:
+            got = turns(fast, QUESTIONS[:1])
+            turns(fast, QUESTIONS[1:2])
+    assert fast.decoder is not None and sum("model.generate" in r.getMessage() for r in caplog.records) == 1
+    if sampling.greedy:  # deterministic: model.generate's own tokens, the penalty applied
+        with TransformersPolicy(model, smollm2_tokenizer, sampling=sampling) as eager:
+            check_same(got, turns(eager, QUESTIONS[:1]), 0.0)
+        plain = FastPolicy(model, smollm2_tokenizer, sampling=Sampling(max_new_tokens=16, temperature=0),
+                           weights="float32")
+        with plain:
+            assert turns(plain, QUESTIONS[:1])[0].token_ids != got[0].token_ids
+
+
 def test_weights_setting_is_checked_before_loading():
     with pytest.raises(ConfigError, match="weights='int3' is unknown"):
         check_policy_settings(None, backend="fast", weights="int3")

@@ -33,6 +33,14 @@ logger = logging.getLogger(__name__)
 _STOP_TAIL_TOKENS = 12
 
 
+def _engine_samples(sampling: Sampling) -> bool:
+    """Whether the lean engine's own sampling (greedy, or temperature then top-p) is all ``sampling`` asks:
+    a repetition penalty (greedy too), top-k or min-p go through ``model.generate``, which applies them."""
+    if sampling.repetition_penalty != 1:
+        return False
+    return sampling.greedy or (not sampling.top_k and not sampling.min_p)
+
+
 class FastPolicy(TransformersPolicy):
     """RAG-R1 turns from a local Llama-family model through :class:`LlamaDecoder`.
 
@@ -58,6 +66,7 @@ class FastPolicy(TransformersPolicy):
         else:
             logger.warning("FastPolicy: %s; generating with model.generate instead.", reason)
         self._generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self._generate_noted = False
 
     @classmethod
     def check_kwargs(cls, kwargs: dict[str, Any]) -> None:
@@ -104,9 +113,13 @@ class FastPolicy(TransformersPolicy):
         return pick
 
     def _run_batch(self, key: tuple, prompts: list[list[int]]) -> list[Generation]:
-        if self.decoder is None:
-            return super()._run_batch(key, prompts)
         stop, max_new_tokens, sampling = key
+        if self.decoder is None or not _engine_samples(sampling):
+            if self.decoder is not None and not self._generate_noted:
+                logger.warning("FastPolicy: top_k, min_p or repetition_penalty is set (GRPOConfig's or Sampling's), "
+                               "which the lean engine does not apply: generating with model.generate instead.")
+                self._generate_noted = True
+            return super()._run_batch(key, prompts)
         first: list[float] = []
 
         def should_stop(tokens: list[int]) -> bool:
