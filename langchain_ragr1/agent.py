@@ -129,8 +129,10 @@ class RagR1Agent(Runnable[AgentInput, dict]):
 
     @classmethod
     def from_default(cls, **kwargs: Any) -> "RagR1Agent":
-        """The bundled offline default: SmolLM2-135M-Instruct (with the shipped SFT adapter) over
-        the Wikipedia summaries, with Chroma.
+        """The bundled offline default: SmolLM2-135M-Instruct (with the shipped SFT adapter of the
+        agent's ``mode``: multi-query by default, single-query for ``mode="single"``, which uses the
+        multi-query adapter while the package ships no single-query one) over the Wikipedia
+        summaries, with Chroma.
 
         Converts the model and builds the Chroma index on first use (cached afterwards).
         Keyword arguments: those of :func:`langchain_ragr1.defaults.default_components`

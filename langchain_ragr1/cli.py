@@ -43,8 +43,10 @@ def _add_agent_options(parser: argparse.ArgumentParser) -> None:
                         help="sampling temperature; 0 is greedy (the same question, the same answer)")
     parser.add_argument("--seed", type=int, default=None, help="random seed for sampling (--temperature > 0)")
     parser.add_argument("--model", default="default",
-                        help="a transformers model folder, 'default' (SmolLM2 + the shipped SFT adapter) "
-                             "or 'base' (the untrained SmolLM2)")
+                        help="a transformers model folder, 'default' (SmolLM2 + the shipped SFT adapter of each "
+                             "--mode: multi-query for multi, naive-rag and direct; single-query for single, the "
+                             "multi-query one while no single-query adapter is shipped) or 'base' (the untrained "
+                             "SmolLM2); a folder or 'base' serves every mode")
     parser.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
                         help="what generates the turns: fast (a lean decoding loop over the transformers weights, "
                              "bf16 by default), transformers (model.generate in static batches, eager fp32: the "
@@ -126,7 +128,9 @@ def _eval_parser(commands) -> None:
                              formatter_class=_FORMATTER)
     ev.add_argument("--data", required=True, help=f"a QA file, NAME:PATH with NAME one of "
                     f"{', '.join(BENCHMARKS)}, or one of {', '.join(NAMED_SETS)}")
-    ev.add_argument("--mode", nargs="+", choices=list(STRATEGIES), default=["multi"], help="strategies to run")
+    ev.add_argument("--mode", nargs="+", choices=list(STRATEGIES), default=["multi"],
+                    help="strategies to run; with --model default each runs its mode's policy, each distinct "
+                         "model folder loaded once")
     ev.add_argument("--limit", type=int, default=None, help="evaluate only N questions (picked by --sample)")
     ev.add_argument("--sample", choices=SAMPLINGS, default="first",
                     help="which N questions --limit takes: the file's first, a seeded random N, or a seeded "

@@ -44,6 +44,11 @@ def default_components(
 
     ``agent_kwargs`` (``mode``, ``k``, ``max_turns``, ..., ``checkpointer``) are checked here and
     come back as ``agent_settings``, for :class:`~langchain_ragr1.agent.RagR1Agent`.
+
+    ``model_path=None``/``"default"`` is the trained policy of the agent's ``mode``: the
+    multi-query SFT adapter for ``"multi"`` (the default), the single-query one for ``"single"``
+    (the multi-query one while the package ships no single-query adapter;
+    :func:`langchain_ragr1.models.default_model_path`). A folder or another alias serves any mode.
     """
     # Fail on a bad setting before the model loads or the index builds.
     names = set(CONFIG_FIELDS)
@@ -52,7 +57,7 @@ def default_components(
         raise unknown_settings("default_agent", set(agent_kwargs) - agent_settings,
                        agent_settings | {"model_path", "retriever", "store", "corpus", "url",
                                          "max_new_tokens", "temperature", "show_progress", "backend", "weights"})
-    RagR1Config(**{key: value for key, value in agent_kwargs.items() if key in names})
+    config = RagR1Config(**{key: value for key, value in agent_kwargs.items() if key in names})
     sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature)
     policy_settings = {} if weights is None else {"weights": weights}
     check_policy_settings(model_path, sampling=sampling, backend=backend, **policy_settings)
@@ -69,5 +74,5 @@ def default_components(
         retriever = make_retriever(retriever, k=agent_kwargs.get("k", 3), store=store, corpus=corpus, url=url,
                                    show_progress=show_progress)
     policy = default_policy(model_path, sampling=sampling, show_progress=show_progress, backend=backend,
-                            **policy_settings)
+                            mode=config.mode, **policy_settings)
     return policy, retriever, agent_kwargs

@@ -365,10 +365,18 @@ def run_eval(
     weights: str | None = None,
     progress_factory: Callable[[int], Callable[[int], None]] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """What ``ragr1 eval`` does: load ``data``, build one policy and retriever, evaluate, report.
+    """What ``ragr1 eval`` does: load ``data``, build the retriever and the policies, evaluate, report.
 
     ``backend`` is ``"fast"`` (with ``weights``), ``"transformers"``, ``"continuous"`` or ``"vllm"`` (see
     :func:`~langchain_ragr1.policies.factory.default_policy`).
+
+    Each strategy runs the policy of its agent mode (``config_for(strategy).mode``): with
+    ``model=None``/``"default"``, ``single`` gets the single-query SFT adapter and ``multi`` the
+    multi-query one; ``naive-rag`` and ``direct`` prompt in multi-query format, so they get the
+    multi-query adapter too. A folder or another alias serves every strategy. Each distinct model
+    folder loads once, before the first episode (modes that share a folder, as both do while no
+    single-query adapter is shipped, share one policy); the report's settings name each strategy's
+    folder.
 
     ``progress_factory(total)`` returns the per-chunk progress callback. Writes
     ``metrics.json``, ``predictions.jsonl``, ``report.md`` and ``metrics.png`` into ``out``.
@@ -376,7 +384,7 @@ def run_eval(
     from langchain_ragr1.agent import RagR1Agent
     from langchain_ragr1.config import config_for
     from langchain_ragr1.data.loaders import load_qa
-    from langchain_ragr1.policies.factory import BACKENDS, default_policy
+    from langchain_ragr1.policies.factory import BACKENDS, ModePolicies
     from langchain_ragr1.policies.sampling import Sampling
     from langchain_ragr1.report import write_report
     from langchain_ragr1.retrievers.factory import make_retriever
@@ -392,19 +400,16 @@ def run_eval(
     configs = {m: config_for(m, k=k, max_turns=max_turns) for m in modes}  # validate first
     search = make_retriever(retriever, k=k, store=store, corpus=corpus, url=url)
     settings: dict[str, Any] = {} if weights is None else {"weights": weights}
-    policy = default_policy(model, sampling=decoding, backend=backend, **settings)
-    progress = progress_factory(len(items) * len(modes)) if progress_factory else None
-    try:
-        metrics = evaluate(
-            items, modes, lambda mode: RagR1Agent(policy, search, **configs[mode].to_dict()), out,
-            batch_size=batch_size, progress=progress,
-        )
+    policies = ModePolicies(model, sampling=decoding, backend=backend, **settings)
+    try:  # every strategy's policy loads before the first episode: a bad model fails before any output
+        agents = {m: RagR1Agent(policies(configs[m].mode), search, **configs[m].to_dict()) for m in modes}
+        progress = progress_factory(len(items) * len(modes)) if progress_factory else None
+        metrics = evaluate(items, modes, agents.__getitem__, out, batch_size=batch_size, progress=progress)
     finally:
-        close = getattr(policy, "close", None)
-        if close:
-            close()
+        policies.close()
     settings = {"k": k, "max_turns": max_turns, "max_new_tokens": max_new_tokens,
                 "temperature": temperature, "retriever": retriever, "model": str(model or "default"),
+                "model_folders": {m: policies.folders[configs[m].mode].name for m in modes},
                 "backend": backend, "weights": weights, "limit": limit, "sampling": sampling, "sample_seed": sample_seed}
     write_report(metrics, out, data=data, settings=settings,
                  by_kind=write_kind_metrics(Path(out), items, modes))

@@ -1,6 +1,6 @@
 """Policies by backend name over a model folder or the bundled defaults (``"default"``: SmolLM2
-with the shipped SFT adapter, ``"base"``: the untrained SmolLM2), every setting checked before
-the model loads."""
+with the shipped SFT adapter of the agent's mode, ``"base"``: the untrained SmolLM2), every setting
+checked before the model loads."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from langchain_ragr1.policies.sampling import Sampling, check_policy_kwargs
 from langchain_ragr1.policies.weights import WEIGHT_KINDS, check_weights
 
 __all__ = [
-    "BACKENDS", "DEFAULT_BACKEND", "WEIGHT_KINDS", "check_path", "check_policy_settings", "check_weights",
-    "default_policy", "unknown_settings",
+    "BACKENDS", "DEFAULT_BACKEND", "WEIGHT_KINDS", "ModePolicies", "check_path", "check_policy_settings",
+    "check_weights", "default_policy", "unknown_settings",
 ]
 
 #: Keyword arguments of :func:`default_policy` besides its own: the policy's settings.
@@ -58,21 +58,25 @@ def default_policy(
     sampling: Sampling | None = None,
     show_progress: bool = True,
     backend: str = DEFAULT_BACKEND,
+    mode: str = "multi",
     **kwargs: Any,
 ):
     """A :class:`FastPolicy` (``backend="fast"``, the default), a :class:`TransformersPolicy`
     (``backend="transformers"``), a
     :class:`ContinuousTransformersPolicy` (``"continuous"``) or a :class:`VLLMPolicy`
     (``"vllm"``) over ``model_path``: a folder, ``"base"`` (the untrained bundled
-    SmolLM2) or ``None``/``"default"`` (SmolLM2 with the shipped SFT adapter).
+    SmolLM2) or ``None``/``"default"`` (SmolLM2 with the shipped SFT adapter of agent ``mode``,
+    ``"multi"`` or ``"single"``: :func:`langchain_ragr1.models.default_model_path`; a folder or
+    another alias serves every mode).
 
     ``sampling`` (a :class:`~langchain_ragr1.policies.sampling.Sampling`; ``None``: ``Sampling()``)
     and ``kwargs`` (``max_batch_size``, ``batch_wait_s``, ``dtype``; ``weights`` for ``"fast"``) go to the policy's
     ``from_pretrained``. Every setting is checked before the model loads.
     """
     check_policy_settings(model_path, sampling=sampling, backend=backend, **kwargs)
-    from langchain_ragr1.models import resolve_model_path
+    from langchain_ragr1.models import check_adapter_mode, resolve_model_path
 
+    check_adapter_mode(mode)
     if backend == "vllm":
         from langchain_ragr1.policies.vllm import VLLMPolicy, import_vllm
 
@@ -90,5 +94,43 @@ def default_policy(
         from langchain_ragr1.policies.transformers import TransformersPolicy
 
         policy_cls = TransformersPolicy
-    path = resolve_model_path(model_path, show_progress=show_progress)
+    path = resolve_model_path(model_path, mode=mode, show_progress=show_progress)
     return policy_cls.from_pretrained(path, sampling=sampling, **kwargs)
+
+
+class ModePolicies:
+    """The policy of each agent mode over one ``model_path``, each distinct model folder loaded once.
+
+    ``policies(mode)`` resolves ``model_path`` for ``mode`` (``None``/``"default"``: that mode's
+    trained default; a folder or another alias: the same folder for every mode) and returns the
+    policy over that folder, loading it (:func:`default_policy` with ``policy_kwargs``) on its first
+    use only: two modes that resolve to the same folder share one policy, so no model is held or
+    loaded twice. ``folders`` maps each mode asked for to its folder, ``loaded`` each folder to its
+    policy; :meth:`close` closes every policy loaded.
+    """
+
+    def __init__(self, model_path: str | Path | None = None, **policy_kwargs: Any) -> None:
+        check_policy_settings(model_path, **policy_kwargs)
+        if policy_kwargs.get("backend") == "vllm":
+            from langchain_ragr1.policies.vllm import import_vllm
+
+            import_vllm()  # a missing vLLM says how to install it before a default model is merged
+        self.model_path = model_path
+        self.policy_kwargs = policy_kwargs
+        self.loaded: dict[Path, Any] = {}
+        self.folders: dict[str, Path] = {}
+
+    def __call__(self, mode: str) -> Any:
+        from langchain_ragr1.models import resolve_model_path
+
+        show = self.policy_kwargs.get("show_progress", True)
+        path = self.folders[mode] = resolve_model_path(self.model_path, mode=mode, show_progress=show)
+        if path not in self.loaded:
+            self.loaded[path] = default_policy(path, **self.policy_kwargs)
+        return self.loaded[path]
+
+    def close(self) -> None:
+        for policy in self.loaded.values():
+            close = getattr(policy, "close", None)
+            if close:
+                close()

@@ -33,7 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--data", default="ragr1-train", help="a load_qa spec (default: %(default)s)")
     parser.add_argument("--out", required=True, help="the JSONL file to write")
-    parser.add_argument("--model", help="a transformers model folder, 'default' (the shipped SFT model) or 'base'")
+    parser.add_argument("--model", help="a transformers model folder, 'default' (the shipped SFT model of --mode) "
+                        "or 'base'")
     parser.add_argument("--attempts", type=int, default=10, help="episodes per question (paper: 10)")
     parser.add_argument("--keep-solved", type=float, default=0.25, help="fraction of always-solved kept")
     parser.add_argument("--seed", type=int, default=0)
@@ -65,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.shuffle:
             random.Random(args.seed).shuffle(items)
         items = items[: args.limit] if args.limit else items
-        path = resolve_model_path(args.model, show_progress=not args.quiet)
+        path = resolve_model_path(args.model, mode=args.mode, show_progress=not args.quiet)
         retriever = make_retriever(args.retriever, k=args.k, url=args.url, show_progress=not args.quiet)
     except RagR1Error as exc:
         print(f"error: {exc}", file=sys.stderr)

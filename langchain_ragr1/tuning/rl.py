@@ -154,7 +154,7 @@ def train_rl(script: RLScriptArguments, args: Any, model_args: Any, agent: RagR1
 
         retriever = make_retriever(script.retriever, k=agent.k, store=script.retriever_store,
                                    url=script.retriever_url, show_progress=progress)
-    model_path, model, tokenizer = load_model(model_args, "default")
+    model_path, model, tokenizer = load_model(model_args, "default", agent.mode)  # the policy of the mode trained
     trainer, rollout = build_trainer(script, args, model_args, agent, model=model, tokenizer=tokenizer,
                                      retriever=retriever, items=items, echo=progress, callbacks=callbacks)
     if policy is not None:

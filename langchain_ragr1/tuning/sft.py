@@ -275,16 +275,17 @@ def run_control_callback(script: SFTScriptArguments):
     return RunControl()
 
 
-def load_model(model_args: Any, default: str) -> tuple[str, Any, Any]:
+def load_model(model_args: Any, default: str, mode: str = "multi") -> tuple[str, Any, Any]:
     """``(path, model, tokenizer)`` as TRL's example scripts load them from a ``trl.ModelConfig``
     (dtype, revision, attention implementation, quantisation); ``model_name_or_path`` may be one of
-    :data:`langchain_ragr1.models.MODEL_ALIASES` (null: ``default``)."""
+    :data:`langchain_ragr1.models.MODEL_ALIASES` (null: ``default``); ``"default"`` is the trained
+    policy of agent ``mode``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from langchain_ragr1.models import resolve_model_path
 
     trl = require("trl", "training")
-    path = str(resolve_model_path(model_args.model_name_or_path or default))
+    path = str(resolve_model_path(model_args.model_name_or_path or default, mode=mode))
     quantization = trl.get_quantization_config(model_args)
     kwargs = {"revision": model_args.model_revision, "attn_implementation": model_args.attn_implementation,
               "dtype": model_args.dtype, "trust_remote_code": False}
