@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from langchain_ragr1.errors import ConfigError, RagR1Error
-from langchain_ragr1.tuning.campaign import Campaign, Settings, load_state, main, no_rise
+from langchain_ragr1.tuning import campaign
+from langchain_ragr1.tuning.campaign import Campaign, Settings, data_mode, load_state, main, no_rise
 
 
 class FakeRun:
@@ -108,6 +109,45 @@ def test_a_corrupt_record_names_the_file(tmp_path):
 def test_the_command_refuses_a_full_finetune_config(tmp_path, capsys):
     code = main(["--config", "sft_default", "--use_peft", "false", "--output_dir", str(tmp_path)])
     assert code == 2 and "use_peft: true" in capsys.readouterr().err
+
+
+def _trajectories(path: Path, modes: list[str]) -> Path:
+    path.write_text("".join(json.dumps({"id": f"q{i}", "mode": mode, "segments": []}) + "\n"
+                            for i, mode in enumerate(modes)), encoding="utf-8")
+    return path
+
+
+def test_the_dev_checks_run_in_the_mode_of_the_trajectories_unless_told(tmp_path, monkeypatch):
+    seen: list[str] = []
+    monkeypatch.setattr(campaign.Campaign, "run", lambda self: seen.append(self.settings.dev_mode) or {})
+    single = _trajectories(tmp_path / "sq.jsonl", ["single", "single"])
+    mixed = _trajectories(tmp_path / "both.jsonl", ["multi", "single"])
+    out = ["--output_dir", str(tmp_path / "out")]
+    assert main(["--config", "sft_campaign_sq", "--dataset", str(single), *out]) == 0
+    assert main(["--config", "sft_campaign_sq", "--dataset", str(single), "--dev-mode", "multi", *out]) == 0
+    assert main(["--config", "sft_campaign_mq", "--dataset", str(mixed), *out]) == 0
+    assert main(["--config", "sft_campaign_mq", "--dataset", str(_trajectories(tmp_path / "mq.jsonl", ["multi"])),
+                 *out]) == 0
+    assert seen == ["single", "multi", "multi", "multi"]
+    assert data_mode(mixed) == ("multi", f"{mixed} holds multi and single mode(s): multi, the default")
+    (tmp_path / "cut.jsonl").write_text('{"mode": "single"}\n{"mode": "sin', encoding="utf-8")
+    with pytest.raises(ConfigError, match="cut.jsonl is not a JSONL file of trajectories.*--dev-mode"):
+        data_mode(tmp_path / "cut.jsonl")
+
+
+def test_the_dev_mode_of_a_saved_dataset_is_its_samples_mode(tmp_path):
+    from datasets import Dataset
+
+    Dataset.from_dict({"mode": ["single"] * 3, "input_ids": [[1]] * 3}).save_to_disk(str(tmp_path / "sq"))
+    Dataset.from_dict({"input_ids": [[1]]}).save_to_disk(str(tmp_path / "old"))
+    assert data_mode(tmp_path / "sq")[0] == "single"
+    assert data_mode(tmp_path / "old") == ("multi", f"{tmp_path / 'old'} holds no recorded mode(s): multi, the default")
+
+
+def test_a_missing_dataset_stops_the_campaign_before_training(tmp_path, capsys):
+    assert main(["--config", "sft_campaign_sq", "--dataset", str(tmp_path / "none.jsonl"),
+                 "--output_dir", str(tmp_path / "out")]) == 2
+    assert "make_sft_data.py" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
 def test_status_prints_the_record(tmp_path, capsys):

@@ -24,7 +24,7 @@ from langchain_ragr1.tuning.rl import check_rl
 from langchain_ragr1.tuning.sft import check_sft
 
 ROOT = Path(__file__).resolve().parents[1]
-SFT_NAMES = ["sft_campaign_mq", "sft_cpu_lora", "sft_default", "sft_fast", "sft_gemma_compare", "sft_paper_7b"]
+SFT_NAMES = ["sft_campaign_mq", "sft_campaign_sq", "sft_cpu_lora", "sft_default", "sft_fast", "sft_gemma_compare", "sft_paper_7b"]
 RL_NAMES = ["rl_cpu", "rl_paper_7b"]
 SFT_MIN = {"dataset": "d", "output_dir": "o", "use_cpu": True}
 RL_MIN = {"output_dir": "o", "use_cpu": True}
@@ -194,6 +194,17 @@ def test_every_packaged_config_resolves_by_name_and_by_repo_path_and_parses(name
     check(parsed)
     assert parsed == module.parse(argv=["--config", name, "--use_cpu", "true",
                                         *(["--use_vllm", "false"] if name == "rl_paper_7b" else [])])
+
+
+def test_the_single_query_campaign_differs_from_the_multi_query_one_by_data_output_and_epochs():
+    packaged = {name: yaml.safe_load((PACKAGED_CONFIGS_DIR / f"{name}.yaml").read_text(encoding="utf-8"))
+                for name in ("sft_campaign_mq", "sft_campaign_sq")}
+    mq, sq = packaged["sft_campaign_mq"], packaged["sft_campaign_sq"]
+    differ = {key for key in mq.keys() | sq.keys() if mq.get(key) != sq.get(key)}
+    assert differ == {"dataset", "output_dir", "num_train_epochs"}
+    assert (sq["dataset"], sq["output_dir"], sq["num_train_epochs"]) == (
+        "runs/sft-v3-sq/trajectories.jsonl", "runs/campaign-sq", 1)
+    assert sq["lora_layers"] == 16 and sq["use_peft"] is True
 
 
 def test_an_existing_file_wins_over_a_packaged_name(tmp_path, monkeypatch):

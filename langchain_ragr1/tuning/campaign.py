@@ -8,8 +8,10 @@ Each segment is one ``run_sft`` process (the same flags; TRL-style ``--config`` 
 with ``--pause_every_epochs`` (the check interval) and ``--save_every_seconds`` (a checkpoint
 every ~10 minutes): it resumes from the last complete ``checkpoint-<step>`` in ``output_dir``
 and stops, saving, at the next check point. Between segments the campaign merges that
-checkpoint into its base model, evaluates it on a stratified slice of the dev set
-(``ragr1 eval``; training and evaluation never share the cores), records the check in
+checkpoint into its base model, evaluates it on a stratified slice of the dev set in the agent
+mode its data trains (``--dev-mode``; by default the mode of the config's trajectories: multi for
+``sft_campaign_mq``, single for ``sft_campaign_sq``) with ``ragr1 eval`` (training and
+evaluation never share the cores), records the check in
 ``output_dir/campaign.json`` (and ``campaign.csv`` / ``campaign.png``: loss and dev EM against
 training wall-clock) and exports the best checkpoint so far, float16, to ``output_dir/best``.
 It ends when the epochs of the SFT config are done or when dev EM has not risen for
@@ -57,6 +59,27 @@ class Settings:
     patience: int = 2
     max_new_tokens: int = 192
     max_turns: int = 4
+
+
+def data_mode(source: Path) -> tuple[str, str]:
+    """``(mode, why)``: the agent mode an SFT run's samples (``source``, as
+    :func:`~langchain_ragr1.tuning.sft.check_dataset` finds it) train, the one the dev checks use:
+    the mode every trajectory records when they all share one, else ``multi`` (the default's)."""
+    if source.is_file():
+        try:
+            with source.open(encoding="utf-8") as handle:
+                modes = {json.loads(line).get("mode", "multi") for line in handle if line.strip()}
+        except (ValueError, AttributeError) as exc:
+            raise ConfigError(f"campaign: {source} is not a JSONL file of trajectories ({exc}): rebuild it with "
+                              "training/make_sft_data.py, or pass --dev-mode multi|single") from exc
+    else:
+        from datasets import load_from_disk
+
+        dataset = load_from_disk(str(source))
+        modes = set(dataset["mode"]) if "mode" in dataset.column_names else set()
+    if len(modes) == 1 and modes <= {"multi", "single"}:
+        return next(iter(modes)), f"the mode of every trajectory in {source}"
+    return "multi", f"{source} holds {' and '.join(sorted(modes)) or 'no recorded'} mode(s): multi, the default"
 
 
 def load_state(output_dir: Path) -> dict[str, Any]:
@@ -266,7 +289,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      epilog="Other flags go to run_sft (--config NAME_OR_FILE, --learning_rate, ...).")
     parser.add_argument("--dev", default="ragr1-dev", help="the dev set of the checks")
     parser.add_argument("--dev-limit", type=int, default=24, help="a stratified slice of this many dev questions")
-    parser.add_argument("--dev-mode", default="multi", choices=("multi", "single"))
+    parser.add_argument("--dev-mode", default=None, choices=("multi", "single"),
+                        help="the agent mode of the dev checks (default: the mode of the SFT data's trajectories "
+                             "when they all share one, else multi)")
     parser.add_argument("--check-every-epochs", type=float, default=1.0, help="a dev check each this many epochs")
     parser.add_argument("--save-every-seconds", type=float, default=600.0, help="a checkpoint this often")
     parser.add_argument("--patience", type=int, default=2, help="end when dev EM has not risen for this many checks")
@@ -285,10 +310,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             if getattr(options, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
         settings = Settings(Path(args.output_dir), args.num_train_epochs, options.dev, options.dev_limit,
-                            options.dev_mode, options.check_every_epochs, options.save_every_seconds, options.patience)
+                            options.dev_mode or "multi", options.check_every_epochs, options.save_every_seconds,
+                            options.patience)
         if options.status:
             print_status(settings.output_dir)
             return 0
+        if options.dev_mode is None:
+            from langchain_ragr1.tuning.sft import check_dataset
+
+            settings.dev_mode, why = data_mode(check_dataset(script))
+            logger.warning("[campaign] dev checks in %s mode (%s; --dev-mode sets it)", settings.dev_mode, why)
         train, evaluate, export, forward_stop = subprocess_steps(settings, sft_argv,
                                                                  model_args.model_name_or_path or "base")
         campaign = Campaign(settings, train=train, evaluate=evaluate, export=export)

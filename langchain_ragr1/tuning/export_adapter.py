@@ -1,11 +1,15 @@
 """Ship a trained LoRA adapter: copy it with its weights cast to float16 (half the size).
 
     python -m langchain_ragr1.tuning.export_adapter runs/sft-default/final langchain_ragr1/adapters/smollm2-ragr1-sft
+    python -m langchain_ragr1.tuning.export_adapter runs/campaign-sq/best langchain_ragr1/adapters/smollm2-ragr1-sft-sq
     python training/export_adapter.py SRC DEST   # a checkout: the same command
     python -m langchain_ragr1.tuning.export_adapter runs/x/checkpoint-40 merged/ --merge-into base  # a model folder
 
-The default model (``langchain_ragr1.models.default_model_path``) merges the adapter found in
-``langchain_ragr1/adapters/smollm2-ragr1-sft`` into the bundled SmolLM2 once, keyed by its digest.
+The default model of each agent mode (``langchain_ragr1.models.default_model_path(mode)``) merges
+that mode's adapter (``langchain_ragr1.models.ADAPTER_DIRS``: ``adapters/smollm2-ragr1-sft`` for
+multi, ``adapters/smollm2-ragr1-sft-sq`` for single) into the bundled SmolLM2 once, keyed by its
+digest; single mode uses the multi-query adapter while ``smollm2-ragr1-sft-sq`` holds none, so
+exporting into that folder (created if absent) is what switches single mode to its own adapter.
 """
 
 from __future__ import annotations
