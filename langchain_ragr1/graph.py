@@ -33,7 +33,7 @@ from typing_extensions import TypedDict
 from langchain_ragr1.config import RagR1Config, RagR1Context, check_configurable, run_context, settings_for
 from langchain_ragr1.corpus import document_contents
 from langchain_ragr1.errors import ConfigError, RetrievalError
-from langchain_ragr1.policies.base import Generation, Policy, cap_generation, cut_generation
+from langchain_ragr1.policies.base import REPETITION, Generation, Policy, cap_generation, cut_generation
 from langchain_ragr1.protocol import (
     INVALID_ACTION_TEXT,
     STOP_STRINGS,
@@ -236,7 +236,7 @@ class RagR1Nodes:
                              "thoughts": parsed["thoughts"], "final": final})
         # the segment keeps what was parsed: consumers read fields, never re-parse the text
         segment = {**make_segment("policy", generation.text, generation.token_ids, generation.logprobs),
-                   "action": parsed}
+                   "action": parsed, "finish_reason": generation.finish_reason}
         update: dict[str, Any] = {"segments": [segment], "steps": state["steps"] + 1, "action": dict(parsed)}
         if action.kind == "invalid":  # counted on every turn, the final one included
             update["invalid_turns"] = state["invalid_turns"] + 1
@@ -322,13 +322,18 @@ def _check_policy_interface(policy: Policy) -> None:
 
 
 def _parse_turn(generation: Generation, settings: RagR1Config) -> Action:
-    """The turn's action; a turn that was cut (runaway, or at the model's token limit) is invalid,
-    not parsed: its open tag holds half an answer or half a query."""
+    """The turn's action; a turn that was cut (runaway, stopped for repeating itself, or at the model's
+    token limit) is invalid, not parsed: its open tag holds half an answer or half a query."""
     metadata = generation.metadata or {}
     cut_at = metadata.get("turn_cut_at_chars")
     if cut_at is not None:  # a runaway turn: not parsed, whatever its first part holds
         return Action("invalid", reason=(f"turn of {metadata.get('turn_chars')} characters, over the "
                                          f"{cut_at}-character cap of one turn: cut there and not parsed"),
+                      thoughts=reasoning(generation.text))
+    if generation.finish_reason == REPETITION:  # the policy's repetition stop: the turn looped
+        stop = metadata.get("repeat_stop") or {}
+        return Action("invalid", reason=(f"turn repeated a span of {stop.get('tokens')} tokens {stop.get('count')} "
+                                         f"times (the repetition stop): stopped there and not parsed"),
                       thoughts=reasoning(generation.text))
     if generation.finish_reason == "length":  # the token limit came before any stop string
         cause = metadata.get("truncated_by") or "finish_reason='length'"

@@ -27,6 +27,9 @@ class Segment(TypedDict, total=False):
     #: On a policy segment the graph builds: the action parsed from it (kind, queries, answer,
     #: reason, thoughts, final), as the graph acted on it.
     action: dict
+    #: On a policy segment the graph builds: why the turn ended (``"stop"``, ``"eos"``, ``"length"``,
+    #: ``"repetition"``, ...: :attr:`~langchain_ragr1.policies.base.Generation.finish_reason`).
+    finish_reason: str | None
     #: On an ``<information>`` segment the graph builds: the retrieval turn (1-based), its
     #: queries and, per query, the passages as shown (rendered and truncated).
     retrieval: dict
@@ -50,6 +53,12 @@ def make_segment(
 def transcript_text(segments: Sequence[Segment], include_prompt: bool = True) -> str:
     """The transcript as text (optionally without the prompt)."""
     return "".join(s["text"] for s in segments if include_prompt or s["role"] != "prompt")
+
+
+def repetition_stops(segments: Sequence[Segment]) -> int:
+    """Model turns of a transcript that the repetition stop ended (``finish_reason == "repetition"``;
+    the graph counts each as an invalid turn too)."""
+    return sum(s.get("role") == "policy" and s.get("finish_reason") == "repetition" for s in segments)
 
 
 def token_ids_and_mask(segments: Sequence[Segment]) -> tuple[list[int], list[int]]:

@@ -21,6 +21,7 @@ from langchain_core.language_models.fake import FakeListLLM
 
 from langchain_ragr1 import RagR1Agent
 from langchain_ragr1.graph import MAX_TURN_CHARS, turn_char_limit
+from langchain_ragr1.policies import LangChainPolicy
 from langchain_ragr1.protocol import (
     Action,
     neutralize_tags,
@@ -270,10 +271,17 @@ def test_the_cut_turn_says_why_in_the_stream():
 
 
 def test_a_langchain_llm_without_a_token_cap_is_bounded_too():
-    llm = FakeListLLM(responses=[_scaled("<answer>", 3 * MB)])
-    result = RagR1Agent(llm=llm, retriever=MemoryRetriever(documents=DOCS), max_turns=0).invoke(QUESTION)
+    runaway = _scaled("<answer>", 3 * MB)
+    # the character cap alone (the repetition stop, on by default, ends this loop much sooner: below)
+    policy = LangChainPolicy(FakeListLLM(responses=[runaway]), repeat_stop_tokens=0)
+    result = RagR1Agent(policy, retriever=MemoryRetriever(documents=DOCS), max_turns=0).invoke(QUESTION)
     turn = result["segments"][-1]
     assert turn["role"] == "policy" and len(turn["text"]) == MAX_TURN_CHARS
+    assert result["answer"] is None and result["invalid_turns"] == 1
+    result = RagR1Agent(llm=FakeListLLM(responses=[runaway]), retriever=MemoryRetriever(documents=DOCS),
+                        max_turns=0).invoke(QUESTION)
+    turn = result["segments"][-1]
+    assert turn["finish_reason"] == "repetition" and runaway.startswith(turn["text"]) and len(turn["text"]) < 1000
     assert result["answer"] is None and result["invalid_turns"] == 1
 
 

@@ -93,6 +93,11 @@ BAD_SAMPLING = [
     ("top_k", 2.5, r"top_k must be an integer .*got 2.5 \(float\)"),
     ("min_p", 1.5, r"min_p must be a number in \[0, 1\]"),
     ("repetition_penalty", 0, r"repetition_penalty must be a finite number > 0 \(1 is off"),
+    ("repeat_stop_tokens", 3, r"repeat_stop_tokens must be 0 \(off\) or an integer >= 4 .*got 3 \(int\)"),
+    ("repeat_stop_tokens", -1, r"repeat_stop_tokens must be 0 \(off\) or an integer >= 4"),
+    ("repeat_stop_tokens", 24.0, r"repeat_stop_tokens .*got 24.0 \(float\)"),
+    ("repeat_stop_count", 1, r"repeat_stop_count must be an integer >= 2 \(copies of the span"),
+    ("repeat_stop_count", True, r"repeat_stop_count .* True \(bool\)"),
 ]
 BAD_BATCHING = [
     ("max_batch_size", 0, r"max_batch_size must be a positive integer"),

@@ -169,6 +169,22 @@ def test_eos_stripped_length_and_greedy(smollm2_tokenizer) -> None:
     assert generation.finish_reason == "length" and len(generation.token_ids) == 7
 
 
+def test_a_looping_turn_is_cut_after_the_engine_returns_it(smollm2_tokenizer) -> None:
+    """vLLM decodes the whole turn: the repetition stop cuts it afterwards, ids and log-probs as sampled."""
+    stop = Sampling(temperature=0, repeat_stop_tokens=4, repeat_stop_count=3)
+    policy, llm = make_policy(smollm2_tokenizer, lambda p: "<think>so the answer is Paris." * 20, sampling=stop)
+    turn = policy.generate([policy.render_prompt("Q")])
+    full = smollm2_tokenizer("<think>so the answer is Paris." * 20, add_special_tokens=False)["input_ids"]
+    n = len(turn.token_ids)
+    assert turn.finish_reason == "repetition" and 12 <= n < len(full) // 4
+    assert turn.token_ids == full[:n] and turn.text == policy.decode(full[:n])
+    assert turn.logprobs == pytest.approx([-0.01 * (i + 1) for i in range(n)])
+    assert turn.metadata["repeat_stop"] == {"tokens": 4, "count": 3}
+    off, _ = make_policy(smollm2_tokenizer, lambda p: "<think>so the answer is Paris." * 20,
+                         sampling=Sampling(temperature=0, repeat_stop_tokens=0))
+    assert off.generate([off.render_prompt("Q")]).token_ids == full
+
+
 def test_context_overflow_and_budget_near_the_limit(smollm2_tokenizer) -> None:
     policy, llm = make_policy(smollm2_tokenizer, lambda p: "word " * 50, max_model_len=40)
     prompt = policy.render_prompt("Q")

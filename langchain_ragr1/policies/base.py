@@ -14,6 +14,7 @@ from typing import Any, Callable, ClassVar, Sequence
 
 from langchain_core.runnables import RunnableConfig
 
+from langchain_ragr1.policies.repetition import repetition_end, text_repetition_end
 from langchain_ragr1.protocol import STOP_STRINGS, cut_at_stop
 from langchain_ragr1.transcript import Segment, make_segment
 
@@ -25,7 +26,9 @@ class Generation:
     text: str
     token_ids: list[int] | None = None
     logprobs: list[float] | None = None
-    finish_reason: str | None = None  # "stop", "length" or backend-specific
+    #: "stop" (a stop string), "eos", "length", "repetition" (the repetition stop: see
+    #: :func:`cut_repetition`), "context_overflow", or what a text-level backend reported
+    finish_reason: str | None = None
     metadata: dict = field(default_factory=dict)
 
 
@@ -103,6 +106,37 @@ def cut_generation(
         else:
             low = middle + 1
     return _keep_ids(generation, low, decode, finish_reason="stop")
+
+
+#: The ``finish_reason`` of a turn that the repetition stop ended; the graph counts it as an invalid action.
+REPETITION = "repetition"
+
+
+def cut_repetition(
+    generation: Generation, span: int, count: int, decode: Callable[[Sequence[int]], str | None]
+) -> Generation:
+    """``generation`` cut where it has repeated itself: through the token that completes the ``count``-th
+    non-overlapping copy of its last ``span`` tokens (see :class:`~langchain_ragr1.policies.repetition.RepeatTracker`),
+    with ``finish_reason="repetition"`` and ``metadata["repeat_stop"] = {"tokens": span, "count": count}``.
+
+    Token-level turns keep exactly their first ids (the text decoded from those, the matching log-probs);
+    text-level turns count words and punctuation marks as units and keep their text through that unit.
+    A turn whose stop string ends on that very token keeps ``"stop"``: it closed its tag. Unchanged when
+    ``span`` is 0 or the turn never repeats; a turn the policy stopped there already is only labelled.
+    """
+    if span <= 0:
+        return generation
+    ids = generation.token_ids
+    if ids is not None:
+        kept, length = repetition_end(ids, span, count), len(ids)
+    else:
+        kept, length = text_repetition_end(generation.text, span, count), len(generation.text.rstrip())
+    if kept is None or (kept >= length and generation.finish_reason == "stop"):
+        return generation
+    metadata = {**(generation.metadata or {}), "repeat_stop": {"tokens": span, "count": count}}
+    if ids is None:
+        return replace(generation, text=generation.text[:kept], finish_reason=REPETITION, metadata=metadata)
+    return _keep_ids(generation, kept, decode, finish_reason=REPETITION, metadata=metadata)
 
 
 def _keep_ids(

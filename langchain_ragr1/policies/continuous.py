@@ -6,7 +6,8 @@ can retrieve and submit its next turn. Here every turn is its own request to tra
 ``ContinuousBatchingManager`` (paged KV cache, one scheduler thread): it enters the running batch
 when submitted and leaves it at its end token or stop string, and complete KV pages of a prefix
 already in the cache (the transcript a previous turn computed) are shared instead of re-prefilled.
-Stop strings are found in the streamed tokens; the request is then cancelled.
+Stop strings and the repetition stop (``Sampling.repeat_stop_tokens``) are checked on the streamed
+tokens; the request is then cancelled.
 """
 
 from __future__ import annotations
@@ -26,15 +27,13 @@ from langchain_ragr1.models import resolve_model_path
 from langchain_ragr1.policies.base import Generation
 from langchain_ragr1.policies.batching import GenerateCall
 from langchain_ragr1.policies.sampling import Sampling
-from langchain_ragr1.policies.token import TokenPolicy, model_end_ids
-from langchain_ragr1.protocol import cut_at_stop
+from langchain_ragr1.policies.token import TokenPolicy, TurnWatch, model_end_ids
 
 __all__ = ["ContinuousTransformersPolicy"]
 
 logger = logging.getLogger(__name__)
 
-#: Streamed tokens decoded to look for a stop string (the protocol's are 9 characters or fewer).
-_STOP_TAIL_TOKENS = 12
+
 @dataclass
 class _Live:
     future: Future
@@ -43,6 +42,8 @@ class _Live:
     room: int
     submitted: float
     concurrent: int
+    #: what ends the turn early (stop strings, the repetition stop); None: nothing, the turn is not streamed
+    watch: TurnWatch | None = None
     tokens: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     first_token: float | None = None
@@ -136,9 +137,11 @@ class ContinuousTransformersPolicy(TokenPolicy):
         self._watch_cache()
         future: Future = Future()
         request_id = f"{self._prefix}{next(self._ids)}"
+        watch = self._watch(stop)
         with self._live_lock:
-            self._live[request_id] = _Live(future, prompt, stop, room, time.perf_counter(), len(self._live) + 1)
-        self._manager.add_request(prompt, request_id=request_id, max_new_tokens=room, streaming=bool(stop),
+            self._live[request_id] = _Live(future, prompt, stop, room, time.perf_counter(), len(self._live) + 1,
+                                           watch)
+        self._manager.add_request(prompt, request_id=request_id, max_new_tokens=room, streaming=watch is not None,
                                   record_timestamps=False)
         return future
 
@@ -163,7 +166,7 @@ class ContinuousTransformersPolicy(TokenPolicy):
                 self._resolve(output.request_id, error=RuntimeError(f"generation failed: {output.error}"))
             elif output.status == RequestStatus.FINISHED:
                 self._resolve(output.request_id)
-            elif live.stop and self._stopped(live):
+            elif live.watch is not None and live.watch(live.tokens):  # a stop string, or the turn loops
                 self._manager.cancel_request(output.request_id)
                 self._resolve(output.request_id)
 
@@ -186,11 +189,6 @@ class ContinuousTransformersPolicy(TokenPolicy):
 
         cache.search_prefix_match = counted
         self._cache_watched = True
-
-    def _stopped(self, live: _Live) -> bool:
-        """Whether the streamed tail holds a stop string (an end token finishes the request in the
-        manager itself: its output arrives FINISHED)."""
-        return cut_at_stop(self.decode(live.tokens[-_STOP_TAIL_TOKENS:]), live.stop)[1]
 
     def _resolve(self, request_id: str, error: BaseException | None = None) -> None:
         with self._live_lock:

@@ -324,13 +324,14 @@ class LlamaDecoder:
         *,
         end_ids: Sequence[int] = (),
         pick: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        should_stop: Callable[[list[int]], bool] | None = None,
+        should_stop: Callable[[int, list[int]], bool] | None = None,
         on_first_token: Callable[[], None] | None = None,
     ) -> list[DecodeResult]:
         """Continue each of ``prompts`` (token ids) by up to ``max_new_tokens`` tokens.
 
         ``pick(logits [rows, vocab] fp32) -> ids [rows]`` chooses each token (default: argmax, greedy);
-        a row ends at an id in ``end_ids`` (kept) or when ``should_stop(its tokens)`` is true.
+        a row ends at an id in ``end_ids`` (kept) or when ``should_stop(its prompt's index, its tokens)`` is
+        true (asked after each new token of the row).
         Log-probs are ``log_softmax`` of the raw logits at the chosen ids.
         """
         n = len(prompts)
@@ -373,7 +374,7 @@ class LlamaDecoder:
                 result.logprobs.append(lp)
                 if token in ends:
                     result.finish_reason = "eos"
-                elif should_stop is not None and should_stop(result.token_ids):
+                elif should_stop is not None and should_stop(live[row], result.token_ids):
                     result.finish_reason = "stop"
                 else:
                     keep.append(row)

@@ -23,14 +23,10 @@ from langchain_ragr1.policies.decoder import LlamaDecoder, supports
 from langchain_ragr1.policies.sampling import Sampling, check_policy_kwargs
 from langchain_ragr1.policies.transformers import TransformersPolicy
 from langchain_ragr1.policies.weights import WEIGHT_KINDS, check_weights
-from langchain_ragr1.protocol import cut_at_stop
 
 __all__ = ["FastPolicy", "WEIGHT_KINDS"]
 
 logger = logging.getLogger(__name__)
-
-#: Generated tokens decoded to look for a stop string (the protocol's are 9 characters or fewer).
-_STOP_TAIL_TOKENS = 12
 
 
 def _engine_samples(sampling: Sampling) -> bool:
@@ -121,9 +117,12 @@ class FastPolicy(TransformersPolicy):
                 self._generate_noted = True
             return super()._run_batch(key, prompts)
         first: list[float] = []
+        # one watch per row: its stop strings and its repetition stop, so a looping turn ends at once
+        watches = [self._watch(stop) for _ in prompts]
 
-        def should_stop(tokens: list[int]) -> bool:
-            return bool(stop) and cut_at_stop(self.decode(tokens[-_STOP_TAIL_TOKENS:]), stop)[1]
+        def should_stop(row: int, tokens: list[int]) -> bool:
+            watch = watches[row]
+            return watch is not None and watch(tokens)
 
         started = time.perf_counter()
         rows = self.decoder.generate(

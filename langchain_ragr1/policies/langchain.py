@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Sequence
 
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel, BaseLLM
@@ -13,9 +14,10 @@ from langchain_core.runnables.base import RunnableBindingBase
 from langchain_core.runnables.configurable import DynamicRunnable, RunnableConfigurableAlternatives
 
 from langchain_ragr1.errors import ConfigError
-from langchain_ragr1.policies.base import Generation, Policy
+from langchain_ragr1.policies.base import REPETITION, Generation, Policy, cut_repetition
+from langchain_ragr1.policies.sampling import DEFAULT_REPEAT_STOP_COUNT, DEFAULT_REPEAT_STOP_TOKENS, check_setting
 from langchain_ragr1.policies.truncation import token_cap, truncation
-from langchain_ragr1.protocol import STOP_STRINGS
+from langchain_ragr1.protocol import STOP_STRINGS, cut_at_stop
 from langchain_ragr1.transcript import Segment, transcript_text
 
 
@@ -85,14 +87,26 @@ class LangChainPolicy(Policy):
     strip the stop string get it back, and the agent cuts the turn itself either way.
     The graph passes its node ``config``, so callbacks (LangGraph's ``stream_mode="messages"``
     token streaming, tracing) and tags reach the model.
+
+    The repetition stop (``repeat_stop_tokens``, ``repeat_stop_count``: :class:`Sampling`'s, with its
+    defaults; ``repeat_stop_tokens=0`` is off) cannot stop a LangChain model mid-turn: it is applied to the
+    finished turn, which is cut where its last ``repeat_stop_tokens`` units (words and punctuation marks:
+    no token ids reach this policy) have occurred ``repeat_stop_count`` times, with
+    ``finish_reason="repetition"``; the graph counts that turn as invalid.
     """
 
     reports_own_runs = True  # the model's own callbacks see each turn
 
-    def __init__(self, llm: BaseLanguageModel | Runnable, *, use_stop: bool = True) -> None:
+    def __init__(self, llm: BaseLanguageModel | Runnable, *, use_stop: bool = True,
+                 repeat_stop_tokens: int = DEFAULT_REPEAT_STOP_TOKENS,
+                 repeat_stop_count: int = DEFAULT_REPEAT_STOP_COUNT) -> None:
+        check_setting("repeat_stop_tokens", repeat_stop_tokens, "LangChainPolicy")
+        check_setting("repeat_stop_count", repeat_stop_count, "LangChainPolicy")
         self.chat = chat_input(llm)
         self.llm = llm
         self.use_stop = use_stop
+        self.repeat_stop_tokens = repeat_stop_tokens
+        self.repeat_stop_count = repeat_stop_count
 
     def _messages(self, segments: Sequence[Segment]) -> list[BaseMessage]:
         messages: list[BaseMessage] = []
@@ -156,6 +170,15 @@ class LangChainPolicy(Policy):
         cut_by = truncation(metadata, usage, token_cap(self.llm))
         if cut_by is not None:
             metadata["truncated_by"] = cut_by
-            return Generation(text=text, finish_reason="length", metadata=metadata)
+            return self._cut_repetition(Generation(text=text, finish_reason="length", metadata=metadata), stop)
         finish_reason = metadata.get("finish_reason") or metadata.get("stop_reason")
-        return Generation(text=_close_stripped_stop(text, stop), finish_reason=finish_reason, metadata=metadata)
+        generation = Generation(text=_close_stripped_stop(text, stop), finish_reason=finish_reason, metadata=metadata)
+        return self._cut_repetition(generation, stop)
+
+    def _cut_repetition(self, generation: Generation, stop: Sequence[str]) -> Generation:
+        """The finished turn cut where it repeated itself (:func:`cut_repetition`, on text units) before its
+        first stop string ends; otherwise as it is (the graph cuts it after that stop string)."""
+        text, stopped = cut_at_stop(generation.text, stop)
+        head = replace(generation, text=text, finish_reason="stop") if stopped else generation
+        cut = cut_repetition(head, self.repeat_stop_tokens, self.repeat_stop_count, self.decode)
+        return cut if cut.finish_reason == REPETITION else generation

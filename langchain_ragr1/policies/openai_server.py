@@ -15,6 +15,7 @@ from pydantic import SecretStr
 
 from langchain_ragr1.errors import ConfigError, MissingResourceError
 from langchain_ragr1.policies.langchain import LangChainPolicy
+from langchain_ragr1.policies.sampling import DEFAULT_REPEAT_STOP_COUNT, DEFAULT_REPEAT_STOP_TOKENS
 
 Flavour = Literal["completions", "chat"]
 FLAVOURS: tuple[str, ...] = ("completions", "chat")
@@ -73,6 +74,10 @@ def openai_server_llm(
     )
 
 
-def openai_server_policy(base_url: str, model: str, **kwargs: Any) -> LangChainPolicy:
-    """A :class:`LangChainPolicy` over :func:`openai_server_llm` (same arguments)."""
-    return LangChainPolicy(openai_server_llm(base_url, model, **kwargs))
+def openai_server_policy(base_url: str, model: str, *, repeat_stop_tokens: int = DEFAULT_REPEAT_STOP_TOKENS,
+                         repeat_stop_count: int = DEFAULT_REPEAT_STOP_COUNT, **kwargs: Any) -> LangChainPolicy:
+    """A :class:`LangChainPolicy` over :func:`openai_server_llm` (``kwargs``: its arguments). The server cannot
+    be stopped mid-turn by the repetition stop (``repeat_stop_tokens``, ``repeat_stop_count``; 0 tokens: off):
+    the policy cuts each finished turn where it repeated itself, counting words and punctuation marks."""
+    return LangChainPolicy(openai_server_llm(base_url, model, **kwargs), repeat_stop_tokens=repeat_stop_tokens,
+                           repeat_stop_count=repeat_stop_count)

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from langchain_ragr1.config import unknown_settings
 from langchain_ragr1.errors import ConfigError
+from langchain_ragr1.policies.repetition import RepeatTracker
 
 __all__ = ["Sampling", "check_policy_kwargs", "check_sampling_object", "check_setting", "unknown_settings"]
 
@@ -28,6 +29,14 @@ def _integer(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+#: Defaults of the repetition stop (:class:`Sampling`'s ``repeat_stop_tokens`` and ``repeat_stop_count``), chosen
+#: on saved turns of the shipped default (``scripts/repetition_stats.py``, reports/sft.md "Greedy loops"): the
+#: smallest span that stopped no turn of a question answered right.
+DEFAULT_REPEAT_STOP_TOKENS = 24
+DEFAULT_REPEAT_STOP_COUNT = 4
+#: The shortest repeated span that may stop a turn (shorter ones are ordinary phrases: "was born in").
+MIN_REPEAT_STOP_TOKENS = 4
+
 #: A setting's rule: (check, what to use instead), for the error that names it.
 Rule = tuple[Callable[[Any], bool], str]
 
@@ -39,6 +48,10 @@ RULES: dict[str, Rule] = {
     "top_k": (lambda v: _integer(v) and v >= 0, "an integer >= 0 (0 is off, e.g. 50)"),
     "min_p": (lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1] (0 is off, e.g. 0.05)"),
     "repetition_penalty": (lambda v: _number(v) and v > 0, "a finite number > 0 (1 is off, e.g. 1.1)"),
+    "repeat_stop_tokens": (lambda v: _integer(v) and (v == 0 or v >= MIN_REPEAT_STOP_TOKENS),
+                           f"0 (off) or an integer >= {MIN_REPEAT_STOP_TOKENS} (tokens in the repeated span, "
+                           f"e.g. 24)"),
+    "repeat_stop_count": (lambda v: _integer(v) and v >= 2, "an integer >= 2 (copies of the span, e.g. 4)"),
     "max_batch_size": (lambda v: _integer(v) and v >= 1, "a positive integer (e.g. 8)"),
     "batch_wait_s": (lambda v: _number(v) and v >= 0, "a finite number of seconds >= 0 (e.g. 0.02)"),
 }
@@ -63,8 +76,16 @@ class Sampling:
     ``min_p`` (0: off). ``repetition_penalty`` (1: off) applies either way, as in transformers and
     vLLM; the continuous policy refuses it (transformers' continuous batching drops it). These are
     ``trl.GRPOConfig``'s own sampling fields, with its defaults. ``max_new_tokens`` caps one turn
-    (the paper uses 500). Frozen and hashable: share one object between policies, change it with
-    :func:`dataclasses.replace`.
+    (the paper uses 500).
+
+    The repetition stop ends a turn that loops: once the turn's last ``repeat_stop_tokens`` tokens have
+    occurred ``repeat_stop_count`` times in it (copies that do not overlap, anywhere in the turn), the
+    turn ends at that token with ``finish_reason="repetition"`` (the tokens kept as sampled) and the graph
+    counts it as an invalid action. ``repeat_stop_tokens=0`` turns it off. Policies that decode token by
+    token stop there; the others cut the finished turn there
+    (:class:`~langchain_ragr1.policies.repetition.RepeatTracker`).
+
+    Frozen and hashable: share one object between policies, change it with :func:`dataclasses.replace`.
 
     >>> Sampling(temperature=0).greedy
     True
@@ -76,10 +97,18 @@ class Sampling:
     top_k: int = 0
     min_p: float = 0.0
     repetition_penalty: float = 1.0
+    repeat_stop_tokens: int = DEFAULT_REPEAT_STOP_TOKENS
+    repeat_stop_count: int = DEFAULT_REPEAT_STOP_COUNT
 
     def __post_init__(self) -> None:
         for field in fields(self):
             check_setting(field.name, getattr(self, field.name), "Sampling")
+
+    def repeat_tracker(self) -> RepeatTracker | None:
+        """A new tracker of the repetition stop for one turn, or ``None`` when it is off."""
+        if not self.repeat_stop_tokens:
+            return None
+        return RepeatTracker(self.repeat_stop_tokens, self.repeat_stop_count)
 
     @property
     def greedy(self) -> bool:

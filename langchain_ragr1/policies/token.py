@@ -21,7 +21,7 @@ from typing import Any, Hashable, Sequence
 from langchain_core.runnables import RunnableConfig
 
 from langchain_ragr1.errors import ConfigError
-from langchain_ragr1.policies.base import Generation, Policy, cut_generation
+from langchain_ragr1.policies.base import Generation, Policy, cut_generation, cut_repetition
 from langchain_ragr1.policies.batching import (
     GenerateCall,
     PolicyStats,
@@ -29,8 +29,9 @@ from langchain_ragr1.policies.batching import (
     overflow_result,
     prompt_token_ids,
 )
+from langchain_ragr1.policies.repetition import RepeatTracker
 from langchain_ragr1.policies.sampling import Sampling, check_policy_kwargs, check_sampling_object, check_setting
-from langchain_ragr1.protocol import STOP_STRINGS
+from langchain_ragr1.protocol import STOP_STRINGS, cut_at_stop
 from langchain_ragr1.transcript import Segment, make_segment
 
 
@@ -118,6 +119,27 @@ def render_user_message(tokenizer: Any, content: str) -> tuple[str, list[int]]:
         "keep that text apart from the template's control tokens. Set tokenizer.chat_template to a template "
         "that inserts message['content'] unchanged."
     )
+
+
+#: Generated tokens decoded to look for a stop string while a turn is generated (the protocol's are 9
+#: characters or fewer).
+STOP_TAIL_TOKENS = 12
+
+
+class TurnWatch:
+    """Whether a turn being generated should end now: a stop string in its last tokens, or the repetition
+    stop (``tracker``). One per turn; call it with the turn's ids so far after each step (the tracker reads
+    only the ids it has not seen). Which of the two ended the turn, :meth:`TokenPolicy._finish` says."""
+
+    __slots__ = ("stop", "decode", "tracker")
+
+    def __init__(self, stop: Sequence[str], decode: Any, tracker: RepeatTracker | None) -> None:
+        self.stop, self.decode, self.tracker = tuple(stop), decode, tracker
+
+    def __call__(self, tokens: Sequence[int]) -> bool:
+        if self.tracker is not None and self.tracker.update(tokens):
+            return True
+        return bool(self.stop) and cut_at_stop(self.decode(tokens[-STOP_TAIL_TOKENS:]), self.stop)[1]
 
 
 class TokenPolicy(Policy):
@@ -292,6 +314,12 @@ class TokenPolicy(Policy):
     def _run_batch(self, key: Any, payloads: list[Any]) -> list[Generation]:
         """Generate the turns of one batch."""
 
+    def _watch(self, stop: Sequence[str]) -> TurnWatch | None:
+        """What ends one turn early while it is generated (its stop strings, the repetition stop), or
+        ``None`` when neither applies."""
+        tracker = self._sampling.repeat_tracker()
+        return TurnWatch(stop, self.decode, tracker) if stop or tracker is not None else None
+
     def _finish(
         self,
         ids: list[int],
@@ -301,7 +329,9 @@ class TokenPolicy(Policy):
         prompt_len: int,
         batch: int,
     ) -> Generation:
-        """Strip end/pad tokens (``"eos"``), decode, cut after the first stop string (``"stop"``)."""
+        """Strip end/pad tokens (``"eos"``), decode, cut after the first stop string (``"stop"``) or where
+        the turn repeated itself (``"repetition"``, :func:`cut_repetition`), whichever comes first. A backend
+        that stopped the turn there already gets its label; one that could not gets the cut."""
         end = next((i for i, t in enumerate(ids) if t in self._end_ids), None)
         if end is not None:
             ids, reason = ids[:end], "eos"
@@ -312,7 +342,9 @@ class TokenPolicy(Policy):
             finish_reason=reason,
             metadata={"prompt_tokens": prompt_len, "batch_size": batch},
         )
-        return cut_generation(generation, stop, self.decode)
+        generation = cut_generation(generation, stop, self.decode)
+        sampling = self._sampling
+        return cut_repetition(generation, sampling.repeat_stop_tokens, sampling.repeat_stop_count, self.decode)
 
     def _record(self, results: Sequence[Generation]) -> None:
         with self._stats_lock:

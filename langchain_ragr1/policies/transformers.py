@@ -16,10 +16,31 @@ from langchain_ragr1.models import resolve_model_path
 from langchain_ragr1.policies.base import Generation
 from langchain_ragr1.policies.batching import GenerateCall, PolicyStats
 from langchain_ragr1.policies.profiling import FirstLogitsTimer, left_pad
+from langchain_ragr1.policies.repetition import RepeatTracker
 from langchain_ragr1.policies.sampling import Sampling
 from langchain_ragr1.policies.token import TokenPolicy, model_end_ids
 
-__all__ = ["PolicyStats", "TransformersPolicy", "FirstLogitsTimer", "Sampling"]
+__all__ = ["PolicyStats", "TransformersPolicy", "FirstLogitsTimer", "RepeatStoppingCriteria", "Sampling"]
+
+
+class RepeatStoppingCriteria:
+    """The repetition stop inside ``model.generate``, as a stopping criterion (a callable with
+    ``StoppingCriteria``'s signature, like :class:`FirstLogitsTimer` for the logits): a row is done once
+    its new tokens repeat themselves. One :class:`~langchain_ragr1.policies.repetition.RepeatTracker` per
+    row, fed only the columns added since the last call, so each step costs one look-up per row."""
+
+    def __init__(self, trackers: list[RepeatTracker], prompt_width: int) -> None:
+        self.trackers = trackers
+        self.seen = prompt_width  # columns of input_ids already fed to the trackers
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any = None, **kwargs: Any) -> torch.Tensor:
+        new = input_ids[:, self.seen:].tolist()
+        self.seen = input_ids.shape[1]
+        for tracker, row in zip(self.trackers, new):
+            for token in row:
+                tracker.push(token)
+        done = [tracker.fired_at is not None for tracker in self.trackers]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 class TransformersPolicy(TokenPolicy):
@@ -28,7 +49,9 @@ class TransformersPolicy(TokenPolicy):
     ``sampling`` (a :class:`~langchain_ragr1.policies.sampling.Sampling`, default ``Sampling()``)
     says how: ``Sampling(temperature=0)`` decodes greedily; otherwise it samples with its
     ``temperature``, ``top_p``, ``top_k`` and ``min_p``; ``repetition_penalty`` either way (left padding
-    is not penalised), at most ``max_new_tokens`` per turn. Log-probs are
+    is not penalised), at most ``max_new_tokens`` per turn; a turn that loops ends where the repetition stop
+    (``repeat_stop_tokens``, ``repeat_stop_count``) fires, as a stopping criterion inside
+    ``model.generate``. Log-probs are
     of the raw logits (temperature 1). Requests from concurrent callers are batched (left
     padding) up to ``max_batch_size``, waiting at most ``batch_wait_s`` for company. Call
     :meth:`close` (or use ``with``) to stop the worker.
@@ -81,6 +104,9 @@ class TransformersPolicy(TokenPolicy):
         batch = {"input_ids": torch.tensor(ids, device=self.model.device),
                  "attention_mask": torch.tensor(mask, device=self.model.device)}
         timer = FirstLogitsTimer()
+        # the repetition stop ends a looping row at once (rows done early are padded, then stripped by _finish)
+        trackers = [t for t in (sampling.repeat_tracker() for _ in prompts) if t is not None]
+        repeat: dict[str, Any] = {"stopping_criteria": [RepeatStoppingCriteria(trackers, len(ids[0]))]} if trackers else {}
         started = time.perf_counter()
         with torch.inference_mode():
             out = self.model.generate(
@@ -93,6 +119,7 @@ class TransformersPolicy(TokenPolicy):
                 return_dict_in_generate=True,
                 output_logits=True,
                 logits_processor=[timer],
+                **repeat,
                 **sampling.generate_kwargs(),
             )
             new = out.sequences[:, batch["input_ids"].shape[1] :]

@@ -51,7 +51,10 @@ class VLLMPolicy(TokenPolicy):
     transformers policies take) becomes one ``SamplingParams`` per request
     (:meth:`Sampling.sampling_params`): ``Sampling(temperature=0)`` decodes greedily. Log-probs
     are the engine's per-token log-probs of the sampled ids. A prompt
-    that leaves no room under ``max_model_len`` returns ``finish_reason="context_overflow"``.
+    that leaves no room under ``max_model_len`` returns ``finish_reason="context_overflow"``. The engine
+    decodes a whole batch in one call and cannot be stopped mid-turn by the repetition stop
+    (``Sampling.repeat_stop_tokens``): each finished turn is cut where it repeated itself, ids and log-probs
+    kept exactly as sampled up to there (``finish_reason="repetition"``).
     ``sampling_params_cls`` defaults to ``vllm.SamplingParams``. Call :meth:`close` (or use
     ``with``) to stop the batching worker, and the engine when :meth:`from_pretrained` started it.
     """
@@ -161,7 +164,8 @@ class VLLMPolicy(TokenPolicy):
 
 class VLLMServerPolicy(TokenPolicy):
     """Turns from a ``trl vllm-serve`` server through TRL's ``VLLMClient`` (the trainer's, weights synced),
-    sampled as ``sampling`` says (:meth:`Sampling.vllm_kwargs`)."""
+    sampled as ``sampling`` says (:meth:`Sampling.vllm_kwargs`). The server cannot be stopped mid-turn by the
+    repetition stop: each finished turn is cut where it repeated itself (ids and log-probs kept as sampled)."""
 
     def __init__(self, client: Any, tokenizer: Any, *, sampling: Sampling | None = None,
                  max_batch_size: int = 256, batch_wait_s: float = 0.01) -> None:
