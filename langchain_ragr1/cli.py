@@ -21,6 +21,7 @@ from rich.markup import escape
 from langchain_ragr1.errors import ConfigError, RagR1Error
 from langchain_ragr1.logs import log_to_stderr, quiet_libraries
 from langchain_ragr1.policies.factory import BACKENDS, DEFAULT_BACKEND, WEIGHT_KINDS
+from langchain_ragr1.policies.sampling import DEFAULT_REPEAT_STOP_COUNT, DEFAULT_REPEAT_STOP_TOKENS
 from langchain_ragr1.protocol import MODES, normalize_question
 from langchain_ragr1.retrievers.factory import RETRIEVER_KINDS, RetrieverKind
 from langchain_ragr1.server_options import add_encoder_options, add_server_options
@@ -42,6 +43,11 @@ def _add_agent_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=0.0,
                         help="sampling temperature; 0 is greedy (the same question, the same answer)")
     parser.add_argument("--seed", type=int, default=None, help="random seed for sampling (--temperature > 0)")
+    parser.add_argument("--repeat-stop-tokens", type=int, default=DEFAULT_REPEAT_STOP_TOKENS,
+                        help="the repetition stop: a model turn whose last N tokens have occurred --repeat-stop-count "
+                             "times in it ends there and counts as invalid; 0 turns it off")
+    parser.add_argument("--repeat-stop-count", type=int, default=DEFAULT_REPEAT_STOP_COUNT,
+                        help="copies (non-overlapping) of the last --repeat-stop-tokens tokens that stop a turn")
     parser.add_argument("--model", default="default",
                         help="a transformers model folder, 'default' (SmolLM2 + the shipped SFT adapter of each "
                              "--mode: multi-query for multi, naive-rag and direct; single-query for single, the "
@@ -267,6 +273,8 @@ def _ask(args: argparse.Namespace, out: Console, err: Console) -> int:
         url=args.url,
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
+        repeat_stop_tokens=args.repeat_stop_tokens,
+        repeat_stop_count=args.repeat_stop_count,
         backend=args.backend,
         weights=args.weights,
         mode=args.mode,
@@ -432,7 +440,8 @@ def _eval(args: argparse.Namespace, out: Console, err: Console) -> int:
             sample_seed=args.sample_seed, model=args.model,
             retriever=_retriever_kind(args), store=args.store, corpus=args.corpus, url=args.url, k=args.k,
             max_turns=args.max_turns, max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature, batch_size=args.batch_size, backend=args.backend,
+            temperature=args.temperature, repeat_stop_tokens=args.repeat_stop_tokens,
+            repeat_stop_count=args.repeat_stop_count, batch_size=args.batch_size, backend=args.backend,
             weights=args.weights,
             progress_factory=progress_factory,
         )

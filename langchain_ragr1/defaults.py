@@ -17,7 +17,7 @@ from langchain_ragr1.config import CONFIG_FIELDS, RagR1Config, unknown_settings
 from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.policies.base import Policy
 from langchain_ragr1.policies.factory import DEFAULT_BACKEND, check_path, check_policy_settings, default_policy
-from langchain_ragr1.policies.sampling import Sampling
+from langchain_ragr1.policies.sampling import DEFAULT_REPEAT_STOP_COUNT, DEFAULT_REPEAT_STOP_TOKENS, Sampling
 from langchain_ragr1.retrievers.factory import RetrieverKind, check_retriever_kind, make_retriever
 
 
@@ -30,6 +30,8 @@ def default_components(
     url: str | None = None,
     max_new_tokens: int = 500,
     temperature: float = 0.0,
+    repeat_stop_tokens: int = DEFAULT_REPEAT_STOP_TOKENS,
+    repeat_stop_count: int = DEFAULT_REPEAT_STOP_COUNT,
     show_progress: bool = True,
     backend: str = DEFAULT_BACKEND,
     weights: str | None = None,
@@ -41,6 +43,8 @@ def default_components(
 
     ``temperature=0`` (the default) decodes greedily, like ``ragr1 ask``, ``ragr1 eval`` and every
     number in the README: the same question gets the same answer. Pass ``temperature=0.7`` to sample.
+    ``repeat_stop_tokens`` / ``repeat_stop_count``: the repetition stop of each turn (see
+    :class:`~langchain_ragr1.policies.sampling.Sampling`; ``repeat_stop_tokens=0`` turns it off).
 
     ``agent_kwargs`` (``mode``, ``k``, ``max_turns``, ..., ``checkpointer``) are checked here and
     come back as ``agent_settings``, for :class:`~langchain_ragr1.agent.RagR1Agent`.
@@ -55,10 +59,12 @@ def default_components(
     agent_settings = names | {"checkpointer"}
     if set(agent_kwargs) - agent_settings:
         raise unknown_settings("default_agent", set(agent_kwargs) - agent_settings,
-                       agent_settings | {"model_path", "retriever", "store", "corpus", "url",
-                                         "max_new_tokens", "temperature", "show_progress", "backend", "weights"})
+                       agent_settings | {"model_path", "retriever", "store", "corpus", "url", "max_new_tokens",
+                                         "temperature", "repeat_stop_tokens", "repeat_stop_count", "show_progress",
+                                         "backend", "weights"})
     config = RagR1Config(**{key: value for key, value in agent_kwargs.items() if key in names})
-    sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature)
+    sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, repeat_stop_tokens=repeat_stop_tokens,
+                        repeat_stop_count=repeat_stop_count)
     policy_settings = {} if weights is None else {"weights": weights}
     check_policy_settings(model_path, sampling=sampling, backend=backend, **policy_settings)
     if not isinstance(retriever, BaseRetriever):

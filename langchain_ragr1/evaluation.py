@@ -25,7 +25,9 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_ragr1.config import STRATEGIES
 from langchain_ragr1.data.items import QAItem
 from langchain_ragr1.errors import ConfigError
+from langchain_ragr1.policies.sampling import DEFAULT_REPEAT_STOP_COUNT, DEFAULT_REPEAT_STOP_TOKENS
 from langchain_ragr1.protocol import exact_match, f1_score
+from langchain_ragr1.transcript import repetition_stops
 
 if TYPE_CHECKING:
     from langchain_ragr1.retrievers.factory import RetrieverKind
@@ -87,7 +89,7 @@ def prediction_record(item: QAItem, mode: str, result: dict | BaseException, sec
     }
     if isinstance(result, BaseException):
         return {**record, "answer": None, "em": 0.0, "f1": 0.0, "turns": 0, "steps": 0,
-                "invalid_turns": 0, "queries": [], "documents": [], "generated_tokens": None,
+                "invalid_turns": 0, "repetition_stops": 0, "queries": [], "documents": [], "generated_tokens": None,
                 "stop_reason": "error", "error": f"{type(result).__name__}: {result}", "trace": ""}
     answer = result.get("answer")
     titles = {d.metadata.get("title") for d in result.get("documents") or []}
@@ -102,6 +104,7 @@ def prediction_record(item: QAItem, mode: str, result: dict | BaseException, sec
         "turns": result["turns"],
         "steps": result["steps"],
         "invalid_turns": result["invalid_turns"],  # the graph counts every turn that did not parse, the final one too
+        "repetition_stops": repetition_stops(result.get("segments") or []),  # of those, turns that looped
         "queries": result["queries"],
         "documents": [d.metadata.get("title") for d in result.get("documents") or []],
         "generated_tokens": _generated_tokens(result),
@@ -167,6 +170,8 @@ def aggregate(records: Iterable[dict]) -> dict[str, Any]:
         "questions_per_min": 60 * n / wall if wall and all(r.get("wall_share_s") for r in records) else None,
         "n": n,
         "avg_generated_tokens": sum(tokens) / len(tokens) if tokens else None,
+        # turns the repetition stop ended, all questions together (older records: not counted)
+        "repetition_stops": sum(r.get("repetition_stops") or 0 for r in records),
         "answered": sum(r["answer"] is not None for r in records) / n,
         "errors": n - len(ok),
         "em_without_errors": sum(r["em"] for r in ok) / len(ok) if ok else None,
@@ -360,6 +365,8 @@ def run_eval(
     max_turns: int = 4,
     max_new_tokens: int = 500,
     temperature: float = 0.0,
+    repeat_stop_tokens: int = DEFAULT_REPEAT_STOP_TOKENS,
+    repeat_stop_count: int = DEFAULT_REPEAT_STOP_COUNT,
     batch_size: int = 8,
     backend: str = "fast",
     weights: str | None = None,
@@ -368,7 +375,8 @@ def run_eval(
     """What ``ragr1 eval`` does: load ``data``, build the retriever and the policies, evaluate, report.
 
     ``backend`` is ``"fast"`` (with ``weights``), ``"transformers"``, ``"continuous"`` or ``"vllm"`` (see
-    :func:`~langchain_ragr1.policies.factory.default_policy`).
+    :func:`~langchain_ragr1.policies.factory.default_policy`). ``repeat_stop_tokens`` / ``repeat_stop_count``
+    set the repetition stop of each turn (:class:`~langchain_ragr1.policies.sampling.Sampling`'s; tokens 0: off).
 
     Each strategy runs the policy of its agent mode (``config_for(strategy).mode``): with
     ``model=None``/``"default"``, ``single`` gets the single-query SFT adapter and ``multi`` the
@@ -390,7 +398,8 @@ def run_eval(
     from langchain_ragr1.retrievers.factory import make_retriever
 
     modes = check_modes(modes)
-    decoding = Sampling(max_new_tokens=max_new_tokens, temperature=temperature)  # checked before any index or model
+    decoding = Sampling(max_new_tokens=max_new_tokens, temperature=temperature,  # checked before any index or model
+                        repeat_stop_tokens=repeat_stop_tokens, repeat_stop_count=repeat_stop_count)
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be a positive number of questions, got {limit}.")
     if backend not in BACKENDS:
@@ -407,8 +416,9 @@ def run_eval(
         metrics = evaluate(items, modes, agents.__getitem__, out, batch_size=batch_size, progress=progress)
     finally:
         policies.close()
-    settings = {"k": k, "max_turns": max_turns, "max_new_tokens": max_new_tokens,
-                "temperature": temperature, "retriever": retriever, "model": str(model or "default"),
+    settings = {"k": k, "max_turns": max_turns, "max_new_tokens": max_new_tokens, "temperature": temperature,
+                "repeat_stop_tokens": decoding.repeat_stop_tokens, "repeat_stop_count": decoding.repeat_stop_count,
+                "retriever": retriever, "model": str(model or "default"),
                 "model_folders": {m: policies.folders[configs[m].mode].name for m in modes},
                 "backend": backend, "weights": weights, "limit": limit, "sampling": sampling, "sample_seed": sample_seed}
     write_report(metrics, out, data=data, settings=settings,

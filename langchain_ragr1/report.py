@@ -11,7 +11,8 @@ PLOT_FILE = "metrics.png"
 _COLUMNS = (
     ("em", "EM", "{:.3f}"), ("f1", "F1", "{:.3f}"), ("avg_turns", "turns", "{:.2f}"),
     ("avg_queries", "queries/turn", "{:.2f}"), ("format_ok", "format ok", "{:.1%}"),
-    ("avg_generated_tokens", "gen. tokens", "{:.0f}"), ("avg_seconds", "avg s", "{:.2f}"),
+    ("avg_generated_tokens", "gen. tokens", "{:.0f}"), ("repetition_stops", "loops stopped", "{}"),
+    ("avg_seconds", "avg s", "{:.2f}"),
     ("p95_seconds", "p95 s", "{:.2f}"), ("questions_per_min", "q/min", "{:.2f}"), ("n", "n", "{}"), ("errors", "errors", "{}"),
 )
 

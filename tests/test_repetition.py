@@ -13,7 +13,10 @@ from langchain_core.documents import Document
 from langchain_core.language_models.fake import FakeListLLM
 
 from langchain_ragr1 import RagR1Agent
+from langchain_ragr1.config import RagR1Config
+from langchain_ragr1.data.items import QAItem
 from langchain_ragr1.errors import ConfigError
+from langchain_ragr1.evaluation import aggregate, prediction_record
 from langchain_ragr1.policies import Generation, LangChainPolicy, Sampling, TransformersPolicy
 from langchain_ragr1.policies.base import cut_repetition
 from langchain_ragr1.policies.continuous import ContinuousTransformersPolicy
@@ -21,6 +24,7 @@ from langchain_ragr1.policies.fast import FastPolicy
 from langchain_ragr1.policies.repetition import RepeatTracker, repetition_end, text_repetition_end
 from langchain_ragr1.protocol import INVALID_ACTION_TEXT, make_prompt
 from langchain_ragr1.testing import MemoryRetriever, ScriptedPolicy
+from langchain_ragr1.tuning.rl_rollout import GraphRollout, RolloutSettings
 
 DOCS = [Document("Marie Curie physicist born 1867", metadata={"title": "Marie Curie"})]
 QUESTION = "Who was born first, Marie Curie or Albert Einstein?"
@@ -229,6 +233,11 @@ def test_the_graph_counts_a_stopped_turn_as_invalid_and_asks_again():
     assert stopped["action"]["kind"] == "invalid" and "repetition stop" in stopped["action"]["reason"]
     assert invalid_text["text"] == INVALID_ACTION_TEXT and answer["finish_reason"] == "stop"
     assert result["invalid_turns"] == 1 and result["answer"] == "Marie Curie"
+    item = QAItem(id="q1", question=QUESTION, golden_answers=["Marie Curie"])
+    record = prediction_record(item, "multi", result, 1.0)
+    assert record["repetition_stops"] == 1 and record["invalid_turns"] == 1
+    metrics = aggregate([record])
+    assert metrics["repetition_stops"] == 1 and metrics["format_ok"] == 0.5
 
 
 def test_a_langchain_model_that_loops_gets_the_invalid_action_text():
@@ -236,3 +245,18 @@ def test_a_langchain_model_that_loops_gets_the_invalid_action_text():
     result = RagR1Agent(llm=llm, retriever=MemoryRetriever(documents=DOCS)).invoke(QUESTION)
     assert result["segments"][1]["finish_reason"] == "repetition" and result["invalid_turns"] == 1
     assert result["segments"][2]["text"] == INVALID_ACTION_TEXT and result["answer"] == "Marie Curie"
+
+
+def test_rollout_of_a_stopped_turn_keeps_the_sampled_ids_and_logprobs(tiny_model, smollm2_tokenizer, stop_on):
+    off = Sampling(max_new_tokens=40, temperature=0, repeat_stop_tokens=0)
+    with TransformersPolicy(tiny_model, smollm2_tokenizer, sampling=off) as policy:
+        free = policy.generate(prompt(policy, QUESTION), stop=())
+    with TransformersPolicy(tiny_model, smollm2_tokenizer, sampling=stop_on) as policy:
+        rollout = GraphRollout(MemoryRetriever(documents=DOCS), RolloutSettings(agent=RagR1Config(max_turns=0)),
+                               policy=policy)
+        out = rollout([QUESTION], None)
+    ids, mask, logprobs = out["completion_ids"][0], out["env_mask"][0], out["logprobs"][0]
+    kept = [(t, lp) for t, m, lp in zip(ids, mask, logprobs) if m]
+    assert [t for t, _ in kept] == free.token_ids[:12] and [lp for _, lp in kept] == free.logprobs[:12]
+    assert out["repetition_stops"] == [1] and out["invalid_turns"] == [1] and out["format_ok"] == [False]
+    assert rollout.last["ragr1/repetition_stops"] == 1.0

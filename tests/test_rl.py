@@ -16,7 +16,7 @@ from langchain_ragr1.protocol import INVALID_ACTION_TEXT
 from langchain_ragr1.testing import MemoryRetriever, ScriptedPolicy
 from langchain_ragr1.tuning.checkpoints import last_complete_checkpoint
 from langchain_ragr1.tuning.metrics import write_metrics
-from langchain_ragr1.tuning.rl import build_trainer
+from langchain_ragr1.tuning.rl import build_trainer, check_rl
 from langchain_ragr1.tuning.rl_questions import select_rl_questions, solve_counts
 from langchain_ragr1.tuning.rl_rewards import RewardError, default_rewards, trl_reward
 from langchain_ragr1.tuning.rl_rollout import GraphRollout, RolloutSettings
@@ -310,9 +310,12 @@ def test_rollout_settings_hold_the_whole_agent_config(tmp_path, tiny_model, smol
 
 
 def test_the_rollout_samples_with_grpo_configs_sampling_fields(tmp_path, tiny_model, smollm2_tokenizer):
-    config = tiny_config(tmp_path, reward_weights=[1.0], top_p=0.9, top_k=7, min_p=0.05, repetition_penalty=1.1)
+    config = tiny_config(tmp_path, reward_weights=[1.0], top_p=0.9, top_k=7, min_p=0.05, repetition_penalty=1.1,
+                         repeat_stop_tokens=16, repeat_stop_count=3)  # the script's repetition stop, too
     trainer, rollout = build_trainer(*config, model=tiny_model, tokenizer=smollm2_tokenizer, retriever=retriever(),
                                      items=[Item(i) for i in range(4)], reward_funcs=[alternating])
     with rollout._policy(trainer) as policy:
         assert policy.sampling == Sampling(max_new_tokens=8, temperature=1.0, top_p=0.9, top_k=7, min_p=0.05,
-                                           repetition_penalty=1.1)
+                                           repetition_penalty=1.1, repeat_stop_tokens=16, repeat_stop_count=3)
+    with pytest.raises(ConfigError, match="repeat_stop_count"):
+        check_rl(tiny_config(tmp_path, repeat_stop_count=1))

@@ -256,6 +256,8 @@ def test_each_from_pretrained_checks_its_settings_before_loading(nothing_loads, 
     (["--temperature", "-1"], "temperature must be a finite number >= 0"),
     (["--temperature", "nan"], "temperature must be a finite number"),
     (["--max-new-tokens", "0"], "max_new_tokens must be a positive integer"),
+    (["--repeat-stop-tokens", "2"], "repeat_stop_tokens must be 0 (off) or an integer >= 4"),
+    (["--repeat-stop-count", "1"], "repeat_stop_count must be an integer >= 2"),
     (["--max-turns", "-1"], "max_turns must be an integer >= 0"),
 ])
 def test_cli_ask_reports_a_bad_setting_before_anything_loads(nothing_loads, capsys, argv, match):

@@ -19,6 +19,7 @@ import yaml
 from langchain_ragr1.config import check_int, check_seconds
 from langchain_ragr1.errors import ConfigError, RagR1Error
 from langchain_ragr1.extras import require
+from langchain_ragr1.policies.sampling import DEFAULT_REPEAT_STOP_COUNT, DEFAULT_REPEAT_STOP_TOKENS
 from langchain_ragr1.retrievers.factory import RetrieverKind
 from langchain_ragr1.tuning.sft_data import SampleFormat
 
@@ -84,6 +85,9 @@ class RLScriptArguments:
     retriever_store: str | None = _arg(None, "a Chroma folder / BM25 index (null: bundled)")
     retriever_url: str | None = _arg(None, "retriever http: a /retrieve endpoint")
     max_new_tokens: int = _arg(500, "new tokens per model turn (paper: 500)")
+    repeat_stop_tokens: int = _arg(DEFAULT_REPEAT_STOP_TOKENS, "the repetition stop: a turn whose last N tokens "
+                                   "occurred repeat_stop_count times in it ends there, invalid (0: off)")
+    repeat_stop_count: int = _arg(DEFAULT_REPEAT_STOP_COUNT, "copies of the span that stop a turn (>= 2)")
     max_batch_size: int = _arg(64, "concurrent turns batched into one generate call")
     rollout_backend: RolloutBackend = _arg("fast", "without vLLM: fast (the lean fp32 engine: training's own "
                                            "log-probs), transformers (model.generate) or continuous")

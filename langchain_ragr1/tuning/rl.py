@@ -41,7 +41,8 @@ def check_rl(parsed: tuple[Any, ...]) -> None:
     """What crosses the parsed ``(RLScriptArguments, trl.GRPOConfig, trl.ModelConfig, RagR1Config)``
     (nothing loads): the rollout samples as GRPOConfig says, vLLM needs a GPU, one weight per reward."""
     script, args, _, _ = parsed
-    sampling = rollout_sampling(args, script.max_new_tokens)  # a bad top_k, min_p, ...: named here
+    sampling = rollout_sampling(args, script.max_new_tokens, repeat_stop_tokens=script.repeat_stop_tokens,
+                                repeat_stop_count=script.repeat_stop_count)  # a bad top_k, min_p, ...: named here
     if sampling.greedy:
         raise ConfigError(f"RL: temperature must be > 0 (GRPO compares sampled episodes), got {args.temperature}")
     if args.generation_kwargs:
@@ -118,6 +119,8 @@ def build_trainer(script: RLScriptArguments, args: Any, model_args: Any, agent: 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     rollout = GraphRollout(retriever, RolloutSettings(agent=agent, max_new_tokens=script.max_new_tokens,
+                                                      repeat_stop_tokens=script.repeat_stop_tokens,
+                                                      repeat_stop_count=script.repeat_stop_count,
                                                       max_batch_size=script.max_batch_size,
                                                       backend=script.rollout_backend))
     output_dir = Path(args.output_dir)

@@ -24,9 +24,9 @@ from langchain_ragr1.config import RagR1Config
 from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.extras import require
 from langchain_ragr1.policies.base import Generation, Policy
-from langchain_ragr1.policies.sampling import Sampling
+from langchain_ragr1.policies.sampling import DEFAULT_REPEAT_STOP_COUNT, DEFAULT_REPEAT_STOP_TOKENS, Sampling
 from langchain_ragr1.protocol import STOP_STRINGS
-from langchain_ragr1.transcript import Segment, token_ids_and_mask
+from langchain_ragr1.transcript import Segment, repetition_stops, token_ids_and_mask
 
 
 @dataclass
@@ -39,6 +39,10 @@ class RolloutSettings:
 
     agent: RagR1Config = field(default_factory=RagR1Config)
     max_new_tokens: int = 500
+    #: the repetition stop of each turn (:class:`Sampling`'s): a turn that loops ends there, kept exactly as
+    #: sampled, and counts as invalid; ``repeat_stop_tokens=0`` turns it off
+    repeat_stop_tokens: int = DEFAULT_REPEAT_STOP_TOKENS
+    repeat_stop_count: int = DEFAULT_REPEAT_STOP_COUNT
     max_batch_size: int = 64
     #: without vLLM: "fast" (the lean engine over the training model's weights, static batches, finished
     #: rows dropped), "transformers" (``model.generate``, static batches) or "continuous" (continuous batching)
@@ -77,6 +81,7 @@ def episode_sample(result: dict, max_completion_length: int | None, eos_id: int 
         "answer": result.get("answer"),
         "turns": int(result.get("turns") or 0),
         "invalid_turns": int(result.get("invalid_turns") or 0),
+        "repetition_stops": repetition_stops(segments),
         "stop_reason": result.get("stop_reason"),
         "format_ok": format_ok,
         "truncated": truncated,
@@ -176,6 +181,7 @@ class GraphRollout:
             "ragr1/truncated": truncated / n,
             "ragr1/truncated_total": float(self.totals["truncated"]),
             "ragr1/answered": sum(s["answer"] is not None for s in samples) / n,
+            "ragr1/repetition_stops": sum(s["repetition_stops"] for s in samples) / n,
             "ragr1/response_tokens": sum(s["response_tokens"] for s in samples) / n,
             "ragr1/env_tokens": sum(len(s["env_mask"]) - s["response_tokens"] for s in samples) / n,
         }
@@ -192,7 +198,8 @@ class GraphRollout:
             return
         if trainer is None:
             raise ConfigError("GraphRollout needs a policy, or the trainer that calls it.")
-        sampling = rollout_sampling(trainer.args, s.max_new_tokens)
+        sampling = rollout_sampling(trainer.args, s.max_new_tokens, repeat_stop_tokens=s.repeat_stop_tokens,
+                                    repeat_stop_count=s.repeat_stop_count)
         policy: Policy
         if getattr(trainer, "use_vllm", False):
             policy = _vllm_policy(trainer, sampling)
@@ -234,11 +241,13 @@ class GraphRollout:
                 model.train(was_training)
 
 
-def rollout_sampling(args: Any, max_new_tokens: int) -> Sampling:
+def rollout_sampling(args: Any, max_new_tokens: int, *, repeat_stop_tokens: int = DEFAULT_REPEAT_STOP_TOKENS,
+                     repeat_stop_count: int = DEFAULT_REPEAT_STOP_COUNT) -> Sampling:
     """The rollouts' :class:`Sampling`: the sampling fields of the run's ``trl.GRPOConfig`` (``args``),
-    as TRL's own generation reads them (``min_p`` None is off)."""
+    as TRL's own generation reads them (``min_p`` None is off), with the turn budget and the repetition stop."""
     return Sampling(max_new_tokens=max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                    top_k=args.top_k, min_p=args.min_p or 0.0, repetition_penalty=args.repetition_penalty)
+                    top_k=args.top_k, min_p=args.min_p or 0.0, repetition_penalty=args.repetition_penalty,
+                    repeat_stop_tokens=repeat_stop_tokens, repeat_stop_count=repeat_stop_count)
 
 
 def _vllm_policy(trainer: Any, sampling: Sampling) -> Policy:
