@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,6 +26,8 @@ from langchain_ragr1.policies.sampling import DEFAULT_REPEAT_STOP_COUNT, DEFAULT
 from langchain_ragr1.protocol import MODES, normalize_question
 from langchain_ragr1.retrievers.factory import RETRIEVER_KINDS, RetrieverKind
 from langchain_ragr1.server_options import add_encoder_options, add_server_options
+from langchain_ragr1.timings import Timings, mark, phase, recording
+from langchain_ragr1.timings import current as current_timings
 
 _FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 
@@ -91,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_agent_options(ask)
     ask.add_argument("--json", action="store_true",
                      help="print one JSON document (answer, turns, queries, documents, ...) instead of the trace")
+    ask.add_argument("--timings", action="store_true",
+                     help="print on stderr where the seconds went: imports, retriever open, model load, embedder "
+                          "load, first token, episode (seconds from the process's start)")
 
     index = commands.add_parser("index", help="build a Chroma or BM25 store from a corpus",
                                 formatter_class=_FORMATTER)
@@ -264,6 +270,7 @@ def _ask(args: argparse.Namespace, out: Console, err: Console) -> int:
     kind = _retriever_kind(args)
     if not args.json:
         err.print(f"[dim]loading the {args.model} model and the {kind} retriever ...[/dim]")
+        mark("first line")
     started = time.perf_counter()
     agent = default_agent(
         model_path=args.model,
@@ -285,12 +292,31 @@ def _ask(args: argparse.Namespace, out: Console, err: Console) -> int:
     _warm_retriever(agent.retriever)
     if args.json:
         episode_start = time.perf_counter()
-        result = agent.invoke(args.question)
+        with phase("episode"):
+            result = agent.invoke(args.question)
         print(json.dumps(result_json(result, time.perf_counter() - episode_start), indent=2))
     else:
         err.print(f"[dim]ready in {time.perf_counter() - started:.1f} s[/dim]")
-        stream_episode(agent, args.question, out)
+        with phase("episode"):
+            stream_episode(agent, args.question, out)
+    _print_timings(err)
     return 0
+
+
+def _print_timings(err: Console) -> None:
+    """The phases recorded so far (``--timings``), on stderr."""
+    record = current_timings()
+    if record is None:
+        return
+    notes = {"imports": "Python's start, the command's imports, its options",
+             "embedder load": "a thread, beside the model's first turn",
+             "episode": "generation and retrieval, printing each step"}
+    if "first token" in record.moments and "episode" in record.spans:
+        into = record.moments["first token"] - record.spans["episode"][0]
+        notes["first token"] = f"{into:.2f} s into the episode"
+    err.print("timings:", markup=False)
+    for line in record.lines(notes):
+        err.print(f"  {line}", markup=False)
 
 
 def _warm_retriever(retriever: Any) -> None:
@@ -300,7 +326,11 @@ def _warm_retriever(retriever: Any) -> None:
 
     warm = getattr(getattr(getattr(retriever, "vectorstore", None), "embeddings", None), "warm", None)
     if callable(warm):
-        threading.Thread(target=warm, name="ragr1-warm-embedder", daemon=True).start()
+        def load() -> None:
+            with phase("embedder load"):
+                warm()
+
+        threading.Thread(target=load, name="ragr1-warm-embedder", daemon=True).start()
 
 
 def _index_documents(args: argparse.Namespace, err: Console) -> tuple[list, Any]:
@@ -465,7 +495,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     # torch loads later: passive OpenMP waiting keeps the retriever and generator threads (and
     # any other process on a small machine) from spinning against each other.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    entered = time.perf_counter()
     args = _parser().parse_args(argv)
+    record = Timings() if getattr(args, "timings", False) else None
+    if record is not None:
+        record.add_span("imports", record.origin, entered)
+    with recording(record) if record is not None else nullcontext():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     log_to_stderr()  # the library's notices (one-time conversions, rebuilt caches) on stderr
     if not getattr(args, "verbose", False):
         quiet_libraries()

@@ -19,6 +19,7 @@ from langchain_ragr1.policies.base import Policy
 from langchain_ragr1.policies.factory import DEFAULT_BACKEND, check_path, check_policy_settings, default_policy
 from langchain_ragr1.policies.sampling import DEFAULT_REPEAT_STOP_COUNT, DEFAULT_REPEAT_STOP_TOKENS, Sampling
 from langchain_ragr1.retrievers.factory import RetrieverKind, check_retriever_kind, make_retriever
+from langchain_ragr1.timings import phase
 
 
 def default_components(
@@ -77,8 +78,10 @@ def default_components(
     # the model; not both at once in two threads: transformers' lazy imports race (`cannot
     # import name 'AutoModel'` seen here when the embedder and the model loaded together).
     if not isinstance(retriever, BaseRetriever):
-        retriever = make_retriever(retriever, k=agent_kwargs.get("k", 3), store=store, corpus=corpus, url=url,
-                                   show_progress=show_progress)
-    policy = default_policy(model_path, sampling=sampling, show_progress=show_progress, backend=backend,
-                            mode=config.mode, **policy_settings)
+        with phase("retriever open"):
+            retriever = make_retriever(retriever, k=agent_kwargs.get("k", 3), store=store, corpus=corpus, url=url,
+                                       show_progress=show_progress)
+    with phase("model load"):
+        policy = default_policy(model_path, sampling=sampling, show_progress=show_progress, backend=backend,
+                                mode=config.mode, **policy_settings)
     return policy, retriever, agent_kwargs

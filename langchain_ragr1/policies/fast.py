@@ -23,6 +23,7 @@ from langchain_ragr1.policies.decoder import LlamaDecoder, supports
 from langchain_ragr1.policies.sampling import Sampling, check_policy_kwargs
 from langchain_ragr1.policies.transformers import TransformersPolicy
 from langchain_ragr1.policies.weights import WEIGHT_KINDS, check_weights
+from langchain_ragr1.timings import mark
 
 __all__ = ["FastPolicy", "WEIGHT_KINDS"]
 
@@ -120,6 +121,10 @@ class FastPolicy(TransformersPolicy):
         # one watch per row: its stop strings and its repetition stop, so a looping turn ends at once
         watches = [self._watch(stop) for _ in prompts]
 
+        def on_first_token() -> None:
+            first.append(time.perf_counter())
+            mark("first token")
+
         def should_stop(row: int, tokens: list[int]) -> bool:
             watch = watches[row]
             return watch is not None and watch(tokens)
@@ -127,7 +132,7 @@ class FastPolicy(TransformersPolicy):
         started = time.perf_counter()
         rows = self.decoder.generate(
             prompts, max_new_tokens, end_ids=sorted(self._end_ids), pick=self._pick(sampling),
-            should_stop=should_stop, on_first_token=lambda: first.append(time.perf_counter()),
+            should_stop=should_stop, on_first_token=on_first_token,
         )
         results = [
             self._finish(row.token_ids, row.logprobs, "length", stop, len(prompt), len(prompts))

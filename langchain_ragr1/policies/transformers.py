@@ -19,6 +19,7 @@ from langchain_ragr1.policies.profiling import FirstLogitsTimer, left_pad
 from langchain_ragr1.policies.repetition import RepeatTracker
 from langchain_ragr1.policies.sampling import Sampling
 from langchain_ragr1.policies.token import TokenPolicy, model_end_ids
+from langchain_ragr1.timings import mark
 
 __all__ = ["PolicyStats", "TransformersPolicy", "FirstLogitsTimer", "RepeatStoppingCriteria", "Sampling"]
 
@@ -122,6 +123,8 @@ class TransformersPolicy(TokenPolicy):
                 **repeat,
                 **sampling.generate_kwargs(),
             )
+            if timer.first is not None:
+                mark("first token", timer.first)
             new = out.sequences[:, batch["input_ids"].shape[1] :]
             logprobs = torch.stack(
                 [
