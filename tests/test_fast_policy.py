@@ -111,6 +111,31 @@ def test_bfloat16_weights_are_prepacked(tiny_model):
     assert decoder.weight_bytes < sum(p.numel() * 4 for p in tiny_model.parameters()) / 1.9
 
 
+def test_the_packed_product_is_checked_once_per_weight_shape(tiny_model, monkeypatch):
+    """One check per shape serves every matrix of it (and later decoders in the process); a shape whose check
+    fails stays plain bf16 in every layer while the others are packed."""
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch has no oneDNN")
+    from langchain_ragr1.policies import decoder as engine
+
+    monkeypatch.setattr(engine, "_PACKED_SHAPE_AGREES", {})
+    checked: list[tuple[int, ...]] = []
+    real_check = engine._packed_agrees
+
+    def check(weight, packed):
+        checked.append(tuple(weight.shape))
+        return real_check(weight, packed) and tuple(weight.shape) != (32, 32)  # o_proj's shape: as if it disagreed
+
+    monkeypatch.setattr(engine, "_packed_agrees", check)
+    decoder = LlamaDecoder(tiny_model)
+    assert len(checked) == len(set(checked)) == 5  # qkv, o, gate_up, down, head: 9 matrices
+    for layer in decoder.layers:
+        assert layer.o.packed is None and layer.o.weight.device.type == "cpu" and layer.o.weight.dtype == torch.bfloat16
+        assert layer.qkv.packed is not None and layer.gate_up.packed is not None and layer.down.packed is not None
+    LlamaDecoder(tiny_model)
+    assert len(checked) == 5
+
+
 def test_sampling_is_seeded_and_top_p_keeps_the_nucleus(varied_model, smollm2_tokenizer):
     sampled = Sampling(max_new_tokens=16, temperature=1.0, top_p=1.0)
     runs = []

@@ -63,17 +63,34 @@ def supports(model: Any) -> str | None:
     return None
 
 
+#: Whether the packed product agreed with ``F.linear``, per weight shape ([out, in], bf16) checked in this process.
+#: What the check catches (a torch whose oneDNN kernel or blocked layout is wrong for a shape) does not depend on the
+#: values, so one check serves every matrix of a shape: SmolLM2 has 5 shapes in 121 matrices, and each check
+#: converts its matrix to fp32 (about half the decoder's build time when every matrix was checked).
+_PACKED_SHAPE_AGREES: dict[tuple[int, ...], bool] = {}
+
+
+def _packed_agrees(weight: torch.Tensor, packed: torch.Tensor) -> bool:
+    """Whether oneDNN's product with ``packed`` equals ``F.linear`` with ``weight`` up to bf16 rounding, on a probe."""
+    probe = torch.randn(3, weight.shape[1], generator=torch.Generator().manual_seed(0)).to(weight.dtype)
+    got = torch.ops.mkldnn._linear_pointwise(probe, packed, None, "none", [], "").float()
+    want = F.linear(probe.float(), weight.float())
+    return bool(torch.allclose(got, want, rtol=2e-2, atol=2e-2 * float(want.abs().max())))
+
+
 def _onednn_pack(weight: torch.Tensor) -> torch.Tensor | None:
     """``weight`` (bf16 [out, in]) in oneDNN's prepacked layout, or ``None`` where this torch has no
-    oneDNN or the packed product disagrees with ``F.linear`` beyond bf16 rounding."""
+    oneDNN or the packed product disagrees with ``F.linear`` beyond bf16 rounding (checked once per shape)."""
+    shape = tuple(weight.shape)
+    if _PACKED_SHAPE_AGREES.get(shape) is False:
+        return None
     try:
         packed = torch.ops.mkldnn._reorder_linear_weight(weight, 1)
-        probe = torch.randn(3, weight.shape[1], generator=torch.Generator().manual_seed(0)).to(weight.dtype)
-        got = torch.ops.mkldnn._linear_pointwise(probe, packed, None, "none", [], "").float()
+        if shape not in _PACKED_SHAPE_AGREES:
+            _PACKED_SHAPE_AGREES[shape] = _packed_agrees(weight, packed)
     except (AttributeError, RuntimeError, NotImplementedError):
         return None
-    want = F.linear(probe.float(), weight.float())
-    return packed if torch.allclose(got, want, rtol=2e-2, atol=2e-2 * float(want.abs().max())) else None
+    return packed if _PACKED_SHAPE_AGREES[shape] else None
 
 
 def _weight(linear: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
