@@ -142,9 +142,11 @@ class RagR1Agent(Runnable[AgentInput, dict]):
         unless given, as in ``ragr1 ask`` and the README's numbers.
         """
         from langchain_ragr1.defaults import default_components
+        from langchain_ragr1.timings import phase
 
         policy, retriever, settings = default_components(**kwargs)
-        return cls(policy, retriever, **settings)
+        with phase("graph build"):
+            return cls(policy, retriever, **settings)
 
     def _call_config(self, config: RunnableConfig | None, context: Any = None) -> RunnableConfig | None:
         """``config`` with a recursion limit that fits a per-run ``max_turns`` (configurable or context)."""

@@ -264,14 +264,15 @@ def _retriever_kind(args: argparse.Namespace) -> RetrieverKind:
 
 
 def _ask(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from langchain_ragr1.agent import default_agent
-
     normalize_question(args.question)  # fail before loading anything
     kind = _retriever_kind(args)
-    if not args.json:
+    if not args.json:  # the first line, before anything heavy is imported
         err.print(f"[dim]loading the {args.model} model and the {kind} retriever ...[/dim]")
         mark("first line")
     started = time.perf_counter()
+    with phase("graph imports"):  # LangGraph and LangChain
+        from langchain_ragr1.agent import default_agent
+
     agent = default_agent(
         model_path=args.model,
         retriever=kind,
@@ -309,6 +310,9 @@ def _print_timings(err: Console) -> None:
     if record is None:
         return
     notes = {"imports": "Python's start, the command's imports, its options",
+             "graph imports": "LangGraph, LangChain",
+             "retriever open": "its imports (Chroma), opening the store",
+             "model load": "its imports (torch, transformers), tokenizer, weights, decoder",
              "embedder load": "a thread, beside the model's first turn",
              "episode": "generation and retrieval, printing each step"}
     if "first token" in record.moments and "episode" in record.spans:

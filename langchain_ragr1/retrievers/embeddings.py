@@ -8,7 +8,6 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 from langchain_core.embeddings import Embeddings
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from tqdm.auto import tqdm
@@ -74,6 +73,7 @@ class EncoderEmbeddings(BaseModel, Embeddings):
     _cache: OrderedDict[str, list[float]] = PrivateAttr(default_factory=OrderedDict)
 
     def _load(self) -> None:
+        import torch  # here, not at the top: opening a Chroma store (which holds one of these) needs no torch
         from transformers import AutoModel, AutoTokenizer
 
         path = Path(self.model_path) if self.model_path else default_model_path()
@@ -93,21 +93,23 @@ class EncoderEmbeddings(BaseModel, Embeddings):
             if self._model is None:
                 self._load()
 
-    @torch.inference_mode()
     def _encode(self, texts: list[str]) -> list[list[float]]:
-        with self._lock:
-            if self._model is None:
-                self._load()
-            batch = self._tokenizer(
-                texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-            ).to(self.device)
-            hidden = self._model(**batch).last_hidden_state.float()
-        if self.pooling == "cls":
-            pooled = hidden[:, 0]
-        else:
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(pooled, dim=-1).cpu().tolist()
+        import torch
+
+        with torch.inference_mode():
+            with self._lock:
+                if self._model is None:
+                    self._load()
+                batch = self._tokenizer(
+                    texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+                ).to(self.device)
+                hidden = self._model(**batch).last_hidden_state.float()
+            if self.pooling == "cls":
+                pooled = hidden[:, 0]
+            else:
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, dim=-1).cpu().tolist()
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed passages in batches of similar length (less padding); output keeps the input order."""

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Literal, cast, get_args
-
-from langchain_core.embeddings import Embeddings
-from langchain_core.retrievers import BaseRetriever
+from typing import TYPE_CHECKING, Any, Callable, Literal, cast, get_args
 
 from langchain_ragr1.errors import ConfigError, MissingResourceError
+
+if TYPE_CHECKING:  # `ragr1` reads RETRIEVER_KINDS before LangChain loads
+    from langchain_core.embeddings import Embeddings
+    from langchain_core.retrievers import BaseRetriever
 
 RetrieverKind = Literal["chroma", "bm25", "http", "faiss", "milvus"]
 RETRIEVER_KINDS: tuple[str, ...] = get_args(RetrieverKind)  # one list: the Literal

@@ -1,0 +1,110 @@
+"""`ragr1 ask`'s start and end (issue 22): the first line before any heavy import, `--timings`' phases, and
+the end without Python's module teardown only where nothing is left to close or wait for."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from langchain_core.documents import Document
+
+from langchain_ragr1 import cli
+from langchain_ragr1.testing import MemoryRetriever, ScriptedPolicy
+
+#: Each takes from a few tenths of a second (NumPy) to seconds (torch, transformers) to import on a small machine.
+#: (``langchain_core`` itself is light: its heavy parts are these submodules.)
+HEAVY = ("torch", "transformers", "chromadb", "langgraph", "langsmith", "numpy", "langchain_core.runnables",
+         "langchain_core.language_models", "langchain_core.vectorstores")
+TURNS = ["<think>Compare the birth years.</think> <search> Marie Curie </search>",
+         "<think>1867 is earlier.</think> <answer> Marie Curie </answer>"]
+DOCS = [Document(page_content="Marie Curie (born 1867) was a physicist.", metadata={"title": "Marie Curie", "id": "d1"})]
+
+
+def _python(code: str, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *argv], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_the_first_line_is_printed_before_any_heavy_import():
+    """`ragr1 ask` says what it loads before LangGraph, LangChain, torch, transformers, Chroma or NumPy is imported
+    (each is most of a second or more on a small machine)."""
+    proc = _python(f"""
+        import sys
+        import rich.console
+        from langchain_ragr1 import cli
+
+        real_print = rich.console.Console.print
+
+        def first_print(self, *args, **kwargs):
+            loaded = sorted(set(sys.modules) & set({HEAVY!r}))
+            sys.__stdout__.write(f"{{args[0]}}|{{loaded}}\\n")
+            sys.__stdout__.flush()
+            raise SystemExit(0)  # the rest would load the model
+
+        rich.console.Console.print = first_print
+        cli.main(["ask", "Who was born first, Marie Curie or Albert Einstein?"])
+        """)
+    assert proc.returncode == 0, proc.stderr
+    line, loaded = proc.stdout.strip().split("|")
+    assert "loading the default model and the chroma retriever" in line
+    assert loaded == "[]"
+
+
+def test_importing_the_package_or_its_command_loads_no_heavy_library():
+    proc = _python(f"""
+        import sys
+        import langchain_ragr1, langchain_ragr1.cli, langchain_ragr1.policies, langchain_ragr1.retrievers.factory
+        print(sorted(set(sys.modules) & set({HEAVY!r})))
+        langchain_ragr1.RagR1Agent  # a lazy name still resolves
+        print("langgraph" in sys.modules)
+        """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["[]", "True"]
+
+
+def test_opening_a_chroma_store_imports_no_torch():
+    """The store's query embedder loads torch when it first embeds, not when the store opens."""
+    proc = _python("""
+        import sys
+        import langchain_ragr1.retrievers.chroma
+        print("torch" in sys.modules, "transformers" in sys.modules)
+        """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "False"]
+
+
+@pytest.fixture
+def fake_parts(monkeypatch):
+    """The real default_agent over a scripted policy and an in-memory retriever: its phases are the real ones."""
+    import langchain_ragr1.defaults as defaults
+
+    monkeypatch.setattr(defaults, "make_retriever", lambda kind, **kwargs: MemoryRetriever(documents=DOCS, k=1))
+    monkeypatch.setattr(defaults, "default_policy", lambda *args, **kwargs: ScriptedPolicy(TURNS))
+
+
+def _timing_rows(err: str) -> list[tuple[str, float | None, float]]:
+    """(phase, start or None for a moment, end) of each row of the --timings table (fixed columns)."""
+    lines = err.split("timings:\n", 1)[1].splitlines()
+    assert lines[0].split()[:4] == ["phase", "start", "end", "seconds"]
+    rows = []
+    for line in lines[1:]:
+        assert line.startswith("  "), line
+        start = line[19:25].strip()
+        rows.append((line[2:18].strip(), float(start) if start else None, float(line[26:32])))
+    return rows
+
+
+def test_timings_list_each_phase_in_order(capsys, fake_parts):
+    assert cli.main(["ask", "Who was born first?", "--timings"]) == 0
+    captured = capsys.readouterr()
+    assert "answer: Marie Curie" in captured.out and "timings" not in captured.out  # stdout carries results only
+    rows = _timing_rows(captured.err)
+    assert [name for name, *_ in rows] == ["imports", "first line", "graph imports", "retriever open", "model load",
+                                           "graph build", "episode"]
+    assert all(start is None or start <= end for _, start, end in rows)
+    ends = [end for *_, end in rows]
+    assert ends == sorted(ends) and rows[0][1] == 0.0  # one after the other, counted from the process's start
+    assert cli.main(["ask", "Who was born first?"]) == 0
+    assert "timings" not in capsys.readouterr().err
