@@ -8,13 +8,15 @@ progress, notices and errors go to stderr. Usage errors exit 2, runtime errors e
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import sys
+import threading
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 from rich.console import Console
 from rich.markup import escape
@@ -326,8 +328,6 @@ def _print_timings(err: Console) -> None:
 def _warm_retriever(retriever: Any) -> None:
     """Load a vector store's query embedder in a daemon thread, so that it loads while the first model
     turn is generated instead of after it (the first search would wait for it)."""
-    import threading
-
     warm = getattr(getattr(getattr(retriever, "vectorstore", None), "embeddings", None), "warm", None)
     if callable(warm):
         def load() -> None:
@@ -495,7 +495,62 @@ def exit_code(exc: BaseException) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``ragr1`` command."""
+    """The ``ragr1`` command as a function: runs it and returns its exit code (the program is :func:`run`)."""
+    return _main(argv)[0]
+
+
+def run() -> NoReturn:
+    """The ``ragr1`` program: :func:`main` over ``sys.argv``, then the process ends.
+
+    After ``ask`` it ends without Python's teardown of every module it imported (about 1.5 s over torch,
+    transformers, LangChain and Chroma) where that is safe (:func:`_end_now`); otherwise it exits as usual.
+    """
+    code, args, record = _main(None)
+    if _may_end_now(args):
+        _end_now(code, record)
+    sys.exit(code)
+
+
+#: Retrievers that leave nothing for the interpreter's teardown to close once :func:`_end_now` has stopped the
+#: Chroma clients (milvus-lite stops its server process in a ``__del__``: it exits as usual).
+_SAFE_TO_END_NOW = frozenset({"chroma", "bm25", "http", "faiss"})
+
+
+def _may_end_now(args: argparse.Namespace) -> bool:
+    """Whether :func:`_end_now` may end this run: an ``ask`` over a retriever of :data:`_SAFE_TO_END_NOW`, with
+    no thread left that the exit would wait for."""
+    if args.command != "ask" or _threads_to_wait_for():
+        return False
+    try:
+        return _retriever_kind(args) in _SAFE_TO_END_NOW
+    except RagR1Error:  # a --store that is several kinds of store: reported already, exit as usual
+        return False
+
+
+def _threads_to_wait_for() -> list[threading.Thread]:
+    """Threads the interpreter's exit would wait for (non-daemon ones besides the main thread)."""
+    return [t for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive() and not t.daemon]
+
+
+def _end_now(code: int, record: Timings | None) -> NoReturn:
+    """End the process as its exit would, less the teardown of every module: Chroma's clients stopped, the
+    atexit handlers run (logging's flush among them), stdout and stderr flushed, then ``os._exit``."""
+    started = time.perf_counter()
+    if "chromadb" in sys.modules:
+        from langchain_ragr1.retrievers.chroma import close_clients
+
+        close_clients()
+    atexit._run_exitfuncs()
+    if record is not None:
+        record.add_span("exit", started, time.perf_counter())
+        sys.stderr.write(f"  {record.lines({'exit': 'Chroma closed, atexit handlers; no module teardown'})[-1]}\n")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _main(argv: Sequence[str] | None) -> tuple[int, argparse.Namespace, Timings | None]:
+    """Parse ``argv`` and run the command: its exit code, options and (``--timings``) phases."""
     # torch loads later: passive OpenMP waiting keeps the retriever and generator threads (and
     # any other process on a small machine) from spinning against each other.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -505,7 +560,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if record is not None:
         record.add_span("imports", record.origin, entered)
     with recording(record) if record is not None else nullcontext():
-        return _run(args)
+        return _run(args), args, record
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -529,4 +584,4 @@ def _run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

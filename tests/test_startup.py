@@ -85,12 +85,12 @@ def fake_parts(monkeypatch):
 
 
 def _timing_rows(err: str) -> list[tuple[str, float | None, float]]:
-    """(phase, start or None for a moment, end) of each row of the --timings table (fixed columns)."""
-    lines = err.split("timings:\n", 1)[1].splitlines()
+    """(phase, start or None for a moment, end) of each row of the --timings table (fixed columns; other lines of
+    stderr between its rows are left out)."""
+    lines = [line for line in err.split("timings:\n", 1)[1].splitlines() if line.startswith("  ")]
     assert lines[0].split()[:4] == ["phase", "start", "end", "seconds"]
     rows = []
     for line in lines[1:]:
-        assert line.startswith("  "), line
         start = line[19:25].strip()
         rows.append((line[2:18].strip(), float(start) if start else None, float(line[26:32])))
     return rows
@@ -108,3 +108,83 @@ def test_timings_list_each_phase_in_order(capsys, fake_parts):
     assert ends == sorted(ends) and rows[0][1] == 0.0  # one after the other, counted from the process's start
     assert cli.main(["ask", "Who was born first?"]) == 0
     assert "timings" not in capsys.readouterr().err
+
+
+_RUN = """
+    import atexit, os, sys, threading, time
+    from langchain_core.documents import Document
+    import langchain_ragr1.defaults as defaults
+    from langchain_ragr1 import cli
+    from langchain_ragr1.errors import MissingResourceError
+    from langchain_ragr1.testing import MemoryRetriever, ScriptedPolicy
+
+    flags = {a for a in sys.argv[1:] if a.startswith("+")}
+
+    def make_retriever(kind, **kwargs):
+        if "+no-store" in flags:
+            raise MissingResourceError("no store here")
+        doc = Document(page_content="Marie Curie (born 1867).", metadata={"title": "Marie Curie"})
+        return MemoryRetriever(documents=[doc], k=1)
+
+    defaults.make_retriever = make_retriever
+    defaults.default_policy = lambda *args, **kwargs: ScriptedPolicy(%r)
+
+    class Teardown:  # deleted by the interpreter's teardown of this module, which a quick end skips
+        def __del__(self):
+            os.write(2, b"TEARDOWN RAN\\n")
+
+    keep = Teardown()
+    atexit.register(lambda: os.write(2, b"atexit ran\\n"))
+    if "+thread" in flags:  # a non-daemon thread still running when the command is done
+        real_main = cli._main
+
+        def main_then_thread(argv):
+            done = real_main(argv)
+            threading.Thread(target=lambda: (time.sleep(0.3), os.write(2, b"thread done\\n"))).start()
+            return done
+
+        cli._main = main_then_thread
+    sys.argv = ["ragr1", "ask", "Who was born first?", *[a for a in sys.argv[1:] if not a.startswith("+")]]
+    cli.run()
+""" % (TURNS,)
+
+
+def test_ask_ends_without_the_module_teardown_after_closing_and_flushing():
+    proc = _python(_RUN, "--timings")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-2:] == ["answer: Marie Curie", "retrieval turns: 1, model turns: 2"]
+    assert "atexit ran" in proc.stderr and "TEARDOWN RAN" not in proc.stderr
+    rows = _timing_rows(proc.stderr)
+    assert rows[-1][0] == "exit" and rows[-1][1] is not None  # measured: the closing and the atexit handlers
+
+
+def test_a_failed_ask_keeps_its_exit_code():
+    proc = _python(_RUN, "+no-store")
+    assert proc.returncode == 1 and "no store here" in proc.stderr and "atexit ran" in proc.stderr
+
+
+@pytest.mark.parametrize("argv", [["+thread"], ["--retriever", "milvus"]])
+def test_ask_exits_as_usual_when_a_thread_runs_or_the_retriever_closes_in_its_teardown(argv):
+    """A non-daemon thread still running is waited for; milvus-lite stops its server in a ``__del__``."""
+    proc = _python(_RUN, *argv)
+    assert proc.returncode == 0, proc.stderr
+    assert "atexit ran" in proc.stderr and "TEARDOWN RAN" in proc.stderr
+    if "+thread" in argv:
+        assert "thread done" in proc.stderr
+
+
+def test_close_clients_stops_every_open_chroma_store_and_a_later_open_works(tmp_path):
+    from chromadb.api.shared_system_client import SharedSystemClient
+    from langchain_core.embeddings.fake import DeterministicFakeEmbedding
+
+    from langchain_ragr1.retrievers.chroma import build_chroma_store, close_clients, open_chroma_store
+
+    embeddings = DeterministicFakeEmbedding(size=8)
+    for name in ("a", "b"):
+        build_chroma_store(DOCS, tmp_path / name, embeddings=embeddings, show_progress=False)
+    opened = {key for key in SharedSystemClient._identifier_to_system if str(tmp_path) in key}
+    assert len(opened) == 2
+    close_clients()
+    assert not set(SharedSystemClient._identifier_to_system) & opened
+    store = open_chroma_store(tmp_path / "a", embeddings=embeddings)
+    assert [d.metadata["title"] for d in store.similarity_search("Marie Curie", k=1)] == ["Marie Curie"]

@@ -82,6 +82,15 @@ def _forget_client(path: str | Path, *, live: bool = False) -> None:
                 pass
 
 
+def close_clients() -> None:
+    """Stop every Chroma client system this process opened (their database connections and index readers), as
+    the interpreter's teardown would; ``ragr1 ask`` calls it before it ends without that teardown."""
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    for key in list(getattr(SharedSystemClient, "_identifier_to_system", {})):
+        _forget_client(key, live=True)
+
+
 def discard_store(path: str | Path) -> None:
     """Delete the store folder ``path`` (a corrupt cache), moved aside first so no reader sees it half-deleted."""
     import shutil
