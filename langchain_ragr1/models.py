@@ -21,7 +21,7 @@ import logging
 from pathlib import Path
 
 from langchain_ragr1.errors import ConfigError, MissingResourceError
-from langchain_ragr1.paths import atomic_folder, cache_dir
+from langchain_ragr1.paths import atomic_folder, atomic_write_text, cache_dir
 from langchain_ragr1.protocol import MODES
 
 logger = logging.getLogger(__name__)
@@ -200,16 +200,45 @@ def export_adapter(src: str | Path, dest: str | Path, *, dtype: str = "float16",
     return dest
 
 
+#: The adapter digests computed, in the models cache: per adapter folder, its files (path, size, mtime) and digest.
+_DIGEST_RECORD = ".adapter-digests.json"
+
+
 def _adapter_digest(adapter: Path) -> str:
+    """The first 12 hex digits of the sha256 of the adapter's weights and config: the merged model's folder name.
+
+    Kept in the models cache under the files' paths, sizes and modification times, so a start over a cached
+    default reads two ``stat``s instead of hashing 10 MB; a file that changes (another size or time) is hashed again.
+    """
+    import json
+
     weights = adapter / "adapter_model.safetensors"
     if not weights.is_file():
         raise MissingResourceError(
             f"The trained default adapter is missing ({weights}): reinstall langchain-ragr1, or pass "
             "--model base (Python: model_path='base') for the untrained SmolLM2."
         )
+    files = [weights, adapter / "adapter_config.json"]
+    key = [[str(f.resolve()), stat.st_size, stat.st_mtime_ns] for f in files for stat in [f.stat()]]
+    record_path = cache_dir() / "models" / _DIGEST_RECORD
+    try:
+        records = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # no records yet, or a file that cannot be read: hash
+        records = {}
+    records = records if isinstance(records, dict) else {}
+    record = records.get(str(adapter.resolve()))
+    if isinstance(record, dict) and record.get("files") == key and isinstance(record.get("digest"), str):
+        return record["digest"]
     digest = hashlib.sha256(weights.read_bytes())
-    digest.update((adapter / "adapter_config.json").read_bytes())
-    return digest.hexdigest()[:12]
+    digest.update(files[1].read_bytes())
+    short = digest.hexdigest()[:12]
+    try:
+        records[str(adapter.resolve())] = {"files": key, "digest": short}
+        record_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(record_path, json.dumps(records, indent=1) + "\n")
+    except OSError:  # a read-only cache: hashed again next time
+        pass
+    return short
 
 
 def check_adapter_mode(mode: object) -> str:

@@ -20,6 +20,53 @@ def test_model_aliases_and_a_missing_adapter(monkeypatch, tmp_path, default_mode
         models.merge_adapter(default_model_dir, tmp_path, tmp_path / "out")
 
 
+def test_a_cached_start_neither_hashes_nor_merges_the_adapter_and_a_changed_adapter_is_noticed(monkeypatch, tmp_path):
+    import hashlib
+    import os
+    import shutil
+
+    monkeypatch.setenv("RAGR1_HOME", str(tmp_path / "home"))
+    adapter, other = tmp_path / "adapter", tmp_path / "other"
+    shutil.copytree(models.ADAPTER_DIRS["multi"], adapter)
+    shutil.copytree(models.ADAPTER_DIRS["multi"], other)
+    (other / "adapter_config.json").write_text((other / "adapter_config.json").read_text() + "\n")
+    weights = adapter / "adapter_model.safetensors"
+    hashed: list[int] = []
+    real_sha256 = hashlib.sha256
+    monkeypatch.setattr(hashlib, "sha256", lambda data=b"": (hashed.append(len(data)), real_sha256(data))[1])
+
+    def expected() -> str:
+        return real_sha256(weights.read_bytes() + (adapter / "adapter_config.json").read_bytes()).hexdigest()[:12]
+
+    first = models._adapter_digest(adapter)
+    assert first == expected() and len(hashed) == 1
+    second = models._adapter_digest(other)  # another adapter (the other mode's) keeps its own record
+    assert second != first and len(hashed) == 2
+    monkeypatch.setitem(models.ADAPTER_DIRS, "multi", adapter)
+    merged = tmp_path / "home" / "models" / f"{models.DEFAULT_MODEL_NAME}-ragr1-sft-{first}"
+    merged.mkdir(parents=True)
+    (merged / "config.json").write_text("{}")
+
+    def no_merge(*args, **kwargs):
+        raise AssertionError("a cached start merged or converted again")
+
+    monkeypatch.setattr(models, "merge_adapter", no_merge)
+    monkeypatch.setattr(models, "base_model_path", no_merge)
+    assert models.default_model_path() == merged and models._adapter_digest(other) == second
+    assert len(hashed) == 2  # stats only: nothing hashed again
+
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # the same size, other bytes, a later modification time
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    changed = models._adapter_digest(adapter)
+    assert changed == expected() != first and len(hashed) == 3
+    with pytest.raises(AssertionError, match="merged or converted again"):
+        models.default_model_path()  # a new adapter: a new folder, merged anew
+    (tmp_path / "home" / "models" / models._DIGEST_RECORD).write_text("not json")
+    assert models._adapter_digest(adapter) == changed and len(hashed) == 4  # an unreadable record: hashed again
+
+
 def test_the_shipped_adapters_are_small_and_float16():
     import json
 
