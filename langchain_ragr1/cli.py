@@ -313,7 +313,7 @@ def _print_timings(err: Console) -> None:
         return
     notes = {"imports": "Python's start, the command's imports, its options",
              "graph imports": "LangGraph, LangChain",
-             "retriever open": "its imports (Chroma), opening the store",
+             "retriever open": "its imports (Chroma), opening the store or index",
              "model load": "its imports (torch, transformers), tokenizer, weights, decoder",
              "embedder load": "a thread, beside the model's first turn",
              "episode": "generation and retrieval, printing each step"}
