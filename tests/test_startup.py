@@ -188,3 +188,45 @@ def test_close_clients_stops_every_open_chroma_store_and_a_later_open_works(tmp_
     assert not set(SharedSystemClient._identifier_to_system) & opened
     store = open_chroma_store(tmp_path / "a", embeddings=embeddings)
     assert [d.metadata["title"] for d in store.similarity_search("Marie Curie", k=1)] == ["Marie Curie"]
+
+
+def test_phases_are_kept_only_while_recording_and_the_first_of_each_name_wins():
+    import time
+
+    from langchain_ragr1 import timings
+
+    with timings.phase("unrecorded"):
+        timings.mark("unrecorded moment")
+    with timings.recording() as record:
+        assert timings.current() is record
+        with timings.phase("work"):
+            time.sleep(0.01)
+        with pytest.raises(ValueError), timings.phase("failed"):
+            raise ValueError("kept all the same")
+        timings.mark("first token")
+        first = record.moments["first token"]
+        timings.mark("first token")
+    assert timings.current() is None
+    assert set(record.spans) == {"work", "failed"} and set(record.moments) == {"first token"}
+    start, end = record.spans["work"]
+    assert end - start >= 0.01 and record.moments["first token"] == first
+    assert record.origin <= start  # the process started before anything it timed
+
+
+@pytest.mark.parametrize("backend", ["transformers", "fast"])
+def test_both_local_backends_mark_the_first_generated_token(tiny_model, smollm2_tokenizer, backend):
+    import time
+
+    from langchain_ragr1 import timings
+    from langchain_ragr1.policies import Sampling, TransformersPolicy
+    from langchain_ragr1.policies.fast import FastPolicy
+    from langchain_ragr1.protocol import make_prompt
+
+    cls = FastPolicy if backend == "fast" else TransformersPolicy
+    with cls(tiny_model, smollm2_tokenizer, sampling=Sampling(max_new_tokens=4, temperature=0)) as policy:
+        prompt = [policy.render_prompt(make_prompt("Who wrote Hamlet?"))]
+        with timings.recording() as record:
+            started = time.perf_counter()
+            policy.generate(prompt)
+            ended = time.perf_counter()
+    assert started < record.moments["first token"] < ended
