@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 import time
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
@@ -543,9 +543,13 @@ def _end_now(code: int, record: Timings | None) -> NoReturn:
     atexit._run_exitfuncs()
     if record is not None:
         record.add_span("exit", started, time.perf_counter())
-        sys.stderr.write(f"  {record.lines({'exit': 'Chroma closed, atexit handlers; no module teardown'})[-1]}\n")
-    sys.stdout.flush()
-    sys.stderr.flush()
+        with suppress(OSError, ValueError):
+            sys.stderr.write(f"  {record.lines({'exit': 'Chroma closed, atexit handlers; no module teardown'})[-1]}\n")
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`ragr1 ask ... | head -1`): as Python's own exit, 120
+            code = code or 120
     os._exit(code)
 
 
