@@ -103,6 +103,10 @@ def main() -> None:
     print(f"model {path.name}: prompts of {min(map(len, prompts))}-{max(map(len, prompts))} tokens, "
           f"{new} new tokens per row, {args.rounds} rounds interleaved, torch threads {torch.get_num_threads()}, "
           f"load average {os.getloadavg()[0]:.2f}")
+    # how idle OpenMP threads wait between parallel regions: at batch 1 a step has ~150 of them (4 matrix products
+    # and the attention per layer), so this setting alone moves the batch-1 step by ~25% here (README)
+    print(f"OpenMP waiting: OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
+          f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')}")
 
     best: dict[tuple[str, int], tuple[float, float]] = {}
     for _ in range(args.rounds):
