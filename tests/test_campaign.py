@@ -80,6 +80,20 @@ def test_ends_when_dev_em_has_not_risen_for_patience_checks(tmp_path):
     assert no_rise([{"dev_em": e} for e in (0.3, 0.4, 0.41)], 2) is False
 
 
+def test_stop_checks_do_not_count_towards_patience(tmp_path):
+    """Two sessions that each end with a stop check below the best must not end the campaign."""
+    run = FakeRun(tmp_path, [0.3, 0.6, 0.5, 0.5], epochs=2.0)
+    first = _campaign(tmp_path, run)
+    run.on_segment = lambda: first.request_stop() if run.segments == 3 else None
+    first.run()
+    second = _campaign(tmp_path, run)
+    run.on_segment = second.request_stop
+    state = second.run()
+    assert [(c["dev_em"], c["why"]) for c in state["checks"]] == [
+        (0.3, "pause"), (0.6, "pause"), (0.5, "stop"), (0.5, "stop")]
+    assert state["done"] is None and state["best"]["step"] == 10
+
+
 def test_a_stop_checks_the_saved_step_and_a_rerun_resumes_without_repeating(tmp_path):
     run = FakeRun(tmp_path, [0.2, 0.3, 0.1, 0.1, 0.5], epochs=1.0)
     first = _campaign(tmp_path, run)

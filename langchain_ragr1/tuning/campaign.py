@@ -137,7 +137,9 @@ def loss_since(trainer_state: dict[str, Any], after_step: int) -> float | None:
 
 
 def no_rise(checks: Sequence[dict[str, Any]], patience: int) -> bool:
-    """True when each of the last ``patience`` checks is no better than the best before them."""
+    """True when each of the last ``patience`` checks is no better than the best before them. The
+    campaign passes its scheduled checks only: a "stop" check, taken wherever a session ended, is
+    recorded (and may become the best) but does not count towards ``patience``."""
     if len(checks) <= patience:
         return False
     before = max(c["dev_em"] for c in checks[:-patience])
@@ -183,7 +185,7 @@ class Campaign:
                 self._check(state, Path(checkpoint), trainer_state, why)
             if finished or trainer_state.get("epoch", 0) >= self.settings.epochs - 1e-6:
                 state["done"] = f"trained to epoch {trainer_state.get('epoch', 0):.2f}"
-            elif no_rise(state["checks"], self.settings.patience):
+            elif no_rise([c for c in state["checks"] if c["why"] != "stop"], self.settings.patience):
                 state["done"] = f"dev EM has not risen for {self.settings.patience} checks"
             save_state(out, state)
             if self.stop_requested:
