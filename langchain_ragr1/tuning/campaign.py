@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from langchain_ragr1.errors import ConfigError, RagR1Error
+from langchain_ragr1.extras import require
 from langchain_ragr1.paths import atomic_write_text
 from langchain_ragr1.tuning.checkpoints import TRAINER_STATE, last_complete_checkpoint
 
@@ -73,9 +74,7 @@ def data_mode(source: Path) -> tuple[str, str]:
             raise ConfigError(f"campaign: {source} is not a JSONL file of trajectories ({exc}): rebuild it with "
                               "training/make_sft_data.py, or pass --dev-mode multi|single") from exc
     else:
-        from datasets import load_from_disk
-
-        dataset = load_from_disk(str(source))
+        dataset = require("datasets", "training").load_from_disk(str(source))
         modes = set(dataset["mode"]) if "mode" in dataset.column_names else set()
     if len(modes) == 1 and modes <= {"multi", "single"}:
         return next(iter(modes)), f"the mode of every trajectory in {source}"
