@@ -19,13 +19,13 @@ import torch
 from langchain_ragr1.models import resolve_model_path
 from langchain_ragr1.policies.base import Generation
 from langchain_ragr1.policies.batching import GenerateCall
-from langchain_ragr1.policies.decoder import LlamaDecoder, supports
+from langchain_ragr1.policies.decoder import LlamaDecoder, Sampler, supports
 from langchain_ragr1.policies.sampling import Sampling, check_policy_kwargs
 from langchain_ragr1.policies.transformers import TransformersPolicy
-from langchain_ragr1.policies.weights import WEIGHT_KINDS, check_weights
+from langchain_ragr1.policies.weights import DEFAULT_PROMPT_LOOKUP, WEIGHT_KINDS, check_prompt_lookup, check_weights
 from langchain_ragr1.timings import mark
 
-__all__ = ["FastPolicy", "WEIGHT_KINDS"]
+__all__ = ["DEFAULT_PROMPT_LOOKUP", "FastPolicy", "WEIGHT_KINDS", "check_prompt_lookup"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +50,14 @@ class FastPolicy(TransformersPolicy):
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, weights: str = "bfloat16", seed: int | None = None,
-                 **settings: Any) -> None:
+                 prompt_lookup_num_tokens: int = DEFAULT_PROMPT_LOOKUP, **settings: Any) -> None:
         """``settings``: :class:`TransformersPolicy`'s (``sampling``, ``max_batch_size``, ``batch_wait_s``);
         ``seed`` seeds the sampling of this policy's own generator."""
         super().__init__(model, tokenizer, **settings)
         check_weights(weights)
+        check_prompt_lookup(prompt_lookup_num_tokens)
         self.weights = weights
+        self.prompt_lookup_num_tokens = prompt_lookup_num_tokens
         reason = supports(model)
         self.decoder: LlamaDecoder | None = None
         if reason is None:
@@ -69,9 +71,11 @@ class FastPolicy(TransformersPolicy):
     def check_kwargs(cls, kwargs: dict[str, Any]) -> None:
         """Check ``cls(model, ..., **kwargs)``'s settings: this class's and :class:`TransformersPolicy`'s."""
         known = set(inspect.signature(TransformersPolicy.__init__).parameters) - {"self", "model", "tokenizer"}
-        check_policy_kwargs(cls.__name__, kwargs, known | {"weights", "seed"})
+        check_policy_kwargs(cls.__name__, kwargs, known | {"weights", "seed", "prompt_lookup_num_tokens"})
         if "weights" in kwargs:
             check_weights(kwargs["weights"])
+        if "prompt_lookup_num_tokens" in kwargs:
+            check_prompt_lookup(kwargs["prompt_lookup_num_tokens"])
 
     @classmethod
     def from_pretrained(
@@ -91,23 +95,11 @@ class FastPolicy(TransformersPolicy):
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         return cls(model, tokenizer, **kwargs)
 
-    def _pick(self, sampling: Sampling):
+    def _pick(self, sampling: Sampling) -> Sampler | None:
         if sampling.greedy:
             return None
-        temperature, top_p, generator = float(sampling.temperature), float(sampling.top_p), self._generator
-
-        def pick(logits: torch.Tensor) -> torch.Tensor:
-            # transformers' order: temperature, then top-p (the smallest set whose mass reaches top_p)
-            scores = logits / temperature
-            if top_p < 1.0:
-                ordered, index = torch.sort(scores, descending=False)
-                cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
-                drop = cumulative <= (1 - top_p)
-                drop[:, -1] = False
-                scores = scores.masked_fill(drop.scatter(1, index, drop), float("-inf"))
-            return torch.multinomial(scores.softmax(dim=-1), 1, generator=generator).squeeze(1)
-
-        return pick
+        # transformers' order: temperature, then top-p
+        return Sampler(float(sampling.temperature), float(sampling.top_p), self._generator)
 
     def _run_batch(self, key: tuple, prompts: list[list[int]]) -> list[Generation]:
         stop, max_new_tokens, sampling = key
@@ -133,6 +125,7 @@ class FastPolicy(TransformersPolicy):
         rows = self.decoder.generate(
             prompts, max_new_tokens, end_ids=sorted(self._end_ids), pick=self._pick(sampling),
             should_stop=should_stop, on_first_token=on_first_token,
+            prompt_lookup_num_tokens=self.prompt_lookup_num_tokens,
         )
         results = [
             self._finish(row.token_ids, row.logprobs, "length", stop, len(prompt), len(prompts))
@@ -143,5 +136,6 @@ class FastPolicy(TransformersPolicy):
             prompts=[list(p) for p in prompts], steps=max(len(r.token_ids) for r in rows),
             kept=[len(g.token_ids or []) for g in results], seconds=time.perf_counter() - started,
             prefill_s=(first[0] if first else time.perf_counter()) - started,
+            forwards=max(row.forwards for row in rows),
         ))
         return results
