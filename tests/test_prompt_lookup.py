@@ -203,6 +203,9 @@ def test_fast_policy_setting(varied_model, smollm2_tokenizer):
         got = fast.generate([fast.render_prompt(question)])
     assert got.token_ids == want.token_ids and got.text == want.text
     assert max(abs(a - b) for a, b in zip(got.logprobs, want.logprobs)) <= LOGPROB_TOLERANCE
+    with FastPolicy(varied_model, smollm2_tokenizer, sampling=greedy) as bf16, \
+            FastPolicy(varied_model, smollm2_tokenizer, sampling=greedy, weights="float32") as fp32:
+        assert bf16.prompt_lookup_num_tokens == 8 and fp32.prompt_lookup_num_tokens == 0  # the defaults
     for bad in (-1, 2.5, "8", True):
         with pytest.raises(ConfigError, match="prompt_lookup_num_tokens"):
             FastPolicy.check_kwargs({"prompt_lookup_num_tokens": bad})

@@ -22,10 +22,10 @@ from langchain_ragr1.policies.batching import GenerateCall
 from langchain_ragr1.policies.decoder import LlamaDecoder, Sampler, supports
 from langchain_ragr1.policies.sampling import Sampling, check_policy_kwargs
 from langchain_ragr1.policies.transformers import TransformersPolicy
-from langchain_ragr1.policies.weights import DEFAULT_PROMPT_LOOKUP, WEIGHT_KINDS, check_prompt_lookup, check_weights
+from langchain_ragr1.policies.weights import WEIGHT_KINDS, check_prompt_lookup, check_weights, default_prompt_lookup
 from langchain_ragr1.timings import mark
 
-__all__ = ["DEFAULT_PROMPT_LOOKUP", "FastPolicy", "WEIGHT_KINDS", "check_prompt_lookup"]
+__all__ = ["FastPolicy", "WEIGHT_KINDS"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,17 +47,31 @@ class FastPolicy(TransformersPolicy):
     ``"bfloat16"`` (default: half the bytes per step of fp32), ``"float32"`` (the model's own
     numbers: greedy tokens equal ``model.generate``'s), ``"int8"`` (weight-only, per channel) or ``"int4"``
     (weight-only, groups of 32: the fastest at batch 1, the largest change to the log-probs).
+
+    ``prompt_lookup_num_tokens`` (K): a call with one prompt (``ragr1 ask``, an eval or rollout at batch 1)
+    decodes with prompt-lookup speculative decoding: a draft of up to K tokens copied from the turn's own
+    context (what followed the most recent earlier occurrence of its last 3, 2 or 1 tokens: names from the
+    question, passages of ``<information>``) is verified in one forward pass, which costs about one step
+    because a batch-1 step is bound by reading the weights. Greedy keeps the argmax at each position
+    (with bf16 weights a pass over several positions rounds differently from one over a single position, so
+    near-ties can pick another token: 5/8 and 7/8 of the benchmark's 64-token turns were identical); sampling
+    keeps the exact distribution (a draft token d is kept with probability p(d), else a token is drawn from p
+    without d); the log-probs, end ids, stop strings and token budget are as without it. 0 turns it off;
+    ``None`` (default): 8 with bfloat16 weights, 0 with the others (a float32 pass over several positions
+    costs about 2x a one-position pass here). Calls with several prompts decode one token a step.
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, weights: str = "bfloat16", seed: int | None = None,
-                 prompt_lookup_num_tokens: int = DEFAULT_PROMPT_LOOKUP, **settings: Any) -> None:
+                 prompt_lookup_num_tokens: int | None = None, **settings: Any) -> None:
         """``settings``: :class:`TransformersPolicy`'s (``sampling``, ``max_batch_size``, ``batch_wait_s``);
-        ``seed`` seeds the sampling of this policy's own generator."""
+        ``seed`` seeds the sampling of this policy's own generator; ``prompt_lookup_num_tokens``: see the class
+        docstring (``None``: 8 with bfloat16 weights, 0 with the others)."""
         super().__init__(model, tokenizer, **settings)
         check_weights(weights)
         check_prompt_lookup(prompt_lookup_num_tokens)
         self.weights = weights
-        self.prompt_lookup_num_tokens = prompt_lookup_num_tokens
+        self.prompt_lookup_num_tokens = (default_prompt_lookup(weights) if prompt_lookup_num_tokens is None
+                                         else prompt_lookup_num_tokens)
         reason = supports(model)
         self.decoder: LlamaDecoder | None = None
         if reason is None:
