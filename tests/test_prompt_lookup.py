@@ -237,3 +237,18 @@ def test_shipped_default_greedy_float32_tokens_equal_with_lookup(default_model_d
         fast = decoder.generate([ids], 64, end_ids=[tokenizer.eos_token_id], prompt_lookup_num_tokens=8)[0]
         assert close(fast, plain)
     assert fast.forwards < len(fast.token_ids) - 1  # drafts copied from the passages were accepted
+
+
+def test_fast_policy_repetition_stop_inside_a_draft(tiny_model, smollm2_tokenizer):
+    """A looping turn (conftest's tiny model repeats one token) is drafted 8 tokens a pass and still ends at the
+    repetition stop's token, as model.generate's turn does."""
+    stop_on = Sampling(max_new_tokens=40, temperature=0, repeat_stop_tokens=4, repeat_stop_count=3)
+    question = [make_prompt("Who wrote Hamlet")]
+    with TransformersPolicy(tiny_model, smollm2_tokenizer, sampling=stop_on) as eager, \
+            FastPolicy(tiny_model, smollm2_tokenizer, sampling=stop_on, weights="float32",
+                       prompt_lookup_num_tokens=8) as fast, fast.record_calls() as calls:
+        want = eager.generate([eager.render_prompt(question[0])], stop=())
+        have = fast.generate([fast.render_prompt(question[0])], stop=())
+    assert (have.token_ids, have.text, have.finish_reason) == (want.token_ids, want.text, "repetition")
+    assert max(abs(a - b) for a, b in zip(have.logprobs, want.logprobs)) <= LOGPROB_TOLERANCE
+    assert len(have.token_ids) == 12 and calls[0].steps == 12 and calls[0].forwards < 11
