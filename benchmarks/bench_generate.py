@@ -155,7 +155,8 @@ def main() -> None:
     lookup_decoder = decoders[args.weights[0]]
     new = args.new_tokens
     batches = {size: prompts[:size] for size in args.batches}
-    print(f"model {path.name}: {len(prompts)} {args.prompts} prompts of {min(map(len, prompts))}-{max(map(len, prompts))} tokens, "
+    sizes = f"{min(map(len, prompts))}-{max(map(len, prompts))}"
+    print(f"model {path.name}: {len(prompts)} {args.prompts} prompts of {sizes} tokens, "
           f"{new} new tokens per row, {args.rounds} rounds interleaved, torch threads {torch.get_num_threads()}, "
           f"load average {os.getloadavg()[0]:.2f}")
     # how idle OpenMP threads wait between parallel regions: at batch 1 a step has ~150 of them (4 matrix products

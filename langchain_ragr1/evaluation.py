@@ -375,7 +375,8 @@ def run_eval(
 ) -> dict[str, dict[str, Any]]:
     """What ``ragr1 eval`` does: load ``data``, build the retriever and the policies, evaluate, report.
 
-    ``backend`` is ``"fast"`` (with ``weights`` and ``prompt_lookup_num_tokens``), ``"transformers"``, ``"continuous"`` or ``"vllm"`` (see
+    ``backend`` is ``"fast"`` (with ``weights`` and ``prompt_lookup_num_tokens``), ``"transformers"``,
+    ``"continuous"`` or ``"vllm"`` (see
     :func:`~langchain_ragr1.policies.factory.default_policy`). ``repeat_stop_tokens`` / ``repeat_stop_count``
     set the repetition stop of each turn (:class:`~langchain_ragr1.policies.sampling.Sampling`'s; tokens 0: off).
 
@@ -424,7 +425,8 @@ def run_eval(
                 "retriever": retriever, "model": str(model or "default"),
                 "model_folders": {m: policies.folders[configs[m].mode].name for m in modes},
                 "backend": backend, "weights": weights,
-                "prompt_lookup_num_tokens": prompt_lookup_num_tokens, "limit": limit, "sampling": sampling, "sample_seed": sample_seed}
+                "prompt_lookup_num_tokens": prompt_lookup_num_tokens, "limit": limit, "sampling": sampling,
+                "sample_seed": sample_seed}
     write_report(metrics, out, data=data, settings=settings,
                  by_kind=write_kind_metrics(Path(out), items, modes))
     return metrics
