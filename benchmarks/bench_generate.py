@@ -41,7 +41,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 from bench_batching import QUESTIONS  # noqa: E402  (the same 8 questions as the batching benchmark)
 
-from langchain_ragr1.policies.decoder import LlamaDecoder, flops_per_token, kv_bytes_per_token  # noqa: E402
+from langchain_ragr1.policies.decoder import LlamaDecoder, Sampler, flops_per_token, kv_bytes_per_token  # noqa: E402
 from langchain_ragr1.policies.profiling import FirstLogitsTimer, left_pad  # noqa: E402
 from langchain_ragr1.protocol import make_prompt  # noqa: E402
 
@@ -69,12 +69,15 @@ def engine(decoder: LlamaDecoder, prompts: list[list[int]], new: int, lookup: in
     return ended - started, (first[0] if first else ended) - started
 
 
-def natural(decoder: LlamaDecoder, prompt: list[int], new: int, end_ids: list[int], lookup: int):
+def natural(decoder: LlamaDecoder, prompt: list[int], new: int, end_ids: list[int], lookup: int,
+            sampler: Sampler | None = None):
     """(decode seconds, the row) of one prompt at batch 1, to its end id or ``new`` tokens."""
     first: list[float] = []
+    if sampler is not None:
+        sampler.generator = torch.Generator().manual_seed(len(prompt))
     started = time.perf_counter()
     row = decoder.generate([prompt], new, end_ids=end_ids, on_first_token=lambda: first.append(time.perf_counter()),
-                           prompt_lookup_num_tokens=lookup)[0]
+                           prompt_lookup_num_tokens=lookup, pick=sampler)[0]
     return time.perf_counter() - (first[0] if first else started), row
 
 
@@ -135,6 +138,10 @@ def main() -> None:
     parser.add_argument("--lookup", type=int, default=8, help="prompt lookup's longest draft (0: no lookup rows)")
     parser.add_argument("--prompts", choices=["questions", "second-turn"], default="questions")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="batch sizes of the forced rows")
+    parser.add_argument("--temperature", type=float, default=0.0,
+                        help="> 0: the natural-end turns sample (then top-p; seeded), as RL rollouts do; the forced rows "
+                             "stay greedy")
+    parser.add_argument("--top-p", type=float, default=1.0)
     args = parser.parse_args()
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -211,23 +218,28 @@ def main() -> None:
             print(f"decode batch {size}: lookup {rate:.1f} tok/s, eager {old_rate:.1f} tok/s, ratio "
                   f"{rate / old_rate:.2f}x ({lookup_name} vs eager fp32; {rate / new_rate:.2f}x the engine)")
     if args.lookup:
-        natural_turns(model, pad, lookup_decoder, prompts, new, end_ids, args.lookup, lookup_name)
+        sampler = Sampler(args.temperature, args.top_p) if args.temperature > 0 else None
+        natural_turns(model, pad, lookup_decoder, prompts, new, end_ids, args.lookup, lookup_name, sampler)
 
 
 def natural_turns(model, pad: int, decoder: LlamaDecoder, prompts: list[list[int]], new: int, end_ids: list[int],
-                  lookup: int, name: str) -> None:
-    """Each prompt at batch 1 to its natural end: engine and engine + lookup, eager forced to the engine's count."""
+                  lookup: int, name: str, sampler: Sampler | None = None) -> None:
+    """Each prompt at batch 1 to its natural end: engine and engine + lookup, eager forced to the engine's count
+    (greedy; with ``sampler``, the engine's two runs sample, from the same seed, and their tokens differ)."""
+    if sampler is not None:
+        print(f"natural turn ends sample: temperature {sampler.temperature}, top_p {sampler.top_p}")
     seconds = {"eager fp32": 0.0, "engine": 0.0, "lookup": 0.0}
-    tokens = forwards = same = 0
+    tokens = forwards = same = fast_total = 0
     worst = 0.0
     for prompt in prompts:
-        engine_s, plain = natural(decoder, prompt, new, end_ids, 0)
-        lookup_s, fast = natural(decoder, prompt, new, end_ids, lookup)
+        engine_s, plain = natural(decoder, prompt, new, end_ids, 0, sampler)
+        lookup_s, fast = natural(decoder, prompt, new, end_ids, lookup, sampler)
         total, prefill = eager(model, pad, [prompt], len(plain.token_ids))
         seconds["engine"] += engine_s
         seconds["lookup"] += lookup_s
         seconds["eager fp32"] += total - prefill
         tokens += len(plain.token_ids) - 1
+        fast_total += len(fast.token_ids) - 1
         forwards += fast.forwards
         same += fast.token_ids == plain.token_ids
         common = next((i for i, (a, b) in enumerate(zip(fast.token_ids, plain.token_ids)) if a != b),
@@ -237,13 +249,13 @@ def natural_turns(model, pad: int, decoder: LlamaDecoder, prompts: list[list[int
         print(f"  prompt {len(prompt)} tokens: engine {len(plain.token_ids)} tokens ({plain.finish_reason}), lookup "
               f"{len(fast.token_ids)} tokens in {fast.forwards} passes ({fast_tokens / max(fast.forwards, 1):.2f} "
               f"tokens/pass), same tokens {fast.token_ids == plain.token_ids}, first difference at {common}")
-    # tokens/s over the engine's token count (the lookup's own count where its turn differs is close to it)
-    rates = {k: tokens / v for k, v in seconds.items()}
+    # tokens/s: each path over its own decoded tokens (eager is forced to the engine's count)
+    rates = {k: (fast_total if k == "lookup" else tokens) / v for k, v in seconds.items()}
     print(f"natural turn ends, batch 1, {len(prompts)} prompts, {tokens} decoded tokens: "
           + ", ".join(f"{k} {r:.1f} tok/s" for k, r in rates.items()))
     print(f"natural batch 1: lookup {rates['lookup']:.1f} tok/s, eager {rates['eager fp32']:.1f} tok/s, ratio "
           f"{rates['lookup'] / rates['eager fp32']:.2f}x ({name}; engine alone {rates['engine'] / rates['eager fp32']:.2f}x"
-          f"); {forwards / tokens:.3f} forwards per token, {tokens / forwards:.2f} tokens per forward; same tokens "
+          f"); {forwards / fast_total:.3f} forwards per token, {fast_total / forwards:.2f} tokens per forward; same tokens "
           f"in {same}/{len(prompts)} turns, max |log-prob difference| before the first differing token {worst:.2e}")
 
 
