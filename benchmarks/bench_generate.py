@@ -23,11 +23,13 @@ with the lookup's forward passes per token, the accepted tokens per pass, and ho
 same tokens with and without lookup (bf16: a pass over several positions rounds differently).
 ``--prompts second-turn`` replaces the questions' first-turn prompts by real RAG-R1 second turns: the
 question, the engine's own (greedy) first turn up to its ``</search>``, and the ``<information>`` block of
-BM25 passages from the bundled corpus for its queries.
+BM25 passages from the bundled corpus for its queries. ``--temperature T --top-p P`` makes the natural-end
+turns sample (seeded; temperature then top-p, as RL rollouts do) instead of decoding greedily.
 
     python benchmarks/bench_generate.py [--model default] [--new-tokens 64] [--rounds 2]
                                         [--weights bfloat16 int8 float32] [--lookup 8]
-                                        [--prompts questions|second-turn]
+                                        [--prompts questions|second-turn] [--batches 1 8]
+                                        [--temperature 0 --top-p 1.0]
 """
 
 from __future__ import annotations

@@ -190,6 +190,7 @@ def test_off_switch_and_batches_decode_as_before(varied_model):
     assert decoder.generate(prompts[:1], 16, prompt_lookup_num_tokens=0) == single
     custom = decoder.generate(prompts[:1], 16, pick=lambda logits: logits.argmax(-1), prompt_lookup_num_tokens=8)
     assert custom == single and custom[0].forwards == 15  # a pick that is not a Sampler: one token a step
+    assert decoder.generate(prompts[:1], 0, prompt_lookup_num_tokens=8)[0].token_ids == []
 
 
 def test_fast_policy_setting(varied_model, smollm2_tokenizer):

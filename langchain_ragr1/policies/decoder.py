@@ -449,7 +449,8 @@ class LlamaDecoder:
         a several-position product); with a ``pick`` that is a :class:`Sampler` the output distribution is
         exactly ``pick``'s; any other ``pick`` decodes as with 0.
         """
-        lookup = prompt_lookup_num_tokens > 0 and len(prompts) == 1 and (pick is None or isinstance(pick, Sampler))
+        lookup = (prompt_lookup_num_tokens > 0 and len(prompts) == 1 and max_new_tokens > 0
+                  and (pick is None or isinstance(pick, Sampler)))
         n = len(prompts)
         width = max(map(len, prompts))
         pads = torch.tensor([width - len(p) for p in prompts])

@@ -24,7 +24,7 @@ DEFAULT_PROMPT_LOOKUP = 8
 
 def default_prompt_lookup(weights: str) -> int:
     """The ``prompt_lookup_num_tokens`` of ``weights`` when none is given: :data:`DEFAULT_PROMPT_LOOKUP` for
-    ``"bfloat16"``; 0 (off) otherwise: with float32 weights a forward pass over 2-13 positions took 1.8-2.2x a
+    ``"bfloat16"``; 0 (off) otherwise: with float32 weights a forward pass over 2-13 positions took 1.8-2.3x a
     one-position pass here (bf16: 1.07-1.3x up to 9), so drafts rarely pay, and int8/int4 are not measured."""
     return DEFAULT_PROMPT_LOOKUP if weights == "bfloat16" else 0
 
