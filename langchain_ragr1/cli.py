@@ -585,6 +585,12 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         err.print("[bold red]interrupted[/bold red]")
         return 130
+    except BrokenPipeError:
+        # the reader went away (`ragr1 ask --json ... | head -c 100`): no traceback, stdout pointed at devnull so
+        # the exit's own flush does not fail again, and exit 1, as rich ends the text output's broken pipe
+        with suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":
