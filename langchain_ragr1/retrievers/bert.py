@@ -67,25 +67,31 @@ def bert_unsupported(path: str | Path) -> str | None:
     return None
 
 
-def _tokenizer_class(path: Path) -> Any:
+def _tokenizer_class(path: Path) -> str | None:
+    """The folder's ``tokenizer_class`` when it is BERT's and a ``tokenizer.json`` holds the whole tokenizer."""
     try:
         config = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(config, dict) or config.get("tokenizer_class") not in ("BertTokenizer", "BertTokenizerFast"):
         return None
-    if not (path / "tokenizer.json").is_file():
-        return None
-    from transformers.models.bert.tokenization_bert import BertTokenizer
+    return config["tokenizer_class"] if (path / "tokenizer.json").is_file() else None
 
-    return BertTokenizer
+
+#: BertTokenizer's outputs: TokenizersBackend's default leaves out token_type_ids.
+_BERT_INPUTS = ["input_ids", "token_type_ids", "attention_mask"]
 
 
 def load_bert_tokenizer(path: str | Path, **kwargs: Any) -> Any:
-    """The folder's ``BertTokenizer`` (what ``AutoTokenizer`` returns for it), without the model config that
-    ``AutoTokenizer`` reads first; ``None`` for another tokenizer."""
-    cls = _tokenizer_class(Path(path))
-    return None if cls is None else cls.from_pretrained(path, **kwargs)
+    """The folder's tokenizer: its ``tokenizer.json`` in a ``TokenizersBackend`` giving ``BertTokenizer``'s
+    outputs (the same ids, token types and masks: the tests compare them). Importing ``BertTokenizer`` itself
+    imports ``transformers.models``, whose ``__init__`` reads the source of every model in transformers (0.45 s
+    here); ``None`` for a folder whose tokenizer is not BERT's."""
+    if _tokenizer_class(Path(path)) is None:
+        return None
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+    return TokenizersBackend.from_pretrained(path, model_input_names=list(_BERT_INPUTS), **kwargs)
 
 
 class DirectBert:
