@@ -12,9 +12,10 @@ the agent loads the model and reads files, which must not happen on the server's
 (``langgraph dev`` answers ``BlockingError`` otherwise), so :func:`aload_agent` builds it in a
 worker thread, once per process: concurrent first runs share that one build, and the two
 graphs build one after the other (loading two transformers models at once is not
-thread-safe). Reads before the first run (Studio's schemas and drawing, a thread's state)
-get a graph of the same topology and state over a placeholder model, so Studio opens
-without loading the model.
+thread-safe) and share one model and retriever when both modes resolve to the same model
+folder. Reads before the first run (Studio's schemas and drawing, a thread's state) get a graph
+of the same topology and state over a placeholder model, so Studio opens without loading the
+model.
 
 Environment: ``RAGR1_RETRIEVER`` = ``chroma`` (default) | ``bm25`` (starts in seconds) |
 ``http`` (with ``RAGR1_RETRIEVER_URL``); ``RAGR1_MODEL`` = a transformers model folder;
@@ -27,6 +28,7 @@ import asyncio
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
@@ -51,16 +53,32 @@ _BUILDS: dict[str, Future] = {}
 _BUILDER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragr1-build")
 
 
+# model folder -> the first agent built over it: the other mode's agent reuses its policy and retriever
+_BY_FOLDER: dict[Path, RagR1Agent] = {}
+
+
 @lru_cache(maxsize=None)
 def load_agent(mode: str) -> RagR1Agent:
-    """The default agent in ``mode`` (blocking: loads the model and the index)."""
-    return RagR1Agent.from_default(
+    """The default agent in ``mode`` (blocking: loads the model and the index).
+
+    Two modes whose model resolves to the same folder (both modes' defaults while the package
+    ships one adapter, or one ``RAGR1_MODEL``) share one policy and one retriever, so the model is
+    held and loaded once, as ``ragr1 eval``'s ``ModePolicies`` does."""
+    from langchain_ragr1.models import resolve_model_path
+
+    model_path = os.environ.get(MODEL_ENV) or None
+    folder = resolve_model_path(model_path, mode=mode, show_progress=False)
+    built = _BY_FOLDER.get(folder)
+    if built is not None:
+        return RagR1Agent(built.policy, built.retriever, mode=mode)
+    agent = RagR1Agent.from_default(
         mode=mode,
         retriever=os.environ.get(RETRIEVER_ENV, "chroma"),
         url=os.environ.get(URL_ENV),
-        model_path=os.environ.get(MODEL_ENV) or None,
+        model_path=model_path,
         show_progress=False,
     )
+    return _BY_FOLDER.setdefault(folder, agent)
 
 
 def _build(mode: str, future: Future) -> None:

@@ -319,7 +319,7 @@ def _print_timings(err: Console) -> None:
     notes = {"imports": "Python's start, the command's imports, its options",
              "graph imports": "LangGraph, LangChain",
              "retriever open": "its imports (Chroma), opening the store or index",
-             "model load": "its imports (torch, transformers), tokenizer, weights, decoder",
+             "model load": "its imports (torch, transformers' tokenizer), tokenizer, weights, decoder",
              "embedder load": "a thread, beside the model's first turn",
              "episode": "generation and retrieval, printing each step"}
     if "first token" in record.moments and "episode" in record.spans:
@@ -590,6 +590,12 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         err.print("[bold red]interrupted[/bold red]")
         return 130
+    except BrokenPipeError:
+        # the reader went away (`ragr1 ask --json ... | head -c 100`): no traceback, stdout pointed at devnull so
+        # the exit's own flush does not fail again, and exit 1, as rich ends the text output's broken pipe
+        with suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -66,3 +66,21 @@ def tiny_policy(tiny_model, smollm2_tokenizer):
     )
     yield policy
     policy.close()
+
+
+@pytest.fixture
+def tiny_folder(tmp_path, smollm2_tokenizer):
+    """A saved random 2-layer Llama (weights large enough that its greedy turns vary) with SmolLM2's tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(smollm2_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.5,
+        bos_token_id=smollm2_tokenizer.bos_token_id, eos_token_id=smollm2_tokenizer.eos_token_id,
+        pad_token_id=smollm2_tokenizer.pad_token_id, tie_word_embeddings=True,
+    )
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "tiny", safe_serialization=True)
+    smollm2_tokenizer.save_pretrained(tmp_path / "tiny")
+    return tmp_path / "tiny"

@@ -254,3 +254,31 @@ def test_minilm_warm_loads_the_model():
     assert embeddings._model is None
     embeddings.warm()
     assert embeddings._model is not None and len(embeddings.embed_query("Marie Curie")) == 384
+
+
+PIPE_SCRIPT = """
+import sys
+from langchain_core.documents import Document
+import langchain_ragr1.agent as agent
+from langchain_ragr1 import RagR1Agent, cli
+from langchain_ragr1.testing import MemoryRetriever, ScriptedPolicy
+
+turns = ["<search> Paris </search>", "<answer> " + " ".join(f"w{i}" for i in range(15000)) + " </answer>"]
+docs = [Document("Paris is the capital of France", metadata={"title": "Paris"})]
+agent.default_agent = lambda **kwargs: RagR1Agent(ScriptedPolicy(turns), MemoryRetriever(documents=docs), k=1)
+sys.argv = ["ragr1", "ask", "Capital of France?", "--retriever", "bm25"] + sys.argv[1:]
+cli.run()
+"""
+
+
+@pytest.mark.parametrize("options", [[], ["--json"]])
+def test_ask_into_a_closed_pipe_ends_quietly(options):
+    """`ragr1 ask ... | head -c 10`: the reader goes away; no traceback, exit 1 (the --json output's
+    print raised BrokenPipeError with a traceback; rich ends the text output the same way)."""
+    proc = subprocess.Popen([sys.executable, "-c", PIPE_SCRIPT, *options], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert len(proc.stdout.read(10)) == 10
+    proc.stdout.close()  # the ~100 kB answer cannot fit the pipe: a write fails
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 1
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err

@@ -157,3 +157,34 @@ def test_the_two_graphs_build_one_after_the_other(monkeypatch):
 def test_a_name_that_does_not_resolve_fails(monkeypatch):
     with pytest.raises(AttributeError):
         resolve("./graphs/ragr1_graphs.py:make_missing_graph", monkeypatch)
+
+
+def test_both_modes_share_one_model_when_they_resolve_to_the_same_folder(monkeypatch, tmp_path):
+    """The two graphs over the default (one shipped adapter serves both modes) load it once."""
+    import langchain_ragr1.models as models
+
+    module_spec = importlib.util.spec_from_file_location("ragr1_graphs_shared", ROOT / "graphs" / "ragr1_graphs.py")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    folders = {"multi": tmp_path / "mq", "single": tmp_path / "mq"}
+    monkeypatch.setattr(models, "resolve_model_path", lambda model, *, mode, show_progress=True: folders[mode])
+    built: list[str] = []
+
+    def from_default(**kwargs):
+        built.append(kwargs["mode"])
+        return fake_agent(kwargs["mode"])
+
+    monkeypatch.setattr(module.RagR1Agent, "from_default", staticmethod(from_default))
+    multi, single = module.load_agent("multi"), module.load_agent("single")
+    assert built == ["multi"]  # one model load for the two graphs
+    assert single.policy is multi.policy and single.retriever is multi.retriever
+    assert (multi.config.mode, single.config.mode) == ("multi", "single")
+    assert single.invoke("Capital of France?")["answer"] == "Paris"
+
+    # another folder per mode (a single-query adapter shipped): each mode loads its own
+    module.load_agent.cache_clear()
+    module._BY_FOLDER.clear()
+    folders["single"] = tmp_path / "sq"
+    built.clear()
+    module.load_agent("multi"), module.load_agent("single")
+    assert built == ["multi", "single"]

@@ -17,6 +17,10 @@ from langchain_ragr1.testing import MemoryRetriever, ScriptedPolicy
 #: (``langchain_core`` itself is light: its heavy parts are these submodules.)
 HEAVY = ("torch", "transformers", "chromadb", "langgraph", "langsmith", "numpy", "langchain_core.runnables",
          "langchain_core.language_models", "langchain_core.vectorstores")
+#: What `ragr1 ask` over a Llama folder never imports (policies.direct, retrievers.bert): transformers' model loading
+#: code and what it imports (torch.distributed.tensor, _dynamo, SymPy: about 1.2 s on 2 cores), PEFT.
+MODELING = ("transformers.modeling_utils", "transformers.models", "torch._dynamo", "torch.distributed.tensor", "sympy",
+            "peft")
 TURNS = ["<think>Compare the birth years.</think> <search> Marie Curie </search>",
          "<think>1867 is earlier.</think> <answer> Marie Curie </answer>"]
 DOCS = [Document(page_content="Marie Curie (born 1867) was a physicist.", metadata={"title": "Marie Curie", "id": "d1"})]
@@ -230,3 +234,42 @@ def test_both_local_backends_mark_the_first_generated_token(tiny_model, smollm2_
             policy.generate(prompt)
             ended = time.perf_counter()
     assert started < record.moments["first token"] < ended
+
+
+def test_a_cached_ask_imports_no_transformers_modeling_code(tiny_folder):
+    """`ragr1 ask` over a Llama folder (the default's kind), to its end: transformers' model loading code (and the
+    torch.distributed.tensor, _dynamo and SymPy it imports, about 1.2 s on 2 cores) is never imported."""
+    proc = _python(f"""
+        import atexit, os, sys
+        from langchain_core.documents import Document
+        import langchain_ragr1.defaults as defaults
+        from langchain_ragr1 import cli
+        from langchain_ragr1.testing import MemoryRetriever
+
+        doc = Document(page_content="Marie Curie (born 1867).", metadata={{"title": "Marie Curie"}})
+        defaults.make_retriever = lambda kind, **kwargs: MemoryRetriever(documents=[doc], k=1)
+        atexit.register(lambda: os.write(1, ("MODULES " + repr(sorted(set(sys.modules) & set({MODELING!r})))
+                                             + " " + repr("torch" in sys.modules) + "\\n").encode()))
+        sys.argv = ["ragr1", "ask", "Who was born first?", "--model", sys.argv[1], "--max-new-tokens", "8",
+                    "--max-turns", "1"]
+        cli.run()
+        """, str(tiny_folder))
+    assert proc.returncode == 0, proc.stderr
+    assert "MODULES [] True" in proc.stdout, proc.stdout[-2000:]
+
+
+@pytest.mark.slow
+def test_a_cached_default_ask_imports_no_transformers_modeling_code():
+    """The README's `ragr1 ask` (the trained default, the shipped Chroma store and its MiniLM embedder), to its
+    end."""
+    proc = _python(f"""
+        import atexit, os, sys
+        from langchain_ragr1 import cli
+
+        atexit.register(lambda: os.write(1, ("MODULES " + repr(sorted(set(sys.modules) & set({MODELING!r})))
+                                             + "\\n").encode()))
+        sys.argv = ["ragr1", "ask", "Who was born first, Marie Curie or Albert Einstein?"]
+        cli.run()
+        """)
+    assert proc.returncode == 0, proc.stderr
+    assert "MODULES []" in proc.stdout and "answer:" in proc.stdout, proc.stdout[-2000:]

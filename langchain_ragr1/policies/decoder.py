@@ -27,6 +27,7 @@ dtype casts), so with the same weights and dtype the greedy tokens equal ``model
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Callable, Sequence
 
 import torch
@@ -309,13 +310,47 @@ class LlamaDecoder:
         reason = supports(model)
         if reason is not None:
             raise ValueError(f"LlamaDecoder cannot run this model: {reason}")
+        model = _causal_lm(model)
+        inner = model.model
+        rotary = inner.rotary_emb
+        self._assemble(model.config, inner.layers, inner.embed_tokens.weight, inner.norm.weight, model.lm_head,
+                       rotary.inv_freq, float(getattr(rotary, "attention_scaling", 1.0)), weights)
+
+    @classmethod
+    def from_tensors(cls, config: Any, tensors: dict[str, torch.Tensor], *, weights: str = "bfloat16") -> "LlamaDecoder":
+        """The engine over a Llama checkpoint's tensors (``model.layers.0.self_attn.q_proj.weight``, ...: the
+        names in its ``model.safetensors``, in the dtype the transformers model would hold them), without building
+        that model: ``config`` has the attributes this engine reads (``num_attention_heads``,
+        ``num_key_value_heads``, ``head_dim``, ``rms_norm_eps``, ``max_position_embeddings``, ``rope_theta``).
+        The rotary frequencies are transformers' default RoPE's; a tied head (no ``lm_head.weight``) is the
+        embedding. :mod:`langchain_ragr1.policies.direct` checks a folder before calling this."""
+        def linear(name: str) -> SimpleNamespace:
+            return SimpleNamespace(weight=tensors[f"{name}.weight"], bias=None)
+
+        blocks = []
+        for i in range(config.num_hidden_layers):
+            at = f"model.layers.{i}"
+            blocks.append(SimpleNamespace(
+                self_attn=SimpleNamespace(**{p: linear(f"{at}.self_attn.{p}") for p in ("q_proj", "k_proj", "v_proj", "o_proj")}),
+                mlp=SimpleNamespace(**{p: linear(f"{at}.mlp.{p}") for p in ("gate_proj", "up_proj", "down_proj")}),
+                input_layernorm=linear(f"{at}.input_layernorm"),
+                post_attention_layernorm=linear(f"{at}.post_attention_layernorm"),
+            ))
+        embed = tensors["model.embed_tokens.weight"]
+        head = SimpleNamespace(weight=tensors.get("lm_head.weight", embed), bias=None)
+        dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        # transformers' LlamaRotaryEmbedding.compute_default_rope_parameters
+        inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
+        decoder = cls.__new__(cls)
+        decoder._assemble(config, blocks, embed, tensors["model.norm.weight"], head, inv_freq, 1.0, weights)
+        return decoder
+
+    def _assemble(self, config: Any, blocks: Sequence[Any], embed: torch.Tensor, norm: torch.Tensor, lm_head: Any,
+                  inv_freq: torch.Tensor, rope_scale: float, weights: str) -> None:
         if weights not in WEIGHT_KINDS:
             raise ValueError(f"weights={weights!r}: use one of {', '.join(WEIGHT_KINDS)}")
         self.weights = weights
         self.dtype = torch.float32 if weights == "float32" else torch.bfloat16
-        model = _causal_lm(model)
-        config = model.config
-        inner = model.model
         self.heads = config.num_attention_heads
         self.kv_heads = config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
@@ -323,7 +358,7 @@ class LlamaDecoder:
         self.scaling = self.head_dim ** -0.5
         dt = self.dtype
         self.layers: list[_Layer] = []
-        for block in inner.layers:
+        for block in blocks:
             attn, mlp = block.self_attn, block.mlp
             self.layers.append(_Layer(
                 norm1=block.input_layernorm.weight.detach().to(dt),
@@ -333,12 +368,11 @@ class LlamaDecoder:
                 gate_up=_Linear.of([mlp.gate_proj, mlp.up_proj], weights, dt),
                 down=_Linear.of([mlp.down_proj], weights, dt),
             ))
-        self.embed = inner.embed_tokens.weight.detach().to(dt)
-        self.norm = inner.norm.weight.detach().to(dt)
-        self.head = _Linear.of([model.lm_head], weights, dt)
-        rotary = inner.rotary_emb
-        self.inv_freq = rotary.inv_freq.detach().float()
-        self.rope_scale = float(getattr(rotary, "attention_scaling", 1.0))
+        self.embed = embed.detach().to(dt)
+        self.norm = norm.detach().to(dt)
+        self.head = _Linear.of([lm_head], weights, dt)
+        self.inv_freq = inv_freq.detach().float()
+        self.rope_scale = rope_scale
         self.max_positions = config.max_position_embeddings
         self._cos, self._sin = self._rope_table(min(self.max_positions, 4096))
 

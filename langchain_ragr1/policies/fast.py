@@ -28,6 +28,8 @@ from langchain_ragr1.timings import mark
 __all__ = ["FastPolicy", "WEIGHT_KINDS"]
 
 logger = logging.getLogger(__name__)
+#: The reasons a folder went through transformers, each logged once per process.
+_TRANSFORMERS_NOTED: set[str] = set()
 
 
 def _engine_samples(sampling: Sampling) -> bool:
@@ -62,19 +64,24 @@ class FastPolicy(TransformersPolicy):
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, weights: str = "bfloat16", seed: int | None = None,
-                 prompt_lookup_num_tokens: int | None = None, **settings: Any) -> None:
+                 decoder: LlamaDecoder | None = None, prompt_lookup_num_tokens: int | None = None,
+                 **settings: Any) -> None:
         """``settings``: :class:`TransformersPolicy`'s (``sampling``, ``max_batch_size``, ``batch_wait_s``);
-        ``seed`` seeds the sampling of this policy's own generator; ``prompt_lookup_num_tokens``: see the class
-        docstring (``None``: 8 with bfloat16 weights, 0 with the others)."""
+        ``seed`` seeds the sampling of this policy's own generator. ``decoder``: the engine, already built over
+        ``model``'s weights with ``weights`` (:meth:`from_pretrained`'s direct load, where ``model`` is a
+        :class:`~langchain_ragr1.policies.direct.DeferredModel`); by default built here from ``model``.
+        ``prompt_lookup_num_tokens``: see the class docstring (``None``: 8 with bfloat16 weights, 0 with the others)."""
         super().__init__(model, tokenizer, **settings)
         check_weights(weights)
         check_prompt_lookup(prompt_lookup_num_tokens)
         self.weights = weights
         self.prompt_lookup_num_tokens = (default_prompt_lookup(weights) if prompt_lookup_num_tokens is None
                                          else prompt_lookup_num_tokens)
-        reason = supports(model)
-        self.decoder: LlamaDecoder | None = None
-        if reason is None:
+        self.decoder: LlamaDecoder | None = decoder
+        if decoder is not None:
+            if decoder.weights != weights:
+                raise ValueError(f"the decoder holds {decoder.weights} weights, not {weights}")
+        elif (reason := supports(model)) is None:
             self.decoder = LlamaDecoder(model, weights=weights)
         else:
             logger.warning("FastPolicy: %s; generating with model.generate instead.", reason)
@@ -98,13 +105,26 @@ class FastPolicy(TransformersPolicy):
         """Load a local model folder, ``"base"`` or (``None``) the trained default SmolLM2; ``kwargs``
         (``sampling``, ``weights``, ``max_batch_size``, ``batch_wait_s``) go to the constructor,
         checked before anything loads. ``dtype`` is the transformers model's; by default bfloat16
-        for bf16 weights (half the bytes to read and convert at start-up), float32 otherwise."""
+        for bf16 weights (half the bytes to read and convert at start-up), float32 otherwise.
+
+        A Llama folder is loaded without transformers' modeling code (:mod:`langchain_ragr1.policies.direct`:
+        the same weights, bit for bit; the transformers model is loaded only if ``model.generate`` is needed);
+        any other goes through ``AutoModelForCausalLM``, the reason logged once."""
         cls.check_kwargs(kwargs)
         if dtype is None:
             dtype = "bfloat16" if kwargs.get("weights", "bfloat16") == "bfloat16" else "float32"
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from langchain_ragr1.policies.direct import direct_unsupported, load_direct
 
         path = resolve_model_path(path)
+        reason = direct_unsupported(path, dtype)
+        if reason is None:
+            tokenizer, decoder, deferred = load_direct(path, weights=kwargs.get("weights", "bfloat16"), dtype=dtype)
+            return cls(deferred, tokenizer, decoder=decoder, **kwargs)
+        if reason not in _TRANSFORMERS_NOTED:
+            _TRANSFORMERS_NOTED.add(reason)
+            logger.info("FastPolicy: loading %s through transformers' AutoModelForCausalLM: %s.", path, reason)
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         return cls(model, tokenizer, **kwargs)

@@ -69,12 +69,13 @@ class EncoderEmbeddings(BaseModel, Embeddings):
 
     _tokenizer: Any = PrivateAttr(default=None)
     _model: Any = PrivateAttr(default=None)
+    _full: Any = PrivateAttr(default=None)  # transformers' model, when _model is a DirectBert (padded batches)
+    _path: Any = PrivateAttr(default=None)
     _lock: threading.RLock = PrivateAttr(default_factory=threading.RLock)
     _cache: OrderedDict[str, list[float]] = PrivateAttr(default_factory=OrderedDict)
 
     def _load(self) -> None:
         import torch  # here, not at the top: opening a Chroma store (which holds one of these) needs no torch
-        from transformers import AutoModel, AutoTokenizer
 
         path = Path(self.model_path) if self.model_path else default_model_path()
         if not (path / "config.json").is_file():
@@ -82,9 +83,29 @@ class EncoderEmbeddings(BaseModel, Embeddings):
                 f"No model at {path} (config.json missing): pass a sentence-transformers folder as model_path, "
                 f"or run `{_INSTALL_HINT}`."
             )
+        self._path = path
+        if self.device == "cpu" and self.dtype == "float32":
+            from langchain_ragr1.retrievers.bert import DirectBert, bert_unsupported, load_bert_tokenizer
+
+            if bert_unsupported(path) is None:
+                # BertModel's numbers without transformers' modeling code (its imports); padded batches use it
+                self._tokenizer = load_bert_tokenizer(path, local_files_only=True)
+                self._model = DirectBert(path, torch.float32)
+                return
+        from transformers import AutoTokenizer
+
         self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModel.from_pretrained(path, local_files_only=True, dtype=getattr(torch, self.dtype))
-        self._model = model.to(self.device).eval()
+        self._model = self._transformers_model()
+
+    def _transformers_model(self) -> Any:
+        """transformers' ``AutoModel`` of the folder (for a :class:`DirectBert` encoder: its padded batches)."""
+        if self._full is None:
+            import torch
+            from transformers import AutoModel
+
+            model = AutoModel.from_pretrained(self._path, local_files_only=True, dtype=getattr(torch, self.dtype))
+            self._full = model.to(self.device).eval()
+        return self._full
 
     def warm(self) -> None:
         """Load the model now (otherwise the first query does): ``ragr1 ask`` calls it in a thread while the
@@ -103,7 +124,10 @@ class EncoderEmbeddings(BaseModel, Embeddings):
                 batch = self._tokenizer(
                     texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
                 ).to(self.device)
-                hidden = self._model(**batch).last_hidden_state.float()
+                out = self._model(**batch)
+                if out is None:  # DirectBert leaves a padded batch to transformers
+                    out = self._transformers_model()(**batch)
+                hidden = out.last_hidden_state.float()
             if self.pooling == "cls":
                 pooled = hidden[:, 0]
             else:
