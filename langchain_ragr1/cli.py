@@ -67,6 +67,10 @@ def _add_agent_options(parser: argparse.ArgumentParser) -> None:
                         help="with --backend fast: the weights' number format (default bfloat16; float32 gives "
                              "model.generate's own greedy tokens; int8 and int4 are weight-only quantised: int4 "
                              "is the fastest for one question, with the largest change to log-probs)")
+    parser.add_argument("--prompt-lookup", type=int, default=None, metavar="K", dest="prompt_lookup",
+                        help="with --backend fast: prompt-lookup speculative decoding of a single turn, drafts of "
+                             "up to K tokens copied from the turn's own context, each verified in one forward pass "
+                             "(0: off, the default; see the README's performance notes)")
     # SUPPRESS: not given, --store's own kind is used (see _retriever_kind); the help states the default
     parser.add_argument("--retriever", choices=RETRIEVER_KINDS, default=argparse.SUPPRESS,
                         help="chroma: the embedded vector store; bm25: lexical, starts in seconds; "
@@ -287,6 +291,7 @@ def _ask(args: argparse.Namespace, out: Console, err: Console) -> int:
         repeat_stop_count=args.repeat_stop_count,
         backend=args.backend,
         weights=args.weights,
+        prompt_lookup_num_tokens=args.prompt_lookup,
         mode=args.mode,
         k=args.k,
         max_turns=args.max_turns,
@@ -476,7 +481,7 @@ def _eval(args: argparse.Namespace, out: Console, err: Console) -> int:
             max_turns=args.max_turns, max_new_tokens=args.max_new_tokens,
             temperature=args.temperature, repeat_stop_tokens=args.repeat_stop_tokens,
             repeat_stop_count=args.repeat_stop_count, batch_size=args.batch_size, backend=args.backend,
-            weights=args.weights,
+            weights=args.weights, prompt_lookup_num_tokens=args.prompt_lookup,
             progress_factory=progress_factory,
         )
     out.print(metrics_table(metrics), markup=False)

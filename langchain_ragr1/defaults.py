@@ -36,11 +36,12 @@ def default_components(
     show_progress: bool = True,
     backend: str = DEFAULT_BACKEND,
     weights: str | None = None,
+    prompt_lookup_num_tokens: int | None = None,
     **agent_kwargs: Any,
 ) -> tuple[Policy, BaseRetriever, dict[str, Any]]:
     """The parts of the default agent: ``(policy, retriever, agent_settings)`` over the bundled
     (or given) model and corpus; ``backend`` (and, for ``"fast"``, ``weights``: ``"bfloat16"``,
-    ``"float32"`` or ``"int8"``) as in :func:`~langchain_ragr1.policies.factory.default_policy`.
+    ``"float32"`` or ``"int8"``; ``prompt_lookup_num_tokens``) as in :func:`~langchain_ragr1.policies.factory.default_policy`.
 
     ``temperature=0`` (the default) decodes greedily, like ``ragr1 ask``, ``ragr1 eval`` and every
     number in the README: the same question gets the same answer. Pass ``temperature=0.7`` to sample.
@@ -62,11 +63,13 @@ def default_components(
         raise unknown_settings("default_agent", set(agent_kwargs) - agent_settings,
                        agent_settings | {"model_path", "retriever", "store", "corpus", "url", "max_new_tokens",
                                          "temperature", "repeat_stop_tokens", "repeat_stop_count", "show_progress",
-                                         "backend", "weights"})
+                                         "backend", "weights", "prompt_lookup_num_tokens"})
     config = RagR1Config(**{key: value for key, value in agent_kwargs.items() if key in names})
     sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, repeat_stop_tokens=repeat_stop_tokens,
                         repeat_stop_count=repeat_stop_count)
-    policy_settings = {} if weights is None else {"weights": weights}
+    policy_settings: dict[str, Any] = {} if weights is None else {"weights": weights}
+    if prompt_lookup_num_tokens is not None:
+        policy_settings["prompt_lookup_num_tokens"] = prompt_lookup_num_tokens
     check_policy_settings(model_path, sampling=sampling, backend=backend, **policy_settings)
     if not isinstance(retriever, BaseRetriever):
         check_retriever_kind(retriever, url)

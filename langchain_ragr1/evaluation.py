@@ -370,11 +370,13 @@ def run_eval(
     batch_size: int = 8,
     backend: str = "fast",
     weights: str | None = None,
+    prompt_lookup_num_tokens: int | None = None,
     progress_factory: Callable[[int], Callable[[int], None]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """What ``ragr1 eval`` does: load ``data``, build the retriever and the policies, evaluate, report.
 
-    ``backend`` is ``"fast"`` (with ``weights``), ``"transformers"``, ``"continuous"`` or ``"vllm"`` (see
+    ``backend`` is ``"fast"`` (with ``weights`` and ``prompt_lookup_num_tokens``), ``"transformers"``,
+    ``"continuous"`` or ``"vllm"`` (see
     :func:`~langchain_ragr1.policies.factory.default_policy`). ``repeat_stop_tokens`` / ``repeat_stop_count``
     set the repetition stop of each turn (:class:`~langchain_ragr1.policies.sampling.Sampling`'s; tokens 0: off).
 
@@ -409,6 +411,8 @@ def run_eval(
     configs = {m: config_for(m, k=k, max_turns=max_turns) for m in modes}  # validate first
     search = make_retriever(retriever, k=k, store=store, corpus=corpus, url=url)
     settings: dict[str, Any] = {} if weights is None else {"weights": weights}
+    if prompt_lookup_num_tokens is not None:
+        settings["prompt_lookup_num_tokens"] = prompt_lookup_num_tokens
     policies = ModePolicies(model, sampling=decoding, backend=backend, **settings)
     try:  # every strategy's policy loads before the first episode: a bad model fails before any output
         agents = {m: RagR1Agent(policies(configs[m].mode), search, **configs[m].to_dict()) for m in modes}
@@ -420,7 +424,9 @@ def run_eval(
                 "repeat_stop_tokens": decoding.repeat_stop_tokens, "repeat_stop_count": decoding.repeat_stop_count,
                 "retriever": retriever, "model": str(model or "default"),
                 "model_folders": {m: policies.folders[configs[m].mode].name for m in modes},
-                "backend": backend, "weights": weights, "limit": limit, "sampling": sampling, "sample_seed": sample_seed}
+                "backend": backend, "weights": weights,
+                "prompt_lookup_num_tokens": prompt_lookup_num_tokens, "limit": limit, "sampling": sampling,
+                "sample_seed": sample_seed}
     write_report(metrics, out, data=data, settings=settings,
                  by_kind=write_kind_metrics(Path(out), items, modes))
     return metrics

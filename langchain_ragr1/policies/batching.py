@@ -47,6 +47,9 @@ class GenerateCall:
     #: Wall seconds of the call, and of its prefill (up to the first token's logits).
     seconds: float
     prefill_s: float
+    #: Decode forward passes after the prefill (``FastPolicy``; with prompt lookup fewer than ``steps - 1``),
+    #: ``None`` where the backend does not count them.
+    forwards: int | None = None
 
     @property
     def padded_len(self) -> int:

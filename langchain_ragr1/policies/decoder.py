@@ -13,7 +13,12 @@ Llama block computes, on weights prepared once:
 - grouped-query attention without repeating keys and values (the query heads of a group are
   folded into the query length);
 - logits of the last position only during the prefill, and rows that finished dropped from the
-  batch so later steps compute only the live ones.
+  batch so later steps compute only the live ones;
+- at batch 1, optionally, prompt-lookup speculative decoding (``prompt_lookup_num_tokens``): a draft of
+  up to K tokens copied from the row's own context (what followed the most recent earlier occurrence of
+  its last n tokens) is verified in one forward pass over 1 + K positions, which reads the weights once
+  like a single step. Greedy keeps the argmax tokens; sampling keeps the exact distribution
+  (:meth:`Sampler.verify`). The static KV cache makes a rejection free: its columns are overwritten.
 
 The arithmetic is transformers' own (same RMSNorm, rotary embedding and attention formula, same
 dtype casts), so with the same weights and dtype the greedy tokens equal ``model.generate``'s.
@@ -30,12 +35,15 @@ import torch.nn.functional as F
 
 from langchain_ragr1.policies.weights import WEIGHT_KINDS
 
-__all__ = ["SUPPORTED_MODEL_TYPES", "DecodeResult", "LlamaDecoder", "supports"]
+__all__ = ["MAX_NGRAM", "SUPPORTED_MODEL_TYPES", "DecodeResult", "LlamaDecoder", "NgramDrafter", "Sampler",
+           "supports"]
 
 #: Model types whose decoder block is Llama's (pre-norm RMSNorm, rotary q/k, SiLU-gated MLP).
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("llama", "mistral", "qwen2")
 #: Prompt positions a prefill forward pass takes at once (bounds the activations' memory).
 PREFILL_CHUNK = 512
+#: Prompt lookup: the longest suffix (in tokens) matched against the context; shorter ones down to 1 are tried next.
+MAX_NGRAM = 3
 
 
 def _causal_lm(model: Any) -> Any:
@@ -198,6 +206,87 @@ class _Layer:
 
 
 @dataclass
+class Sampler:
+    """Temperature then top-p sampling (transformers' order), as ``generate``'s ``pick``; its :meth:`probs` gives
+    prompt lookup the processed distribution that :meth:`verify` needs to keep the output distribution exact."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    generator: torch.Generator | None = None
+
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` [rows, vocab] divided by the temperature, outside the top-p nucleus set to -inf."""
+        scores = logits / self.temperature
+        if self.top_p < 1.0:
+            # the smallest set whose mass reaches top_p
+            ordered, index = torch.sort(scores, descending=False)
+            cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
+            drop = cumulative <= (1 - self.top_p)
+            drop[:, -1] = False
+            scores = scores.masked_fill(drop.scatter(1, index, drop), float("-inf"))
+        return scores
+
+    def probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """The distribution [rows, vocab] that :meth:`__call__` samples from."""
+        return self.scores(logits).softmax(dim=-1)
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.multinomial(self.probs(logits), 1, generator=self.generator).squeeze(1)
+
+    def verify(self, probs: torch.Tensor, draft: int) -> int:
+        """A token drawn from ``probs`` [vocab] given a point-mass ``draft``: ``draft`` with probability
+        ``probs[draft]``, else one from :func:`residual` (``probs`` without ``draft``). Its distribution is
+        ``probs`` exactly: p(d) x 1 + (1 - p(d)) x 0 for d, (1 - p(d)) x p(x) / (1 - p(d)) = p(x) for x != d."""
+        if float(torch.rand((), generator=self.generator)) < float(probs[draft]):
+            return draft
+        rest = residual(probs, draft)
+        if rest is None:  # p(d) = 1 up to rounding
+            return draft
+        return int(torch.multinomial(rest, 1, generator=self.generator))
+
+
+def residual(probs: torch.Tensor, draft: int) -> torch.Tensor | None:
+    """``probs`` [vocab] with ``draft`` removed and renormalised (``None`` when nothing else has mass)."""
+    rest = probs.clone()
+    rest[draft] = 0
+    total = float(rest.sum())
+    return rest / total if total > 0 else None
+
+
+class NgramDrafter:
+    """Drafts from a row's own context (prompt + tokens so far): the tokens that followed the most recent earlier
+    occurrence of its last n tokens, n from ``max_ngram`` down to 1. An index per n keeps each n-gram's latest
+    occurrence that has a continuation, so a draft costs a few dict look-ups, not a scan of the context. A
+    continuation shorter than the draft (the match overlaps the suffix: a loop) is repeated with its period."""
+
+    def __init__(self, context: Sequence[int], max_ngram: int = MAX_NGRAM) -> None:
+        self.max_ngram = max_ngram
+        self.tokens: list[int] = []
+        self.index: list[dict[tuple[int, ...], int]] = [{} for _ in range(max_ngram + 1)]
+        self.extend(context)
+
+    def extend(self, tokens: Sequence[int]) -> None:
+        for token in tokens:
+            end = len(self.tokens)  # the n-grams ending here now have a continuation: ``token``
+            for n in range(1, min(self.max_ngram, end) + 1):
+                self.index[n][tuple(self.tokens[end - n : end])] = end
+            self.tokens.append(token)
+
+    def draft(self, k: int) -> list[int]:
+        """Up to ``k`` tokens to verify (none when no suffix of the context occurred before)."""
+        if k <= 0:
+            return []
+        length = len(self.tokens)
+        for n in range(min(self.max_ngram, length - 1), 0, -1):
+            start = self.index[n].get(tuple(self.tokens[length - n :]))
+            if start is not None:
+                # a continuation that runs into the suffix itself repeats with its period (a loop goes on looping)
+                period = length - start
+                return [self.tokens[start + i % period] for i in range(k)]
+        return []
+
+
+@dataclass
 class DecodeResult:
     """What one row of a batch generated: token ids and the log-prob of each under the raw logits."""
 
@@ -205,6 +294,8 @@ class DecodeResult:
     logprobs: list[float] = field(default_factory=list)
     #: ``"eos"`` (an end id, which is kept as the last token), ``"stop"`` (``should_stop`` said so) or ``"length"``.
     finish_reason: str = "length"
+    #: forward passes after the prefill that produced this row's tokens (each verifies a draft or takes one step)
+    forwards: int = 0
 
 
 class LlamaDecoder:
@@ -377,6 +468,7 @@ class LlamaDecoder:
         pick: Callable[[torch.Tensor], torch.Tensor] | None = None,
         should_stop: Callable[[int, list[int]], bool] | None = None,
         on_first_token: Callable[[], None] | None = None,
+        prompt_lookup_num_tokens: int = 0,
     ) -> list[DecodeResult]:
         """Continue each of ``prompts`` (token ids) by up to ``max_new_tokens`` tokens.
 
@@ -384,7 +476,15 @@ class LlamaDecoder:
         a row ends at an id in ``end_ids`` (kept) or when ``should_stop(its prompt's index, its tokens)`` is
         true (asked after each new token of the row).
         Log-probs are ``log_softmax`` of the raw logits at the chosen ids.
+
+        ``prompt_lookup_num_tokens`` > 0 (one prompt only; more prompts decode as with 0): prompt-lookup
+        speculative decoding with drafts of up to that many tokens (see :class:`NgramDrafter`), each verified
+        in one forward pass. Greedy, the tokens are the argmax ones (in float32 those of 0 up to the rounding of
+        a several-position product); with a ``pick`` that is a :class:`Sampler` the output distribution is
+        exactly ``pick``'s; any other ``pick`` decodes as with 0.
         """
+        lookup = (prompt_lookup_num_tokens > 0 and len(prompts) == 1 and max_new_tokens > 0
+                  and (pick is None or isinstance(pick, Sampler)))
         n = len(prompts)
         width = max(map(len, prompts))
         pads = torch.tensor([width - len(p) for p in prompts])
@@ -408,6 +508,10 @@ class LlamaDecoder:
             hidden = self._forward(ids[:, start:end], positions, cache, start, mask)
         assert hidden is not None
         logits = self._logits(hidden[:, -1])
+        if lookup:
+            return [self._decode_lookup(list(prompts[0]), logits, cache, max_new_tokens, ends,
+                                        pick if isinstance(pick, Sampler) else None, should_stop, on_first_token,
+                                        prompt_lookup_num_tokens)]
 
         results = [DecodeResult() for _ in range(n)]
         live = list(range(n))  # the batch row -> the prompt it continues
@@ -439,9 +543,62 @@ class LlamaDecoder:
             mask = valid[:, None, None, : col + 1]
             hidden = self._forward(chosen[:, None], pos[:, None], cache, col, mask)
             logits = self._logits(hidden[:, -1])
+            for row in live:
+                results[row].forwards += 1
             pos = pos + 1
             col += 1
         return results
+
+    def _decode_lookup(
+        self, prompt: list[int], logits: torch.Tensor, cache: "_Cache", max_new_tokens: int, ends: set[int],
+        sampler: Sampler | None, should_stop: Callable[[int, list[int]], bool] | None,
+        on_first_token: Callable[[], None] | None, num_tokens: int,
+    ) -> DecodeResult:
+        """One row's decoding after its prefill (``logits`` [1, vocab] of its last prompt position), with prompt
+        lookup: each forward pass takes the last token and a draft, and yields 1 to 1 + len(draft) tokens."""
+        result = DecodeResult()
+        drafter = NgramDrafter(prompt)
+        col = len(prompt)  # the cache column of the next forward pass's first id (the last token)
+        draft: list[int] = []
+        while True:
+            # logits [1 + len(draft), vocab]: row j chooses the token after the last one and draft[:j]
+            greedy = logits.argmax(-1).tolist() if sampler is None else []
+            new: list[int] = []
+            for j in range(logits.shape[0]):
+                if sampler is None:
+                    token = greedy[j]
+                elif j < len(draft):
+                    token = sampler.verify(sampler.probs(logits[j : j + 1])[0], draft[j])
+                else:
+                    token = int(sampler(logits[j : j + 1])[0])
+                new.append(token)
+                if j == len(draft) or token != draft[j]:
+                    break
+            logprobs = torch.log_softmax(logits[: len(new)], dim=-1).gather(1, torch.tensor(new)[:, None]).squeeze(1)
+            if not result.token_ids and on_first_token is not None:
+                on_first_token()
+            for token, lp in zip(new, logprobs.tolist()):
+                result.token_ids.append(token)
+                result.logprobs.append(lp)
+                if token in ends:
+                    result.finish_reason = "eos"
+                    return result
+                if should_stop is not None and should_stop(0, result.token_ids):
+                    result.finish_reason = "stop"
+                    return result
+                if len(result.token_ids) == max_new_tokens:
+                    return result
+            drafter.extend(new)
+            if result.forwards:  # the last pass wrote the last token and the accepted draft from ``col`` on
+                col += len(new)
+            draft = drafter.draft(min(num_tokens, max_new_tokens - len(result.token_ids) - 1))
+            ids = torch.tensor([[new[-1], *draft]])
+            columns = torch.arange(col, col + ids.shape[1])
+            # each position sees the columns up to its own: never a rejected draft's leftover further on
+            mask = (torch.arange(col + ids.shape[1])[None, :] <= columns[:, None])[None, None]
+            hidden = self._forward(ids, columns[None], cache, col, mask)
+            logits = self._logits(hidden[0])
+            result.forwards += 1
 
 
 @dataclass

@@ -19,10 +19,10 @@ import torch
 from langchain_ragr1.models import resolve_model_path
 from langchain_ragr1.policies.base import Generation
 from langchain_ragr1.policies.batching import GenerateCall
-from langchain_ragr1.policies.decoder import LlamaDecoder, supports
+from langchain_ragr1.policies.decoder import LlamaDecoder, Sampler, supports
 from langchain_ragr1.policies.sampling import Sampling, check_policy_kwargs
 from langchain_ragr1.policies.transformers import TransformersPolicy
-from langchain_ragr1.policies.weights import WEIGHT_KINDS, check_weights
+from langchain_ragr1.policies.weights import WEIGHT_KINDS, check_prompt_lookup, check_weights, default_prompt_lookup
 from langchain_ragr1.timings import mark
 
 __all__ = ["FastPolicy", "WEIGHT_KINDS"]
@@ -49,17 +49,34 @@ class FastPolicy(TransformersPolicy):
     ``"bfloat16"`` (default: half the bytes per step of fp32), ``"float32"`` (the model's own
     numbers: greedy tokens equal ``model.generate``'s), ``"int8"`` (weight-only, per channel) or ``"int4"``
     (weight-only, groups of 32: the fastest at batch 1, the largest change to the log-probs).
+
+    ``prompt_lookup_num_tokens`` (K): a call with one prompt (``ragr1 ask``, an eval or rollout at batch 1)
+    decodes with prompt-lookup speculative decoding: a draft of up to K tokens copied from the turn's own
+    context (what followed the most recent earlier occurrence of its last 3, 2 or 1 tokens: names from the
+    question, passages of ``<information>``) is verified in one forward pass, which costs about one step
+    because a batch-1 step is bound by reading the weights. Greedy keeps the argmax at each position
+    (with bf16 weights a pass over several positions rounds differently from one over a single position, so
+    near-ties can pick another token: 5/8 and 7/8 of the benchmark's 64-token turns were identical); sampling
+    keeps the exact distribution (a draft token d is kept with probability p(d), else a token is drawn from p
+    without d); the log-probs, end ids, stop strings and token budget are as without it. 0 turns it off;
+    ``None`` (default): 8 with bfloat16 weights, 0 with the others (a float32 pass over several positions
+    costs about 2x a one-position pass here). Calls with several prompts decode one token a step.
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, weights: str = "bfloat16", seed: int | None = None,
-                 decoder: LlamaDecoder | None = None, **settings: Any) -> None:
+                 decoder: LlamaDecoder | None = None, prompt_lookup_num_tokens: int | None = None,
+                 **settings: Any) -> None:
         """``settings``: :class:`TransformersPolicy`'s (``sampling``, ``max_batch_size``, ``batch_wait_s``);
         ``seed`` seeds the sampling of this policy's own generator. ``decoder``: the engine, already built over
         ``model``'s weights with ``weights`` (:meth:`from_pretrained`'s direct load, where ``model`` is a
-        :class:`~langchain_ragr1.policies.direct.DeferredModel`); by default built here from ``model``."""
+        :class:`~langchain_ragr1.policies.direct.DeferredModel`); by default built here from ``model``.
+        ``prompt_lookup_num_tokens``: see the class docstring (``None``: 8 with bfloat16 weights, 0 with the others)."""
         super().__init__(model, tokenizer, **settings)
         check_weights(weights)
+        check_prompt_lookup(prompt_lookup_num_tokens)
         self.weights = weights
+        self.prompt_lookup_num_tokens = (default_prompt_lookup(weights) if prompt_lookup_num_tokens is None
+                                         else prompt_lookup_num_tokens)
         self.decoder: LlamaDecoder | None = decoder
         if decoder is not None:
             if decoder.weights != weights:
@@ -75,9 +92,11 @@ class FastPolicy(TransformersPolicy):
     def check_kwargs(cls, kwargs: dict[str, Any]) -> None:
         """Check ``cls(model, ..., **kwargs)``'s settings: this class's and :class:`TransformersPolicy`'s."""
         known = set(inspect.signature(TransformersPolicy.__init__).parameters) - {"self", "model", "tokenizer"}
-        check_policy_kwargs(cls.__name__, kwargs, known | {"weights", "seed"})
+        check_policy_kwargs(cls.__name__, kwargs, known | {"weights", "seed", "prompt_lookup_num_tokens"})
         if "weights" in kwargs:
             check_weights(kwargs["weights"])
+        if "prompt_lookup_num_tokens" in kwargs:
+            check_prompt_lookup(kwargs["prompt_lookup_num_tokens"])
 
     @classmethod
     def from_pretrained(
@@ -110,23 +129,11 @@ class FastPolicy(TransformersPolicy):
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         return cls(model, tokenizer, **kwargs)
 
-    def _pick(self, sampling: Sampling):
+    def _pick(self, sampling: Sampling) -> Sampler | None:
         if sampling.greedy:
             return None
-        temperature, top_p, generator = float(sampling.temperature), float(sampling.top_p), self._generator
-
-        def pick(logits: torch.Tensor) -> torch.Tensor:
-            # transformers' order: temperature, then top-p (the smallest set whose mass reaches top_p)
-            scores = logits / temperature
-            if top_p < 1.0:
-                ordered, index = torch.sort(scores, descending=False)
-                cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
-                drop = cumulative <= (1 - top_p)
-                drop[:, -1] = False
-                scores = scores.masked_fill(drop.scatter(1, index, drop), float("-inf"))
-            return torch.multinomial(scores.softmax(dim=-1), 1, generator=generator).squeeze(1)
-
-        return pick
+        # transformers' order: temperature, then top-p
+        return Sampler(float(sampling.temperature), float(sampling.top_p), self._generator)
 
     def _run_batch(self, key: tuple, prompts: list[list[int]]) -> list[Generation]:
         stop, max_new_tokens, sampling = key
@@ -152,6 +159,7 @@ class FastPolicy(TransformersPolicy):
         rows = self.decoder.generate(
             prompts, max_new_tokens, end_ids=sorted(self._end_ids), pick=self._pick(sampling),
             should_stop=should_stop, on_first_token=on_first_token,
+            prompt_lookup_num_tokens=self.prompt_lookup_num_tokens,
         )
         results = [
             self._finish(row.token_ids, row.logprobs, "length", stop, len(prompt), len(prompts))
@@ -162,5 +170,6 @@ class FastPolicy(TransformersPolicy):
             prompts=[list(p) for p in prompts], steps=max(len(r.token_ids) for r in rows),
             kept=[len(g.token_ids or []) for g in results], seconds=time.perf_counter() - started,
             prefill_s=(first[0] if first else time.perf_counter()) - started,
+            forwards=max(row.forwards for row in rows),
         ))
         return results
