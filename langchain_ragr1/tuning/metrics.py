@@ -30,11 +30,20 @@ METRIC_KEYS = {
     "step_time": "step_time",
     # where an optimizer step's time went (TimedGRPOTrainer): the graph rollouts, the no-grad
     # log-prob passes (the reference model's, and the old policy's when TRL needs them), and the
-    # rest (the policy's loss forward and backward, rewards, optimizer); peak RSS of the process
+    # rest (the policy's loss forward and backward, rewards, optimizer); peak RSS of the process;
+    # with rollouts from rounded weights, the old-policy pass of the importance-sampling correction
     "rollout_s": "timing/rollout_s",
     "reference_s": "timing/reference_s",
+    "importance_s": "timing/importance_s",
     "policy_s": "timing/policy_s",
     "peak_rss_gb": "timing/peak_rss_gb",
+    # TRL's importance-sampling metrics (rollouts from rounded weights, or vLLM's): how far the sampling
+    # log-probs are from the policy's, and the ratio that corrects the loss
+    "sampling_logp_diff_mean": "sampling/sampling_logp_difference/mean",
+    "sampling_logp_diff_max": "sampling/sampling_logp_difference/max",
+    "is_ratio_min": "sampling/importance_sampling_ratio/min",
+    "is_ratio_mean": "sampling/importance_sampling_ratio/mean",
+    "is_ratio_max": "sampling/importance_sampling_ratio/max",
 }
 
 

@@ -50,6 +50,9 @@ def check_rl(parsed: tuple[Any, ...]) -> None:
                           "temperature, top_p, top_k, min_p and repetition_penalty")
     if script.rollout_backend == "continuous" and not args.use_vllm:
         check_continuous_sampling(sampling)
+    if script.rollout_weights != "float32" and (script.rollout_backend != "fast" or args.use_vllm):
+        raise ConfigError(f"RL: rollout_weights {script.rollout_weights} is the fast engine's (rollout_backend: fast, "
+                          f"no vLLM); got rollout_backend {script.rollout_backend}, use_vllm {args.use_vllm}")
     if args.use_vllm and args.use_cpu:
         raise ConfigError("RL: use_vllm needs a GPU (use_cpu is set); on a CPU use the transformers rollouts")
     names = [f.__name__ for f in default_rewards()]
@@ -58,20 +61,66 @@ def check_rl(parsed: tuple[Any, ...]) -> None:
                           f"got {args.reward_weights}")
 
 
+#: TRL 1.16's ``vllm_importance_sampling_mode`` values: a ratio per token or one per sequence, truncated or masked
+IS_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
+
+
+def importance_sampling_ratio(old_logps: Any, sampling_logps: Any, mask: Any, mode: str,
+                              clip_min: float | None, clip_max: float | None) -> Any:
+    """TRL's truncated/masked importance-sampling ratio (``GRPOTrainer._generate_and_score_completions``
+    with vLLM, TRL 1.16): ``exp(old - sampling)`` over the trained tokens (``mask``: the completion mask
+    times the env/tool mask; NaN differences count as 0), per token ``(B, T)`` or summed per sequence
+    ``(B, 1)``; ``*_truncate`` clamps it to [clip_min, clip_max], ``*_mask`` sets it to 0 outside."""
+    import math
+
+    import torch
+
+    if mode not in IS_MODES:
+        raise ValueError(f"Unknown vLLM importance sampling level: {mode}. Possible values are "
+                         f"{', '.join(repr(m) for m in IS_MODES)}.")
+    diff = torch.nan_to_num((old_logps - sampling_logps) * mask, nan=0.0)
+    if mode.startswith("sequence"):
+        diff = diff.sum(dim=-1, keepdim=True)
+    ratio = torch.exp(diff)
+    if mode.endswith("truncate"):
+        return torch.clamp(ratio, min=clip_min, max=clip_max)
+    low = clip_min if clip_min is not None else -math.inf
+    high = clip_max if clip_max is not None else math.inf
+    return ratio.masked_fill((ratio < low) | (ratio > high), value=0.0)
+
+
+def fold_ratio_into_advantages(advantages: Any, ratio: Any) -> Any:
+    """The advantages times the importance-sampling ratio: ``(B,)`` for a sequence ratio ``(B, 1)``,
+    ``(B, T)`` (which TRL's loss takes) for a token one. For TRL's grpo, bnpo, dr_grpo, dapo, luspo,
+    cispo and sapo losses this is exactly TRL's ``per_token_loss * importance_sampling_ratio``: each
+    is the advantage times a factor that does not depend on it (``-min(c1 A, c2 A) r = -min(c1 A r,
+    c2 A r)`` since r >= 0; sapo picks its temperature by the sign of A, and where r = 0 both are 0),
+    and TRL adds the KL term after that multiplication, so the KL stays unweighted in both."""
+    if ratio.shape[-1] == 1:
+        return advantages * ratio.reshape(advantages.shape[0], *([1] * (advantages.dim() - 1)))
+    return (advantages if advantages.dim() == 2 else advantages.unsqueeze(1)) * ratio
+
+
 def timed_trainer_class() -> type:
-    """``GRPOTrainer`` that also logs where each optimizer step's time goes (see METRIC_KEYS)."""
+    """``GRPOTrainer`` that also logs where each optimizer step's time goes (see METRIC_KEYS) and
+    corrects rollouts sampled from rounded weights (:attr:`GraphRollout.rounds_weights`) with TRL's own
+    importance sampling (``GRPOConfig.vllm_importance_sampling_*``), which TRL applies only with vLLM."""
     import resource
     import time
 
     import torch
 
-    GRPOTrainer: Any = require("trl", "training").GRPOTrainer
+    trl = require("trl", "training")
+    GRPOTrainer: Any = trl.GRPOTrainer
+    from trl.models.utils import disable_gradient_checkpointing
+    from trl.trainer.utils import nanmax, nanmin
 
     class TimedGRPOTrainer(GRPOTrainer):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self._phase_s = {"rollout": 0.0, "reference": 0.0, "step": 0.0}
+            self._phase_s = {"rollout": 0.0, "reference": 0.0, "importance": 0.0, "step": 0.0}
             inner = getattr(self, "rollout_func", None)
+            self._graph_rollout = inner
             if inner is not None:
                 def timed_rollout(prompts: Any, trainer: Any) -> Any:
                     started = time.perf_counter()
@@ -97,10 +146,80 @@ def timed_trainer_class() -> type:
                 metrics = self._metrics["train"]
                 metrics["timing/rollout_s"].append(phase["rollout"])
                 metrics["timing/reference_s"].append(phase["reference"])
-                metrics["timing/policy_s"].append(phase["step"] - phase["rollout"] - phase["reference"])
+                if phase["importance"]:  # only when rollouts are corrected: the old-policy pass
+                    metrics["timing/importance_s"].append(phase["importance"])
+                metrics["timing/policy_s"].append(phase["step"] - phase["rollout"] - phase["reference"]
+                                                  - phase["importance"])
                 metrics["timing/peak_rss_gb"].append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
                 self._phase_s = dict.fromkeys(phase, 0.0)
             return out
+
+        def _corrects_rollouts(self) -> bool:
+            """TRL's importance-sampling correction is ours to apply: TRL applies it itself with vLLM only."""
+            return (not self.use_vllm and self.vllm_importance_sampling_correction
+                    and bool(getattr(self._graph_rollout, "rounds_weights", False)))
+
+        def _generate_and_score_completions(self, inputs: Any) -> Any:
+            output = super()._generate_and_score_completions(inputs)
+            if self._corrects_rollouts() and output.get("sampling_per_token_logps") is not None:
+                started, reference = time.perf_counter(), self._phase_s["reference"]
+                self._correct_rollouts(output)
+                self._phase_s["reference"] = reference  # the old-policy pass is timed apart
+                self._phase_s["importance"] += time.perf_counter() - started
+            return output
+
+        def _correct_rollouts(self, output: dict[str, Any]) -> None:
+            """TRL's vLLM importance sampling for rollouts from rounded weights: the ratio of the
+            policy's own log-probs (``old_per_token_logps``, computed here as TRL does when TRL did not)
+            to the sampling ones, its metrics, and the ratio applied to the loss."""
+            mode = "train" if self.model.training else "eval"
+            completion_mask = output["completion_mask"]
+            tool_mask = output.get("tool_mask")
+            mask = completion_mask if tool_mask is None else completion_mask * tool_mask
+            sampling = output["sampling_per_token_logps"]
+            old = output.get("old_per_token_logps")
+            if old is None:
+                # TRL's own old-policy pass (it skips it off vLLM when generation and optimisation are
+                # aligned). It is used for the ratio only: the loss keeps TRL's per_token_logps.detach()
+                # as its PPO denominator, which is the same policy (the weights have not moved since).
+                batch_size = (self.args.per_device_train_batch_size if mode == "train"
+                              else self.args.per_device_eval_batch_size)
+                with torch.no_grad(), disable_gradient_checkpointing(self.model,
+                                                                     self.args.gradient_checkpointing_kwargs):
+                    old, _, _ = self._get_per_token_logps_and_entropies(
+                        self.model, torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1),
+                        torch.cat([output["prompt_mask"], completion_mask], dim=1),
+                        output["completion_ids"].size(1), batch_size=batch_size)
+            ratio = importance_sampling_ratio(old, sampling, mask, self.vllm_importance_sampling_mode,
+                                              self.vllm_importance_sampling_clip_min,
+                                              self.vllm_importance_sampling_clip_max)
+            self._log_importance_sampling(mode, old, sampling, mask, ratio)
+            output["importance_sampling_ratio"] = ratio  # TRL's vespo loss reads it from the inputs itself
+            if self.loss_type != "vespo":
+                # TRL multiplies per_token_loss by this ratio only `if self.use_vllm`; folding it into the
+                # advantages is the same loss (fold_ratio_into_advantages says why) without touching
+                # use_vllm, which also switches TRL's generation and weight syncing.
+                output["advantages"] = fold_ratio_into_advantages(output["advantages"], ratio)
+
+        def _log_importance_sampling(self, mode: str, old: Any, sampling: Any, mask: Any, ratio: Any) -> None:
+            """TRL's ``sampling/sampling_logp_difference/*`` and ``sampling/importance_sampling_ratio/*``."""
+            device, gather, metrics = old.device, self.accelerator.gather, self._metrics[mode]
+            bool_mask = mask.bool()
+            delta = torch.abs(old - sampling)
+            delta = delta[bool_mask & ~torch.isnan(delta)]
+            zero = torch.tensor(0.0, device=device)
+            metrics["sampling/sampling_logp_difference/mean"].append(
+                gather(delta.mean() if delta.numel() else zero).mean().item())
+            metrics["sampling/sampling_logp_difference/max"].append(
+                gather(delta.max() if delta.numel() else zero).max().item())
+            flat = ratio.flatten() if ratio.shape[-1] == 1 else ratio[bool_mask]
+            has = flat.numel() > 0
+            metrics["sampling/importance_sampling_ratio/min"].append(
+                nanmin(gather(flat.min() if has else zero)).item())
+            metrics["sampling/importance_sampling_ratio/mean"].append(
+                gather(flat.mean() if has else zero).nanmean().item())
+            metrics["sampling/importance_sampling_ratio/max"].append(
+                nanmax(gather(flat.max() if has else zero)).item())
 
     return TimedGRPOTrainer
 
@@ -122,7 +241,8 @@ def build_trainer(script: RLScriptArguments, args: Any, model_args: Any, agent: 
                                                       repeat_stop_tokens=script.repeat_stop_tokens,
                                                       repeat_stop_count=script.repeat_stop_count,
                                                       max_batch_size=script.max_batch_size,
-                                                      backend=script.rollout_backend))
+                                                      backend=script.rollout_backend,
+                                                      weights=script.rollout_weights))
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     trainer = timed_trainer_class()(
