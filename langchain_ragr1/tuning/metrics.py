@@ -30,11 +30,9 @@ METRIC_KEYS = {
     "step_time": "step_time",
     # where an optimizer step's time went (TimedGRPOTrainer): the graph rollouts, the no-grad
     # log-prob passes (the reference model's, and the old policy's when TRL needs them), and the
-    # rest (the policy's loss forward and backward, rewards, optimizer); peak RSS of the process;
-    # with rollouts from rounded weights, the old-policy pass of the importance-sampling correction
+    # rest (the policy's loss forward and backward, rewards, optimizer); peak RSS of the process
     "rollout_s": "timing/rollout_s",
     "reference_s": "timing/reference_s",
-    "importance_s": "timing/importance_s",
     "policy_s": "timing/policy_s",
     "peak_rss_gb": "timing/peak_rss_gb",
     # TRL's importance-sampling metrics (rollouts from rounded weights, or vLLM's): how far the sampling

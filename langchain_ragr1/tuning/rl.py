@@ -112,13 +112,13 @@ def timed_trainer_class() -> type:
 
     trl = require("trl", "training")
     GRPOTrainer: Any = trl.GRPOTrainer
-    from trl.models.utils import disable_gradient_checkpointing
-    from trl.trainer.utils import nanmax, nanmin
 
     class TimedGRPOTrainer(GRPOTrainer):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self._phase_s = {"rollout": 0.0, "reference": 0.0, "importance": 0.0, "step": 0.0}
+            self._phase_s = {"rollout": 0.0, "reference": 0.0, "step": 0.0}
+            self._ratio_pending: dict[str, Any] | None = None
+            self._is_stats: Any = None
             inner = getattr(self, "rollout_func", None)
             self._graph_rollout = inner
             if inner is not None:
@@ -135,6 +135,9 @@ def timed_trainer_class() -> type:
             out = super()._get_per_token_logps_and_entropies(*args, **kwargs)
             if not torch.is_grad_enabled():  # the reference (or old-policy) pass, not the loss pass
                 self._phase_s["reference"] += time.perf_counter() - started
+            pending, self._ratio_pending = self._ratio_pending, None
+            if pending is not None:  # the loss pass of a batch whose ratio waits for the policy's log-probs
+                self._apply_ratio(pending, out[0].detach())
             return out
 
         def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> Any:
@@ -146,12 +149,10 @@ def timed_trainer_class() -> type:
                 metrics = self._metrics["train"]
                 metrics["timing/rollout_s"].append(phase["rollout"])
                 metrics["timing/reference_s"].append(phase["reference"])
-                if phase["importance"]:  # only when rollouts are corrected: the old-policy pass
-                    metrics["timing/importance_s"].append(phase["importance"])
-                metrics["timing/policy_s"].append(phase["step"] - phase["rollout"] - phase["reference"]
-                                                  - phase["importance"])
+                metrics["timing/policy_s"].append(phase["step"] - phase["rollout"] - phase["reference"])
                 metrics["timing/peak_rss_gb"].append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
                 self._phase_s = dict.fromkeys(phase, 0.0)
+                self._log_is_stats(metrics)
             return out
 
         def _corrects_rollouts(self) -> bool:
@@ -161,65 +162,74 @@ def timed_trainer_class() -> type:
 
         def _generate_and_score_completions(self, inputs: Any) -> Any:
             output = super()._generate_and_score_completions(inputs)
-            if self._corrects_rollouts() and output.get("sampling_per_token_logps") is not None:
-                started, reference = time.perf_counter(), self._phase_s["reference"]
-                self._correct_rollouts(output)
-                self._phase_s["reference"] = reference  # the old-policy pass is timed apart
-                self._phase_s["importance"] += time.perf_counter() - started
+            old = output.get("old_per_token_logps")
+            if old is not None and self._corrects_rollouts() and output.get("sampling_per_token_logps") is not None:
+                self._apply_ratio(output, old)  # TRL computed the old policy's log-probs (steps not aligned)
             return output
 
-        def _correct_rollouts(self, output: dict[str, Any]) -> None:
+        def _compute_loss(self, model: Any, inputs: Any) -> Any:
+            if (self._corrects_rollouts() and inputs.get("sampling_per_token_logps") is not None
+                    and "importance_sampling_ratio" not in inputs):
+                # Generation and optimisation are aligned (TRL skipped the old-policy pass off vLLM): the
+                # old policy is the current one, whose log-probs this loss pass computes first (TRL's
+                # _compute_loss reads the advantages after that pass). The ratio is taken from them, as
+                # TRL takes its PPO denominator (per_token_logps.detach()), instead of a no-grad pass of
+                # its own, which measured as long as the bf16 rollouts saved (reports/benchmarks/
+                # bench_rollout_tis.txt).
+                inputs = self._ratio_pending = dict(inputs)
+            try:
+                return super()._compute_loss(model, inputs)
+            finally:
+                self._ratio_pending = None
+
+        def _apply_ratio(self, inputs: dict[str, Any], old: Any) -> None:
             """TRL's vLLM importance sampling for rollouts from rounded weights: the ratio of the
-            policy's own log-probs (``old_per_token_logps``, computed here as TRL does when TRL did not)
-            to the sampling ones, its metrics, and the ratio applied to the loss."""
-            mode = "train" if self.model.training else "eval"
-            completion_mask = output["completion_mask"]
-            tool_mask = output.get("tool_mask")
+            policy's own log-probs ``old`` to the sampling ones, its metrics, and the ratio in the loss."""
+            completion_mask, tool_mask = inputs["completion_mask"], inputs.get("tool_mask")
             mask = completion_mask if tool_mask is None else completion_mask * tool_mask
-            sampling = output["sampling_per_token_logps"]
-            old = output.get("old_per_token_logps")
-            if old is None:
-                # TRL's own old-policy pass (it skips it off vLLM when generation and optimisation are
-                # aligned). It is used for the ratio only: the loss keeps TRL's per_token_logps.detach()
-                # as its PPO denominator, which is the same policy (the weights have not moved since).
-                batch_size = (self.args.per_device_train_batch_size if mode == "train"
-                              else self.args.per_device_eval_batch_size)
-                with torch.no_grad(), disable_gradient_checkpointing(self.model,
-                                                                     self.args.gradient_checkpointing_kwargs):
-                    old, _, _ = self._get_per_token_logps_and_entropies(
-                        self.model, torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1),
-                        torch.cat([output["prompt_mask"], completion_mask], dim=1),
-                        output["completion_ids"].size(1), batch_size=batch_size)
+            sampling = inputs["sampling_per_token_logps"]
             ratio = importance_sampling_ratio(old, sampling, mask, self.vllm_importance_sampling_mode,
                                               self.vllm_importance_sampling_clip_min,
                                               self.vllm_importance_sampling_clip_max)
-            self._log_importance_sampling(mode, old, sampling, mask, ratio)
-            output["importance_sampling_ratio"] = ratio  # TRL's vespo loss reads it from the inputs itself
+            self._add_is_stats(old, sampling, mask, ratio)
+            inputs["importance_sampling_ratio"] = ratio  # TRL's vespo loss reads it from the inputs itself
             if self.loss_type != "vespo":
                 # TRL multiplies per_token_loss by this ratio only `if self.use_vllm`; folding it into the
                 # advantages is the same loss (fold_ratio_into_advantages says why) without touching
                 # use_vllm, which also switches TRL's generation and weight syncing.
-                output["advantages"] = fold_ratio_into_advantages(output["advantages"], ratio)
+                inputs["advantages"] = fold_ratio_into_advantages(inputs["advantages"], ratio)
 
-        def _log_importance_sampling(self, mode: str, old: Any, sampling: Any, mask: Any, ratio: Any) -> None:
-            """TRL's ``sampling/sampling_logp_difference/*`` and ``sampling/importance_sampling_ratio/*``."""
-            device, gather, metrics = old.device, self.accelerator.gather, self._metrics[mode]
+        def _add_is_stats(self, old: Any, sampling: Any, mask: Any, ratio: Any) -> None:
+            """Accumulates TRL's ``sampling/*`` statistics over the optimizer step's batches (logged at its end)."""
+            if not self.model.training:  # logged per optimizer step: training's only
+                return
             bool_mask = mask.bool()
-            delta = torch.abs(old - sampling)
+            delta = torch.abs(old - sampling).detach()
             delta = delta[bool_mask & ~torch.isnan(delta)]
-            zero = torch.tensor(0.0, device=device)
-            metrics["sampling/sampling_logp_difference/mean"].append(
-                gather(delta.mean() if delta.numel() else zero).mean().item())
-            metrics["sampling/sampling_logp_difference/max"].append(
-                gather(delta.max() if delta.numel() else zero).max().item())
-            flat = ratio.flatten() if ratio.shape[-1] == 1 else ratio[bool_mask]
-            has = flat.numel() > 0
-            metrics["sampling/importance_sampling_ratio/min"].append(
-                nanmin(gather(flat.min() if has else zero)).item())
-            metrics["sampling/importance_sampling_ratio/mean"].append(
-                gather(flat.mean() if has else zero).nanmean().item())
-            metrics["sampling/importance_sampling_ratio/max"].append(
-                nanmax(gather(flat.max() if has else zero)).item())
+            flat = (ratio.flatten() if ratio.shape[-1] == 1 else ratio[bool_mask]).detach().float()
+            inf = torch.tensor(float("inf"), device=old.device)
+            stats = torch.stack([delta.sum(), torch.tensor(float(delta.numel()), device=old.device),
+                                 delta.max() if delta.numel() else -inf,
+                                 flat.sum(), torch.tensor(float(flat.numel()), device=old.device),
+                                 flat.min() if flat.numel() else inf, flat.max() if flat.numel() else -inf]).float()
+            prev = self._is_stats
+            self._is_stats = stats if prev is None else torch.stack([
+                prev[0] + stats[0], prev[1] + stats[1], torch.maximum(prev[2], stats[2]), prev[3] + stats[3],
+                prev[4] + stats[4], torch.minimum(prev[5], stats[5]), torch.maximum(prev[6], stats[6])])
+
+        def _log_is_stats(self, metrics: Any) -> None:
+            """TRL's ``sampling/sampling_logp_difference/mean|max`` and ``sampling/importance_sampling_ratio/
+            min|mean|max`` of the optimizer step (over all processes); the means are over the trained tokens
+            (sequences for a sequence ratio), as TRL's are over one generation batch."""
+            if self._is_stats is None:
+                return
+            g = self.accelerator.gather(self._is_stats.unsqueeze(0)).view(-1, 7)
+            self._is_stats = None
+            metrics["sampling/sampling_logp_difference/mean"].append((g[:, 0].sum() / g[:, 1].sum().clamp(min=1)).item())
+            metrics["sampling/sampling_logp_difference/max"].append(max(g[:, 2].max().item(), 0.0))
+            metrics["sampling/importance_sampling_ratio/min"].append(g[:, 5].min().item())
+            metrics["sampling/importance_sampling_ratio/mean"].append((g[:, 3].sum() / g[:, 4].sum().clamp(min=1)).item())
+            metrics["sampling/importance_sampling_ratio/max"].append(g[:, 6].max().item())
 
     return TimedGRPOTrainer
 
