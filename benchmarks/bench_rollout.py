@@ -6,15 +6,20 @@ own numbers) and at bf16, interleaved question by question in one run.
 
 For every episode the log-probs the rollout returned for its policy tokens are compared with the
 training pass's: a teacher-forced forward of the fp32 model over prompt + completion (what GRPO's
-loss computes), so the table says how far each path's sampling log-probs are from training's.
+loss computes), so the table says how far each path's sampling log-probs are from training's, and
+what TRL's importance-sampling correction (which the trainer applies to rollouts from rounded weights)
+makes of that: the per-episode ratio exp(sum(train - sampling)) under TRL's default sequence_mask mode
+(episodes with a ratio above 3.0 masked out), and the seconds of that teacher-forced pass (the
+correction's extra forward; batch 1 here, the trainer's runs per_device_train_batch_size at once).
 Retrieval is BM25 over the bundled corpus (rl_cpu uses Chroma; retrieval is a small share either way).
 
-    python benchmarks/bench_rollout.py [--questions 3] [--generations 4]
+    python benchmarks/bench_rollout.py [--questions 3] [--generations 4] [--paths "fast float32,fast bfloat16"]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 
@@ -37,6 +42,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--questions", type=int, default=3)
     parser.add_argument("--generations", type=int, default=4)
+    parser.add_argument("--paths", default="transformers,fast float32,fast bfloat16",
+                        help="comma-separated: transformers, fast float32, fast bfloat16, fast int8")
     args = parser.parse_args()
 
     from peft import LoraConfig, get_peft_model
@@ -66,8 +73,9 @@ def main() -> None:
         return FastPolicy(model, tokenizer, sampling=sampling, max_batch_size=8, seed=seed,
                           weights=name.removeprefix("fast "))
 
-    paths = ["transformers", "fast float32", "fast bfloat16"]
-    totals = {p: {"s": 0.0, "tokens": 0, "gap": 0.0, "gap_max": 0.0, "n": 0} for p in paths}
+    paths = [p.strip() for p in args.paths.split(",")]
+    totals = {p: {"s": 0.0, "tokens": 0, "gap": 0.0, "gap_max": 0.0, "n": 0, "ratios": [], "train_s": 0.0}
+              for p in paths}
     print(f"{len(questions)} questions x {args.generations} generations, load average {os.getloadavg()[0]:.2f}")
     for i, question in enumerate(questions):
         for name in paths:
@@ -84,23 +92,31 @@ def main() -> None:
             t["tokens"] += sum(out["response_tokens"])
             for k in range(len(out["prompt_ids"])):
                 sample = {key: out[key][k] for key in ("prompt_ids", "completion_ids", "env_mask", "logprobs")}
+                started = time.perf_counter()
                 ref = training_logprobs(model, sample)
+                t["train_s"] += time.perf_counter() - started
                 got = [lp for lp, m in zip(sample["logprobs"], sample["env_mask"]) if m]
+                t["ratios"].append(math.exp(sum(a - b for a, b in zip(ref, got))))
                 gaps = [abs(a - b) for a, b in zip(got, ref)]
                 t["gap"] += sum(gaps)
                 t["gap_max"] = max(t["gap_max"], max(gaps, default=0.0))
                 t["n"] += len(gaps)
             print(f"  question {i} {name:<14} {seconds:6.1f} s, {sum(out['response_tokens'])} policy tokens")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
-    base_s = totals["transformers"]["s"] / len(questions)
-    print(f"{'path':<16}{'s/rollout':>10}{'vs eager':>9}{'tok/s':>8}{'mean |dlogp|':>13}{'max |dlogp|':>12}")
+    first = paths[0]
+    base_s = totals[first]["s"] / len(questions)
+    print(f"{'path':<16}{'s/rollout':>10}{'vs ' + first[-7:]:>11}{'tok/s':>8}{'mean |dlogp|':>13}{'max |dlogp|':>12}"
+          f"{'seq IS ratio min/mean/max':>27}{'masked':>7}{'fwd s':>7}")
     for name in paths:
         t = totals[name]
         per = t["s"] / len(questions)
-        print(f"{name:<16}{per:>10.1f}{base_s / per:>8.2f}x{t['tokens'] / t['s']:>8.1f}"
-              f"{t['gap'] / max(t['n'], 1):>13.2e}{t['gap_max']:>12.2e}")
+        ratios = t["ratios"]
+        print(f"{name:<16}{per:>10.1f}{base_s / per:>10.2f}x{t['tokens'] / t['s']:>8.1f}"
+              f"{t['gap'] / max(t['n'], 1):>13.2e}{t['gap_max']:>12.2e}"
+              f"{f'{min(ratios):.3f}/{sum(ratios) / len(ratios):.3f}/{max(ratios):.3f}':>27}"
+              f"{sum(r > 3.0 for r in ratios):>4}/{len(ratios):<2}{t['train_s'] / len(questions):>7.1f}")
     for name in paths[1:]:
-        print(f"rollout seconds per step: {name} {totals[name]['s'] / len(questions):.1f} s, transformers "
+        print(f"rollout seconds per step: {name} {totals[name]['s'] / len(questions):.1f} s, {first} "
               f"{base_s:.1f} s, ratio {base_s / (totals[name]['s'] / len(questions)):.2f}x")
 
 

@@ -25,6 +25,7 @@ from langchain_ragr1.tuning.sft_data import SampleFormat
 
 PACKAGED_CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 RolloutBackend = Literal["fast", "transformers", "continuous"]
+RolloutWeights = Literal["float32", "bfloat16", "int8", "int4"]
 #: Our defaults for TRL's fields, each where its dataclass has it (a config or flag changes them): nothing
 #: reported, every step logged, SFT's pre-tokenised dataset used as it is, GRPO rewarding exact match only.
 DEFAULTS: dict[str, Any] = {"report_to": "none", "logging_first_step": True, "logging_steps": 1,
@@ -91,6 +92,10 @@ class RLScriptArguments:
     max_batch_size: int = _arg(64, "concurrent turns batched into one generate call")
     rollout_backend: RolloutBackend = _arg("fast", "without vLLM: fast (the lean fp32 engine: training's own "
                                            "log-probs), transformers (model.generate) or continuous")
+    rollout_weights: RolloutWeights = _arg("float32", "the fast engine's weights: float32 (the training pass's own "
+                                           "numbers) or bfloat16/int8/int4 (faster; the rollouts then sample from a "
+                                           "slightly different policy, which GRPOConfig's vllm_importance_sampling_"
+                                           "correction/_mode/_clip_min/_clip_max correct as TRL does for vLLM)")
 
     def __post_init__(self) -> None:
         _check_positive(self, ints=("max_new_tokens", "max_batch_size", "max_questions"))

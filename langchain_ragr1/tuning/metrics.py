@@ -35,6 +35,13 @@ METRIC_KEYS = {
     "reference_s": "timing/reference_s",
     "policy_s": "timing/policy_s",
     "peak_rss_gb": "timing/peak_rss_gb",
+    # TRL's importance-sampling metrics (rollouts from rounded weights, or vLLM's): how far the sampling
+    # log-probs are from the policy's, and the ratio that corrects the loss
+    "sampling_logp_diff_mean": "sampling/sampling_logp_difference/mean",
+    "sampling_logp_diff_max": "sampling/sampling_logp_difference/max",
+    "is_ratio_min": "sampling/importance_sampling_ratio/min",
+    "is_ratio_mean": "sampling/importance_sampling_ratio/mean",
+    "is_ratio_max": "sampling/importance_sampling_ratio/max",
 }
 
 

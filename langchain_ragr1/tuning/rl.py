@@ -50,6 +50,9 @@ def check_rl(parsed: tuple[Any, ...]) -> None:
                           "temperature, top_p, top_k, min_p and repetition_penalty")
     if script.rollout_backend == "continuous" and not args.use_vllm:
         check_continuous_sampling(sampling)
+    if script.rollout_weights != "float32" and (script.rollout_backend != "fast" or args.use_vllm):
+        raise ConfigError(f"RL: rollout_weights {script.rollout_weights} is the fast engine's (rollout_backend: fast, "
+                          f"no vLLM); got rollout_backend {script.rollout_backend}, use_vllm {args.use_vllm}")
     if args.use_vllm and args.use_cpu:
         raise ConfigError("RL: use_vllm needs a GPU (use_cpu is set); on a CPU use the transformers rollouts")
     names = [f.__name__ for f in default_rewards()]
@@ -58,20 +61,66 @@ def check_rl(parsed: tuple[Any, ...]) -> None:
                           f"got {args.reward_weights}")
 
 
+#: TRL 1.16's ``vllm_importance_sampling_mode`` values: a ratio per token or one per sequence, truncated or masked
+IS_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
+
+
+def importance_sampling_ratio(old_logps: Any, sampling_logps: Any, mask: Any, mode: str,
+                              clip_min: float | None, clip_max: float | None) -> Any:
+    """TRL's truncated/masked importance-sampling ratio (``GRPOTrainer._generate_and_score_completions``
+    with vLLM, TRL 1.16): ``exp(old - sampling)`` over the trained tokens (``mask``: the completion mask
+    times the env/tool mask; NaN differences count as 0), per token ``(B, T)`` or summed per sequence
+    ``(B, 1)``; ``*_truncate`` clamps it to [clip_min, clip_max], ``*_mask`` sets it to 0 outside."""
+    import math
+
+    import torch
+
+    if mode not in IS_MODES:
+        raise ValueError(f"Unknown vLLM importance sampling level: {mode}. Possible values are "
+                         f"{', '.join(repr(m) for m in IS_MODES)}.")
+    diff = torch.nan_to_num((old_logps - sampling_logps) * mask, nan=0.0)
+    if mode.startswith("sequence"):
+        diff = diff.sum(dim=-1, keepdim=True)
+    ratio = torch.exp(diff)
+    if mode.endswith("truncate"):
+        return torch.clamp(ratio, min=clip_min, max=clip_max)
+    low = clip_min if clip_min is not None else -math.inf
+    high = clip_max if clip_max is not None else math.inf
+    return ratio.masked_fill((ratio < low) | (ratio > high), value=0.0)
+
+
+def fold_ratio_into_advantages(advantages: Any, ratio: Any) -> Any:
+    """The advantages times the importance-sampling ratio: ``(B,)`` for a sequence ratio ``(B, 1)``,
+    ``(B, T)`` (which TRL's loss takes) for a token one. For TRL's grpo, bnpo, dr_grpo, dapo, luspo,
+    cispo and sapo losses this is exactly TRL's ``per_token_loss * importance_sampling_ratio``: each
+    is the advantage times a factor that does not depend on it (``-min(c1 A, c2 A) r = -min(c1 A r,
+    c2 A r)`` since r >= 0; sapo picks its temperature by the sign of A, and where r = 0 both are 0),
+    and TRL adds the KL term after that multiplication, so the KL stays unweighted in both."""
+    if ratio.shape[-1] == 1:
+        return advantages * ratio.reshape(advantages.shape[0], *([1] * (advantages.dim() - 1)))
+    return (advantages if advantages.dim() == 2 else advantages.unsqueeze(1)) * ratio
+
+
 def timed_trainer_class() -> type:
-    """``GRPOTrainer`` that also logs where each optimizer step's time goes (see METRIC_KEYS)."""
+    """``GRPOTrainer`` that also logs where each optimizer step's time goes (see METRIC_KEYS) and
+    corrects rollouts sampled from rounded weights (:attr:`GraphRollout.rounds_weights`) with TRL's own
+    importance sampling (``GRPOConfig.vllm_importance_sampling_*``), which TRL applies only with vLLM."""
     import resource
     import time
 
     import torch
 
-    GRPOTrainer: Any = require("trl", "training").GRPOTrainer
+    trl = require("trl", "training")
+    GRPOTrainer: Any = trl.GRPOTrainer
 
     class TimedGRPOTrainer(GRPOTrainer):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._phase_s = {"rollout": 0.0, "reference": 0.0, "step": 0.0}
+            self._ratio_pending: dict[str, Any] | None = None
+            self._is_stats: Any = None
             inner = getattr(self, "rollout_func", None)
+            self._graph_rollout = inner
             if inner is not None:
                 def timed_rollout(prompts: Any, trainer: Any) -> Any:
                     started = time.perf_counter()
@@ -86,6 +135,9 @@ def timed_trainer_class() -> type:
             out = super()._get_per_token_logps_and_entropies(*args, **kwargs)
             if not torch.is_grad_enabled():  # the reference (or old-policy) pass, not the loss pass
                 self._phase_s["reference"] += time.perf_counter() - started
+            pending, self._ratio_pending = self._ratio_pending, None
+            if pending is not None:  # the loss pass of a batch whose ratio waits for the policy's log-probs
+                self._apply_ratio(pending, out[0].detach())
             return out
 
         def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> Any:
@@ -100,7 +152,84 @@ def timed_trainer_class() -> type:
                 metrics["timing/policy_s"].append(phase["step"] - phase["rollout"] - phase["reference"])
                 metrics["timing/peak_rss_gb"].append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
                 self._phase_s = dict.fromkeys(phase, 0.0)
+                self._log_is_stats(metrics)
             return out
+
+        def _corrects_rollouts(self) -> bool:
+            """TRL's importance-sampling correction is ours to apply: TRL applies it itself with vLLM only."""
+            return (not self.use_vllm and self.vllm_importance_sampling_correction
+                    and bool(getattr(self._graph_rollout, "rounds_weights", False)))
+
+        def _generate_and_score_completions(self, inputs: Any) -> Any:
+            output = super()._generate_and_score_completions(inputs)
+            old = output.get("old_per_token_logps")
+            if old is not None and self._corrects_rollouts() and output.get("sampling_per_token_logps") is not None:
+                self._apply_ratio(output, old)  # TRL computed the old policy's log-probs (steps not aligned)
+            return output
+
+        def _compute_loss(self, model: Any, inputs: Any) -> Any:
+            if (self._corrects_rollouts() and inputs.get("sampling_per_token_logps") is not None
+                    and "importance_sampling_ratio" not in inputs):
+                # Generation and optimisation are aligned (TRL skipped the old-policy pass off vLLM): the
+                # old policy is the current one, whose log-probs this loss pass computes first (TRL's
+                # _compute_loss reads the advantages after that pass). The ratio is taken from them, as
+                # TRL takes its PPO denominator (per_token_logps.detach()), instead of a no-grad pass of
+                # its own, which measured as long as the bf16 rollouts saved (reports/benchmarks/
+                # bench_rollout_tis.txt).
+                inputs = self._ratio_pending = dict(inputs)
+            try:
+                return super()._compute_loss(model, inputs)
+            finally:
+                self._ratio_pending = None
+
+        def _apply_ratio(self, inputs: dict[str, Any], old: Any) -> None:
+            """TRL's vLLM importance sampling for rollouts from rounded weights: the ratio of the
+            policy's own log-probs ``old`` to the sampling ones, its metrics, and the ratio in the loss."""
+            completion_mask, tool_mask = inputs["completion_mask"], inputs.get("tool_mask")
+            mask = completion_mask if tool_mask is None else completion_mask * tool_mask
+            sampling = inputs["sampling_per_token_logps"]
+            ratio = importance_sampling_ratio(old, sampling, mask, self.vllm_importance_sampling_mode,
+                                              self.vllm_importance_sampling_clip_min,
+                                              self.vllm_importance_sampling_clip_max)
+            self._add_is_stats(old, sampling, mask, ratio)
+            inputs["importance_sampling_ratio"] = ratio  # TRL's vespo loss reads it from the inputs itself
+            if self.loss_type != "vespo":
+                # TRL multiplies per_token_loss by this ratio only `if self.use_vllm`; folding it into the
+                # advantages is the same loss (fold_ratio_into_advantages says why) without touching
+                # use_vllm, which also switches TRL's generation and weight syncing.
+                inputs["advantages"] = fold_ratio_into_advantages(inputs["advantages"], ratio)
+
+        def _add_is_stats(self, old: Any, sampling: Any, mask: Any, ratio: Any) -> None:
+            """Accumulates TRL's ``sampling/*`` statistics over the optimizer step's batches (logged at its end)."""
+            if not self.model.training:  # logged per optimizer step: training's only
+                return
+            bool_mask = mask.bool()
+            delta = torch.abs(old - sampling).detach()
+            delta = delta[bool_mask & ~torch.isnan(delta)]
+            flat = (ratio.flatten() if ratio.shape[-1] == 1 else ratio[bool_mask]).detach().float()
+            inf = torch.tensor(float("inf"), device=old.device)
+            stats = torch.stack([delta.sum(), torch.tensor(float(delta.numel()), device=old.device),
+                                 delta.max() if delta.numel() else -inf,
+                                 flat.sum(), torch.tensor(float(flat.numel()), device=old.device),
+                                 flat.min() if flat.numel() else inf, flat.max() if flat.numel() else -inf]).float()
+            prev = self._is_stats
+            self._is_stats = stats if prev is None else torch.stack([
+                prev[0] + stats[0], prev[1] + stats[1], torch.maximum(prev[2], stats[2]), prev[3] + stats[3],
+                prev[4] + stats[4], torch.minimum(prev[5], stats[5]), torch.maximum(prev[6], stats[6])])
+
+        def _log_is_stats(self, metrics: Any) -> None:
+            """TRL's ``sampling/sampling_logp_difference/mean|max`` and ``sampling/importance_sampling_ratio/
+            min|mean|max`` of the optimizer step (over all processes); the means are over the trained tokens
+            (sequences for a sequence ratio), as TRL's are over one generation batch."""
+            if self._is_stats is None:
+                return
+            g = self.accelerator.gather(self._is_stats.unsqueeze(0)).view(-1, 7)
+            self._is_stats = None
+            metrics["sampling/sampling_logp_difference/mean"].append((g[:, 0].sum() / g[:, 1].sum().clamp(min=1)).item())
+            metrics["sampling/sampling_logp_difference/max"].append(max(g[:, 2].max().item(), 0.0))
+            metrics["sampling/importance_sampling_ratio/min"].append(g[:, 5].min().item())
+            metrics["sampling/importance_sampling_ratio/mean"].append((g[:, 3].sum() / g[:, 4].sum().clamp(min=1)).item())
+            metrics["sampling/importance_sampling_ratio/max"].append(g[:, 6].max().item())
 
     return TimedGRPOTrainer
 
@@ -122,7 +251,8 @@ def build_trainer(script: RLScriptArguments, args: Any, model_args: Any, agent: 
                                                       repeat_stop_tokens=script.repeat_stop_tokens,
                                                       repeat_stop_count=script.repeat_stop_count,
                                                       max_batch_size=script.max_batch_size,
-                                                      backend=script.rollout_backend))
+                                                      backend=script.rollout_backend,
+                                                      weights=script.rollout_weights))
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     trainer = timed_trainer_class()(

@@ -48,7 +48,8 @@ class RolloutSettings:
     #: rows dropped), "transformers" (``model.generate``, static batches) or "continuous" (continuous batching)
     backend: str = "fast"
     #: the "fast" engine's weights: "float32" (default: the training pass's own numbers, so the rollout's
-    #: log-probs are the policy's being trained), "bfloat16" or "int8" (faster, log-probs off by rounding)
+    #: log-probs are the policy's being trained), "bfloat16", "int8" or "int4" (faster, log-probs off by
+    #: rounding: the trainer corrects with TRL's importance sampling, see :attr:`GraphRollout.rounds_weights`)
     weights: str = "float32"
     max_completion_length: int | None = None
 
@@ -157,6 +158,14 @@ class GraphRollout:
         # one agent (one compiled graph) per trainer; each call binds the policy of that step's weights
         self._slot = _TrainerPolicy(self.settings.max_new_tokens)
         self.agent = RagR1Agent(self._slot, retriever, self.settings.agent)
+
+    @property
+    def rounds_weights(self) -> bool:
+        """Whether the trainer's rollouts sample from rounded weights (the fast engine with bfloat16, int8 or
+        int4 ``weights``), so their log-probs are not the training pass's: the trainer then applies TRL's
+        importance-sampling correction (``timed_trainer_class``). A fixed :attr:`policy` is not judged."""
+        s = self.settings
+        return self.policy is None and s.backend == "fast" and s.weights != "float32"
 
     def __call__(self, prompts: Sequence[Any], trainer: Any = None) -> dict[str, list]:
         questions: list[Any] = [_question_text(p) for p in prompts]
