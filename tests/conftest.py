@@ -69,8 +69,9 @@ def tiny_policy(tiny_model, smollm2_tokenizer):
 
 
 @pytest.fixture
-def tiny_folder(tmp_path, smollm2_tokenizer):
-    """A saved random 2-layer Llama (weights large enough that its greedy turns vary) with SmolLM2's tokenizer."""
+def varied_model(smollm2_tokenizer):
+    """A random 2-layer Llama with weights large enough that its turns vary (at the default init it repeats
+    one token, which hides misplaced positions, masks and stop cuts)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -81,6 +82,12 @@ def tiny_folder(tmp_path, smollm2_tokenizer):
         bos_token_id=smollm2_tokenizer.bos_token_id, eos_token_id=smollm2_tokenizer.eos_token_id,
         pad_token_id=smollm2_tokenizer.pad_token_id, tie_word_embeddings=True,
     )
-    LlamaForCausalLM(config).save_pretrained(tmp_path / "tiny", safe_serialization=True)
+    return LlamaForCausalLM(config)
+
+
+@pytest.fixture
+def tiny_folder(tmp_path, smollm2_tokenizer, varied_model):
+    """:func:`varied_model` saved with SmolLM2's tokenizer."""
+    varied_model.save_pretrained(tmp_path / "tiny", safe_serialization=True)
     smollm2_tokenizer.save_pretrained(tmp_path / "tiny")
     return tmp_path / "tiny"

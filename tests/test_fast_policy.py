@@ -37,22 +37,6 @@ def check_same(fast, eager, tolerance):
 
 
 @pytest.fixture
-def varied_model(smollm2_tokenizer):
-    """conftest's random 2-layer Llama, with weights large enough that its turns vary (at the default
-    init it repeats one token, which hides misplaced positions, masks and stop cuts)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(smollm2_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.5,
-        bos_token_id=smollm2_tokenizer.bos_token_id, eos_token_id=smollm2_tokenizer.eos_token_id,
-        pad_token_id=smollm2_tokenizer.pad_token_id, tie_word_embeddings=True,
-    )
-    return LlamaForCausalLM(config)
-
-
-@pytest.fixture
 def greedy():
     return Sampling(max_new_tokens=24, temperature=0)
 

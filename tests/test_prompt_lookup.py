@@ -18,21 +18,6 @@ from langchain_ragr1.protocol import make_prompt
 LOGPROB_TOLERANCE = 1e-4
 
 
-@pytest.fixture
-def varied_model(smollm2_tokenizer):
-    """A random 2-layer Llama whose greedy turns vary (as in test_fast_policy.py)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(smollm2_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.5,
-        bos_token_id=smollm2_tokenizer.bos_token_id, eos_token_id=smollm2_tokenizer.eos_token_id,
-        pad_token_id=smollm2_tokenizer.pad_token_id, tie_word_embeddings=True,
-    )
-    return LlamaForCausalLM(config)
-
-
 def close(a, b, tolerance=LOGPROB_TOLERANCE):
     return a.token_ids == b.token_ids and max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) <= tolerance
 
