@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 CACHE_ENV = "RAGR1_HOME"
 
@@ -53,3 +54,24 @@ def atomic_folder(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path`` (a model folder's ``config.json``, ...); ``None`` when the file is missing,
+    unreadable, not JSON or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def safetensors_names(path: Path) -> tuple[set[str] | None, str | None]:
+    """``(the tensor names in the safetensors file's header, None)``, or ``(None, why it cannot be read)``."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return set(handle.keys()), None
+    except Exception as exc:  # noqa: BLE001 (an unreadable header: transformers says what is wrong with it)
+        return None, f"{path.name} cannot be read ({exc})"

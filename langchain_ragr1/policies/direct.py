@@ -18,12 +18,13 @@ model on that first use.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+from langchain_ragr1.paths import read_json_object, safetensors_names
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +38,6 @@ _REQUIRED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "rms_nor
 _LAYER_TENSORS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
                   "mlp.up_proj", "mlp.down_proj", "input_layernorm", "post_attention_layernorm")
 _TOKENIZER_CLASS = "TokenizersBackend"
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _rope_theta(config: dict[str, Any]) -> tuple[float | None, str | None]:
@@ -71,7 +64,7 @@ def direct_unsupported(path: str | Path, dtype: str = "bfloat16") -> str | None:
     path = Path(path)
     if dtype not in DTYPES:
         return f"dtype {dtype!r} is not one of {', '.join(DTYPES)}"
-    config = _read_json(path / "config.json")
+    config = read_json_object(path / "config.json")
     if config is None:
         return "no readable config.json"
     if config.get("model_type") != "llama":
@@ -94,13 +87,9 @@ def direct_unsupported(path: str | Path, dtype: str = "bfloat16") -> str | None:
         return "no single model.safetensors (a sharded or .bin checkpoint)"
     if not (path / "tokenizer.json").is_file():
         return "no tokenizer.json"
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(weights), framework="pt") as handle:
-            names = set(handle.keys())
-    except Exception as exc:  # noqa: BLE001 (an unreadable header: transformers says what is wrong with it)
-        return f"model.safetensors cannot be read ({exc})"
+    names, why = safetensors_names(weights)
+    if names is None:
+        return why
     expected = {"model.embed_tokens.weight", "model.norm.weight"} | {
         f"model.layers.{i}.{name}.weight" for i in range(int(config["num_hidden_layers"])) for name in _LAYER_TENSORS}
     tied = config.get("tie_word_embeddings", False)
@@ -116,7 +105,7 @@ def load_tokenizer(path: str | Path) -> Any:
     """The folder's tokenizer: its ``TokenizersBackend`` loaded directly when ``tokenizer_config.json`` names that
     class (what ``AutoTokenizer`` returns for it, without reading the model config), else ``AutoTokenizer``'s."""
     path = Path(path)
-    config = _read_json(path / "tokenizer_config.json") or {}
+    config = read_json_object(path / "tokenizer_config.json") or {}
     if config.get("tokenizer_class") == _TOKENIZER_CLASS and (path / "tokenizer.json").is_file():
         from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
@@ -171,16 +160,15 @@ def load_direct(path: str | Path, *, weights: str = "bfloat16", dtype: str = "bf
     from langchain_ragr1.policies.decoder import LlamaDecoder
 
     path = Path(path)
-    config = _read_json(path / "config.json") or {}
+    config = read_json_object(path / "config.json") or {}
     theta, _ = _rope_theta(config)
-    generation = _read_json(path / "generation_config.json") or {}
+    generation = read_json_object(path / "generation_config.json") or {}
     eos = generation.get("eos_token_id", config.get("eos_token_id"))
     tokenizer = load_tokenizer(path)
     target = getattr(torch, dtype)
     tensors = {name: tensor.to(target) for name, tensor in load_file(path / "model.safetensors").items()}
     settings = dict(config)
-    settings.setdefault("num_key_value_heads", None)
-    settings["num_key_value_heads"] = settings["num_key_value_heads"] or config["num_attention_heads"]
+    settings["num_key_value_heads"] = config.get("num_key_value_heads") or config["num_attention_heads"]
     settings["rope_theta"] = theta
     decoder = LlamaDecoder.from_tensors(SimpleNamespace(**settings), tensors, weights=weights)
     return tokenizer, decoder, DeferredModel(path, dtype, settings, eos)

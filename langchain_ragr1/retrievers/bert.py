@@ -11,13 +11,14 @@ without padding, which is every query; a padded batch (passages) returns ``None`
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from langchain_ragr1.paths import read_json_object, safetensors_names
 
 __all__ = ["DirectBert", "bert_unsupported", "load_bert_tokenizer"]
 
@@ -27,18 +28,10 @@ _EMBEDDINGS = ("embeddings.word_embeddings.weight", "embeddings.position_embeddi
                "embeddings.token_type_embeddings.weight", "embeddings.LayerNorm.weight", "embeddings.LayerNorm.bias")
 
 
-def _config(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def bert_unsupported(path: str | Path) -> str | None:
     """``None`` when :class:`DirectBert` can run the encoder folder ``path``, else why not."""
     path = Path(path)
-    config = _config(path)
+    config = (read_json_object(path / "config.json") or {})
     if config.get("model_type") != "bert" or config.get("architectures", ["BertModel"]) != ["BertModel"]:
         return f"model type {config.get('model_type')!r} ({config.get('architectures')}) is not a BertModel"
     for key, ok in (("hidden_act", "gelu"), ("position_embedding_type", "absolute"), ("is_decoder", False),
@@ -52,13 +45,9 @@ def bert_unsupported(path: str | Path) -> str | None:
         return "no model.safetensors"
     if _tokenizer_class(path) is None:
         return "its tokenizer is not a BertTokenizer with a tokenizer.json"
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path / "model.safetensors"), framework="pt") as handle:
-            names = set(handle.keys())
-    except Exception as exc:  # noqa: BLE001 (transformers says what is wrong with it)
-        return f"model.safetensors cannot be read ({exc})"
+    names, why = safetensors_names(path / "model.safetensors")
+    if names is None:
+        return why
     expected = set(_EMBEDDINGS) | {f"encoder.layer.{i}.{name}.{part}" for i in range(int(config["num_hidden_layers"]))
                                    for name in _LAYER_TENSORS for part in ("weight", "bias")}
     extra = names - expected - {"embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias"}
@@ -69,11 +58,8 @@ def bert_unsupported(path: str | Path) -> str | None:
 
 def _tokenizer_class(path: Path) -> str | None:
     """The folder's ``tokenizer_class`` when it is BERT's and a ``tokenizer.json`` holds the whole tokenizer."""
-    try:
-        config = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(config, dict) or config.get("tokenizer_class") not in ("BertTokenizer", "BertTokenizerFast"):
+    config = read_json_object(path / "tokenizer_config.json")
+    if config is None or config.get("tokenizer_class") not in ("BertTokenizer", "BertTokenizerFast"):
         return None
     return config["tokenizer_class"] if (path / "tokenizer.json").is_file() else None
 
@@ -101,7 +87,7 @@ class DirectBert:
     def __init__(self, path: str | Path, dtype: torch.dtype = torch.float32) -> None:
         from safetensors.torch import load_file
 
-        config = _config(Path(path))
+        config = (read_json_object(Path(path) / "config.json") or {})
         self.heads = int(config["num_attention_heads"])
         self.head_dim = int(config["hidden_size"]) // self.heads
         self.scaling = self.head_dim ** -0.5
