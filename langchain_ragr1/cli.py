@@ -70,7 +70,7 @@ def _add_agent_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt-lookup", type=int, default=None, metavar="K", dest="prompt_lookup",
                         help="with --backend fast: prompt-lookup speculative decoding of a single turn, drafts of "
                              "up to K tokens copied from the turn's own context, each verified in one forward pass "
-                             "(0: off, the default; see the README's performance notes)")
+                             "(default: 8 with bfloat16 weights, 0 = off with the others; 0 turns it off; see the README)")
     # SUPPRESS: not given, --store's own kind is used (see _retriever_kind); the help states the default
     parser.add_argument("--retriever", choices=RETRIEVER_KINDS, default=argparse.SUPPRESS,
                         help="chroma: the embedded vector store; bm25: lexical, starts in seconds; "
