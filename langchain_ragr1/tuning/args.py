@@ -90,8 +90,8 @@ class RLScriptArguments:
                                    "occurred repeat_stop_count times in it ends there, invalid (0: off)")
     repeat_stop_count: int = _arg(DEFAULT_REPEAT_STOP_COUNT, "copies of the span that stop a turn (>= 2)")
     max_batch_size: int = _arg(64, "concurrent turns batched into one generate call")
-    rollout_backend: RolloutBackend = _arg("fast", "without vLLM: fast (the lean fp32 engine: training's own "
-                                           "log-probs), transformers (model.generate) or continuous")
+    rollout_backend: RolloutBackend = _arg("fast", "without vLLM: fast (the lean engine, in rollout_weights), "
+                                           "transformers (model.generate, fp32) or continuous")
     rollout_weights: RolloutWeights = _arg("float32", "the fast engine's weights: float32 (the training pass's own "
                                            "numbers) or bfloat16/int8/int4 (faster; the rollouts then sample from a "
                                            "slightly different policy, which GRPOConfig's vllm_importance_sampling_"
