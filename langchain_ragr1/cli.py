@@ -319,7 +319,7 @@ def _print_timings(err: Console) -> None:
     notes = {"imports": "Python's start, the command's imports, its options",
              "graph imports": "LangGraph, LangChain",
              "retriever open": "its imports (Chroma), opening the store or index",
-             "model load": "its imports (torch, transformers' tokenizer), tokenizer, weights, decoder",
+             "model load": "its imports (torch, tokenizers), tokenizer, weights, decoder",
              "embedder load": "a thread, beside the model's first turn",
              "episode": "generation and retrieval, printing each step"}
     if "first token" in record.moments and "episode" in record.spans:
