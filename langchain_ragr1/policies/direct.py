@@ -27,6 +27,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from langchain_ragr1.json_tokenizer import load_json_tokenizer
+from langchain_ragr1.openmp import in_own_thread
 from langchain_ragr1.paths import read_json_object, safetensors_names
 
 logger = logging.getLogger(__name__)
@@ -175,9 +176,15 @@ def load_direct(path: str | Path, *, weights: str = "bfloat16", dtype: str = "bf
     eos = generation.get("eos_token_id", config.get("eos_token_id"))
     tokenizer = load_tokenizer(path)
     target = getattr(torch, dtype)
-    tensors = {name: tensor.to(target) for name, tensor in load_file(path / "model.safetensors").items()}
     settings = dict(config)
     settings["num_key_value_heads"] = config.get("num_key_value_heads") or config["num_attention_heads"]
     settings["rope_theta"] = theta
-    decoder = LlamaDecoder.from_tensors(SimpleNamespace(**settings), tensors, weights=weights)
+
+    def build() -> LlamaDecoder:
+        tensors = {name: tensor.to(target) for name, tensor in load_file(path / "model.safetensors").items()}
+        return LlamaDecoder.from_tensors(SimpleNamespace(**settings), tensors, weights=weights)
+
+    # the casts and oneDNN packing run parallel regions: on a thread that ends, so that no OpenMP pool stays behind
+    # beside the generating thread's (langchain_ragr1.openmp)
+    decoder = in_own_thread(build, "ragr1-load-model")
     return tokenizer, decoder, DeferredModel(path, dtype, settings, eos)
