@@ -4,15 +4,17 @@ A batch-1 decode step runs ~150 short OpenMP regions. With ``OMP_WAIT_POLICY=PAS
 since its threads shared small machines with training runs) the second thread sleeps after each region and is woken
 for the next: a bf16 step of the default model was ~35 ms on 2 idle cores, and 23 ms when idle threads spin ~0.1 ms
 first (``GOMP_SPINCOUNT=10000``, libgomp's spin count, read once when torch loads). With one busy process beside it,
-though, spinning threads made the same step ~3x slower than passive ones (reports/benchmarks/profile_decode_b1.md).
+though, spinning threads made the same step 2.6-3x slower than passive ones (reports/benchmarks/ask_startup.md,
+profile_decode_b1.md).
+
 Spinning needs one more thing: libgomp keeps a pool of OpenMP threads for each thread that runs parallel regions, and
 once it manages more threads than there are CPUs it stops spinning (with ``OMP_WAIT_POLICY=PASSIVE``). The model load
 in the main thread and the query embedder in a retrieval thread each left a pool beside the generating thread's, so
-in an ``ask`` the spin count did nothing (a step 33 ms either way); :func:`in_own_thread` runs such work on a thread
-that ends, and with it its pool.
+in an ``ask`` the spin count did nothing (a forward pass 33 ms either way); :func:`in_own_thread` runs such work on a
+thread that ends, and with it its pool.
 
 So ``ragr1 ask`` (a few seconds, one question) spins only when the machine is idle when it starts
-(:func:`wait_settings`: no other task running, a 1-minute load average of at most the CPUs). Anything the user set
+(:func:`wait_settings`: no other task running, a 1-minute load average of at most the CPUs + 0.5). Anything the user set
 (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``) is kept as it is.
 """
 
