@@ -11,6 +11,7 @@ import shutil
 import pytest
 import torch
 
+from langchain_ragr1.json_tokenizer import JsonTokenizer
 from langchain_ragr1.policies import Sampling
 from langchain_ragr1.policies.decoder import LlamaDecoder
 from langchain_ragr1.policies.direct import DeferredModel, direct_unsupported
@@ -70,7 +71,9 @@ def _turns(policy):
 
 
 def assert_same_tokenizer(got, want) -> None:
-    assert type(got) is type(want) and len(got) == len(want)
+    """The direct load's JsonTokenizer holds transformers' tokenizer.json, template and special tokens
+    (tests/test_json_tokenizer.py compares their ids)."""
+    assert isinstance(got, JsonTokenizer) and len(got) == len(want)
     assert got.backend_tokenizer.to_str() == want.backend_tokenizer.to_str()
     assert got.chat_template == want.chat_template and got.all_special_ids == want.all_special_ids
     assert str(got.added_tokens_decoder) == str(want.added_tokens_decoder)
@@ -155,6 +158,7 @@ def test_direct_bert_gives_bert_models_numbers_and_pads_through_transformers():
     for batch in [[t] for t in texts] + [texts]:
         got = tokenizer(batch, padding=True, truncation=True, max_length=256, return_tensors="pt")
         want = reference_tokenizer(batch, padding=True, truncation=True, max_length=256, return_tensors="pt")
+        assert isinstance(tokenizer, JsonTokenizer)
         assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
         with torch.inference_mode():
             out = direct(**got)

@@ -17,10 +17,11 @@ from langchain_ragr1.testing import MemoryRetriever, ScriptedPolicy
 #: (``langchain_core`` itself is light: its heavy parts are these submodules.)
 HEAVY = ("torch", "transformers", "chromadb", "langgraph", "langsmith", "numpy", "langchain_core.runnables",
          "langchain_core.language_models", "langchain_core.vectorstores")
-#: What `ragr1 ask` over a Llama folder never imports (policies.direct, retrievers.bert): transformers' model loading
-#: code and what it imports (torch.distributed.tensor, _dynamo, SymPy: about 1.2 s on 2 cores), PEFT.
-MODELING = ("transformers.modeling_utils", "transformers.models", "torch._dynamo", "torch.distributed.tensor", "sympy",
-            "peft")
+#: What `ragr1 ask` over a Llama folder never imports (policies.direct, retrievers.bert, json_tokenizer): transformers
+#: (its model loading code, and the torch.distributed.tensor, _dynamo and SymPy that imports: about 1.2 s on 2 cores;
+#: its tokenizer modules, transformers.tokenization_utils*: about 0.45 s), PEFT.
+MODELING = ("transformers", "transformers.modeling_utils", "transformers.models", "transformers.tokenization_utils_base",
+            "transformers.tokenization_utils_tokenizers", "torch._dynamo", "torch.distributed.tensor", "sympy", "peft")
 TURNS = ["<think>Compare the birth years.</think> <search> Marie Curie </search>",
          "<think>1867 is earlier.</think> <answer> Marie Curie </answer>"]
 DOCS = [Document(page_content="Marie Curie (born 1867) was a physicist.", metadata={"title": "Marie Curie", "id": "d1"})]
@@ -236,9 +237,10 @@ def test_both_local_backends_mark_the_first_generated_token(tiny_model, smollm2_
     assert started < record.moments["first token"] < ended
 
 
-def test_a_cached_ask_imports_no_transformers_modeling_code(tiny_folder):
-    """`ragr1 ask` over a Llama folder (the default's kind), to its end: transformers' model loading code (and the
-    torch.distributed.tensor, _dynamo and SymPy it imports, about 1.2 s on 2 cores) is never imported."""
+def test_a_cached_ask_imports_no_transformers(tiny_folder):
+    """`ragr1 ask` over a Llama folder (the default's kind), to its end: transformers is never imported, neither its
+    model loading code (and the torch.distributed.tensor, _dynamo and SymPy it imports, about 1.2 s on 2 cores) nor
+    its tokenizer modules (the tokenizer is the folder's tokenizer.json, json_tokenizer)."""
     proc = _python(f"""
         import atexit, os, sys
         from langchain_core.documents import Document
@@ -259,7 +261,7 @@ def test_a_cached_ask_imports_no_transformers_modeling_code(tiny_folder):
 
 
 @pytest.mark.slow
-def test_a_cached_default_ask_imports_no_transformers_modeling_code():
+def test_a_cached_default_ask_imports_no_transformers():
     """The README's `ragr1 ask` (the trained default, the shipped Chroma store and its MiniLM embedder), to its
     end."""
     proc = _python(f"""

@@ -6,8 +6,10 @@ transformers' model loading code (which imports ``torch.distributed.tensor``, ``
 tokenizer auto-classes took about 1.9 s of a 4.2 s model load. :func:`load_direct` reads the folder's
 ``config.json`` and ``model.safetensors`` with safetensors' own loader, casts each tensor to the dtype the
 transformers model would hold (``Tensor.to``, what ``from_pretrained(dtype=...)`` does: the same bits) and builds
-the engine from them; the tokenizer is its ``tokenizer_config.json`` class (``TokenizersBackend``) loaded directly,
-which skips the model config that ``AutoTokenizer`` reads (and the imports behind it).
+the engine from them; the tokenizer is its ``tokenizer.json`` in a
+:class:`~langchain_ragr1.json_tokenizer.JsonTokenizer` (no transformers import at all: the same ids and chat-template
+text), or, for a folder that one cannot reproduce, its ``tokenizer_config.json`` class (``TokenizersBackend``) loaded
+directly, which skips the model config that ``AutoTokenizer`` reads (and the imports behind it).
 
 :func:`direct_unsupported` says why a folder cannot take this path (another architecture, a sharded or quantised
 checkpoint, RoPE scaling, ...); ``FastPolicy.from_pretrained`` then loads it through transformers as before and
@@ -24,6 +26,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from langchain_ragr1.json_tokenizer import load_json_tokenizer
+from langchain_ragr1.openmp import in_own_thread
 from langchain_ragr1.paths import read_json_object, safetensors_names
 
 logger = logging.getLogger(__name__)
@@ -102,9 +106,15 @@ def direct_unsupported(path: str | Path, dtype: str = "bfloat16") -> str | None:
 
 
 def load_tokenizer(path: str | Path) -> Any:
-    """The folder's tokenizer: its ``TokenizersBackend`` loaded directly when ``tokenizer_config.json`` names that
-    class (what ``AutoTokenizer`` returns for it, without reading the model config), else ``AutoTokenizer``'s."""
+    """The folder's tokenizer: a :class:`~langchain_ragr1.json_tokenizer.JsonTokenizer` (its ``tokenizer.json``
+    without transformers' tokenizer code) where that is what transformers would build, else its
+    ``TokenizersBackend`` loaded directly when ``tokenizer_config.json`` names that class (what ``AutoTokenizer``
+    returns for it, without reading the model config), else ``AutoTokenizer``'s."""
     path = Path(path)
+    tokenizer, why = load_json_tokenizer(path)
+    if tokenizer is not None:
+        return tokenizer
+    logger.debug("The tokenizer of %s loads through transformers: %s", path, why)
     config = read_json_object(path / "tokenizer_config.json") or {}
     if config.get("tokenizer_class") == _TOKENIZER_CLASS and (path / "tokenizer.json").is_file():
         from transformers.tokenization_utils_tokenizers import TokenizersBackend
@@ -166,9 +176,15 @@ def load_direct(path: str | Path, *, weights: str = "bfloat16", dtype: str = "bf
     eos = generation.get("eos_token_id", config.get("eos_token_id"))
     tokenizer = load_tokenizer(path)
     target = getattr(torch, dtype)
-    tensors = {name: tensor.to(target) for name, tensor in load_file(path / "model.safetensors").items()}
     settings = dict(config)
     settings["num_key_value_heads"] = config.get("num_key_value_heads") or config["num_attention_heads"]
     settings["rope_theta"] = theta
-    decoder = LlamaDecoder.from_tensors(SimpleNamespace(**settings), tensors, weights=weights)
+
+    def build() -> LlamaDecoder:
+        tensors = {name: tensor.to(target) for name, tensor in load_file(path / "model.safetensors").items()}
+        return LlamaDecoder.from_tensors(SimpleNamespace(**settings), tensors, weights=weights)
+
+    # the casts and oneDNN packing run parallel regions: on a thread that ends, so that no OpenMP pool stays behind
+    # beside the generating thread's (langchain_ragr1.openmp)
+    decoder = in_own_thread(build, "ragr1-load-model")
     return tokenizer, decoder, DeferredModel(path, dtype, settings, eos)

