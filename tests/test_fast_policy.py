@@ -95,6 +95,30 @@ def test_bfloat16_weights_are_prepacked(tiny_model):
     assert decoder.weight_bytes < sum(p.numel() * 4 for p in tiny_model.parameters()) / 1.9
 
 
+@pytest.mark.parametrize("weights", ["float32", "bfloat16"])
+def test_attention_bias_gives_sdpas_boolean_mask_result(tiny_model, weights, monkeypatch):
+    """The engine builds the mask as SDPA's additive bias (0 / -inf) once per forward pass, in the engine's dtype:
+    each layer's attention equals SDPA given the boolean mask itself, bit for bit, in the prefill and the decode
+    steps of a padded batch (rows of different lengths, query heads folded by group)."""
+    from langchain_ragr1.policies import decoder as engine
+
+    real = torch.nn.functional.scaled_dot_product_attention
+    calls = []
+
+    def spy(q, k, v, attn_mask=None, scale=None):
+        out = real(q, k, v, attn_mask=attn_mask, scale=scale)
+        assert attn_mask.dtype == q.dtype and set(attn_mask.unique().tolist()) <= {0.0, float("-inf")}
+        assert torch.equal(out, real(q, k, v, attn_mask=attn_mask == 0, scale=scale))
+        calls.append(q.shape[2])
+        return out
+
+    monkeypatch.setattr(engine.F, "scaled_dot_product_attention", spy)
+    LlamaDecoder(tiny_model, weights=weights).generate([[5, 6, 7, 8, 9], [11, 12]], 3)
+    layers = tiny_model.config.num_hidden_layers
+    group = tiny_model.config.num_attention_heads // tiny_model.config.num_key_value_heads
+    assert calls == [5 * group] * layers + [group] * 2 * layers
+
+
 def test_the_packed_product_is_checked_once_per_weight_shape(tiny_model, monkeypatch):
     """One check per shape serves every matrix of it (and later decoders in the process); a shape whose check
     fails stays plain bf16 in every layer while the others are packed."""

@@ -429,11 +429,13 @@ class LlamaDecoder:
         g = self.heads // self.kv_heads
         d = self.head_dim
         end = start + t
-        x = F.embedding(ids, self.embed)
+        x = F.embedding(ids.reshape(-1), self.embed)  # [B*T, hidden]: the products take 2-d inputs as they are
         cos, sin = self._rope(positions)
         q_width, kv_width = self.heads * d, self.kv_heads * d
-        # the query heads of a group attend to the same keys: fold them into the query length
-        group_mask = mask if g == 1 else mask.repeat(1, 1, g, 1)
+        # the mask as the additive bias SDPA turns a boolean mask into (0 / -inf), once per pass instead of once per
+        # layer; the query heads of a group attend to the same keys: fold them into the query length
+        bias = torch.zeros(mask.shape, dtype=self.dtype).masked_fill_(~mask, float("-inf"))
+        group_bias = bias if g == 1 else bias.repeat(1, 1, g, 1)
         for i, layer in enumerate(self.layers):
             h = self._rms(x, layer.norm1)
             qk, v = layer.qkv(h).split((q_width + kv_width, kv_width), dim=-1)
@@ -444,14 +446,14 @@ class LlamaDecoder:
             keys[:, :, start:end] = k
             values[:, :, start:end] = v.view(b, t, self.kv_heads, d).transpose(1, 2)
             q = q.reshape(b, self.kv_heads, g * t, d)
-            a = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], attn_mask=group_mask,
+            a = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], attn_mask=group_bias,
                                                scale=self.scaling)
-            a = a.view(b, self.heads, t, d).transpose(1, 2).reshape(b, t, q_width)
+            a = a.view(b, self.heads, t, d).transpose(1, 2).reshape(b * t, q_width)
             x = x + layer.o(a)
             h = self._rms(x, layer.norm2)
             gate, up = layer.gate_up(h).chunk(2, dim=-1)
             x = x + layer.down(F.silu(gate) * up)
-        return x
+        return x.view(b, t, -1)
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.head(self._rms(hidden, self.norm)).float()
