@@ -23,6 +23,7 @@ transcripts are identical. ``--out DIR`` keeps both evaluations in ``ragr1 eval`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import sys
@@ -35,6 +36,39 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 #: The two backends, in the order each chunk runs them, and what the ratio line calls them.
 BACKENDS = {"fast": "fast", "transformers": "eager"}
+
+
+class CallLog:
+    """The batched model calls a backend made (``TokenPolicy.record_calls``' lists, filled while evaluating), summed
+    into where its evaluation seconds went."""
+
+    def __init__(self) -> None:
+        self.lists: list[list[Any]] = []
+
+    def extend_from(self, calls: list[Any]) -> None:
+        self.lists.append(calls)
+
+    def split(self, seconds: float) -> dict[str, float]:
+        calls = [call for calls in self.lists for call in calls]
+        model = sum(call.seconds for call in calls)
+        prefill = sum(call.prefill_s for call in calls)
+        return {"calls": len(calls), "model_s": model, "prefill_s": prefill, "decode_s": model - prefill,
+                "other_s": seconds - model,
+                "prompt_tokens": sum(len(p) for call in calls for p in call.prompts),
+                "prefill_positions": sum(call.padded_len * len(call.prompts) for call in calls),
+                "decode_steps": sum(call.steps for call in calls),
+                "kept_tokens": sum(sum(call.kept) for call in calls)}
+
+
+def time_line(backend: str, split: dict[str, float], seconds: float) -> str:
+    """One backend's evaluation seconds split into prefill, decode and the rest (retrieval, the graph, waits)."""
+    if not split["calls"]:
+        return f"  {backend}: no model calls recorded (its policy does not record them)"
+    return (f"  {backend}: {seconds:.1f} s = prefill {split['prefill_s']:.1f} s ({split['prompt_tokens']:.0f} prompt "
+            f"tokens, {split['prefill_positions']:.0f} positions with padding, "
+            f"{split['prefill_positions'] / max(split['prefill_s'], 1e-9):.0f} positions/s) + decode "
+            f"{split['decode_s']:.1f} s ({split['decode_steps']:.0f} steps, {split['kept_tokens']:.0f} tokens kept) "
+            f"+ other {split['other_s']:.1f} s (retrieval, graph, batching waits), {split['calls']:.0f} model calls")
 
 
 def first_difference(a: str, b: str) -> int:
@@ -150,6 +184,7 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
               + ", ".join(f"{b} {s:.1f} s" for b, s in loading.items()), flush=True)
 
         seconds = dict.fromkeys(BACKENDS, 0.0)
+        calls = {b: CallLog() for b in BACKENDS}
         loads: dict[str, list[tuple[float, float]]] = {b: [] for b in BACKENDS}
         for start in range(0, len(items), args.chunk):
             chunk = items[start : start + args.chunk]
@@ -157,7 +192,11 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             for backend in BACKENDS:
                 before = os.getloadavg()[0]
                 started = time.perf_counter()
-                evaluate(chunk, modes, agents[backend].__getitem__, folders[backend], batch_size=args.batch_size)
+                with contextlib.ExitStack() as stack:  # the model calls, for where the time goes
+                    for policy in policies[backend].loaded.values():
+                        if hasattr(policy, "record_calls"):
+                            calls[backend].extend_from(stack.enter_context(policy.record_calls()))
+                    evaluate(chunk, modes, agents[backend].__getitem__, folders[backend], batch_size=args.batch_size)
                 took = time.perf_counter() - started
                 seconds[backend] += took
                 loads[backend].append((before, os.getloadavg()[0]))
@@ -167,7 +206,8 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         for mode_policies in policies.values():
             mode_policies.close()
 
-    results: dict[str, Any] = {"loading_s": loading, "seconds": seconds, "loads": loads}
+    results: dict[str, Any] = {"loading_s": loading, "seconds": seconds, "loads": loads,
+                               "time": {b: calls[b].split(seconds[b]) for b in BACKENDS}}
     records: dict[str, dict[tuple[str, str], dict]] = {}
     episodes = len(items) * len(modes)
     print(f"\n{'backend':<14}{'mode':<11}{'seconds':>9}{'q/min':>9}{'EM':>7}{'F1':>7}{'gen tok/q':>10}"
@@ -193,6 +233,15 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     results["ratio"] = fast / eager
     print(f"eval questions/min: fast {fast:.3f}, eager {eager:.3f}, ratio {results['ratio']:.2f}x "
           f"({episodes} episodes each, {seconds['fast']:.1f} s vs {seconds['transformers']:.1f} s of evaluation)")
+
+    print("where the evaluation seconds went (the model calls as recorded by the policies):")
+    for backend in BACKENDS:
+        print(time_line(backend, results["time"][backend], seconds[backend]))
+    fast_t, eager_t = (results["time"][b] for b in BACKENDS)
+    if fast_t["calls"] and eager_t["calls"]:
+        print(f"  ratios, eager / fast: prefill {eager_t['prefill_s'] / max(fast_t['prefill_s'], 1e-9):.2f}x, decode "
+              f"{eager_t['decode_s'] / max(fast_t['decode_s'], 1e-9):.2f}x, other "
+              f"{eager_t['other_s'] / max(fast_t['other_s'], 1e-9):.2f}x")
 
     rows, same = compare(records)
     differ = [row for row in rows if not row["same_answer"]]

@@ -64,7 +64,27 @@ def test_bench_eval_alternates_backends_and_reports_what_differs(monkeypatch, tm
     assert "same answer: 1/2, identical transcripts: 1/2" in printed
     assert re.search(r"q1 \(single-hop\): fast 'Paris' \(em 1\.0\) vs transformers 'Berlin' \(em 0\.0\)", printed)
     assert "q0 (" not in printed
+    assert printed.count("no model calls recorded") == 2  # the scripted stand-ins record none
     for backend in ("fast", "transformers"):  # ragr1 eval's outputs, one record per question
         assert len(read_predictions(out / backend / "predictions.jsonl")) == 2
         assert (out / backend / "report.md").is_file()
         assert json.loads((out / backend / "metrics.json").read_text())["multi"]["n"] == 2
+
+
+def test_the_time_split_sums_the_recorded_calls(capsys):
+    from langchain_ragr1.policies.batching import GenerateCall
+
+    bench = _bench()
+    log = bench.CallLog()
+    first, second = [], []
+    log.extend_from(first)
+    log.extend_from(second)  # lists are read when split, as record_calls fills them during the evaluation
+    first.append(GenerateCall(prompts=[[1, 2, 3], [4]], steps=5, kept=[5, 2], seconds=2.0, prefill_s=0.5))
+    second.append(GenerateCall(prompts=[[1] * 10], steps=3, kept=[3], seconds=1.0, prefill_s=0.25))
+    split = log.split(4.0)
+    assert split == {"calls": 2, "model_s": 3.0, "prefill_s": 0.75, "decode_s": 2.25, "other_s": 1.0,
+                     "prompt_tokens": 14, "prefill_positions": 16, "decode_steps": 8, "kept_tokens": 10}
+    line = bench.time_line("fast", split, 4.0)
+    assert "4.0 s = prefill 0.8 s (14 prompt tokens, 16 positions with padding, 21 positions/s)" in line
+    assert "decode 2.2 s (8 steps, 10 tokens kept) + other 1.0 s" in line and "2 model calls" in line
+    assert "no model calls recorded" in bench.time_line("fast", bench.CallLog().split(1.0), 1.0)
