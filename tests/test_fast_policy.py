@@ -75,6 +75,71 @@ def test_end_token_ends_a_row_and_the_others_go_on(varied_model, smollm2_tokeniz
     assert len(cut[1].token_ids) == 12 or cut[1].finish_reason == "eos"
 
 
+def nan_cache(monkeypatch):
+    """Make the engine's caches start as NaN (``torch.empty`` may hand back anything): a padding column that
+    the prefill leaves unwritten then poisons attention and the test sees it."""
+    from langchain_ragr1.policies import decoder as engine
+
+    empty = engine._Cache.empty
+
+    def poisoned(*args, **kwargs):
+        cache = empty(*args, **kwargs)
+        for t in (*cache.keys, *cache.values):
+            t.fill_(float("nan"))
+        return cache
+
+    monkeypatch.setattr(engine._Cache, "empty", staticmethod(poisoned))
+
+
+MIXED = [list(range(3, 40)), [7, 8], list(range(100, 111)), [5]]  # 37, 2, 11 and 1 tokens
+
+
+def test_prefill_row_by_row_equals_the_padded_prefill(varied_model, monkeypatch):
+    """Each row prefilled on its own tokens (in chunks: 37 > 8 = the chunk here) leaves the same keys and values in
+    its real columns and the same last hidden state (so first logits) as the prefill of the left-padded batch;
+    its padding columns are zeros, not the NaN the cache started with. Equal up to fp32 rounding: 1e-5 of the
+    numbers' scale (the varied model's logits reach about 13; the padded batch differs from a prompt prefilled
+    alone by as much)."""
+    from langchain_ragr1.policies import decoder as engine
+
+    monkeypatch.setattr(engine, "PREFILL_CHUNK", 8)
+    nan_cache(monkeypatch)
+    decoder = LlamaDecoder(varied_model, weights="float32")
+    width = max(map(len, MIXED))
+
+    def prefill(method):
+        cache = engine._Cache.empty(len(decoder.layers), len(MIXED), decoder.kv_heads, width + 4, decoder.head_dim,
+                                    decoder.dtype)
+        return decoder._logits(method(MIXED, cache)), cache
+
+    padded_logits, padded = prefill(decoder._prefill_padded)
+    rows_logits, rows = prefill(decoder._prefill_rows)
+    def close(got, want):
+        return float((got - want).abs().max()) <= 1e-5 * float(want.abs().max())
+
+    assert close(rows_logits, padded_logits)
+    for r, prompt in enumerate(MIXED):
+        pad = width - len(prompt)
+        for want, got in zip(padded.keys + padded.values, rows.keys + rows.values):
+            assert close(got[r, :, pad:width], want[r, :, pad:width])
+            assert torch.equal(got[r, :, :pad], torch.zeros_like(got[r, :, :pad]))
+
+
+def test_a_mixed_length_batch_decodes_each_prompt_as_alone(varied_model, monkeypatch):
+    """Greedy, fp32: each row of a batch of very different lengths (prefilled row by row, then decoded over the
+    shared padded cache) gives the tokens of its prompt decoded alone, and log-probs within fp32 rounding."""
+    from langchain_ragr1.policies import decoder as engine
+
+    monkeypatch.setattr(engine, "PREFILL_CHUNK", 8)
+    nan_cache(monkeypatch)
+    decoder = LlamaDecoder(varied_model, weights="float32")
+    batch = decoder.generate(MIXED, 12)
+    for prompt, got in zip(MIXED, batch):
+        alone = decoder.generate([prompt], 12)[0]
+        assert got.token_ids == alone.token_ids and len(set(got.token_ids)) > 3
+        assert max(abs(a - b) for a, b in zip(got.logprobs, alone.logprobs)) <= 1e-4
+
+
 @pytest.mark.parametrize("weights, tolerance", [("bfloat16", 0.1), ("int8", 0.1), ("int4", 0.3)])
 def test_reduced_weights_stay_close(tiny_model, smollm2_tokenizer, greedy, weights, tolerance):
     """Fewer bytes per weight: the log-probs of the tokens both paths chose move by rounding only."""
@@ -99,7 +164,8 @@ def test_bfloat16_weights_are_prepacked(tiny_model):
 def test_attention_bias_gives_sdpas_boolean_mask_result(tiny_model, weights, monkeypatch):
     """The engine builds the mask as SDPA's additive bias (0 / -inf) once per forward pass, in the engine's dtype:
     each layer's attention equals SDPA given the boolean mask itself, bit for bit, in the prefill and the decode
-    steps of a padded batch (rows of different lengths, query heads folded by group)."""
+    steps of a padded batch (rows of different lengths, each prefilled on its own tokens; query heads folded by
+    group)."""
     from langchain_ragr1.policies import decoder as engine
 
     real = torch.nn.functional.scaled_dot_product_attention
@@ -116,7 +182,7 @@ def test_attention_bias_gives_sdpas_boolean_mask_result(tiny_model, weights, mon
     LlamaDecoder(tiny_model, weights=weights).generate([[5, 6, 7, 8, 9], [11, 12]], 3)
     layers = tiny_model.config.num_hidden_layers
     group = tiny_model.config.num_attention_heads // tiny_model.config.num_key_value_heads
-    assert calls == [5 * group] * layers + [group] * 2 * layers
+    assert calls == [5 * group] * layers + [2 * group] * layers + [group] * 2 * layers
 
 
 def test_the_packed_product_is_checked_once_per_weight_shape(tiny_model, monkeypatch):

@@ -10,6 +10,9 @@ Llama block computes, on weights prepared once:
   ``F.linear`` on plain bf16 here), ``float32``, or per-channel int8 for
   ``torch._weight_int8pack_mm`` (a quarter of the bytes);
 - a key/value cache allocated once per batch and written in place (no ``torch.cat`` per step);
+- a batch of prompts of different lengths prefilled row by row on each prompt's own tokens, into its row of the
+  shared left-padded cache: the prefill computes the prompts' positions, not batch x the longest (RAG-R1 episodes
+  in one batch range from 175 to 2,000 tokens, so left padding was about a third of the prefill's positions);
 - grouped-query attention without repeating keys and values (the query heads of a group are
   folded into the query length);
 - logits of the last position only during the prefill, and rows that finished dropped from the
@@ -490,26 +493,18 @@ class LlamaDecoder:
         n = len(prompts)
         width = max(map(len, prompts))
         pads = torch.tensor([width - len(p) for p in prompts])
-        ids = torch.tensor([[0] * (width - len(p)) + list(p) for p in prompts], dtype=torch.long)
         cache = _Cache.empty(len(self.layers), n, self.kv_heads, width + max_new_tokens, self.head_dim, self.dtype)
         ends = set(end_ids)
         pick = pick or (lambda logits: logits.argmax(-1))
         columns = torch.arange(width + max_new_tokens)
         valid = columns[None, :] >= pads[:, None]  # [B, S]: not padding
 
-        # prefill in chunks, the last chunk's last position gives the first logits
-        hidden = None
-        for start in range(0, width, PREFILL_CHUNK):
-            end = min(width, start + PREFILL_CHUNK)
-            cols = columns[start:end]
-            causal = cols[:, None] >= columns[None, :end]  # [T, end]
-            # a padding query sees itself only (a row with no key would give NaN)
-            visible = valid[:, None, :end] | (cols[:, None] == columns[None, :end])[None]
-            mask = (causal[None] & visible)[:, None]  # [B, 1, T, end]
-            positions = (cols[None, :] - pads[:, None]).clamp_min(0)
-            hidden = self._forward(ids[:, start:end], positions, cache, start, mask)
-        assert hidden is not None
-        logits = self._logits(hidden[:, -1])
+        lengths = {len(p) for p in prompts}
+        if len(lengths) > 1 and 0 not in lengths:
+            hidden = self._prefill_rows(prompts, cache)
+        else:
+            hidden = self._prefill_padded(prompts, cache)
+        logits = self._logits(hidden)
         if lookup:
             return [self._decode_lookup(list(prompts[0]), logits, cache, max_new_tokens, ends,
                                         pick if isinstance(pick, Sampler) else None, should_stop, on_first_token,
@@ -550,6 +545,58 @@ class LlamaDecoder:
             pos = pos + 1
             col += 1
         return results
+
+    def _prefill_padded(self, prompts: Sequence[Sequence[int]], cache: "_Cache") -> torch.Tensor:
+        """The prefill of ``prompts`` left-padded to the longest, in chunks over the whole batch: writes columns
+        [0, width) of every row of ``cache`` (padding included) and returns each row's last hidden state [B, hidden]."""
+        width = max(map(len, prompts))
+        pads = torch.tensor([width - len(p) for p in prompts])
+        ids = torch.tensor([[0] * (width - len(p)) + list(p) for p in prompts], dtype=torch.long)
+        columns = torch.arange(width)
+        valid = columns[None, :] >= pads[:, None]  # [B, width]: not padding
+        # the last chunk's last position gives the first logits
+        hidden = None
+        for start in range(0, width, PREFILL_CHUNK):
+            end = min(width, start + PREFILL_CHUNK)
+            cols = columns[start:end]
+            causal = cols[:, None] >= columns[None, :end]  # [T, end]
+            # a padding query sees itself only (a row with no key would give NaN)
+            visible = valid[:, None, :end] | (cols[:, None] == columns[None, :end])[None]
+            mask = (causal[None] & visible)[:, None]  # [B, 1, T, end]
+            positions = (cols[None, :] - pads[:, None]).clamp_min(0)
+            hidden = self._forward(ids[:, start:end], positions, cache, start, mask)
+        assert hidden is not None
+        return hidden[:, -1]
+
+    def _prefill_rows(self, prompts: Sequence[Sequence[int]], cache: "_Cache") -> torch.Tensor:
+        """The prefill of each of ``prompts`` (none empty) on its own tokens only, in chunks: row r's keys and values
+        go to columns [pad_r, width) of its row of the shared left-padded ``cache`` (through a view, so the decode
+        steps see the same layout as after :meth:`_prefill_padded`), at positions 0 .. len-1 under a plain causal
+        mask. Rows of very different lengths (RAG-R1 transcripts: 175 to 2,000 tokens) no longer compute the
+        padding: the positions computed are the prompts' total, not B x width. Returns the last hidden states
+        [B, hidden].
+
+        The padding columns [0, pad_r) are zeroed, not computed: the cache is ``torch.empty``, and a NaN left there
+        would poison attention even under the -inf bias (NaN + -inf = NaN; 0 x NaN = NaN)."""
+        width = max(map(len, prompts))
+        last = []
+        for r, prompt in enumerate(prompts):
+            pad, length = width - len(prompt), len(prompt)
+            for k, v in zip(cache.keys, cache.values):
+                k[r, :, :pad].zero_()
+                v[r, :, :pad].zero_()
+            row = _Cache([k[r : r + 1, :, pad:] for k in cache.keys], [v[r : r + 1, :, pad:] for v in cache.values])
+            ids = torch.tensor([list(prompt)], dtype=torch.long)
+            columns = torch.arange(length)
+            hidden = None
+            for start in range(0, length, PREFILL_CHUNK):
+                end = min(length, start + PREFILL_CHUNK)
+                cols = columns[start:end]
+                mask = (cols[:, None] >= columns[None, :end])[None, None]  # [1, 1, T, end]: causal
+                hidden = self._forward(ids[:, start:end], cols[None], row, start, mask)
+            assert hidden is not None
+            last.append(hidden[:, -1])
+        return torch.cat(last)
 
     def _decode_lookup(
         self, prompt: list[int], logits: torch.Tensor, cache: "_Cache", max_new_tokens: int, ends: set[int],
