@@ -46,9 +46,14 @@ def test_float32_engine_equals_model_generate(varied_model, smollm2_tokenizer, g
             FastPolicy(varied_model, smollm2_tokenizer, sampling=greedy, batch_wait_s=0.2, weights="float32") as fast:
         expected, got = turns(eager), turns(fast)
         assert fast.stats.max_batch == len(QUESTIONS)  # batched, rows of different lengths (left padding)
+        assert fast.prefixes.reused_tokens == 0
+        again = turns(fast)  # the same prompts: all but their last positions come from the prefix cache
+        assert fast.prefixes.reused_tokens == sum(len(fast.render_prompt(make_prompt(q))["token_ids"]) - 1
+                                                  for q in QUESTIONS)
     assert all(len(e.token_ids) == greedy.max_new_tokens for e in expected)
     assert all(len(set(e.token_ids)) > 8 for e in expected)  # varied turns, not one token repeated
     check_same(got, expected, 1e-4)
+    check_same(again, expected, 1e-4)
 
 
 def test_stop_strings_cut_the_same(varied_model, smollm2_tokenizer, greedy):
@@ -138,6 +143,48 @@ def test_a_mixed_length_batch_decodes_each_prompt_as_alone(varied_model, monkeyp
         alone = decoder.generate([prompt], 12)[0]
         assert got.token_ids == alone.token_ids and len(set(got.token_ids)) > 3
         assert max(abs(a - b) for a, b in zip(got.logprobs, alone.logprobs)) <= 1e-4
+
+
+@pytest.mark.parametrize("lookup", [0, 4])
+def test_next_turns_reuse_the_stored_prefixes(varied_model, monkeypatch, lookup):
+    """With a PrefixCache, a next turn (prompt + turn + new tokens) is prefilled from the end of the stored
+    sequence (prompt + turn but its last token) and gives the tokens of a prefill from scratch; a prompt that
+    leaves a stored sequence midway reuses their common prefix only. Batch 1 with prompt lookup stores too."""
+    from langchain_ragr1.policies import decoder as engine
+
+    monkeypatch.setattr(engine, "PREFILL_CHUNK", 8)
+    nan_cache(monkeypatch)
+    decoder = LlamaDecoder(varied_model, weights="float32")
+    prefixes = engine.PrefixCache(8)
+    prompts = MIXED[:1] if lookup else MIXED
+    first = decoder.generate(prompts, 10, prefixes=prefixes, prompt_lookup_num_tokens=lookup)
+    assert prefixes.reused_tokens == 0 and len(prefixes) == len(prompts)
+    follow = [p + r.token_ids + [200 + i, 201, 202] for i, (p, r) in enumerate(zip(prompts, first))]
+    if not lookup:
+        follow.append(MIXED[0][:20] + [300, 301])  # leaves MIXED[0] after 20 tokens
+    got = decoder.generate(follow, 10, prefixes=prefixes, prompt_lookup_num_tokens=lookup)
+    want = [decoder.generate([p], 10)[0] for p in follow]
+    for g, w in zip(got, want):
+        assert g.token_ids == w.token_ids and max(abs(a - b) for a, b in zip(g.logprobs, w.logprobs)) <= 1e-4
+    turns = sum(len(p) + len(r.token_ids) - 1 for p, r in zip(prompts, first))
+    assert prefixes.reused_tokens == turns + (0 if lookup else 20)
+    # the next turns replaced the sequences they extend (the capacity, 8, is not what dropped them)
+    assert len(prefixes) == len(follow)
+
+
+def test_prefix_cache_drops_the_least_recently_used():
+    from langchain_ragr1.policies.decoder import PrefixCache
+
+    kv = [torch.zeros(1, 4, 2)]
+    cache = PrefixCache(2)
+    cache.store([1, 2, 3], kv, kv)
+    cache.store([5, 6, 7], kv, kv)
+    assert cache.match([1, 2, 3, 4])[0] == 3  # [1, 2, 3] used last
+    assert cache.match([1, 2, 3])[0] == 2  # the last prompt position is always computed
+    cache.store([8, 9], kv, kv)  # drops [5, 6, 7]
+    assert cache.match([5, 6, 7, 8]) == (0, None) and cache.match([1, 2, 9])[0] == 2
+    cache.store([1, 2, 3, 4], kv, kv)  # extends [1, 2, 3]: replaces it
+    assert len(cache) == 2 and cache.match([8, 9, 9])[0] == 2
 
 
 @pytest.mark.parametrize("weights, tolerance", [("bfloat16", 0.1), ("int8", 0.1), ("int4", 0.3)])
