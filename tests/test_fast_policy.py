@@ -172,6 +172,25 @@ def test_next_turns_reuse_the_stored_prefixes(varied_model, monkeypatch, lookup)
     assert len(prefixes) == len(follow)
 
 
+def test_rows_of_about_the_same_length_stay_one_padded_pass(varied_model, monkeypatch):
+    """Row by row only where padding would add more than ROW_PREFILL_ABOVE x the rows' positions (a padded pass is
+    faster per position), or where a stored prefix leaves that little to compute."""
+    from langchain_ragr1.policies import decoder as engine
+
+    decoder = LlamaDecoder(varied_model, weights="float32")
+    taken = []
+    for name in ("_prefill_rows", "_prefill_padded"):
+        real = getattr(decoder, name)
+        monkeypatch.setattr(decoder, name, lambda *a, _real=real, _name=name: taken.append(_name) or _real(*a))
+    near, far = [list(range(1, 21)), list(range(1, 18))], [list(range(1, 21)), [5, 6]]  # 40/37 and 40/22 positions
+    decoder.generate(near, 2)
+    decoder.generate(far, 2)
+    prefixes = engine.PrefixCache(4)
+    decoder.generate(near[:1], 2, prefixes=prefixes)  # nothing stored yet: padded (batch 1)
+    decoder.generate([near[0] + [30]], 2, prefixes=prefixes)  # 20 of 21 positions stored
+    assert taken == ["_prefill_padded", "_prefill_rows", "_prefill_padded", "_prefill_rows"]
+
+
 def test_prefix_cache_drops_the_least_recently_used():
     from langchain_ragr1.policies.decoder import PrefixCache
 
