@@ -46,9 +46,14 @@ def test_float32_engine_equals_model_generate(varied_model, smollm2_tokenizer, g
             FastPolicy(varied_model, smollm2_tokenizer, sampling=greedy, batch_wait_s=0.2, weights="float32") as fast:
         expected, got = turns(eager), turns(fast)
         assert fast.stats.max_batch == len(QUESTIONS)  # batched, rows of different lengths (left padding)
+        assert fast.prefixes.reused_tokens == 0
+        again = turns(fast)  # the same prompts: all but their last positions come from the prefix cache
+        assert fast.prefixes.reused_tokens == sum(len(fast.render_prompt(make_prompt(q))["token_ids"]) - 1
+                                                  for q in QUESTIONS)
     assert all(len(e.token_ids) == greedy.max_new_tokens for e in expected)
     assert all(len(set(e.token_ids)) > 8 for e in expected)  # varied turns, not one token repeated
     check_same(got, expected, 1e-4)
+    check_same(again, expected, 1e-4)
 
 
 def test_stop_strings_cut_the_same(varied_model, smollm2_tokenizer, greedy):
@@ -75,6 +80,132 @@ def test_end_token_ends_a_row_and_the_others_go_on(varied_model, smollm2_tokeniz
     assert len(cut[1].token_ids) == 12 or cut[1].finish_reason == "eos"
 
 
+def nan_cache(monkeypatch):
+    """Make the engine's caches start as NaN (``torch.empty`` may hand back anything): a padding column that
+    the prefill leaves unwritten then poisons attention and the test sees it."""
+    from langchain_ragr1.policies import decoder as engine
+
+    empty = engine._Cache.empty
+
+    def poisoned(*args, **kwargs):
+        cache = empty(*args, **kwargs)
+        for t in (*cache.keys, *cache.values):
+            t.fill_(float("nan"))
+        return cache
+
+    monkeypatch.setattr(engine._Cache, "empty", staticmethod(poisoned))
+
+
+MIXED = [list(range(3, 40)), [7, 8], list(range(100, 111)), [5]]  # 37, 2, 11 and 1 tokens
+
+
+def test_prefill_row_by_row_equals_the_padded_prefill(varied_model, monkeypatch):
+    """Each row prefilled on its own tokens (in chunks: 37 > 8 = the chunk here) leaves the same keys and values in
+    its real columns and the same last hidden state (so first logits) as the prefill of the left-padded batch;
+    its padding columns are zeros, not the NaN the cache started with. Equal up to fp32 rounding: 1e-5 of the
+    numbers' scale (the varied model's logits reach about 13; the padded batch differs from a prompt prefilled
+    alone by as much)."""
+    from langchain_ragr1.policies import decoder as engine
+
+    monkeypatch.setattr(engine, "PREFILL_CHUNK", 8)
+    nan_cache(monkeypatch)
+    decoder = LlamaDecoder(varied_model, weights="float32")
+    width = max(map(len, MIXED))
+
+    def prefill(method):
+        cache = engine._Cache.empty(len(decoder.layers), len(MIXED), decoder.kv_heads, width + 4, decoder.head_dim,
+                                    decoder.dtype)
+        return decoder._logits(method(MIXED, cache)), cache
+
+    padded_logits, padded = prefill(decoder._prefill_padded)
+    rows_logits, rows = prefill(decoder._prefill_rows)
+    def close(got, want):
+        return float((got - want).abs().max()) <= 1e-5 * float(want.abs().max())
+
+    assert close(rows_logits, padded_logits)
+    for r, prompt in enumerate(MIXED):
+        pad = width - len(prompt)
+        for want, got in zip(padded.keys + padded.values, rows.keys + rows.values):
+            assert close(got[r, :, pad:width], want[r, :, pad:width])
+            assert torch.equal(got[r, :, :pad], torch.zeros_like(got[r, :, :pad]))
+
+
+def test_a_mixed_length_batch_decodes_each_prompt_as_alone(varied_model, monkeypatch):
+    """Greedy, fp32: each row of a batch of very different lengths (prefilled row by row, then decoded over the
+    shared padded cache) gives the tokens of its prompt decoded alone, and log-probs within fp32 rounding."""
+    from langchain_ragr1.policies import decoder as engine
+
+    monkeypatch.setattr(engine, "PREFILL_CHUNK", 8)
+    nan_cache(monkeypatch)
+    decoder = LlamaDecoder(varied_model, weights="float32")
+    batch = decoder.generate(MIXED, 12)
+    for prompt, got in zip(MIXED, batch):
+        alone = decoder.generate([prompt], 12)[0]
+        assert got.token_ids == alone.token_ids and len(set(got.token_ids)) > 3
+        assert max(abs(a - b) for a, b in zip(got.logprobs, alone.logprobs)) <= 1e-4
+
+
+@pytest.mark.parametrize("lookup", [0, 4])
+def test_next_turns_reuse_the_stored_prefixes(varied_model, monkeypatch, lookup):
+    """With a PrefixCache, a next turn (prompt + turn + new tokens) is prefilled from the end of the stored
+    sequence (prompt + turn but its last token) and gives the tokens of a prefill from scratch; a prompt that
+    leaves a stored sequence midway reuses their common prefix only. Batch 1 with prompt lookup stores too."""
+    from langchain_ragr1.policies import decoder as engine
+
+    monkeypatch.setattr(engine, "PREFILL_CHUNK", 8)
+    nan_cache(monkeypatch)
+    decoder = LlamaDecoder(varied_model, weights="float32")
+    prefixes = engine.PrefixCache(8)
+    prompts = MIXED[:1] if lookup else MIXED
+    first = decoder.generate(prompts, 10, prefixes=prefixes, prompt_lookup_num_tokens=lookup)
+    assert prefixes.reused_tokens == 0 and len(prefixes) == len(prompts)
+    follow = [p + r.token_ids + [200 + i, 201, 202] for i, (p, r) in enumerate(zip(prompts, first))]
+    if not lookup:
+        follow.append(MIXED[0][:20] + [300, 301])  # leaves MIXED[0] after 20 tokens
+    got = decoder.generate(follow, 10, prefixes=prefixes, prompt_lookup_num_tokens=lookup)
+    want = [decoder.generate([p], 10)[0] for p in follow]
+    for g, w in zip(got, want):
+        assert g.token_ids == w.token_ids and max(abs(a - b) for a, b in zip(g.logprobs, w.logprobs)) <= 1e-4
+    turns = sum(len(p) + len(r.token_ids) - 1 for p, r in zip(prompts, first))
+    assert prefixes.reused_tokens == turns + (0 if lookup else 20)
+    # the next turns replaced the sequences they extend (the capacity, 8, is not what dropped them)
+    assert len(prefixes) == len(follow)
+
+
+def test_rows_of_about_the_same_length_stay_one_padded_pass(varied_model, monkeypatch):
+    """Row by row only where padding would add more than ROW_PREFILL_ABOVE x the rows' positions (a padded pass is
+    faster per position), or where a stored prefix leaves that little to compute."""
+    from langchain_ragr1.policies import decoder as engine
+
+    decoder = LlamaDecoder(varied_model, weights="float32")
+    taken = []
+    for name in ("_prefill_rows", "_prefill_padded"):
+        real = getattr(decoder, name)
+        monkeypatch.setattr(decoder, name, lambda *a, _real=real, _name=name: taken.append(_name) or _real(*a))
+    near, far = [list(range(1, 21)), list(range(1, 18))], [list(range(1, 21)), [5, 6]]  # 40/37 and 40/22 positions
+    decoder.generate(near, 2)
+    decoder.generate(far, 2)
+    prefixes = engine.PrefixCache(4)
+    decoder.generate(near[:1], 2, prefixes=prefixes)  # nothing stored yet: padded (batch 1)
+    decoder.generate([near[0] + [30]], 2, prefixes=prefixes)  # 20 of 21 positions stored
+    assert taken == ["_prefill_padded", "_prefill_rows", "_prefill_padded", "_prefill_rows"]
+
+
+def test_prefix_cache_drops_the_least_recently_used():
+    from langchain_ragr1.policies.decoder import PrefixCache
+
+    kv = [torch.zeros(1, 4, 2)]
+    cache = PrefixCache(2)
+    cache.store([1, 2, 3], kv, kv)
+    cache.store([5, 6, 7], kv, kv)
+    assert cache.match([1, 2, 3, 4])[0] == 3  # [1, 2, 3] used last
+    assert cache.match([1, 2, 3])[0] == 2  # the last prompt position is always computed
+    cache.store([8, 9], kv, kv)  # drops [5, 6, 7]
+    assert cache.match([5, 6, 7, 8]) == (0, None) and cache.match([1, 2, 9])[0] == 2
+    cache.store([1, 2, 3, 4], kv, kv)  # extends [1, 2, 3]: replaces it
+    assert len(cache) == 2 and cache.match([8, 9, 9])[0] == 2
+
+
 @pytest.mark.parametrize("weights, tolerance", [("bfloat16", 0.1), ("int8", 0.1), ("int4", 0.3)])
 def test_reduced_weights_stay_close(tiny_model, smollm2_tokenizer, greedy, weights, tolerance):
     """Fewer bytes per weight: the log-probs of the tokens both paths chose move by rounding only."""
@@ -99,7 +230,8 @@ def test_bfloat16_weights_are_prepacked(tiny_model):
 def test_attention_bias_gives_sdpas_boolean_mask_result(tiny_model, weights, monkeypatch):
     """The engine builds the mask as SDPA's additive bias (0 / -inf) once per forward pass, in the engine's dtype:
     each layer's attention equals SDPA given the boolean mask itself, bit for bit, in the prefill and the decode
-    steps of a padded batch (rows of different lengths, query heads folded by group)."""
+    steps of a padded batch (rows of different lengths, each prefilled on its own tokens; query heads folded by
+    group)."""
     from langchain_ragr1.policies import decoder as engine
 
     real = torch.nn.functional.scaled_dot_product_attention
@@ -116,7 +248,7 @@ def test_attention_bias_gives_sdpas_boolean_mask_result(tiny_model, weights, mon
     LlamaDecoder(tiny_model, weights=weights).generate([[5, 6, 7, 8, 9], [11, 12]], 3)
     layers = tiny_model.config.num_hidden_layers
     group = tiny_model.config.num_attention_heads // tiny_model.config.num_key_value_heads
-    assert calls == [5 * group] * layers + [group] * 2 * layers
+    assert calls == [5 * group] * layers + [2 * group] * layers + [group] * 2 * layers
 
 
 def test_the_packed_product_is_checked_once_per_weight_shape(tiny_model, monkeypatch):
