@@ -56,6 +56,22 @@ def test_float32_engine_equals_model_generate(varied_model, smollm2_tokenizer, g
     check_same(again, expected, 1e-4)
 
 
+def test_prefix_cache_sequences_sizes_or_turns_off_the_cache(varied_model, smollm2_tokenizer, greedy):
+    with FastPolicy(varied_model, smollm2_tokenizer, sampling=greedy, batch_wait_s=0.2, weights="float32",
+                    prefix_cache_sequences=0) as off, \
+            FastPolicy(varied_model, smollm2_tokenizer, sampling=greedy, batch_wait_s=0.2, weights="float32",
+                       prefix_cache_sequences=2) as two:
+        first, again = turns(off), turns(off)
+        assert off.prefixes.reused_tokens == 0 and len(off.prefixes) == 0  # every prompt prefilled whole
+        turns(two)
+        assert len(two.prefixes) == 2  # the last 2 of the batch's sequences
+    check_same(again, first, 1e-4)
+    with pytest.raises(ConfigError, match=r"prefix_cache_sequences=-1 must be an integer >= 0 \(0: off\)"):
+        FastPolicy.check_kwargs({"prefix_cache_sequences": -1})
+    with pytest.raises(ConfigError, match=r"prefix_cache_sequences=4 is a setting of backend='fast'"):
+        check_policy_settings(backend="transformers", prefix_cache_sequences=4)
+
+
 def test_stop_strings_cut_the_same(varied_model, smollm2_tokenizer, greedy):
     with TransformersPolicy(varied_model, smollm2_tokenizer, sampling=greedy) as eager:
         text = turns(eager, QUESTIONS[:1])[0].text

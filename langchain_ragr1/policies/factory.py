@@ -10,7 +10,7 @@ from typing import Any
 from langchain_ragr1.config import unknown_settings
 from langchain_ragr1.errors import ConfigError
 from langchain_ragr1.policies.sampling import Sampling, check_policy_kwargs
-from langchain_ragr1.policies.weights import WEIGHT_KINDS, check_prompt_lookup, check_weights
+from langchain_ragr1.policies.weights import WEIGHT_KINDS, check_count, check_prompt_lookup, check_weights
 
 __all__ = [
     "BACKENDS", "DEFAULT_BACKEND", "WEIGHT_KINDS", "ModePolicies", "check_path", "check_policy_settings",
@@ -18,9 +18,10 @@ __all__ = [
 ]
 
 #: Keyword arguments of :func:`default_policy` besides its own: the policy's settings.
-_POLICY_SETTINGS: tuple[str, ...] = ("max_batch_size", "batch_wait_s", "dtype", "weights", "prompt_lookup_num_tokens")
+_POLICY_SETTINGS: tuple[str, ...] = ("max_batch_size", "batch_wait_s", "dtype", "weights", "prompt_lookup_num_tokens",
+                                     "prefix_cache_sequences")
 #: The settings only ``backend="fast"`` (:class:`FastPolicy`) takes.
-_FAST_SETTINGS: tuple[str, ...] = ("weights", "prompt_lookup_num_tokens")
+_FAST_SETTINGS: tuple[str, ...] = ("weights", "prompt_lookup_num_tokens", "prefix_cache_sequences")
 #: What generates the turns: the lean engine over transformers' weights in this process
 #: (:class:`FastPolicy`: bf16 weights, preallocated KV cache; the default), transformers'
 #: ``model.generate`` with static batches (:class:`TransformersPolicy`: eager fp32, the reference)
@@ -52,6 +53,8 @@ def check_policy_settings(
         check_weights(kwargs["weights"])
     if "prompt_lookup_num_tokens" in kwargs:
         check_prompt_lookup(kwargs["prompt_lookup_num_tokens"])
+    if "prefix_cache_sequences" in kwargs:
+        check_count("prefix_cache_sequences", kwargs["prefix_cache_sequences"])
     for name in _FAST_SETTINGS:
         if name in kwargs and backend != "fast":
             raise ConfigError(f"{name}={kwargs[name]!r} is a setting of backend='fast', not {backend!r}.")
@@ -75,8 +78,8 @@ def default_policy(
     another alias serves every mode).
 
     ``sampling`` (a :class:`~langchain_ragr1.policies.sampling.Sampling`; ``None``: ``Sampling()``)
-    and ``kwargs`` (``max_batch_size``, ``batch_wait_s``, ``dtype``; ``weights`` and ``prompt_lookup_num_tokens``
-    for ``"fast"``) go to the policy's
+    and ``kwargs`` (``max_batch_size``, ``batch_wait_s``, ``dtype``; ``weights``, ``prompt_lookup_num_tokens`` and
+    ``prefix_cache_sequences`` for ``"fast"``) go to the policy's
     ``from_pretrained``. Every setting is checked before the model loads.
     """
     check_policy_settings(model_path, sampling=sampling, backend=backend, **kwargs)

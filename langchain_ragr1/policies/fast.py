@@ -22,7 +22,13 @@ from langchain_ragr1.policies.batching import GenerateCall
 from langchain_ragr1.policies.decoder import LlamaDecoder, PrefixCache, Sampler, supports
 from langchain_ragr1.policies.sampling import Sampling, check_policy_kwargs
 from langchain_ragr1.policies.transformers import TransformersPolicy
-from langchain_ragr1.policies.weights import WEIGHT_KINDS, check_prompt_lookup, check_weights, default_prompt_lookup
+from langchain_ragr1.policies.weights import (
+    WEIGHT_KINDS,
+    check_count,
+    check_prompt_lookup,
+    check_weights,
+    default_prompt_lookup,
+)
 from langchain_ragr1.timings import mark
 
 __all__ = ["FastPolicy", "WEIGHT_KINDS"]
@@ -66,16 +72,18 @@ class FastPolicy(TransformersPolicy):
     an episode's next turn starts with its previous prompt and turn, so only the new part (the ``<information>``
     block) is prefilled, and a first turn reuses the instructions every RAG-R1 prompt starts with. It holds
     23 KB per token for SmolLM2-135M in bf16 (16 sequences of 2,000 tokens: 0.7 GB at most), ``prefixes``.
+    ``prefix_cache_sequences`` sets how many sequences it keeps (``None``: 2 x ``max_batch_size``; 0: none, every
+    prompt is prefilled whole).
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, weights: str = "bfloat16", seed: int | None = None,
                  decoder: LlamaDecoder | None = None, prompt_lookup_num_tokens: int | None = None,
-                 **settings: Any) -> None:
+                 prefix_cache_sequences: int | None = None, **settings: Any) -> None:
         """``settings``: :class:`TransformersPolicy`'s (``sampling``, ``max_batch_size``, ``batch_wait_s``);
         ``seed`` seeds the sampling of this policy's own generator. ``decoder``: the engine, already built over
         ``model``'s weights with ``weights`` (:meth:`from_pretrained`'s direct load, where ``model`` is a
         :class:`~langchain_ragr1.policies.direct.DeferredModel`); by default built here from ``model``.
-        ``prompt_lookup_num_tokens``: see the class docstring (``None``: 8 with bfloat16 weights, 0 with the others)."""
+        ``prompt_lookup_num_tokens``, ``prefix_cache_sequences``: see the class docstring."""
         super().__init__(model, tokenizer, **settings)
         check_weights(weights)
         check_prompt_lookup(prompt_lookup_num_tokens)
@@ -91,7 +99,9 @@ class FastPolicy(TransformersPolicy):
         else:
             logger.warning("FastPolicy: %s; generating with model.generate instead.", reason)
         self._generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        self._prefix_capacity = 2 * settings.get("max_batch_size", 8)
+        check_count("prefix_cache_sequences", prefix_cache_sequences)
+        self._prefix_capacity = (2 * settings.get("max_batch_size", 8) if prefix_cache_sequences is None
+                                 else prefix_cache_sequences)
         #: the engine the prefix cache's keys came from (another one, e.g. with new weights, starts a new cache)
         self._prefixes_of: LlamaDecoder | None = None
         self.prefixes = PrefixCache(self._prefix_capacity)
@@ -101,11 +111,14 @@ class FastPolicy(TransformersPolicy):
     def check_kwargs(cls, kwargs: dict[str, Any]) -> None:
         """Check ``cls(model, ..., **kwargs)``'s settings: this class's and :class:`TransformersPolicy`'s."""
         known = set(inspect.signature(TransformersPolicy.__init__).parameters) - {"self", "model", "tokenizer"}
-        check_policy_kwargs(cls.__name__, kwargs, known | {"weights", "seed", "prompt_lookup_num_tokens"})
+        check_policy_kwargs(cls.__name__, kwargs,
+                            known | {"weights", "seed", "prompt_lookup_num_tokens", "prefix_cache_sequences"})
         if "weights" in kwargs:
             check_weights(kwargs["weights"])
         if "prompt_lookup_num_tokens" in kwargs:
             check_prompt_lookup(kwargs["prompt_lookup_num_tokens"])
+        if "prefix_cache_sequences" in kwargs:
+            check_count("prefix_cache_sequences", kwargs["prefix_cache_sequences"])
 
     @classmethod
     def from_pretrained(
@@ -170,7 +183,8 @@ class FastPolicy(TransformersPolicy):
         rows = self.decoder.generate(
             prompts, max_new_tokens, end_ids=sorted(self._end_ids), pick=self._pick(sampling),
             should_stop=should_stop, on_first_token=on_first_token,
-            prompt_lookup_num_tokens=self.prompt_lookup_num_tokens, prefixes=self.prefixes,
+            prompt_lookup_num_tokens=self.prompt_lookup_num_tokens,
+            prefixes=self.prefixes if self._prefix_capacity else None,
         )
         results = [
             self._finish(row.token_ids, row.logprobs, "length", stop, len(prompt), len(prompts))

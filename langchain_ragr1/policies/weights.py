@@ -1,5 +1,5 @@
 """What ``weights`` of the ``"fast"`` backend may be: the format its weights are stored and multiplied in; and its
-``prompt_lookup_num_tokens`` (checked here, without torch, before a model loads)."""
+``prompt_lookup_num_tokens`` and ``prefix_cache_sequences`` (checked here, without torch, before a model loads)."""
 
 from __future__ import annotations
 
@@ -29,10 +29,15 @@ def default_prompt_lookup(weights: str) -> int:
     return DEFAULT_PROMPT_LOOKUP if weights == "bfloat16" else 0
 
 
-def check_prompt_lookup(value: Any) -> None:
-    """``prompt_lookup_num_tokens`` is ``None`` (the weights' default) or an integer >= 0, or a
+def check_count(name: str, value: Any) -> None:
+    """``value`` of the setting ``name`` is ``None`` (its default) or an integer >= 0 (0: off), or a
     :class:`ConfigError` names it."""
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"prompt_lookup_num_tokens={value!r} must be an integer >= 0 (0: off) or None.")
+        raise ConfigError(f"{name}={value!r} must be an integer >= 0 (0: off) or None.")
+
+
+def check_prompt_lookup(value: Any) -> None:
+    """``prompt_lookup_num_tokens`` is ``None`` (the weights' default) or an integer >= 0."""
+    check_count("prompt_lookup_num_tokens", value)
