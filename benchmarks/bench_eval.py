@@ -65,8 +65,8 @@ def time_line(backend: str, split: dict[str, float], seconds: float) -> str:
     if not split["calls"]:
         return f"  {backend}: no model calls recorded (its policy does not record them)"
     return (f"  {backend}: {seconds:.1f} s = prefill {split['prefill_s']:.1f} s ({split['prompt_tokens']:.0f} prompt "
-            f"tokens, {split['prefill_positions']:.0f} positions with padding, "
-            f"{split['prefill_positions'] / max(split['prefill_s'], 1e-9):.0f} positions/s) + decode "
+            f"tokens, {split['prompt_tokens'] / max(split['prefill_s'], 1e-9):.0f} prompt tokens/s; "
+            f"{split['prefill_positions']:.0f} positions as left-padded batches) + decode "
             f"{split['decode_s']:.1f} s ({split['decode_steps']:.0f} steps, {split['kept_tokens']:.0f} tokens kept) "
             f"+ other {split['other_s']:.1f} s (retrieval, graph, batching waits), {split['calls']:.0f} model calls")
 
@@ -237,6 +237,9 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     print("where the evaluation seconds went (the model calls as recorded by the policies):")
     for backend in BACKENDS:
         print(time_line(backend, results["time"][backend], seconds[backend]))
+        reused = sum(p.prefixes.reused_tokens for p in policies[backend].loaded.values() if hasattr(p, "prefixes"))
+        if reused:
+            print(f"    of the prompt tokens, {reused} came from the prefix cache (not computed)")
     fast_t, eager_t = (results["time"][b] for b in BACKENDS)
     if fast_t["calls"] and eager_t["calls"]:
         print(f"  ratios, eager / fast: prefill {eager_t['prefill_s'] / max(fast_t['prefill_s'], 1e-9):.2f}x, decode "

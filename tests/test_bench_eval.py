@@ -85,6 +85,6 @@ def test_the_time_split_sums_the_recorded_calls(capsys):
     assert split == {"calls": 2, "model_s": 3.0, "prefill_s": 0.75, "decode_s": 2.25, "other_s": 1.0,
                      "prompt_tokens": 14, "prefill_positions": 16, "decode_steps": 8, "kept_tokens": 10}
     line = bench.time_line("fast", split, 4.0)
-    assert "4.0 s = prefill 0.8 s (14 prompt tokens, 16 positions with padding, 21 positions/s)" in line
+    assert "4.0 s = prefill 0.8 s (14 prompt tokens, 19 prompt tokens/s; 16 positions as left-padded batches)" in line
     assert "decode 2.2 s (8 steps, 10 tokens kept) + other 1.0 s" in line and "2 model calls" in line
     assert "no model calls recorded" in bench.time_line("fast", bench.CallLog().split(1.0), 1.0)
