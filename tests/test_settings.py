@@ -152,11 +152,15 @@ def test_sampling_converts_to_each_backends_own_settings():
 
 
 def test_policy_settings_are_the_transformers_policy_ones():
-    from langchain_ragr1.policies.factory import _POLICY_SETTINGS  # noqa: PLC2701 - kept in step with the policy
+    from langchain_ragr1.policies.factory import (  # noqa: PLC2701 - kept in step with the policy
+        _FAST_SETTINGS,
+        _POLICY_SETTINGS,
+    )
     from langchain_ragr1.policies.transformers import TransformersPolicy
 
     constructor = set(inspect.signature(TransformersPolicy.__init__).parameters)
-    fast_only = {"weights", "prompt_lookup_num_tokens"}
+    fast_only = set(_FAST_SETTINGS)
+    assert {"weights", "prompt_lookup_num_tokens", "prefix_cache_sequences"} <= fast_only
     assert set(_POLICY_SETTINGS) - {"dtype"} - fast_only <= constructor and "sampling" in constructor
     from langchain_ragr1.policies.fast import FastPolicy  # the default backend's own settings
 
