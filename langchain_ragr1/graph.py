@@ -12,6 +12,7 @@ final turn may only answer. The same compiled graph serves users, evaluation and
 from __future__ import annotations
 
 import inspect
+import logging
 from typing import Annotated, Any, Mapping, Sequence
 
 from langchain_core.documents import Document
@@ -48,6 +49,8 @@ from langchain_ragr1.protocol import (
 from langchain_ragr1.results import distinct_documents
 from langchain_ragr1.retrieval import RetrievalRunner
 from langchain_ragr1.transcript import Segment, make_segment, transcript_text
+
+logger = logging.getLogger(__name__)
 
 #: Floor of the cap on the characters of one model turn that the graph keeps and parses:
 #: ``max(MAX_TURN_CHARS, CHARS_PER_TOKEN_CAP * policy.max_new_tokens)``. A model that honours
@@ -156,6 +159,24 @@ class RagR1Nodes:
         self.report_llm_run = not getattr(policy, "reports_own_runs", False)
         _check_policy_interface(policy)
         self.turn_limit = turn_char_limit(policy)
+        self.adapter_checked: set[str] = set()
+
+    def check_adapter(self, mode: str) -> None:
+        """Warn once per mode when the policy is a shipped default (``from_default``, ``--model
+        default``) whose adapter is not the one shipped for this run's ``mode`` (a per-run
+        ``configurable``/``context`` mode): the run goes on, on the adapter the policy carries."""
+        adapter = getattr(self.policy, "default_adapter", None)  # duck-typed policies may lack it
+        if adapter is None or mode in self.adapter_checked:
+            return
+        self.adapter_checked.add(mode)
+        from langchain_ragr1.models import default_adapter_dir
+
+        own = default_adapter_dir(mode)
+        if own != adapter:
+            logger.warning("This run's mode=%r has its own shipped adapter (%s), but this agent's model carries %s: "
+                           "the run uses the model it has. For %s-query's trained policy build the agent with "
+                           "RagR1Agent.from_default(mode=%r) (ragr1: --mode %s).", mode, own.name, adapter.name,
+                           mode, mode, mode)
 
     def settings(self, config: RunnableConfig | None) -> RagR1Config:
         """The episode's settings: the defaults with the run's ``configurable`` and ``context`` overrides."""
@@ -170,6 +191,7 @@ class RagR1Nodes:
         """Start an episode: the question (from ``question`` or the latest human message) and its prompt."""
         check_configurable((config or {}).get("configurable") or {})
         settings = self.settings(config)
+        self.check_adapter(settings.mode)
         raw_question, from_messages = _latest_question(state)
         question = normalize_question(raw_question)
         prompt = {**self.policy.render_prompt(make_prompt(question, settings.mode)), "question": question}

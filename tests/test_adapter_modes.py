@@ -138,6 +138,43 @@ def test_from_default_and_default_components_load_the_policy_of_the_mode(adapter
     policy.close()
 
 
+def _adapter_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "has its own shipped adapter" in r.getMessage()]
+
+
+def test_a_per_run_mode_whose_shipped_adapter_differs_is_warned_once(adapters, caplog):
+    from langchain_ragr1.agent import RagR1Agent
+
+    retriever = MemoryRetriever(documents=DOCS)
+    agent = RagR1Agent.from_default(retriever=retriever, backend="transformers", show_progress=False,
+                                    max_new_tokens=4, max_turns=0)
+    assert agent.policy.default_adapter == adapters["multi"]
+    explicit = RagR1Agent.from_default(model_path=adapters["base"], retriever=retriever, backend="transformers",
+                                       show_progress=False, max_new_tokens=4, max_turns=0)
+    assert explicit.policy.default_adapter is None  # a folder the user chose serves every mode
+    with caplog.at_level(logging.WARNING, logger="langchain_ragr1.graph"):
+        agent.invoke("Where is Paris?")
+        assert not _adapter_warnings(caplog)  # the agent's own mode
+        for _ in range(2):
+            agent.invoke("Where is Paris?", {"configurable": {"mode": "single"}})
+        agent.invoke("Where is Paris?", context={"mode": "single"})
+        explicit.invoke("Where is Paris?", {"configurable": {"mode": "single"}})
+    warnings = _adapter_warnings(caplog)
+    assert len(warnings) == 1, warnings
+    assert "mode='single'" in warnings[0] and "smollm2-ragr1-sft-sq" in warnings[0]
+    assert "RagR1Agent.from_default(mode='single')" in warnings[0]
+    # while no single-query adapter is shipped both modes share one: nothing to say
+    models.ADAPTER_DIRS["single"] = adapters["base"].parent / "adapters" / "not-shipped"
+    quiet = RagR1Agent.from_default(retriever=retriever, backend="transformers", show_progress=False,
+                                    max_new_tokens=4, max_turns=0)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="langchain_ragr1.graph"):
+        quiet.invoke("Where is Paris?", {"configurable": {"mode": "single"}})
+    assert not _adapter_warnings(caplog)
+    for one in (agent, explicit, quiet):
+        one.policy.close()
+
+
 @pytest.fixture
 def eval_loads(monkeypatch, tmp_path):
     """``run_eval`` over a 2-question file with a fake retriever; ``default_policy`` records each

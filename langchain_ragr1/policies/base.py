@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
 from langchain_core.runnables import RunnableConfig
@@ -45,6 +46,9 @@ class Policy(ABC):
     #: LangChain model does: ``stream_mode="messages"``, tracing); otherwise the graph reports
     #: each turn as an LLM run itself.
     reports_own_runs: ClassVar[bool] = False
+    #: The shipped SFT adapter folder a default policy carries (``default_policy`` with the default
+    #: model sets it); the graph warns when a run's mode has a different shipped adapter.
+    default_adapter: Path | None = None
 
     def render_prompt(self, prompt: str) -> Segment:
         """The ``prompt`` segment for the user message ``prompt``."""

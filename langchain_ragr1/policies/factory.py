@@ -104,7 +104,14 @@ def default_policy(
 
         policy_cls = TransformersPolicy
     path = resolve_model_path(model_path, mode=mode, show_progress=show_progress)
-    return policy_cls.from_pretrained(path, sampling=sampling, **kwargs)
+    policy = policy_cls.from_pretrained(path, sampling=sampling, **kwargs)
+    if model_path is None or str(model_path) == "default":
+        from langchain_ragr1.models import default_adapter_dir
+
+        # The shipped adapter this policy carries: a run in another mode, whose own shipped adapter
+        # differs, is told so by the graph (``RagR1Nodes.check_adapter``), not silently run on this one.
+        policy.default_adapter = default_adapter_dir(mode)
+    return policy
 
 
 class ModePolicies:
