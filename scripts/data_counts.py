@@ -80,17 +80,10 @@ def render(result: dict[str, Any]) -> str:
 
 
 def read_trajectories(path: Path) -> list[dict[str, Any]]:
-    records = []
-    with path.open() as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SystemExit(f"{path}, line {number}: not JSON ({exc.msg}); fix or remove the line.") from exc
-            records.append({"id": record.get("id"), "mode": record.get("mode")})
-    return records
+    """The ``id`` and ``mode`` of each trajectory (a bad line is :func:`iter_jsonl`'s error, naming file and line)."""
+    from langchain_ragr1.tuning.sft_data import iter_jsonl
+
+    return [{"id": record.get("id"), "mode": record.get("mode")} for record in iter_jsonl(path)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -99,12 +92,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--trajectories", type=Path, help="a make_sft_data trajectories.jsonl")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
     args = parser.parse_args(argv)
+    from langchain_ragr1.data.items import DataError
     from langchain_ragr1.data.loaders import load_qa
 
     if args.trajectories and not args.trajectories.is_file():
         parser.error(f"--trajectories {args.trajectories}: no such file")
-    trajectories = read_trajectories(args.trajectories) if args.trajectories else []
-    result = count(load_qa(args.data), trajectories)
+    try:
+        trajectories = read_trajectories(args.trajectories) if args.trajectories else []
+        result = count(load_qa(args.data), trajectories)
+    except DataError as exc:  # a bad line or item: its message names the file and line, no traceback
+        raise SystemExit(str(exc)) from exc
     print(json.dumps(result, indent=2) if args.json else render(result))  # noqa: T201
     return 0
 

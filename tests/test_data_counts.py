@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from langchain_ragr1.data import QAItem
+from langchain_ragr1.data.items import DataError
 
 _PATH = Path(__file__).resolve().parents[1] / "scripts" / "data_counts.py"
 _SPEC = importlib.util.spec_from_file_location("data_counts", _PATH)
@@ -47,5 +48,7 @@ def test_counts_by_kind_family_phrasing_and_mode():
 def test_a_bad_trajectories_line_names_file_and_line(tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_text(json.dumps({"id": "1", "mode": "multi"}) + "\n{broken\n")
-    with pytest.raises(SystemExit, match=r"t\.jsonl, line 2: not JSON"):
+    with pytest.raises(DataError, match=r"t\.jsonl, line 2: not JSON"):
         counts.read_trajectories(path)
+    with pytest.raises(SystemExit, match=r"t\.jsonl, line 2: not JSON"):  # the command: the message, no traceback
+        counts.main(["--data", "ragr1-dev", "--trajectories", str(path)])

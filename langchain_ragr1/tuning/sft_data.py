@@ -36,7 +36,7 @@ import logging
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence, get_args
+from typing import Any, Iterable, Iterator, Literal, Sequence, get_args
 
 from langchain_ragr1.data.items import DataError, QAItem
 from langchain_ragr1.errors import RagR1Error
@@ -404,7 +404,19 @@ def write_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> int:
     return count
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Records written by :func:`write_jsonl`."""
+def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    """The records written by :func:`write_jsonl`, one at a time (blank lines skipped); a line that is not JSON is a
+    :class:`DataError` naming the file and the line."""
     with Path(path).open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}, line {number}: not JSON ({exc.msg}); fix or remove the line.") from exc
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Records written by :func:`write_jsonl` (:func:`iter_jsonl`, as a list)."""
+    return list(iter_jsonl(path))
